@@ -1,0 +1,145 @@
+//! From samples to tensors: decoding and resizing in worker threads, tokenising, seeded
+//! shuffling, and a Burn `Batcher` that stacks items into `[B, ...]` tensors.
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::Result;
+use crate::rle::BinaryMask;
+use crate::sample::Sample;
+use crate::tokenizer::{CONTEXT_LENGTH, ClipTokenizer};
+use crate::transforms::{image_to_input, resize_nearest};
+
+/// One sample ready for the network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RisItem {
+    /// `[3, H, W]` in [-1, 1].
+    pub image: Vec<f32>,
+    /// `[H, W]` in {0, 1}: the ground truth resized with nearest neighbour.
+    pub mask: Vec<f32>,
+    /// The 77 CLIP ids.
+    pub ids: Vec<u32>,
+    /// Index of the first end token.
+    pub eos_index: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Index of the sample in its split.
+    pub index: usize,
+}
+
+/// Decodes, resizes and tokenises one sample.
+pub fn prepare(
+    sample: &Sample,
+    index: usize,
+    tokenizer: &ClipTokenizer,
+    height: usize,
+    width: usize,
+) -> Result<RisItem> {
+    let image = image_to_input(&sample.load_image()?, height, width);
+    let gt: BinaryMask = sample.load_mask()?;
+    let mask = resize_nearest(&gt.data, gt.height, gt.width, height, width)
+        .into_iter()
+        .map(|b| b as u8 as f32)
+        .collect();
+    let t = tokenizer.encode(&sample.sentence)?;
+    Ok(RisItem {
+        image,
+        mask,
+        ids: t.ids,
+        eos_index: t.eos_index,
+        height,
+        width,
+        index,
+    })
+}
+
+/// Prepares `samples[indices]` on `threads` worker threads; results keep the order of
+/// `indices`, and the first error (in that order) is returned.
+pub fn prepare_all(
+    samples: &[Sample],
+    indices: &[usize],
+    tokenizer: &ClipTokenizer,
+    (height, width): (usize, usize),
+    threads: usize,
+) -> Result<Vec<RisItem>> {
+    let threads = threads.max(1).min(indices.len().max(1));
+    let chunk = indices.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Vec<RisItem>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = indices
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&i| prepare(&samples[i], i, tokenizer, height, width))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a data worker panicked"))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(indices.len());
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// The sample order of one epoch: a permutation of `0..n` drawn from `(seed, epoch)`, the same
+/// on every run and machine.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0xA076_1D64_78BD_642F));
+    order.shuffle(&mut rng);
+    order
+}
+
+/// A batch of samples as tensors.
+#[derive(Clone, Debug)]
+pub struct RisBatch<B: Backend> {
+    /// `[B, 3, H, W]` in [-1, 1].
+    pub image: Tensor<B, 4>,
+    /// `[B, 1, H, W]` in {0, 1}.
+    pub mask: Tensor<B, 4>,
+    /// `[B, 77]`.
+    pub ids: Tensor<B, 2, Int>,
+    /// `[B]`.
+    pub eos_index: Tensor<B, 1, Int>,
+    /// Split indices of the samples.
+    pub indices: Vec<usize>,
+}
+
+/// Stacks [`RisItem`]s (all of one size) into a [`RisBatch`].
+#[derive(Clone, Debug, Default)]
+pub struct RisBatcher;
+
+impl<B: Backend> Batcher<B, RisItem, RisBatch<B>> for RisBatcher {
+    fn batch(&self, items: Vec<RisItem>, device: &B::Device) -> RisBatch<B> {
+        let n = items.len();
+        let (h, w) = items.first().map_or((0, 0), |i| (i.height, i.width));
+        assert!(
+            items.iter().all(|i| (i.height, i.width) == (h, w)),
+            "every item of a batch has the same size"
+        );
+        let image: Vec<f32> = items.iter().flat_map(|i| i.image.iter().copied()).collect();
+        let mask: Vec<f32> = items.iter().flat_map(|i| i.mask.iter().copied()).collect();
+        let ids: Vec<i64> = items
+            .iter()
+            .flat_map(|i| i.ids.iter().map(|&x| x as i64))
+            .collect();
+        let eos: Vec<i64> = items.iter().map(|i| i.eos_index as i64).collect();
+        RisBatch {
+            image: Tensor::from_data(TensorData::new(image, [n, 3, h, w]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [n, 1, h, w]), device),
+            ids: Tensor::from_data(TensorData::new(ids, [n, CONTEXT_LENGTH]), device),
+            eos_index: Tensor::from_data(TensorData::new(eos, [n]), device),
+            indices: items.iter().map(|i| i.index).collect(),
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! RRSIS-D (RMSIN) layout, also used by SynthRS:
+//!
+//! ```text
+//! <root>/rrsisd/refs(unc).p             Python pickle (protocol 2-5): a list of ref dicts
+//! <root>/rrsisd/instances.json          COCO-like {images, annotations, categories}
+//! <root>/images/rrsisd/JPEGImages/      00011.jpg ... (image_id 11)
+//! ```
+//!
+//! One sample per sentence; split `test` selects every ref whose split contains "test".
+//! Strings may be pickled as `str` or `bytes`. The pickle is parsed, never executed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_pickle::{HashableValue, Value};
+
+use crate::error::{DataError, Result};
+use crate::sample::{MaskSource, Sample, SegmentPart};
+
+/// The files of an RRSIS-D root.
+#[derive(Clone, Debug)]
+pub struct RrsisDLayout {
+    pub refs: PathBuf,
+    pub instances: PathBuf,
+    pub images: PathBuf,
+}
+
+impl RrsisDLayout {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            refs: root.join("rrsisd").join("refs(unc).p"),
+            instances: root.join("rrsisd").join("instances.json"),
+            images: root.join("images").join("rrsisd").join("JPEGImages"),
+        }
+    }
+}
+
+/// One ref record of `refs(unc).p`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ref {
+    pub ref_id: i64,
+    pub ann_id: i64,
+    pub image_id: i64,
+    pub split: String,
+    /// `(sent_id, sent)` in file order.
+    pub sentences: Vec<(i64, String)>,
+    pub file_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Instances {
+    images: Vec<ImageRecord>,
+    annotations: Vec<AnnotationRecord>,
+    categories: Vec<CategoryRecord>,
+}
+
+#[derive(Deserialize)]
+struct ImageRecord {
+    id: i64,
+    file_name: Option<String>,
+    height: usize,
+    width: usize,
+}
+
+#[derive(Deserialize)]
+struct AnnotationRecord {
+    id: i64,
+    image_id: i64,
+    category_id: i64,
+    segmentation: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct CategoryRecord {
+    id: i64,
+    name: String,
+}
+
+fn key_str(k: &HashableValue) -> Option<&str> {
+    match k {
+        HashableValue::String(s) => Some(s),
+        HashableValue::Bytes(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bytes(b) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    }
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::I64(i) => Some(*i),
+        Value::Int(big) => big.to_string().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_list(v: &Value) -> Option<&Vec<Value>> {
+    match v {
+        Value::List(l) | Value::Tuple(l) => Some(l),
+        _ => None,
+    }
+}
+
+struct RecordReader<'a> {
+    path: &'a Path,
+    record: String,
+    dict: BTreeMap<&'a str, &'a Value>,
+}
+
+impl<'a> RecordReader<'a> {
+    fn new(path: &'a Path, record: String, v: &'a Value) -> Result<Self> {
+        let Value::Dict(d) = v else {
+            return Err(DataError::record(path, record, "expected a dict"));
+        };
+        let dict = d
+            .iter()
+            .filter_map(|(k, v)| Some((key_str(k)?, v)))
+            .collect();
+        Ok(Self { path, record, dict })
+    }
+
+    fn err(&self, message: String) -> DataError {
+        DataError::record(self.path, self.record.clone(), message)
+    }
+
+    fn get(&self, key: &str) -> Result<&'a Value> {
+        self.dict
+            .get(key)
+            .copied()
+            .ok_or_else(|| self.err(format!("missing key `{key}`")))
+    }
+
+    fn int(&self, key: &str) -> Result<i64> {
+        as_int(self.get(key)?).ok_or_else(|| self.err(format!("`{key}` is not an integer")))
+    }
+
+    fn string(&self, key: &str) -> Result<String> {
+        as_string(self.get(key)?).ok_or_else(|| self.err(format!("`{key}` is not a string")))
+    }
+}
+
+/// Reads every ref of a `refs(unc).p` file.
+pub fn read_refs(path: &Path) -> Result<Vec<Ref>> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let value = serde_pickle::value_from_slice(&bytes, serde_pickle::DeOptions::new())
+        .map_err(|e| DataError::format(path, format!("not a readable pickle: {e}")))?;
+    let list = as_list(&value).ok_or_else(|| {
+        DataError::format(
+            path,
+            "expected a pickled list of ref dicts at the top level",
+        )
+    })?;
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let r = RecordReader::new(path, format!("ref #{i}"), v)?;
+            let ref_id = r.int("ref_id")?;
+            let r = RecordReader {
+                record: format!("ref {ref_id}"),
+                ..r
+            };
+            let (ann_id, image_id, split) =
+                (r.int("ann_id")?, r.int("image_id")?, r.string("split")?);
+            let sentences = as_list(r.get("sentences")?)
+                .ok_or_else(|| r.err("`sentences` is not a list".into()))?
+                .iter()
+                .enumerate()
+                .map(|(j, s)| {
+                    let s = RecordReader::new(path, format!("ref {ref_id} sentence #{j}"), s)?;
+                    let text = s.string("sent").or_else(|_| s.string("raw"))?;
+                    Ok((s.int("sent_id")?, text))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Ref {
+                ref_id,
+                ann_id,
+                image_id,
+                split,
+                sentences,
+                file_name: r.dict.get("file_name").and_then(|v| as_string(v)),
+            })
+        })
+        .collect()
+}
+
+/// Whether a ref's split string belongs to the requested split.
+pub fn split_matches(requested: &str, actual: &str) -> bool {
+    if requested == "test" {
+        actual.contains("test")
+    } else {
+        requested == actual
+    }
+}
+
+fn parse_segmentation(
+    seg: &serde_json::Value,
+    height: usize,
+    width: usize,
+) -> std::result::Result<(usize, usize, Vec<SegmentPart>), String> {
+    use serde_json::Value as J;
+    let rle_part = |o: &serde_json::Map<String, J>| -> std::result::Result<_, String> {
+        let size = o
+            .get("size")
+            .and_then(J::as_array)
+            .filter(|a| a.len() == 2)
+            .and_then(|a| Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)))
+            .ok_or("an RLE without a valid `size` [h, w]")?;
+        let part = match o.get("counts") {
+            Some(J::String(s)) => SegmentPart::Compressed(s.clone()),
+            Some(J::Array(a)) => SegmentPart::Counts(
+                a.iter()
+                    .map(J::as_u64)
+                    .collect::<Option<_>>()
+                    .ok_or("RLE `counts` must be non-negative integers")?,
+            ),
+            _ => return Err("an RLE without `counts`".to_string()),
+        };
+        Ok((size, part))
+    };
+    match seg {
+        J::Object(o) => {
+            let ((h, w), part) = rle_part(o)?;
+            Ok((h, w, vec![part]))
+        }
+        J::Array(items) if !items.is_empty() => {
+            let mut size = None;
+            let mut parts = Vec::new();
+            for item in items {
+                match item {
+                    J::Object(o) => {
+                        let (s, part) = rle_part(o)?;
+                        if size.is_some_and(|prev| prev != s) {
+                            return Err("RLE parts of different sizes".into());
+                        }
+                        size = Some(s);
+                        parts.push(part);
+                    }
+                    J::Array(coords) => parts.push(SegmentPart::Polygon(
+                        coords
+                            .iter()
+                            .map(J::as_f64)
+                            .collect::<Option<_>>()
+                            .ok_or("polygon coordinates must be numbers")?,
+                    )),
+                    _ => return Err("a segmentation part is neither an RLE nor a polygon".into()),
+                }
+            }
+            let (h, w) = size.unwrap_or((height, width));
+            Ok((h, w, parts))
+        }
+        _ => Err("`segmentation` must be an RLE or a non-empty list of parts".into()),
+    }
+}
+
+/// Reads the samples of `split` (one per sentence, in ref then sentence order).
+pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
+    let layout = RrsisDLayout::new(root);
+    let refs = read_refs(&layout.refs)?;
+    let splits: BTreeSet<&str> = refs.iter().map(|r| r.split.as_str()).collect();
+    if !refs.iter().any(|r| split_matches(split, &r.split)) {
+        return Err(DataError::UnknownSplit {
+            root: root.to_path_buf(),
+            split: split.to_string(),
+            available: splits.into_iter().collect::<Vec<_>>().join(", "),
+        });
+    }
+    let text = std::fs::read_to_string(&layout.instances)
+        .map_err(|e| DataError::io(&layout.instances, e))?;
+    let inst: Instances = serde_json::from_str(&text).map_err(|e| DataError::Json {
+        path: layout.instances.clone(),
+        message: e.to_string(),
+    })?;
+    let images: HashMap<i64, &ImageRecord> = inst.images.iter().map(|i| (i.id, i)).collect();
+    let anns: HashMap<i64, &AnnotationRecord> =
+        inst.annotations.iter().map(|a| (a.id, a)).collect();
+    let cats: HashMap<i64, &str> = inst
+        .categories
+        .iter()
+        .map(|c| (c.id, c.name.as_str()))
+        .collect();
+
+    let mut samples = Vec::new();
+    for r in refs.iter().filter(|r| split_matches(split, &r.split)) {
+        let record = format!("ref {}", r.ref_id);
+        let ann = anns.get(&r.ann_id).ok_or_else(|| {
+            DataError::record(
+                &layout.refs,
+                &record,
+                format!(
+                    "annotation id {} does not exist in {}",
+                    r.ann_id,
+                    layout.instances.display()
+                ),
+            )
+        })?;
+        let image = images.get(&ann.image_id).ok_or_else(|| {
+            DataError::record(
+                &layout.instances,
+                format!("annotation {}", ann.id),
+                format!("image id {} does not exist", ann.image_id),
+            )
+        })?;
+        let (height, width, parts) =
+            parse_segmentation(&ann.segmentation, image.height, image.width).map_err(|m| {
+                DataError::record(&layout.instances, format!("annotation {}", ann.id), m)
+            })?;
+        let file = image
+            .file_name
+            .clone()
+            .or_else(|| r.file_name.clone())
+            .unwrap_or_else(|| format!("{:05}.jpg", image.id));
+        for (sent_id, sentence) in &r.sentences {
+            if sentence.trim().is_empty() {
+                return Err(DataError::record(
+                    &layout.refs,
+                    format!("{record} sentence {sent_id}"),
+                    "empty referring expression",
+                ));
+            }
+            samples.push(Sample {
+                id: format!("ref {} sent {sent_id}", r.ref_id),
+                image: layout.images.join(&file),
+                mask: MaskSource::Coco {
+                    height,
+                    width,
+                    parts: parts.clone(),
+                },
+                sentence: sentence.clone(),
+                category: cats.get(&ann.category_id).map(|c| c.to_string()),
+                origin: layout.refs.clone(),
+            });
+        }
+    }
+    Ok(samples)
+}

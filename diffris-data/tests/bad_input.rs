@@ -1,0 +1,227 @@
+//! Bad input gives an error naming the file and record, never a panic: one test per case.
+
+use std::path::Path;
+
+use diffris_data::DatasetFormat;
+use serde_pickle::{HashableValue, Value};
+
+fn dict(entries: Vec<(&str, Value)>) -> Value {
+    Value::Dict(
+        entries
+            .into_iter()
+            .map(|(k, v)| (HashableValue::String(k.into()), v))
+            .collect(),
+    )
+}
+
+fn s(x: &str) -> Value {
+    Value::String(x.into())
+}
+
+/// A one-image, one-ref RRSIS-D root; `refs`/`instances` override the defaults.
+fn rrsisd(root: &Path, refs: Option<Value>, instances: Option<serde_json::Value>, sentence: &str) {
+    std::fs::create_dir_all(root.join("rrsisd")).unwrap();
+    let images = root.join("images/rrsisd/JPEGImages");
+    std::fs::create_dir_all(&images).unwrap();
+    image::RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]))
+        .save(images.join("00001.jpg"))
+        .unwrap();
+    let refs = refs.unwrap_or_else(|| {
+        Value::List(vec![dict(vec![
+            ("ref_id", Value::I64(7)),
+            ("ann_id", Value::I64(1)),
+            ("image_id", Value::I64(1)),
+            ("split", s("train")),
+            (
+                "sentences",
+                Value::List(vec![dict(vec![
+                    ("sent_id", Value::I64(3)),
+                    ("sent", s(sentence)),
+                ])]),
+            ),
+        ])])
+    });
+    let bytes = serde_pickle::value_to_vec(&refs, serde_pickle::SerOptions::new()).unwrap();
+    std::fs::write(root.join("rrsisd/refs(unc).p"), bytes).unwrap();
+    let instances = instances.unwrap_or_else(|| {
+        serde_json::json!({
+            "images": [{"id": 1, "file_name": "00001.jpg", "height": 4, "width": 4}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                             "segmentation": [{"size": [4, 4], "counts": "529"}], "bbox": [0,0,1,1], "area": 2, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "ship"}]
+        })
+    });
+    std::fs::write(root.join("rrsisd/instances.json"), instances.to_string()).unwrap();
+}
+
+fn first_mask_error(root: &Path) -> String {
+    let samples = DatasetFormat::Rrsisd.read_split(root, "train").unwrap();
+    samples[0].load_mask().unwrap_err().to_string()
+}
+
+#[test]
+fn valid_root_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    rrsisd(dir.path(), None, None, "the ship");
+    let samples = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap();
+    assert_eq!(samples.len(), 1);
+    // Runs 5, 2, 9: pixels 5 and 6 (column-major) are foreground.
+    assert_eq!(samples[0].load_mask().unwrap().area(), 2);
+}
+
+#[test]
+fn missing_image_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    rrsisd(dir.path(), None, None, "the ship");
+    std::fs::remove_file(dir.path().join("images/rrsisd/JPEGImages/00001.jpg")).unwrap();
+    let samples = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap();
+    let err = samples[0].load_image().unwrap_err().to_string();
+    assert!(err.contains("00001.jpg"), "{err}");
+}
+
+#[test]
+fn missing_mask_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("img_rgb")).unwrap();
+    image::RgbImage::new(4, 4)
+        .save(root.join("img_rgb/a.png"))
+        .unwrap();
+    std::fs::write(root.join("output_phrase_train.txt"), "a.png the red car\n").unwrap();
+    let samples = DatasetFormat::Risbench.read_split(root, "train").unwrap();
+    let err = samples[0].load_mask().unwrap_err().to_string();
+    assert!(err.contains("mask") && err.contains("a.png"), "{err}");
+}
+
+#[test]
+fn truncated_image_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    rrsisd(dir.path(), None, None, "the ship");
+    let path = dir.path().join("images/rrsisd/JPEGImages/00001.jpg");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let samples = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap();
+    let err = samples[0].load_image().unwrap_err().to_string();
+    assert!(err.contains("00001.jpg") && err.contains("decode"), "{err}");
+}
+
+#[test]
+fn unknown_split_lists_the_available_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    rrsisd(dir.path(), None, None, "the ship");
+    let err = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "validation")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("validation") && err.contains("available: train"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pickle_of_the_wrong_structure_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    rrsisd(
+        dir.path(),
+        Some(dict(vec![("refs", Value::List(vec![]))])),
+        None,
+        "x",
+    );
+    let err = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refs(unc).p") && err.contains("list"), "{err}");
+    // A ref without its annotation id names the ref.
+    let dir = tempfile::tempdir().unwrap();
+    let r = Value::List(vec![dict(vec![
+        ("ref_id", Value::I64(9)),
+        ("split", s("train")),
+    ])]);
+    rrsisd(dir.path(), Some(r), None, "x");
+    let err = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ref 9") && err.contains("ann_id"), "{err}");
+}
+
+#[test]
+fn rle_with_the_wrong_total_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let instances = serde_json::json!({
+        "images": [{"id": 1, "file_name": "00001.jpg", "height": 4, "width": 4}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                         "segmentation": [{"size": [4, 4], "counts": "52"}]}],
+        "categories": [{"id": 1, "name": "ship"}]
+    });
+    rrsisd(dir.path(), None, Some(instances), "the ship");
+    let err = first_mask_error(dir.path());
+    assert!(
+        err.contains("ref 7") && err.contains("sum to 7") && err.contains("16 pixels"),
+        "{err}"
+    );
+}
+
+#[test]
+fn annotation_id_that_does_not_exist_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Value::List(vec![dict(vec![
+        ("ref_id", Value::I64(7)),
+        ("ann_id", Value::I64(99)),
+        ("image_id", Value::I64(1)),
+        ("split", s("train")),
+        (
+            "sentences",
+            Value::List(vec![dict(vec![
+                ("sent_id", Value::I64(3)),
+                ("sent", s("x")),
+            ])]),
+        ),
+    ])]);
+    rrsisd(dir.path(), Some(r), None, "x");
+    let err = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ref 7") && err.contains("annotation id 99"),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_expression_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    rrsisd(dir.path(), None, None, "   ");
+    let err = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ref 7 sentence 3") && err.contains("empty"),
+        "{err}"
+    );
+    // In a phrase file, a line with an id and no words.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("output_phrase_test.txt"),
+        "3 the tank\n17\n",
+    )
+    .unwrap();
+    let err = DatasetFormat::Refsegrs
+        .read_split(dir.path(), "test")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("output_phrase_test.txt") && err.contains("line 2") && err.contains("empty"),
+        "{err}"
+    );
+}

@@ -1,0 +1,338 @@
+//! Which Burn backends are compiled in (cargo features) and which device runs (`--device`).
+//!
+//! Every command is written once, generic over `B: Backend`, as a [`BackendJob`]; [`dispatch`]
+//! monomorphises it for each compiled-in backend and runs the one the device names. Without a
+//! `--device` flag the first compiled-in backend of [`DEFAULT_ORDER`] runs: accelerators first,
+//! the CPU backend last, so `--features cuda` alone is enough to train on a GPU.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::Backend;
+
+#[cfg(not(any(feature = "flex", feature = "cuda", feature = "wgpu", feature = "tch")))]
+compile_error!(
+    "diffris-experiments needs at least one backend: build with `--features flex` (CPU, the \
+     default), `--features cuda`, `--features wgpu` or `--features tch`"
+);
+
+/// Backends in the order the default device is chosen from.
+pub const DEFAULT_ORDER: [BackendKind; 4] = [
+    BackendKind::Cuda,
+    BackendKind::Wgpu,
+    BackendKind::Tch,
+    BackendKind::Flex,
+];
+
+/// A backend diffris can be built with; each is a cargo feature of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Flex,
+    Cuda,
+    Wgpu,
+    Tch,
+}
+
+impl BackendKind {
+    /// The cargo feature (and `--device` prefix) of this backend.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Cuda => "cuda",
+            Self::Wgpu => "wgpu",
+            Self::Tch => "tch",
+        }
+    }
+
+    /// Whether this binary was built with the backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            Self::Flex => cfg!(feature = "flex"),
+            Self::Cuda => cfg!(feature = "cuda"),
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Tch => cfg!(feature = "tch"),
+        }
+    }
+}
+
+/// The backends this binary was built with, in [`DEFAULT_ORDER`].
+pub fn compiled_backends() -> Vec<BackendKind> {
+    DEFAULT_ORDER.into_iter().filter(|b| b.compiled()).collect()
+}
+
+/// A device as the `--device` flag names it: `flex`, `cuda`, `cuda:N`, `wgpu`, `tch`
+/// (libtorch on the CPU) or `tch:cuda:N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Flex,
+    Cuda(usize),
+    Wgpu,
+    TchCpu,
+    TchCuda(usize),
+}
+
+impl DeviceSpec {
+    /// The backend this device belongs to.
+    pub fn kind(self) -> BackendKind {
+        match self {
+            Self::Flex => BackendKind::Flex,
+            Self::Cuda(_) => BackendKind::Cuda,
+            Self::Wgpu => BackendKind::Wgpu,
+            Self::TchCpu | Self::TchCuda(_) => BackendKind::Tch,
+        }
+    }
+
+    /// The default device: the first compiled-in backend of [`DEFAULT_ORDER`].
+    pub fn default_compiled() -> Self {
+        match compiled_backends().first() {
+            Some(BackendKind::Cuda) => Self::Cuda(0),
+            Some(BackendKind::Wgpu) => Self::Wgpu,
+            Some(BackendKind::Tch) => Self::TchCpu,
+            _ => Self::Flex,
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flex => write!(f, "flex"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::Wgpu => write!(f, "wgpu"),
+            Self::TchCpu => write!(f, "tch"),
+            Self::TchCuda(i) => write!(f, "tch:cuda:{i}"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BackendError::BadDevice(s.to_string());
+        let index = |i: &str| i.parse::<usize>().map_err(|_| bad());
+        let lower = s.trim().to_ascii_lowercase();
+        let parts: Vec<&str> = lower.split(':').collect();
+        match parts.as_slice() {
+            ["flex"] => Ok(Self::Flex),
+            ["cuda"] => Ok(Self::Cuda(0)),
+            ["cuda", i] => Ok(Self::Cuda(index(i)?)),
+            ["wgpu"] => Ok(Self::Wgpu),
+            ["tch"] | ["tch", "cpu"] => Ok(Self::TchCpu),
+            ["tch", "cuda"] => Ok(Self::TchCuda(0)),
+            ["tch", "cuda", i] => Ok(Self::TchCuda(index(i)?)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Why a device cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("unknown device `{0}`: expected flex, cuda, cuda:N, wgpu, tch, tch:cpu or tch:cuda:N")]
+    BadDevice(String),
+    #[error(
+        "device `{device}` needs the `{feature}` backend, which this binary was built without; \
+         rebuild with `--features {feature}` (compiled in: {compiled})"
+    )]
+    NotCompiled {
+        device: String,
+        feature: &'static str,
+        compiled: String,
+    },
+    #[error("device `{device}`: {reason}")]
+    Unavailable { device: String, reason: String },
+}
+
+/// What a job learns about where it runs.
+#[derive(Clone, Debug)]
+pub struct RunTarget {
+    /// The device as the user names it (`cuda:0`).
+    pub spec: DeviceSpec,
+    /// Burn's name for the backend (`B::name(&device)`).
+    pub backend_name: String,
+    /// Burn's debug form of the device.
+    pub device_debug: String,
+}
+
+/// A command written once for every backend.
+pub trait BackendJob {
+    type Output;
+    /// Runs on backend `B` (the plain backend; training wraps it in `Autodiff<B>`).
+    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> Self::Output;
+}
+
+/// Runs `job` on the device `spec` names, or explains why it cannot.
+pub fn dispatch<J: BackendJob>(spec: DeviceSpec, job: J) -> Result<J::Output, BackendError> {
+    let kind = spec.kind();
+    if !kind.compiled() {
+        return Err(BackendError::NotCompiled {
+            device: spec.to_string(),
+            feature: kind.feature(),
+            compiled: compiled_backends()
+                .iter()
+                .map(|b| b.feature())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    match spec {
+        #[cfg(feature = "flex")]
+        DeviceSpec::Flex => Ok(run_on::<burn::backend::Flex, J>(
+            spec,
+            burn::backend::flex::FlexDevice,
+            job,
+        )),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(index) => {
+            cuda_check::usable(index).map_err(|reason| BackendError::Unavailable {
+                device: spec.to_string(),
+                reason,
+            })?;
+            Ok(run_on::<burn::backend::Cuda, J>(
+                spec,
+                burn::backend::cuda::CudaDevice { index },
+                job,
+            ))
+        }
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu => Ok(run_on::<burn::backend::Wgpu, J>(
+            spec,
+            burn::backend::wgpu::WgpuDevice::DefaultDevice,
+            job,
+        )),
+        #[cfg(feature = "tch")]
+        DeviceSpec::TchCpu => Ok(run_on::<burn::backend::LibTorch, J>(
+            spec,
+            burn::backend::libtorch::LibTorchDevice::Cpu,
+            job,
+        )),
+        #[cfg(feature = "tch")]
+        DeviceSpec::TchCuda(i) => Ok(run_on::<burn::backend::LibTorch, J>(
+            spec,
+            burn::backend::libtorch::LibTorchDevice::Cuda(i),
+            job,
+        )),
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("compiled() was checked above"),
+    }
+}
+
+fn run_on<B: Backend, J: BackendJob>(spec: DeviceSpec, device: B::Device, job: J) -> J::Output {
+    let target = RunTarget {
+        spec,
+        backend_name: B::name(&device),
+        device_debug: format!("{device:?}"),
+    };
+    job.run::<B>(device, target)
+}
+
+/// Burn's CUDA backend loads the driver lazily and panics in a worker thread when it is missing;
+/// this asks the driver first so the user gets an error instead.
+#[cfg(feature = "cuda")]
+mod cuda_check {
+    use std::os::raw::c_int;
+
+    type CuInit = unsafe extern "C" fn(flags: u32) -> c_int;
+    type CuDeviceGetCount = unsafe extern "C" fn(count: *mut c_int) -> c_int;
+
+    pub fn usable(index: usize) -> Result<(), String> {
+        let lib = ["libcuda.so.1", "libcuda.so", "nvcuda.dll", "libcuda.dylib"]
+            .iter()
+            // SAFETY: loading the system CUDA driver runs only its initialisers.
+            .find_map(|name| unsafe { libloading::Library::new(name) }.ok())
+            .ok_or_else(|| {
+                "no CUDA driver found (libcuda.so.1); install the NVIDIA driver or pick \
+                 another device with --device"
+                    .to_string()
+            })?;
+        // SAFETY: the symbols have the signatures of the CUDA driver API.
+        unsafe {
+            let init: libloading::Symbol<CuInit> =
+                lib.get(b"cuInit\0").map_err(|e| e.to_string())?;
+            let count_fn: libloading::Symbol<CuDeviceGetCount> =
+                lib.get(b"cuDeviceGetCount\0").map_err(|e| e.to_string())?;
+            let code = init(0);
+            if code != 0 {
+                return Err(format!(
+                    "the CUDA driver failed to initialise (CUresult {code}); is a GPU visible?"
+                ));
+            }
+            let mut count: c_int = 0;
+            let code = count_fn(&mut count);
+            if code != 0 {
+                return Err(format!("cuDeviceGetCount failed (CUresult {code})"));
+            }
+            if index >= count as usize {
+                return Err(format!(
+                    "there are {count} CUDA device(s); index {index} is out of range"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_device_form() {
+        assert_eq!("flex".parse::<DeviceSpec>().unwrap(), DeviceSpec::Flex);
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("CUDA:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
+        assert_eq!("wgpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Wgpu);
+        assert_eq!("tch".parse::<DeviceSpec>().unwrap(), DeviceSpec::TchCpu);
+        assert_eq!(
+            "tch:cuda:1".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::TchCuda(1)
+        );
+        for bad in ["", "gpu", "cuda:x", "cuda:1:2", "flex:0"] {
+            assert!(
+                bad.parse::<DeviceSpec>().is_err(),
+                "{bad:?} should not parse"
+            );
+        }
+        for spec in [
+            DeviceSpec::Cuda(2),
+            DeviceSpec::TchCuda(1),
+            DeviceSpec::Flex,
+        ] {
+            assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);
+        }
+    }
+
+    struct Name;
+    impl BackendJob for Name {
+        type Output = String;
+        fn run<B: Backend>(self, _device: B::Device, target: RunTarget) -> String {
+            target.backend_name
+        }
+    }
+
+    #[test]
+    fn missing_backend_names_the_feature() {
+        let absent = DEFAULT_ORDER.into_iter().find(|b| !b.compiled());
+        if let Some(kind) = absent {
+            let spec = match kind {
+                BackendKind::Flex => DeviceSpec::Flex,
+                BackendKind::Cuda => DeviceSpec::Cuda(0),
+                BackendKind::Wgpu => DeviceSpec::Wgpu,
+                BackendKind::Tch => DeviceSpec::TchCpu,
+            };
+            let msg = dispatch(spec, Name).unwrap_err().to_string();
+            assert!(
+                msg.contains(&format!("--features {}", kind.feature())),
+                "{msg}"
+            );
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_runs_a_job() {
+        let name = dispatch(DeviceSpec::Flex, Name).unwrap();
+        assert!(name.to_lowercase().contains("flex"), "{name}");
+    }
+}

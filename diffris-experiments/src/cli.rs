@@ -1,0 +1,44 @@
+//! Command-line interface of the `diffris` binary.
+
+use clap::{Parser, Subcommand};
+
+use crate::backend::DeviceSpec;
+use crate::commands;
+
+/// DiffRIS: referring remote-sensing image segmentation on a frozen Stable Diffusion.
+#[derive(Debug, Parser)]
+#[command(name = "diffris", version, about)]
+pub struct Cli {
+    /// Device to run on: flex, cuda, cuda:N, wgpu, tch, tch:cuda:N. Default: the first
+    /// compiled-in backend of cuda, wgpu, tch, flex.
+    #[arg(long, global = true)]
+    pub device: Option<DeviceSpec>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the backend, device, Burn version, crate version and git revision.
+    Info,
+    /// Print the 77 CLIP token ids of a text and the index of its end token.
+    Tokenize(commands::tokenize::TokenizeArgs),
+}
+
+impl Cli {
+    /// The device the user asked for, or the default one.
+    pub fn device(&self) -> DeviceSpec {
+        self.device.unwrap_or_else(DeviceSpec::default_compiled)
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let device = cli.device();
+    match cli.command {
+        Command::Info => commands::info::run(device),
+        Command::Tokenize(args) => commands::tokenize::run(&args),
+    }
+}

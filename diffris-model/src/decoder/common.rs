@@ -1,0 +1,117 @@
+//! Building blocks shared by the decoders: conv-BN-ReLU, two-conv fusion, bilinear resizing,
+//! and picking the sentence state of each sample.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Int, Tensor, backend::Backend};
+
+/// `Conv(k x k) -> BatchNorm -> ReLU` (bias-free conv, as BN follows).
+#[derive(Module, Debug)]
+pub struct ConvBnRelu<B: Backend> {
+    pub conv: Conv2d<B>,
+    pub bn: BatchNorm<B>,
+}
+
+impl<B: Backend> ConvBnRelu<B> {
+    pub fn new(cin: usize, cout: usize, kernel: usize, device: &B::Device) -> Self {
+        let p = kernel / 2;
+        Self {
+            conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_bias(false)
+                .init(device),
+            bn: BatchNormConfig::new(cout).init(device),
+        }
+    }
+
+    /// # Shapes
+    /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        relu(self.bn.forward(self.conv.forward(x)))
+    }
+}
+
+/// Two `Conv3x3-BN-ReLU` layers: the fusion of an upsampled coarse map with a finer tap.
+#[derive(Module, Debug)]
+pub struct Fusion<B: Backend> {
+    pub first: ConvBnRelu<B>,
+    pub second: ConvBnRelu<B>,
+}
+
+impl<B: Backend> Fusion<B> {
+    pub fn new(cin: usize, cout: usize, device: &B::Device) -> Self {
+        Self {
+            first: ConvBnRelu::new(cin, cout, 3, device),
+            second: ConvBnRelu::new(cout, cout, 3, device),
+        }
+    }
+
+    /// # Shapes
+    /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.second.forward(self.first.forward(x))
+    }
+}
+
+/// Bilinear resize with `align_corners = true` (CGFormer's and LAVT's decoders).
+///
+/// # Shapes
+/// `[B, C, h, w]` -> `[B, C, size[0], size[1]]`.
+pub fn resize_bilinear_corners<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    if [h, w] == size {
+        return x;
+    }
+    interpolate(
+        x,
+        size,
+        InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(true),
+    )
+}
+
+/// Bilinear resize with half-pixel centres (`align_corners = false`), for logits to the input
+/// size.
+///
+/// # Shapes
+/// `[B, C, h, w]` -> `[B, C, size[0], size[1]]`.
+pub fn resize_bilinear<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    if [h, w] == size {
+        return x;
+    }
+    interpolate(
+        x,
+        size,
+        InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
+    )
+}
+
+/// The state at each sample's end-token position (CLIP's sentence token).
+///
+/// # Shapes
+/// `text`: `[B, T, D]`, `eos_index`: `[B]` -> `[B, D]`.
+pub fn gather_tokens<B: Backend>(text: Tensor<B, 3>, eos_index: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    let [b, _, d] = text.dims();
+    let index = eos_index.reshape([b, 1, 1]).expand([b, 1, d]);
+    text.gather(1, index).reshape([b, d])
+}
+
+/// `true` at text positions after the first end token (to be ignored by attention).
+///
+/// # Shapes
+/// `eos_index`: `[B]` -> `[B, T]`.
+pub fn padding_mask<B: Backend>(
+    eos_index: Tensor<B, 1, Int>,
+    len: usize,
+) -> Tensor<B, 2, burn::tensor::Bool> {
+    let b = eos_index.dims()[0];
+    let device = eos_index.device();
+    let positions = Tensor::<B, 1, Int>::arange(0..len as i64, &device)
+        .reshape([1, len])
+        .expand([b, len]);
+    positions.greater(eos_index.reshape([b, 1]).expand([b, len]))
+}

@@ -1,0 +1,203 @@
+//! Training losses (ARCHITECTURE.md sections 3 and 5): Dice + BCE on the mask logits plus the
+//! auxiliary Dice of the referent token's hit maps (PCMRD), or class-weighted cross-entropy over
+//! background/foreground (the comparison decoders, as in their papers).
+
+use burn::tensor::activation::{log_softmax, sigmoid};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+/// Which loss trains the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// `Dice + BCE` on the foreground logit, plus the weighted hit-map Dice.
+    DiceBce,
+    /// Cross-entropy over (background, foreground) with class weights.
+    WeightedCe,
+}
+
+/// Loss weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    pub kind: LossKind,
+    /// Weights of the hit-map Dice of stages 1, 2, 3.
+    pub aux_weights: Vec<f64>,
+    /// Cross-entropy weights of background and foreground.
+    pub class_weights: [f64; 2],
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            kind: LossKind::DiceBce,
+            aux_weights: vec![0.001, 0.01, 0.1],
+            class_weights: [0.9, 1.1],
+        }
+    }
+}
+
+/// Dice loss per sample averaged over the batch: `1 - (2 sum(p t) + 1) / (sum p + sum t + 1)`.
+///
+/// # Shapes
+/// `prob`, `target`: `[B, 1, H, W]` in [0, 1] -> scalar `[1]`.
+pub fn dice<B: Backend>(prob: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
+    let b = prob.dims()[0];
+    let p = prob.reshape([b as i32, -1]);
+    let t = target.reshape([b as i32, -1]);
+    let inter = (p.clone() * t.clone()).sum_dim(1);
+    let total = p.sum_dim(1) + t.sum_dim(1);
+    let score = (inter.mul_scalar(2.0) + 1.0) / (total + 1.0);
+    score.neg().add_scalar(1.0).mean()
+}
+
+/// Mean binary cross-entropy with logits (numerically stable form).
+///
+/// # Shapes
+/// `logits`, `target`: `[B, 1, H, W]` -> scalar `[1]`.
+pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
+    let softplus_neg_abs = logits.clone().abs().neg().exp().add_scalar(1.0).log();
+    (logits.clone().clamp_min(0.0) - logits * target + softplus_neg_abs).mean()
+}
+
+/// Class-weighted cross-entropy over two classes (PyTorch's weighted mean: divided by the sum
+/// of the weights of the targets).
+///
+/// # Shapes
+/// `class_logits`: `[B, 2, H, W]`, `target`: `[B, 1, H, W]` in {0, 1} -> scalar `[1]`.
+pub fn weighted_ce<B: Backend>(
+    class_logits: Tensor<B, 4>,
+    target: Tensor<B, 4>,
+    weights: [f64; 2],
+) -> Tensor<B, 1> {
+    let logp = log_softmax(class_logits, 1);
+    let lp_bg = logp.clone().narrow(1, 0, 1);
+    let lp_fg = logp.narrow(1, 1, 1);
+    let w = target
+        .clone()
+        .mul_scalar(weights[1] - weights[0])
+        .add_scalar(weights[0]);
+    let nll = (lp_fg * target.clone() + lp_bg * target.neg().add_scalar(1.0)).neg();
+    (nll * w.clone()).sum() / w.sum()
+}
+
+/// Nearest-neighbour downsampling of a mask to a hit map's size.
+///
+/// # Shapes
+/// `[B, 1, H, W]` -> `[B, 1, h, w]`.
+pub fn downsample_mask<B: Backend>(mask: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+    interpolate(
+        mask,
+        size,
+        InterpolateOptions::new(InterpolateMode::Nearest).with_align_corners(false),
+    )
+}
+
+/// The training loss of one batch.
+///
+/// # Shapes
+/// `logits`: `[B, 1, H, W]`; `class_logits`: `[B, 2, H, W]` when the decoder has them;
+/// `hit_maps`: `[B, 1, h_s, w_s]` per stage; `target`: `[B, 1, H, W]` -> scalar `[1]`.
+pub fn training_loss<B: Backend>(
+    cfg: &LossConfig,
+    logits: Tensor<B, 4>,
+    class_logits: Option<Tensor<B, 4>>,
+    hit_maps: &[Tensor<B, 4>],
+    target: Tensor<B, 4>,
+) -> Tensor<B, 1> {
+    match (cfg.kind, class_logits) {
+        (LossKind::WeightedCe, Some(cl)) => weighted_ce(cl, target, cfg.class_weights),
+        (LossKind::WeightedCe, None) => {
+            // A single foreground logit l is the two-class pair (0, l).
+            let zeros = logits.zeros_like();
+            weighted_ce(
+                Tensor::cat(vec![zeros, logits], 1),
+                target,
+                cfg.class_weights,
+            )
+        }
+        (LossKind::DiceBce, _) => {
+            let mut loss = dice(sigmoid(logits.clone()), target.clone())
+                + bce_with_logits(logits, target.clone());
+            for (hit, &w) in hit_maps.iter().zip(&cfg.aux_weights) {
+                let [_, _, h, wd] = hit.dims();
+                let small = downsample_mask(target.clone(), [h, wd]);
+                loss = loss + dice(hit.clone(), small).mul_scalar(w);
+            }
+            loss
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    fn t4(v: Vec<f32>, shape: [usize; 4]) -> Tensor<Flex, 4> {
+        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    }
+
+    fn scalar(t: Tensor<Flex, 1>) -> f64 {
+        t.into_scalar() as f64
+    }
+
+    #[test]
+    fn dice_by_hand() {
+        // p = [1, 0.5, 0, 0], t = [1, 1, 0, 0]: inter 1.5, sums 1.5 + 2 -> 1 - 4/4.5.
+        let p = t4(vec![1.0, 0.5, 0.0, 0.0], [1, 1, 2, 2]);
+        let t = t4(vec![1.0, 1.0, 0.0, 0.0], [1, 1, 2, 2]);
+        assert!((scalar(dice(p, t)) - (1.0 - 4.0 / 4.5)).abs() < 1e-6);
+        // Empty prediction and target: (0 + 1) / (0 + 1) = 1 -> loss 0.
+        let z = t4(vec![0.0; 4], [1, 1, 2, 2]);
+        assert!(scalar(dice(z.clone(), z)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn bce_by_hand() {
+        // x = 0: log 2 whatever the target; x = 2, t = 1: log(1 + e^-2); x = -1, t = 1: log(1 + e).
+        let x = t4(vec![0.0, 2.0, -1.0, 0.0], [1, 1, 2, 2]);
+        let t = t4(vec![1.0, 1.0, 1.0, 0.0], [1, 1, 2, 2]);
+        let want =
+            (2f64.ln() + (1.0 + (-2f64).exp()).ln() + (1.0 + 1f64.exp()).ln() + 2f64.ln()) / 4.0;
+        assert!((scalar(bce_with_logits(x, t)) - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn weighted_ce_by_hand() {
+        // Pixel 1: logits (0, 0), target 1 -> nll ln 2, weight 1.1.
+        // Pixel 2: logits (0, ln 3), target 0 -> p_bg = 1/4, nll ln 4, weight 0.9.
+        let logits = t4(vec![0.0, 0.0, 0.0, 3f32.ln()], [1, 2, 1, 2]);
+        let t = t4(vec![1.0, 0.0], [1, 1, 1, 2]);
+        let want = (1.1 * 2f64.ln() + 0.9 * 4f64.ln()) / 2.0;
+        assert!((scalar(weighted_ce(logits, t, [0.9, 1.1])) - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn auxiliary_dice_is_weighted_per_stage() {
+        let cfg = LossConfig::default();
+        let logits = t4(vec![0.0; 16], [1, 1, 4, 4]);
+        let target = t4(vec![1.0; 16], [1, 1, 4, 4]);
+        let base = scalar(training_loss(
+            &cfg,
+            logits.clone(),
+            None,
+            &[],
+            target.clone(),
+        ));
+        // An all-zero hit map against an all-one 2x2 mask: Dice = 1 - 1/5.
+        let hit = t4(vec![0.0; 4], [1, 1, 2, 2]);
+        let with = scalar(training_loss(
+            &cfg,
+            logits,
+            None,
+            &[hit.clone(), hit.clone(), hit],
+            target,
+        ));
+        let aux = (0.001 + 0.01 + 0.1) * (1.0 - 1.0 / 5.0);
+        assert!((with - base - aux).abs() < 1e-6, "{with} - {base} vs {aux}");
+    }
+}

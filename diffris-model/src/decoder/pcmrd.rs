@@ -1,0 +1,242 @@
+//! The progressive cross-modal reasoning decoder (PCMRD, paper section 3.4, Table 6), after
+//! CGFormer's decoder adapted to UNet features (ARCHITECTURE.md section 3).
+//!
+//! Three stages fuse two feature levels each (`F8+F16`, `+F32`, `+F64`); after each fusion the
+//! object-aware query interaction layer (OAQIL) lets `N` learnable query tokens read the text,
+//! then groups the fused pixels into the tokens with a Gumbel-normalised, straight-through hard
+//! assignment. The last token is the referent; its embedding becomes the kernel of a dynamic
+//! 1x1 convolution over the upsampled features. Table 6's rows are switches of [`PcmrdConfig`].
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::{Int, Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use super::common::{ConvBnRelu, Fusion, gather_tokens, resize_bilinear, resize_bilinear_corners};
+use super::oaqil::{Oaqil, OaqilConfig};
+
+/// PCMRD switches and sizes; the defaults are the full decoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PcmrdConfig {
+    /// Hidden width `D`.
+    pub hidden: usize,
+    /// Number of query tokens `N` (the last is the referent).
+    pub tokens: usize,
+    /// Table 6 row 2: three progressive fusion stages (off: only F64 through a 1x1 conv).
+    pub multi_scale: bool,
+    /// Table 6 row 3: query tokens with OAQIL (off: the kernel comes from the sentence state).
+    pub query_tokens: bool,
+    /// Table 6 row 4: straight-through hard assignment (off: soft assignment).
+    pub hard_assignment: bool,
+    /// Gumbel noise on the grouping logits while training.
+    pub gumbel_noise: bool,
+    /// Initial value of each stage's temperature parameter (`tau = exp(min(tau_p, 0))`).
+    pub tau_init: f64,
+}
+
+impl Default for PcmrdConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 512,
+            tokens: 2,
+            multi_scale: true,
+            query_tokens: true,
+            hard_assignment: true,
+            gumbel_noise: true,
+            tau_init: 1.0,
+        }
+    }
+}
+
+/// What the UNet hands to a decoder.
+#[derive(Clone, Copy, Debug)]
+pub struct DecoderInput<'a, B: Backend> {
+    /// Feature taps, finest first: `F64, F32, F16, F8` (with attention maps concatenated).
+    pub features: &'a [Tensor<B, 4>],
+    /// The adapted text states `L'`, `[B, T, D_text]`.
+    pub text: &'a Tensor<B, 3>,
+    /// Index of the first end token per sample, `[B]`.
+    pub eos_index: &'a Tensor<B, 1, Int>,
+    /// The input image size `(H, W)`; logits come out at this size.
+    pub image_size: (usize, usize),
+    /// Training mode: Gumbel noise on.
+    pub training: bool,
+}
+
+/// Logits and the referent token's hit maps.
+#[derive(Clone, Debug)]
+pub struct DecoderOutput<B: Backend> {
+    /// `[B, 1, H, W]` foreground logits at the input size.
+    pub logits: Tensor<B, 4>,
+    /// `[B, 2, H, W]` (background, foreground) logits, for decoders that produce two classes.
+    pub class_logits: Option<Tensor<B, 4>>,
+    /// Per stage `[B, 1, h_s, w_s]`: the referent token's (hard or soft) assignment.
+    pub hit_maps: Vec<Tensor<B, 4>>,
+}
+
+/// The dynamic-convolution mask head (CGFormer's DProjector).
+#[derive(Module, Debug)]
+pub struct MaskHead<B: Backend> {
+    pub up1: ConvBnRelu<B>,
+    pub up2: ConvBnRelu<B>,
+    pub proj: burn::nn::conv::Conv2d<B>,
+    /// `kernel source -> D + 1` (weights and bias of the dynamic 1x1 conv).
+    pub kernel: Linear<B>,
+}
+
+impl<B: Backend> MaskHead<B> {
+    fn new(hidden: usize, kernel_source: usize, device: &B::Device) -> Self {
+        Self {
+            up1: ConvBnRelu::new(hidden, hidden, 3, device),
+            up2: ConvBnRelu::new(hidden, hidden, 3, device),
+            proj: burn::nn::conv::Conv2dConfig::new([hidden, hidden], [1, 1]).init(device),
+            kernel: LinearConfig::new(kernel_source, hidden + 1).init(device),
+        }
+    }
+
+    /// # Shapes
+    /// `v`: `[B, D, h, w]`, `source`: `[B, S]` -> logits `[B, 1, 4h, 4w]`.
+    pub fn forward(&self, v: Tensor<B, 4>, source: Tensor<B, 2>) -> Tensor<B, 4> {
+        let [b, d, h, w] = v.dims();
+        let x = self.up1.forward(resize_bilinear_corners(v, [2 * h, 2 * w]));
+        let x = self.up2.forward(resize_bilinear_corners(x, [4 * h, 4 * w]));
+        let x = self.proj.forward(x);
+        let k = self.kernel.forward(source);
+        let weight = k.clone().narrow(1, 0, d).reshape([b, d, 1, 1]);
+        let bias = k.narrow(1, d, 1).reshape([b, 1, 1, 1]);
+        (x * weight).sum_dim(1) + bias
+    }
+}
+
+/// The PCMRD (or one of its Table 6 ablations).
+#[derive(Module, Debug)]
+pub struct Pcmrd<B: Backend> {
+    /// Row 1: `Conv1x1-BN-ReLU(F64 -> D)`.
+    pub single: Option<ConvBnRelu<B>>,
+    /// Rows 2-4: the three fusion stages (deepest first).
+    pub fusions: Vec<Fusion<B>>,
+    /// Rows 3-4: the initial query tokens `[N, D]`.
+    pub queries: Option<Param<Tensor<B, 2>>>,
+    /// Rows 3-4: one OAQIL per stage.
+    pub layers: Vec<Oaqil<B>>,
+    pub head: MaskHead<B>,
+    hidden: usize,
+}
+
+impl PcmrdConfig {
+    /// Builds the decoder for taps of `channels` (finest first) and text states of width
+    /// `text_dim`; `latent` is the finest tap's nominal size, from which the positional
+    /// embeddings are sized.
+    pub fn init<B: Backend>(
+        &self,
+        channels: &[usize],
+        text_dim: usize,
+        latent: (usize, usize),
+        device: &B::Device,
+    ) -> Pcmrd<B> {
+        let d = self.hidden;
+        let use_tokens = self.multi_scale && self.query_tokens;
+        let fusions = if self.multi_scale {
+            // Stage s fuses the previous output (or F8) with level 2 - s.
+            (0..3)
+                .map(|s| {
+                    let coarse = if s == 0 { channels[3] } else { d };
+                    Fusion::new(coarse + channels[2 - s], d, device)
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        let layers = if use_tokens {
+            (0..3)
+                .map(|s| {
+                    let level = 2 - s;
+                    let pe = (latent.0 >> level, latent.1 >> level);
+                    OaqilConfig {
+                        hidden: d,
+                        text_dim,
+                        pe_size: pe,
+                        hard: self.hard_assignment,
+                        gumbel: self.gumbel_noise,
+                        tau_init: self.tau_init,
+                    }
+                    .init(device)
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        Pcmrd {
+            single: (!self.multi_scale).then(|| ConvBnRelu::new(channels[0], d, 1, device)),
+            fusions,
+            queries: use_tokens.then(|| {
+                Initializer::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                }
+                .init([self.tokens, d], device)
+            }),
+            layers,
+            head: MaskHead::new(d, if use_tokens { d } else { text_dim }, device),
+            hidden: d,
+        }
+    }
+}
+
+impl<B: Backend> Pcmrd<B> {
+    /// # Shapes
+    /// See [`DecoderInput`]; logits `[B, 1, H, W]`, hit maps `[B, 1, h_s, w_s]` (rows 3-4).
+    pub fn forward(&self, input: DecoderInput<'_, B>) -> DecoderOutput<B> {
+        let f = input.features;
+        let mut hit_maps = Vec::new();
+        let (v, source) = if let Some(single) = &self.single {
+            (
+                single.forward(f[0].clone()),
+                gather_tokens(input.text.clone(), input.eos_index.clone()),
+            )
+        } else {
+            let batch = f[0].dims()[0];
+            let mut queries = self.queries.as_ref().map(|q| {
+                let [n, d] = q.dims();
+                q.val().reshape([1, n, d]).expand([batch, n, d])
+            });
+            let mut v = f[3].clone();
+            for (s, fusion) in self.fusions.iter().enumerate() {
+                let skip = f[2 - s].clone();
+                let [_, _, h, w] = skip.dims();
+                v = fusion.forward(Tensor::cat(
+                    vec![resize_bilinear_corners(v, [h, w]), skip],
+                    1,
+                ));
+                if let (Some(layer), Some(q)) = (self.layers.get(s), queries.take()) {
+                    let (q, hit) = layer.forward(
+                        q,
+                        v.clone(),
+                        input.text.clone(),
+                        input.eos_index.clone(),
+                        input.training,
+                    );
+                    hit_maps.push(hit);
+                    queries = Some(q);
+                }
+            }
+            let source = match queries {
+                Some(q) => {
+                    let [b, n, d] = q.dims();
+                    q.narrow(1, n - 1, 1).reshape([b, d])
+                }
+                None => gather_tokens(input.text.clone(), input.eos_index.clone()),
+            };
+            (v, source)
+        };
+        debug_assert_eq!(v.dims()[1], self.hidden);
+        let logits = self.head.forward(v, source);
+        let (h, w) = input.image_size;
+        DecoderOutput {
+            logits: resize_bilinear(logits, [h, w]),
+            class_logits: None,
+            hit_maps,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! `DiffRis`: the whole model of the paper (section 3.2, ARCHITECTURE.md section 1) assembled from
+//! one config. The frozen VAE, CLIP and UNet are `#[module(skip)]` fields: they are not
+//! parameters of the trained module (not optimised, not checkpointed), yet the UNet stays in the
+//! autodiff graph so the CP-adapter learns through its cross-attention.
+
+use burn::module::Module;
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{CpAdapter, CpAdapterConfig};
+use crate::decoder::loss::{LossConfig, training_loss};
+use crate::decoder::{Decoder, DecoderConfig, DecoderInput};
+use crate::sd::clip::ClipTextModel;
+use crate::sd::config::SdConfig;
+use crate::sd::stack::StableDiffusion;
+use crate::sd::unet::{UNet2DConditionModel, UNetRequest};
+use crate::sd::vae::VaeEncoder;
+
+/// Everything that defines a DiffRIS model besides the SD weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiffRisConfig {
+    /// Input size `(H, W)`, multiples of 64.
+    pub image_size: (usize, usize),
+    /// Multiplier of the VAE posterior mean (SD-1.x: 0.18215; VPD used 1.0).
+    pub latent_scale: f64,
+    /// The UNet timestep of the single denoising pass.
+    pub timestep: f64,
+    /// Concatenate the averaged cross-attention maps to the F32 and F16 taps.
+    pub cross_attention_maps: bool,
+    pub adapter: CpAdapterConfig,
+    pub decoder: DecoderConfig,
+    pub loss: LossConfig,
+}
+
+impl Default for DiffRisConfig {
+    fn default() -> Self {
+        Self {
+            image_size: (512, 512),
+            latent_scale: 0.18215,
+            timestep: 1.0,
+            cross_attention_maps: true,
+            adapter: CpAdapterConfig::default(),
+            decoder: DecoderConfig::default(),
+            loss: LossConfig::default(),
+        }
+    }
+}
+
+/// Feature levels whose taps get the cross-attention maps (F32, F16).
+pub const MAP_LEVELS: [usize; 2] = [1, 2];
+
+/// Settings the forward pass needs (plain data, not parameters).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub image_size: (usize, usize),
+    pub latent_scale: f64,
+    pub timestep: f64,
+    pub cross_attention_maps: bool,
+    pub loss: LossConfig,
+}
+
+/// The DiffRIS model.
+#[derive(Module, Debug)]
+pub struct DiffRis<B: Backend> {
+    pub adapter: CpAdapter<B>,
+    pub decoder: Decoder<B>,
+    #[module(skip)]
+    pub text_encoder: ClipTextModel<B>,
+    #[module(skip)]
+    pub vae: VaeEncoder<B>,
+    #[module(skip)]
+    pub unet: UNet2DConditionModel<B>,
+    pub settings: Settings,
+}
+
+/// The outputs of one forward pass.
+#[derive(Clone, Debug)]
+pub struct DiffRisOutput<B: Backend> {
+    /// `[B, 1, H, W]` foreground logits at the input size.
+    pub logits: Tensor<B, 4>,
+    /// `[B, 2, H, W]` for two-class decoders.
+    pub class_logits: Option<Tensor<B, 4>>,
+    /// The referent token's assignment per stage, `[B, 1, h_s, w_s]` (PCMRD with tokens).
+    pub hit_maps: Vec<Tensor<B, 4>>,
+}
+
+impl DiffRisConfig {
+    /// Checks sizes against the SD architecture; the message names the field.
+    pub fn validate(&self, sd: &SdConfig) -> Result<(), String> {
+        let f = sd.vae.downsampling() << (sd.unet.levels() - 1);
+        let (h, w) = self.image_size;
+        if h == 0 || w == 0 || h % f != 0 || w % f != 0 {
+            return Err(format!(
+                "image_size ({h}, {w}) must be a positive multiple of {f} for this architecture"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Assembles the model around loaded (or random) SD components, which are frozen here.
+    pub fn init<B: Backend>(&self, sd: StableDiffusion<B>, device: &B::Device) -> DiffRis<B> {
+        let arch = sd.config();
+        let text_dim = arch.clip.hidden_size;
+        let levels: &[usize] = if self.cross_attention_maps {
+            &MAP_LEVELS
+        } else {
+            &[]
+        };
+        let channels = arch
+            .unet
+            .tap_channels(levels, arch.clip.max_position_embeddings);
+        let f = arch.vae.downsampling();
+        let latent = (self.image_size.0 / f, self.image_size.1 / f);
+        DiffRis {
+            adapter: self.adapter.init(text_dim, device),
+            decoder: self.decoder.init(&channels, text_dim, latent, device),
+            text_encoder: sd.text_encoder.no_grad(),
+            vae: sd.vae.no_grad(),
+            unet: sd.unet.no_grad(),
+            settings: Settings {
+                image_size: self.image_size,
+                latent_scale: self.latent_scale,
+                timestep: self.timestep,
+                cross_attention_maps: self.cross_attention_maps,
+                loss: self.loss.clone(),
+            },
+        }
+    }
+}
+
+impl<B: Backend> DiffRis<B> {
+    /// The scaled VAE latent (no gradient).
+    ///
+    /// # Shapes
+    /// `[B, 3, H, W]` in [-1, 1] -> `[B, 4, H/8, W/8]`.
+    pub fn encode_image(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.vae
+            .forward(image)
+            .mul_scalar(self.settings.latent_scale)
+            .detach()
+    }
+
+    /// The CLIP text states `L` (no gradient).
+    ///
+    /// # Shapes
+    /// `[B, 77]` -> `[B, 77, D]`.
+    pub fn encode_text(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.text_encoder.forward(ids).detach()
+    }
+
+    /// Adapter, UNet and decoder on already-encoded inputs (VAE and CLIP outputs do not depend
+    /// on trained weights, so they can be computed once per sample).
+    ///
+    /// # Shapes
+    /// `latent`: `[B, 4, h, w]` (scaled), `text`: `[B, 77, D]`, `eos_index`: `[B]`.
+    pub fn forward_encoded(
+        &self,
+        latent: Tensor<B, 4>,
+        text: Tensor<B, 3>,
+        eos_index: Tensor<B, 1, Int>,
+        training: bool,
+    ) -> DiffRisOutput<B> {
+        let b = latent.dims()[0];
+        let device = latent.device();
+        let adapted = self.adapter.forward(text);
+        let timesteps = Tensor::<B, 1>::full([b], self.settings.timestep, &device);
+        let out = self.unet.forward(
+            latent,
+            timesteps,
+            adapted.clone(),
+            UNetRequest {
+                sample: false,
+                attention_maps: self.settings.cross_attention_maps,
+                attention_probs: false,
+            },
+        );
+        let levels: &[usize] = if self.settings.cross_attention_maps {
+            &MAP_LEVELS
+        } else {
+            &[]
+        };
+        let features = out.features_with_maps(levels);
+        let dec = self.decoder.forward(DecoderInput {
+            features: &features,
+            text: &adapted,
+            eos_index: &eos_index,
+            image_size: self.settings.image_size,
+            training,
+        });
+        DiffRisOutput {
+            logits: dec.logits,
+            class_logits: dec.class_logits,
+            hit_maps: dec.hit_maps,
+        }
+    }
+
+    /// The whole model from pixels and token ids.
+    ///
+    /// # Shapes
+    /// `image`: `[B, 3, H, W]` in [-1, 1], `ids`: `[B, 77]`, `eos_index`: `[B]`.
+    pub fn forward(
+        &self,
+        image: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        eos_index: Tensor<B, 1, Int>,
+        training: bool,
+    ) -> DiffRisOutput<B> {
+        let latent = self.encode_image(image);
+        let text = self.encode_text(ids);
+        self.forward_encoded(latent, text, eos_index, training)
+    }
+
+    /// The training loss of an output against `[B, 1, H, W]` masks in {0, 1}.
+    pub fn loss(&self, out: &DiffRisOutput<B>, target: Tensor<B, 4>) -> Tensor<B, 1> {
+        training_loss(
+            &self.settings.loss,
+            out.logits.clone(),
+            out.class_logits.clone(),
+            &out.hit_maps,
+            target,
+        )
+    }
+
+    /// Binary masks: foreground where the probability exceeds 0.5 (logit > 0).
+    ///
+    /// # Shapes
+    /// `[B, 1, H, W]`.
+    pub fn predict(
+        &self,
+        image: Tensor<B, 4>,
+        ids: Tensor<B, 2, Int>,
+        eos_index: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 4, Bool> {
+        self.forward(image, ids, eos_index, false)
+            .logits
+            .greater_elem(0.0)
+    }
+}

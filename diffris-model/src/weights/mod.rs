@@ -1,0 +1,218 @@
+//! Loading the frozen Stable Diffusion components from the checkpoints researchers have:
+//!
+//! - an original single-file LDM checkpoint, `.safetensors` (`v1-5-pruned-emaonly.safetensors`)
+//!   or a PyTorch `.ckpt` (`sd-v1-4.ckpt`), whose architecture must be given (`SdConfig::sd15()`);
+//! - a diffusers folder (`unet/`, `vae/`, `text_encoder/`), whose architecture is read from each
+//!   component's `config.json`.
+//!
+//! Loading is strict: a parameter without its key, a key with the wrong shape, or a checkpoint
+//! key no rule uses is an error naming the key (see [`keys`] for every rule and for the keys
+//! skipped on purpose). F16 and BF16 tensors are widened to f32.
+//!
+//! ```no_run
+//! use burn::backend::Flex;
+//! use diffris_model::sd::{SdConfig, StableDiffusion};
+//! let device = Default::default();
+//! let sd: StableDiffusion<Flex> = StableDiffusion::load(
+//!     "v1-5-pruned-emaonly.safetensors".as_ref(),
+//!     Some(&SdConfig::sd15()),
+//!     &device,
+//! )?;
+//! let sd: StableDiffusion<Flex> =
+//!     StableDiffusion::load("stable-diffusion-v1-5/".as_ref(), None, &device)?;
+//! # Ok::<(), diffris_model::ModelError>(())
+//! ```
+
+pub mod apply;
+pub mod checkpoint;
+pub mod keys;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn_store::ModuleSnapshot;
+
+use self::apply::{ParamInfo, param_infos};
+use self::checkpoint::Checkpoint;
+use self::keys::{Component, diffusers_keys, is_ignored_key, ldm_key};
+use crate::error::{ModelError, Result};
+use crate::sd::config::{ClipConfig, SdConfig, UNetConfig, VaeConfig};
+use crate::sd::config_json::read_json_object;
+use crate::sd::stack::StableDiffusion;
+
+/// Fills `module` from `ckpt` and records the keys it used.
+fn load_component<B: Backend, M: ModuleSnapshot<B>>(
+    module: &mut M,
+    ckpt: &Checkpoint,
+    key_of: impl Fn(&ParamInfo) -> Vec<String>,
+    used: &mut BTreeSet<String>,
+) -> Result<()> {
+    let params = param_infos::<B, M>(module);
+    let sources = apply::resolve(&params, key_of, &ckpt.tensors, &ckpt.path)?;
+    used.extend(sources.iter().map(|s| s.key.to_string()));
+    apply::apply::<B, M>(module, &params, &sources, &ckpt.path)
+}
+
+/// Errors with every key of `ckpt` that is neither used nor skipped on purpose.
+fn check_unused(ckpt: &Checkpoint, used: &BTreeSet<String>) -> Result<()> {
+    let unused: Vec<String> = ckpt
+        .keys()
+        .filter(|k| !used.contains(*k) && !is_ignored_key(k))
+        .cloned()
+        .collect();
+    if unused.is_empty() {
+        Ok(())
+    } else {
+        Err(ModelError::UnusedKeys {
+            path: ckpt.path.clone(),
+            keys: unused,
+        })
+    }
+}
+
+/// The candidate keys of a parameter in a single-file LDM checkpoint.
+fn ldm_candidates(
+    component: Component,
+    unet: &UNetConfig,
+) -> impl Fn(&ParamInfo) -> Vec<String> + '_ {
+    move |p| {
+        diffusers_keys(component, &p.path)
+            .iter()
+            .map(|k| ldm_key(component, k, unet))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+}
+
+impl<B: Backend> StableDiffusion<B> {
+    /// Loads a diffusers folder (`arch` ignored) or a single-file checkpoint (`arch` required).
+    pub fn load(path: &Path, arch: Option<&SdConfig>, device: &B::Device) -> Result<Self> {
+        if path.is_dir() {
+            Self::from_diffusers(path, device)
+        } else {
+            let arch = arch.ok_or_else(|| {
+                ModelError::config(
+                    path,
+                    "a single-file checkpoint does not say its architecture: pass one (e.g. sd15)",
+                )
+            })?;
+            Self::from_single_file(path, arch, device)
+        }
+    }
+
+    /// Loads an original single-file LDM checkpoint (`.safetensors` or `.ckpt`).
+    pub fn from_single_file(path: &Path, arch: &SdConfig, device: &B::Device) -> Result<Self> {
+        arch.validate().map_err(|m| ModelError::config(path, m))?;
+        let ckpt = Checkpoint::open(path)?;
+        let mut sd = arch.init::<B>(device);
+        let mut used = BTreeSet::new();
+        let unet_cfg = arch.unet.clone();
+        load_component::<B, _>(
+            &mut sd.unet,
+            &ckpt,
+            ldm_candidates(Component::Unet, &unet_cfg),
+            &mut used,
+        )?;
+        load_component::<B, _>(
+            &mut sd.vae,
+            &ckpt,
+            ldm_candidates(Component::Vae, &unet_cfg),
+            &mut used,
+        )?;
+        load_component::<B, _>(
+            &mut sd.text_encoder,
+            &ckpt,
+            ldm_candidates(Component::Clip, &unet_cfg),
+            &mut used,
+        )?;
+        check_unused(&ckpt, &used)?;
+        Ok(sd)
+    }
+
+    /// Loads a diffusers folder, building each component from its `config.json`.
+    pub fn from_diffusers(dir: &Path, device: &B::Device) -> Result<Self> {
+        let unet_dir = dir.join("unet");
+        let vae_dir = dir.join("vae");
+        let clip_dir = dir.join("text_encoder");
+        let arch = SdConfig {
+            unet: UNetConfig::from_diffusers_json(
+                &read_json_object(&unet_dir.join("config.json"))?,
+                &unet_dir.join("config.json"),
+            )?,
+            vae: VaeConfig::from_diffusers_json(
+                &read_json_object(&vae_dir.join("config.json"))?,
+                &vae_dir.join("config.json"),
+            )?,
+            clip: ClipConfig::from_transformers_json(
+                &read_json_object(&clip_dir.join("config.json"))?,
+                &clip_dir.join("config.json"),
+            )?,
+        };
+        arch.validate().map_err(|m| ModelError::config(dir, m))?;
+        let mut sd = arch.init::<B>(device);
+        let load = |folder: &Path, stem: &str| -> Result<Checkpoint> {
+            Checkpoint::open(&weight_file(folder, stem)?)
+        };
+        let ckpt = load(&unet_dir, "diffusion_pytorch_model")?;
+        let mut used = BTreeSet::new();
+        load_component::<B, _>(
+            &mut sd.unet,
+            &ckpt,
+            |p| diffusers_keys(Component::Unet, &p.path),
+            &mut used,
+        )?;
+        check_unused(&ckpt, &used)?;
+        let ckpt = load(&vae_dir, "diffusion_pytorch_model")?;
+        let mut used = BTreeSet::new();
+        load_component::<B, _>(
+            &mut sd.vae,
+            &ckpt,
+            |p| diffusers_keys(Component::Vae, &p.path),
+            &mut used,
+        )?;
+        check_unused(&ckpt, &used)?;
+        let ckpt = load(&clip_dir, "model")?;
+        Self::fill_text_encoder(&mut sd, ckpt)?;
+        Ok(sd)
+    }
+
+    /// Replaces the text encoder's weights from a transformers `CLIPTextModel` file (keys with
+    /// or without the `text_model.` prefix).
+    pub fn load_text_encoder_file(&mut self, path: &Path) -> Result<()> {
+        Self::fill_text_encoder(self, Checkpoint::open(path)?)
+    }
+
+    fn fill_text_encoder(sd: &mut Self, ckpt: Checkpoint) -> Result<()> {
+        let mut used = BTreeSet::new();
+        load_component::<B, _>(
+            &mut sd.text_encoder,
+            &ckpt,
+            |p| diffusers_keys(Component::Clip, &p.path),
+            &mut used,
+        )?;
+        check_unused(&ckpt, &used)
+    }
+}
+
+/// The weight file of a diffusers component folder: `<stem>.safetensors`, its `.fp16` variant,
+/// or the PyTorch `.bin` of older folders.
+fn weight_file(folder: &Path, stem: &str) -> Result<PathBuf> {
+    let names = [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+        format!("{stem}.bin"),
+        format!("{stem}.fp16.bin"),
+    ];
+    names
+        .iter()
+        .map(|n| folder.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            ModelError::checkpoint(
+                folder,
+                format!("no weight file found (looked for {})", names.join(", ")),
+            )
+        })
+}

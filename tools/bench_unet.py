@@ -1,0 +1,141 @@
+"""PyTorch CPU timing of the full-size SD-1.5 UNet, the anchor for the Burn benchmarks.
+
+Random-init diffusers UNet2DConditionModel with SD-1.5's config (859.5M parameters), fp32, CPU,
+latent [1,4,64,64], context [1,77,768], timestep 1. Two phases:
+  forward   forward pass under torch.no_grad()
+  fwdbwd    forward + backward to the context (every weight requires_grad=False,
+            context.requires_grad=True), i.e. what DiffRIS training does through the frozen UNet
+Each phase: 1 warm-up, then --repeats timed runs; the median is reported, with the process's
+peak RSS (resource.getrusage ru_maxrss) after the phase. With --phase both (default) every
+phase runs in its own child process so that its peak RSS is its own.
+
+    /work/venv-ref/bin/python tools/bench_unet.py [--threads 2] [--repeats 3] [--json]
+    /work/venv-ref/bin/python tools/bench_unet.py --phase forward --json
+
+Needs /work/venv-ref (or any venv built from tools/requirements.txt). Dev-only; takes about a
+minute per phase on 2 threads. Machines here are noisy: compare against Burn in the same run.
+--json prints one line {"forward_s":..,"fwd_bwd_s":..,"peak_rss_mib_forward":..,
+"peak_rss_mib_fwd_bwd":..} (plus threads/repeats/torch).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    layers_per_block=2,
+    cross_attention_dim=768,
+    attention_head_dim=8,  # SD-1.x: this is the number of heads
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    act_fn="silu",
+)
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def run_phase(phase, threads, repeats):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET).eval()
+    unet.requires_grad_(False)
+    n = sum(p.numel() for p in unet.parameters())
+    gen = torch.Generator().manual_seed(1)
+    sample = torch.randn((1, 4, 64, 64), generator=gen)
+    context = torch.randn((1, 77, 768), generator=gen)
+    timestep = torch.tensor([1.0])
+
+    def forward():
+        with torch.no_grad():
+            return unet(sample, timestep, encoder_hidden_states=context).sample
+
+    def fwd_bwd():
+        ctx = context.clone().requires_grad_(True)
+        out = unet(sample, timestep, encoder_hidden_states=ctx).sample
+        out.square().mean().backward()
+        assert ctx.grad is not None and torch.isfinite(ctx.grad).all()
+        return ctx.grad
+
+    fn = forward if phase == "forward" else fwd_bwd
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    res = {"phase": phase, "median_s": statistics.median(times), "times_s": times,
+           "peak_rss_mib": peak_rss_mib(), "params": n, "threads": threads,
+           "torch": torch.__version__}
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--phase", choices=("both", "forward", "fwdbwd"), default="both")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    if args.phase != "both":
+        res = run_phase(args.phase, args.threads, args.repeats)
+        if args.json:
+            print(json.dumps(res))
+        else:
+            print(f"{res['phase']}: median {res['median_s']:.2f} s over {args.repeats} "
+                  f"({', '.join(f'{t:.2f}' for t in res['times_s'])}), peak RSS "
+                  f"{res['peak_rss_mib']:.0f} MiB, {res['params']:,} params, "
+                  f"{res['threads']} threads")
+        return
+
+    results = {}
+    for phase in ("forward", "fwdbwd"):
+        cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--json",
+               "--threads", str(args.threads), "--repeats", str(args.repeats)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results[phase] = json.loads(out.strip().splitlines()[-1])
+        if not args.json:
+            r = results[phase]
+            print(f"{phase:8s} median {r['median_s']:.2f} s  runs "
+                  f"[{', '.join(f'{t:.2f}' for t in r['times_s'])}]  peak RSS "
+                  f"{r['peak_rss_mib']:.0f} MiB", flush=True)
+    summary = {
+        "forward_s": round(results["forward"]["median_s"], 3),
+        "fwd_bwd_s": round(results["fwdbwd"]["median_s"], 3),
+        "peak_rss_mib_forward": round(results["forward"]["peak_rss_mib"], 1),
+        "peak_rss_mib_fwd_bwd": round(results["fwdbwd"]["peak_rss_mib"], 1),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "torch": results["forward"]["torch"],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"SD-1.5 UNet ({results['forward']['params']:,} params), fp32 CPU, "
+              f"{args.threads} threads: forward {summary['forward_s']} s, forward+backward "
+              f"{summary['fwd_bwd_s']} s")
+
+
+if __name__ == "__main__":
+    main()
