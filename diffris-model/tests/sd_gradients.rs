@@ -24,11 +24,10 @@ fn context_gradient_matches_finite_differences_and_weights_get_none() {
         .taps[0]
         .clone();
     let weights = Tensor::<AB, 4>::random(probe.dims(), Distribution::Normal(0.0, 1.0), &device);
-    // A scalar of the finest tap (what the decoder reads); f64 accumulation for the differences.
-    let objective = |ctx: Tensor<AB, 3>| -> Tensor<AB, 1> {
-        (unet.forward(latent.clone(), t.clone(), ctx, request).taps[0].clone() * weights.clone())
-            .sum()
-    };
+    // A scalar of the finest tap (what the decoder reads).
+    let tap =
+        |ctx: Tensor<AB, 3>| unet.forward(latent.clone(), t.clone(), ctx, request).taps[0].clone();
+    let objective = |ctx: Tensor<AB, 3>| -> Tensor<AB, 1> { (tap(ctx) * weights.clone()).sum() };
 
     let ctx = context.clone().require_grad();
     let mut grads = objective(ctx.clone()).backward();
@@ -40,23 +39,31 @@ fn context_gradient_matches_finite_differences_and_weights_get_none() {
 
     let analytic: Vec<f32> = analytic.into_data().to_vec().unwrap();
     let base: Vec<f32> = context.clone().into_data().to_vec().unwrap();
-    let eps = 1e-2f32;
+    // f32 rounding of the taps (~1e-6 relative, summed over 2,048 weighted entries) makes
+    // differences below eps ~ 3e-2 noisy; the function is smooth enough that eps = 0.1 agrees
+    // with the analytic gradient to ~1e-3 relative (checked across eps from 1e-1 to 1e-3).
+    let eps = 1e-1f32;
     // A few entries spread over tokens and channels, including the largest gradient.
     let largest = (0..analytic.len())
         .max_by(|&a, &b| analytic[a].abs().total_cmp(&analytic[b].abs()))
         .unwrap();
     for idx in [largest, 5, 32 * 3 + 7, 32 * 40 + 31, 32 * 76] {
-        let eval = |delta: f32| -> f64 {
+        let shifted = |delta: f32| {
             let mut v = base.clone();
             v[idx] += delta;
-            let c =
-                Tensor::<AB, 3>::from_data(burn::tensor::TensorData::new(v, [1, 77, 32]), &device);
-            objective(c).into_scalar() as f64
+            tap(Tensor::<AB, 3>::from_data(
+                burn::tensor::TensorData::new(v, [1, 77, 32]),
+                &device,
+            ))
         };
-        let fd = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
+        // Difference the taps before the weighted sum, so the rounding of the large sum does
+        // not swamp the small change.
+        let fd = ((shifted(eps) - shifted(-eps)) * weights.clone())
+            .sum()
+            .into_scalar() as f64
+            / (2.0 * eps as f64);
         let a = analytic[idx] as f64;
-        // Central differences are O(eps^2) accurate; f32 rounding of the sum adds ~1e-6 / eps.
-        let tol = 2e-2 * a.abs().max(1e-2) + 1e-3;
+        let tol = 2e-2 * a.abs() + 1e-3;
         assert!(
             (fd - a).abs() <= tol,
             "entry {idx}: analytic {a:e}, finite difference {fd:e}"

@@ -78,7 +78,8 @@ fn gated_fusion_scales_the_adjusted_states_by_gamma() {
     let fused = adapter.forward(l.clone()) - l.clone();
     let expected = adapter.adjusted(l).mul_scalar(1e-4);
     let diff: f32 = (fused - expected).abs().max().into_scalar();
-    assert!(diff < 1e-9, "{diff}");
+    // (L + x) - L recovers x up to the rounding of L + x: half an ulp of |L| <= ~5 is 2.4e-7.
+    assert!(diff < 1e-6, "{diff}");
 }
 
 #[test]
