@@ -4,7 +4,7 @@
 //! Parameter shapes are read lazily (no allocation), so a full-size model can be checked or
 //! loaded without first materialising random weights.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -92,25 +92,19 @@ pub fn compatible(p: &ParamInfo, found: &[usize]) -> bool {
     trim(&checkpoint_shape(p)) == trim(found)
 }
 
-/// A source tensor of a checkpoint.
-pub struct SourceTensor<'a> {
-    pub key: &'a str,
-    pub snapshot: &'a TensorSnapshot,
-}
-
 /// Applies `sources[i]` to `params[i]` (converted to f32, transposed for Linear weights,
 /// reshaped to the parameter shape). Shapes must have been checked with [`compatible`].
 pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
     module: &mut M,
     params: &[ParamInfo],
-    sources: &[SourceTensor<'_>],
+    sources: &[&TensorSnapshot],
     file: &Path,
 ) -> Result<()> {
     let snapshots: Vec<TensorSnapshot> = params
         .iter()
         .zip(sources)
         .map(|(p, s)| {
-            let data_fn = s.snapshot.clone_data_fn();
+            let data_fn = s.clone_data_fn();
             let transpose = p.in_linear && p.shape.len() == 2;
             let target = p.shape.clone();
             let closure = move || {
@@ -163,22 +157,21 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
     Ok(())
 }
 
-/// Resolves each parameter to the first candidate key present in `tensors`, checking shapes.
-/// Returns the resolved keys in parameter order, or the error naming the missing key (the first
-/// candidate) or the mismatched shape.
-pub fn resolve<'a>(
+/// Resolves each parameter to the first candidate key `shape_of` knows, checking shapes.
+/// Returns the resolved keys in parameter order, or the error naming the missing keys (first
+/// candidates) or the mismatched shape.
+pub fn resolve(
     params: &[ParamInfo],
     candidates: impl Fn(&ParamInfo) -> Vec<String>,
-    tensors: &'a BTreeMap<String, TensorSnapshot>,
+    shape_of: impl Fn(&str) -> Option<Vec<usize>>,
     file: &Path,
-) -> Result<Vec<SourceTensor<'a>>> {
+) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     let mut found = Vec::with_capacity(params.len());
     for p in params {
         let keys = candidates(p);
-        match keys.iter().find_map(|k| tensors.get_key_value(k.as_str())) {
-            Some((key, snapshot)) => {
-                let shape = snapshot.shape.to_vec();
+        match keys.iter().find_map(|k| Some((k, shape_of(k)?))) {
+            Some((key, shape)) => {
                 if !compatible(p, &shape) {
                     return Err(ModelError::ShapeMismatch {
                         path: file.to_path_buf(),
@@ -187,7 +180,7 @@ pub fn resolve<'a>(
                         found: shape,
                     });
                 }
-                found.push(SourceTensor { key, snapshot });
+                found.push(key.clone());
             }
             None => missing.push(keys.into_iter().next().unwrap_or_default()),
         }

@@ -49,15 +49,24 @@ fn load_component<B: Backend, M: ModuleSnapshot<B>>(
     used: &mut BTreeSet<String>,
 ) -> Result<()> {
     let params = param_infos::<B, M>(module);
-    let sources = apply::resolve(&params, key_of, &ckpt.tensors, &ckpt.path)?;
-    used.extend(sources.iter().map(|s| s.key.to_string()));
+    let shape_of = |k: &str| ckpt.tensors.get(k).map(|s| s.shape.to_vec());
+    let keys = apply::resolve(&params, key_of, shape_of, &ckpt.path)?;
+    let sources: Vec<_> = keys.iter().map(|k| &ckpt.tensors[k]).collect();
+    used.extend(keys);
     apply::apply::<B, M>(module, &params, &sources, &ckpt.path)
 }
 
 /// Errors with every key of `ckpt` that is neither used nor skipped on purpose.
 fn check_unused(ckpt: &Checkpoint, used: &BTreeSet<String>) -> Result<()> {
-    let unused: Vec<String> = ckpt
-        .keys()
+    unused_error(ckpt.keys(), used, &ckpt.path)
+}
+
+fn unused_error<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    used: &BTreeSet<String>,
+    path: &Path,
+) -> Result<()> {
+    let unused: Vec<String> = keys
         .filter(|k| !used.contains(*k) && !is_ignored_key(k))
         .cloned()
         .collect();
@@ -65,10 +74,60 @@ fn check_unused(ckpt: &Checkpoint, used: &BTreeSet<String>) -> Result<()> {
         Ok(())
     } else {
         Err(ModelError::UnusedKeys {
-            path: ckpt.path.clone(),
+            path: path.to_path_buf(),
             keys: unused,
         })
     }
+}
+
+/// Where a list of checkpoint keys comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// An original single-file LDM checkpoint (all three components).
+    SingleFile,
+    /// The weight file of one component of a diffusers folder.
+    Diffusers(Component),
+}
+
+/// Checks, without reading any tensor data and without allocating the model, that a checkpoint
+/// holding exactly `keys` (with their shapes) fills the architecture `arch`: every parameter
+/// finds its key with the right shape, and every key is used or skipped on purpose. Returns
+/// the number of keys used.
+pub fn verify_key_list<B: Backend>(
+    arch: &SdConfig,
+    layout: KeyLayout,
+    keys: &std::collections::BTreeMap<String, Vec<usize>>,
+    source: &Path,
+    device: &B::Device,
+) -> Result<usize> {
+    let sd = arch.init::<B>(device);
+    let shape_of = |k: &str| keys.get(k).cloned();
+    let mut used = BTreeSet::new();
+    let components = [
+        (Component::Unet, param_infos::<B, _>(&sd.unet)),
+        (Component::Vae, param_infos::<B, _>(&sd.vae)),
+        (Component::Clip, param_infos::<B, _>(&sd.text_encoder)),
+    ];
+    for (component, params) in components {
+        let resolved = match layout {
+            KeyLayout::SingleFile => apply::resolve(
+                &params,
+                ldm_candidates(component, &arch.unet),
+                shape_of,
+                source,
+            )?,
+            KeyLayout::Diffusers(c) if c == component => apply::resolve(
+                &params,
+                |p| diffusers_keys(component, &p.path),
+                shape_of,
+                source,
+            )?,
+            KeyLayout::Diffusers(_) => continue,
+        };
+        used.extend(resolved);
+    }
+    unused_error(keys.keys(), &used, source)?;
+    Ok(used.len())
 }
 
 /// The candidate keys of a parameter in a single-file LDM checkpoint.
