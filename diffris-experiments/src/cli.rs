@@ -25,6 +25,10 @@ pub enum Command {
     Info,
     /// Print the 77 CLIP token ids of a text and the index of its end token.
     Tokenize(commands::tokenize::TokenizeArgs),
+    /// Run the frozen SD stack on one image and expression and save what it computes.
+    Features(commands::features::FeaturesArgs),
+    /// Write seeded random weights of an SD architecture as a diffusers-style folder.
+    InitSd(commands::init_sd::InitSdArgs),
 }
 
 impl Cli {
@@ -40,5 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => commands::info::run(device),
         Command::Tokenize(args) => commands::tokenize::run(&args),
+        Command::Features(args) => commands::features::run(device, args),
+        Command::InitSd(args) => commands::init_sd::run(device, args),
     }
 }

@@ -6,3 +6,4 @@ pub mod build_info;
 pub mod cli;
 pub mod commands;
 pub mod metrics;
+pub mod tensor_file;

@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod features;
 pub mod info;
+pub mod init_sd;
 pub mod tokenize;

@@ -26,6 +26,7 @@
 pub mod apply;
 pub mod checkpoint;
 pub mod keys;
+pub mod save;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,174 @@
+//! `diffris features`: runs the frozen SD stack on one image and expression and writes what it
+//! sees (token ids, CLIP states, VAE latent, every UNet tap, cross-attention maps) to a
+//! safetensors file, for probing and for checking a checkpoint against another implementation.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use diffris_data::ClipTokenizer;
+use diffris_data::sample::open_image;
+use diffris_data::transforms::image_to_input;
+use diffris_model::sd::{SdConfig, StableDiffusion, UNetRequest};
+
+use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::build_info::GIT_REVISION;
+use crate::tensor_file::TensorFile;
+
+/// Arguments of `diffris features`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeaturesArgs {
+    /// Stable Diffusion weights: a diffusers folder, or a single `.safetensors` / `.ckpt` file.
+    #[arg(long)]
+    pub sd: PathBuf,
+    /// Architecture of a single-file checkpoint: sd15 or tiny.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// The image.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// The referring expression.
+    #[arg(long)]
+    pub text: String,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Square input size (a multiple of 64); default: each side rounded to a multiple of 64.
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// UNet timestep of the single pass.
+    #[arg(long, default_value_t = 1.0)]
+    pub timestep: f64,
+    /// Latent scale (SD-1.x: 0.18215).
+    #[arg(long, default_value_t = 0.18215)]
+    pub latent_scale: f64,
+}
+
+/// Rounds an image side to the nearest multiple of 64 (at least 64).
+pub fn round_to_64(side: u32) -> usize {
+    ((side as f64 / 64.0).round() as usize).max(1) * 64
+}
+
+/// Loads the SD components and the tokenizer that goes with them (a diffusers folder's own
+/// `tokenizer/` when present, else the embedded CLIP vocabulary).
+pub fn load_sd<B: Backend>(
+    path: &Path,
+    arch: Option<&str>,
+    device: &B::Device,
+) -> anyhow::Result<(StableDiffusion<B>, ClipTokenizer)> {
+    let arch = match arch {
+        Some(name) => Some(
+            SdConfig::preset(name)
+                .with_context(|| format!("unknown --arch `{name}` (sd15 or tiny)"))?,
+        ),
+        None => None,
+    };
+    let sd = StableDiffusion::load(path, arch.as_ref(), device)
+        .with_context(|| format!("loading Stable Diffusion from {}", path.display()))?;
+    let tokenizer = if path.join("tokenizer").join("vocab.json").is_file() {
+        ClipTokenizer::from_diffusers_dir(path)?
+    } else {
+        ClipTokenizer::embedded()?
+    };
+    Ok((sd, tokenizer))
+}
+
+/// Token ids must exist in the text encoder's embedding table.
+pub fn check_vocab(ids: &[u32], vocab_size: usize) -> anyhow::Result<()> {
+    match ids.iter().max() {
+        Some(&m) if m as usize >= vocab_size => anyhow::bail!(
+            "the tokenizer produced id {m} but the text encoder has only {vocab_size} embeddings; \
+             the checkpoint and the tokenizer do not belong together"
+        ),
+        _ => Ok(()),
+    }
+}
+
+struct Features(FeaturesArgs);
+
+impl BackendJob for Features {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+        let a = self.0;
+        let (sd, tokenizer) = load_sd::<B>(&a.sd, a.arch.as_deref(), &device)?;
+        let img = open_image(&a.image)?.into_rgb8();
+        let (h, w) = match a.size {
+            Some(s) if s % 64 == 0 && s > 0 => (s, s),
+            Some(s) => anyhow::bail!("--size {s} is not a positive multiple of 64"),
+            None => (round_to_64(img.height()), round_to_64(img.width())),
+        };
+        let pixels = image_to_input(&img, h, w);
+        let image = Tensor::<B, 4>::from_data(TensorData::new(pixels, [1, 3, h, w]), &device);
+        let tok = tokenizer.encode(&a.text)?;
+        check_vocab(&tok.ids, sd.text_encoder.config().vocab_size)?;
+        let ids_i64: Vec<i64> = tok.ids.iter().map(|&i| i as i64).collect();
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids_i64.clone(), [1, 77]), &device);
+
+        let text = sd.text_encoder.forward(ids);
+        let mean = sd.vae.forward(image);
+        let latent = mean.clone().mul_scalar(a.latent_scale);
+        let t = Tensor::<B, 1>::from_floats([a.timestep as f32], &device);
+        let out = sd.unet.forward(
+            latent.clone(),
+            t,
+            text.clone(),
+            UNetRequest {
+                sample: true,
+                attention_maps: true,
+                attention_probs: true,
+            },
+        );
+
+        let mut file = TensorFile::default();
+        file.ints("token_ids", vec![1, 77], &ids_i64);
+        file.ints("eos_index", vec![1], &[tok.eos_index as i64]);
+        file.float("clip.last_hidden_state", text);
+        file.float("vae.posterior_mean", mean);
+        file.float("vae.latent_scaled", latent);
+        for (k, tap) in out.taps.iter().enumerate() {
+            file.float(&format!("unet.tap.{k}"), tap.clone());
+        }
+        for (k, map) in out.attention_maps.iter().enumerate() {
+            if let Some(m) = map {
+                file.float(&format!("unet.xattn.level{k}"), m.clone());
+            }
+        }
+        for (path, probs) in out.attention_probs {
+            file.float(&format!("unet.attnprobs.{path}"), probs);
+        }
+        if let Some(s) = out.sample {
+            file.float("unet.out", s);
+        }
+        file.meta("text", a.text.clone());
+        file.meta("image", a.image.display().to_string());
+        file.meta("input_size", format!("{h}x{w}"));
+        file.meta("timestep", a.timestep.to_string());
+        file.meta("latent_scale", a.latent_scale.to_string());
+        file.meta("sd", a.sd.display().to_string());
+        file.meta("device", target.spec.to_string());
+        file.meta("git_revision", GIT_REVISION);
+        file.meta(
+            "taps",
+            "unet.tap.k is level k (finest first): the state of up block n-1-k after its layer \
+             layers_per_block-1 (LDM output_blocks.3(n-1-k)+1), level 0 the last up block's output",
+        );
+        file.write(&a.out)?;
+        println!(
+            "wrote {} tensors ({}x{} input, {} tokens) to {}",
+            file.names().count(),
+            h,
+            w,
+            tok.eos_index - 1,
+            a.out.display()
+        );
+        Ok(())
+    }
+}
+
+/// Runs the command.
+pub fn run(device: DeviceSpec, args: FeaturesArgs) -> anyhow::Result<()> {
+    dispatch(device, Features(args))?
+}

@@ -1,0 +1,72 @@
+//! Writing named tensors to a safetensors file, atomically (a temporary file renamed into place,
+//! so an interrupted write never leaves a half-written file under the final name).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use burn::tensor::{Tensor, backend::Backend};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+/// Named tensors waiting to be written.
+#[derive(Default)]
+pub struct TensorFile {
+    entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    /// Adds a float tensor (stored as F32).
+    pub fn float<B: Backend, const D: usize>(&mut self, name: &str, t: Tensor<B, D>) {
+        let shape = t.dims().to_vec();
+        let bytes = t
+            .into_data()
+            .iter::<f32>()
+            .flat_map(f32::to_le_bytes)
+            .collect();
+        self.entries
+            .push((name.to_string(), Dtype::F32, shape, bytes));
+    }
+
+    /// Adds integers (stored as I64).
+    pub fn ints(&mut self, name: &str, shape: Vec<usize>, values: &[i64]) {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.entries
+            .push((name.to_string(), Dtype::I64, shape, bytes));
+    }
+
+    /// Adds a metadata string.
+    pub fn meta(&mut self, key: &str, value: impl Into<String>) {
+        self.metadata.insert(key.to_string(), value.into());
+    }
+
+    /// Names of the tensors added so far.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.0.as_str())
+    }
+
+    /// Writes the file.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let views: Vec<(String, TensorView<'_>)> = self
+            .entries
+            .iter()
+            .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
+            .collect::<Result<_, safetensors::SafeTensorError>>()?;
+        let bytes = safetensors::serialize(views, Some(self.metadata.clone()))?;
+        write_atomic(path, &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary sibling file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
