@@ -1,0 +1,99 @@
+//! Benchmark of the frozen SD-1.5 UNet on the CPU backend (issue: within 1.5x of PyTorch):
+//! forward, and forward + backward to the context with frozen weights, at latent 64x64, batch 1,
+//! context 77x768. Run each phase in its own process so the peak RSS belongs to that phase:
+//!
+//! ```sh
+//! cargo run --release -p diffris-experiments --bin bench_unet -- --phase forward
+//! cargo run --release -p diffris-experiments --bin bench_unet -- --phase fwdbwd
+//! python tools/bench_unet.py --phase forward     # the PyTorch reference, same machine
+//! ```
+//!
+//! Prints one JSON line: phase, arch, seconds of every repeat and their median, peak RSS (MiB).
+
+use std::time::Instant;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+use clap::Parser;
+use diffris_model::sd::{SdConfig, UNetRequest};
+
+#[derive(Parser)]
+struct Args {
+    /// forward or fwdbwd.
+    #[arg(long, default_value = "forward")]
+    phase: String,
+    /// sd15 or tiny.
+    #[arg(long, default_value = "sd15")]
+    arch: String,
+    /// Latent side.
+    #[arg(long, default_value_t = 64)]
+    latent: usize,
+    /// Timed repeats after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn time<F: FnMut()>(repeats: usize, mut f: F) -> Vec<f64> {
+    f();
+    (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
+    let device = Default::default();
+    type AB = Autodiff<Flex>;
+    AB::seed(&device, 0);
+    let unet = arch.unet.init::<AB>(&device).no_grad();
+    let n = unet.num_params(); // materialise the weights before timing
+    let l = args.latent;
+    let latent = Tensor::<AB, 4>::random([1, 4, l, l], Distribution::Normal(0.0, 1.0), &device);
+    let context = Tensor::<AB, 3>::random([1, 77, arch.unet.cross_attention_dim], Distribution::Normal(0.0, 1.0), &device);
+    let t = Tensor::<AB, 1>::from_floats([1.0], &device);
+    let req = UNetRequest { sample: true, ..Default::default() };
+    let times = match args.phase.as_str() {
+        "forward" => {
+            let inner = burn::module::AutodiffModule::valid(&unet);
+            let (z, c, tt) = (latent.inner(), context.inner(), t.inner());
+            time(args.repeats, || {
+                let out = inner.forward(z.clone(), tt.clone(), c.clone(), req).sample.unwrap();
+                let _ = out.sum().into_scalar();
+            })
+        }
+        "fwdbwd" => time(args.repeats, || {
+            let ctx = context.clone().require_grad();
+            let out = unet.forward(latent.clone(), t.clone(), ctx.clone(), req).sample.unwrap();
+            let grads = out.sum().backward();
+            let g = ctx.grad(&grads).expect("gradient reaches the context");
+            let _ = g.sum().into_scalar();
+        }),
+        other => anyhow::bail!("unknown phase {other} (forward or fwdbwd)"),
+    };
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "{{\"phase\":\"{}\",\"arch\":\"{}\",\"params\":{n},\"latent\":{l},\"seconds\":{:?},\"median_s\":{:.3},\"peak_rss_mib\":{:.0}}}",
+        args.phase,
+        args.arch,
+        times,
+        sorted[sorted.len() / 2],
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
