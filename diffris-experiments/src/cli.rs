@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the backend, device, Burn version, crate version and git revision.
-    Info,
+    Info(commands::info::InfoArgs),
     /// Print the 77 CLIP token ids of a text and the index of its end token.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Run the frozen SD stack on one image and expression and save what it computes.
@@ -42,7 +42,7 @@ impl Cli {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let device = cli.device();
     match cli.command {
-        Command::Info => commands::info::run(device),
+        Command::Info(args) => commands::info::run(device, &args),
         Command::Tokenize(args) => commands::tokenize::run(&args),
         Command::Features(args) => commands::features::run(device, args),
         Command::InitSd(args) => commands::init_sd::run(device, args),

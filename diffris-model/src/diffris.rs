@@ -237,3 +237,68 @@ impl<B: Backend> DiffRis<B> {
             .greater_elem(0.0)
     }
 }
+
+/// Parameter count of one component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentParams {
+    pub name: &'static str,
+    pub trainable: bool,
+    pub count: usize,
+}
+
+/// Parameters per component of the model `cfg` builds around the architecture `sd`, counted from
+/// shapes only (nothing is allocated, so the full-size model can be counted on any machine).
+pub fn parameter_counts<B: Backend>(
+    cfg: &DiffRisConfig,
+    sd: &SdConfig,
+    device: &B::Device,
+) -> Vec<ComponentParams> {
+    use crate::weights::apply::param_infos;
+    let count = |infos: Vec<crate::weights::apply::ParamInfo>| -> usize {
+        infos
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
+    };
+    let stack = sd.init::<B>(device);
+    let text_dim = sd.clip.hidden_size;
+    let levels: &[usize] = if cfg.cross_attention_maps {
+        &MAP_LEVELS
+    } else {
+        &[]
+    };
+    let channels = sd
+        .unet
+        .tap_channels(levels, sd.clip.max_position_embeddings);
+    let f = sd.vae.downsampling();
+    let latent = (cfg.image_size.0 / f, cfg.image_size.1 / f);
+    let adapter = cfg.adapter.init::<B>(text_dim, device);
+    let decoder = cfg.decoder.init::<B>(&channels, text_dim, latent, device);
+    vec![
+        ComponentParams {
+            name: "CLIP text encoder",
+            trainable: false,
+            count: count(param_infos::<B, _>(&stack.text_encoder)),
+        },
+        ComponentParams {
+            name: "VAE encoder",
+            trainable: false,
+            count: count(param_infos::<B, _>(&stack.vae)),
+        },
+        ComponentParams {
+            name: "UNet",
+            trainable: false,
+            count: count(param_infos::<B, _>(&stack.unet)),
+        },
+        ComponentParams {
+            name: "CP-adapter",
+            trainable: true,
+            count: count(param_infos::<B, _>(&adapter)),
+        },
+        ComponentParams {
+            name: "decoder",
+            trainable: true,
+            count: count(param_infos::<B, _>(&decoder)),
+        },
+    ]
+}

@@ -64,21 +64,34 @@ fn main() -> anyhow::Result<()> {
     let n = unet.num_params(); // materialise the weights before timing
     let l = args.latent;
     let latent = Tensor::<AB, 4>::random([1, 4, l, l], Distribution::Normal(0.0, 1.0), &device);
-    let context = Tensor::<AB, 3>::random([1, 77, arch.unet.cross_attention_dim], Distribution::Normal(0.0, 1.0), &device);
+    let context = Tensor::<AB, 3>::random(
+        [1, 77, arch.unet.cross_attention_dim],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let t = Tensor::<AB, 1>::from_floats([1.0], &device);
-    let req = UNetRequest { sample: true, ..Default::default() };
+    let req = UNetRequest {
+        sample: true,
+        ..Default::default()
+    };
     let times = match args.phase.as_str() {
         "forward" => {
             let inner = burn::module::AutodiffModule::valid(&unet);
             let (z, c, tt) = (latent.inner(), context.inner(), t.inner());
             time(args.repeats, || {
-                let out = inner.forward(z.clone(), tt.clone(), c.clone(), req).sample.unwrap();
+                let out = inner
+                    .forward(z.clone(), tt.clone(), c.clone(), req)
+                    .sample
+                    .unwrap();
                 let _ = out.sum().into_scalar();
             })
         }
         "fwdbwd" => time(args.repeats, || {
             let ctx = context.clone().require_grad();
-            let out = unet.forward(latent.clone(), t.clone(), ctx.clone(), req).sample.unwrap();
+            let out = unet
+                .forward(latent.clone(), t.clone(), ctx.clone(), req)
+                .sample
+                .unwrap();
             let grads = out.sum().backward();
             let g = ctx.grad(&grads).expect("gradient reaches the context");
             let _ = g.sum().into_scalar();

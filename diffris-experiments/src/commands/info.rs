@@ -3,10 +3,22 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 
+use diffris_model::diffris::{DiffRisConfig, parameter_counts};
+use diffris_model::sd::SdConfig;
+
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, compiled_backends, dispatch};
 use crate::build_info::{BURN_VERSION, CRATE_VERSION, GIT_REVISION};
 
-struct Info;
+/// Arguments of `diffris info`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InfoArgs {
+    /// Also print the parameter counts (trainable and frozen) of the DiffRIS model around this
+    /// SD architecture (sd15 or tiny), without loading or allocating weights.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+struct Info(InfoArgs);
 
 impl BackendJob for Info {
     type Output = anyhow::Result<String>;
@@ -16,7 +28,7 @@ impl BackendJob for Info {
         let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
         let sum: f32 = x.sum().into_scalar().elem();
         anyhow::ensure!(sum == 6.0, "the device computed 1+2+3 = {sum}");
-        Ok(format!(
+        let mut text = format!(
             "diffris      {CRATE_VERSION}\n\
              git revision {GIT_REVISION}\n\
              burn         {BURN_VERSION}\n\
@@ -31,12 +43,62 @@ impl BackendJob for Info {
             target.spec,
             target.device_debug,
             target.backend_name,
-        ))
+        );
+        if let Some(name) = &self.0.model {
+            let sd = SdConfig::preset(name)
+                .ok_or_else(|| anyhow::anyhow!("unknown --model `{name}` (sd15 or tiny)"))?;
+            let counts = parameter_counts::<B>(&DiffRisConfig::default(), &sd, &device);
+            text.push_str(&format!(
+                "\n\nparameters of DiffRIS around {name} (paper defaults):\n"
+            ));
+            for c in &counts {
+                let kind = if c.trainable { "trainable" } else { "frozen" };
+                text.push_str(&format!(
+                    "  {:<18} {:>9} {:>14}\n",
+                    c.name,
+                    kind,
+                    group(c.count)
+                ));
+            }
+            let sum = |t: bool| {
+                counts
+                    .iter()
+                    .filter(|c| c.trainable == t)
+                    .map(|c| c.count)
+                    .sum()
+            };
+            text.push_str(&format!(
+                "  {:<18} {:>9} {:>14}\n",
+                "total",
+                "trainable",
+                group(sum(true))
+            ));
+            text.push_str(&format!(
+                "  {:<18} {:>9} {:>14}",
+                "total",
+                "frozen",
+                group(sum(false))
+            ));
+        }
+        Ok(text)
     }
 }
 
+/// `1234567` -> `1,234,567`.
+fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Prints the build and device summary.
-pub fn run(device: DeviceSpec) -> anyhow::Result<()> {
-    println!("{}", dispatch(device, Info)??);
+pub fn run(device: DeviceSpec, args: &InfoArgs) -> anyhow::Result<()> {
+    println!("{}", dispatch(device, Info(args.clone()))??);
     Ok(())
 }

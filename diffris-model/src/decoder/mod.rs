@@ -76,3 +76,6 @@ impl<B: Backend> Decoder<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

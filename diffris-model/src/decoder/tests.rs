@@ -1,0 +1,230 @@
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+
+use super::oaqil::{assignment, gumbel_noise};
+use super::*;
+
+type B = Flex;
+type AB = Autodiff<Flex>;
+
+/// Tap channels of a small UNet (finest first), text width 32.
+const CHANNELS: [usize; 4] = [32, 64 + 77, 64 + 77, 64];
+
+fn features<Bk: Backend>(latent: usize, device: &Bk::Device) -> Vec<Tensor<Bk, 4>> {
+    CHANNELS
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| {
+            let s = latent >> k;
+            Tensor::random([2, c, s, s], Distribution::Normal(0.0, 1.0), device)
+        })
+        .collect()
+}
+
+fn text<Bk: Backend>(device: &Bk::Device) -> (Tensor<Bk, 3>, Tensor<Bk, 1, Int>) {
+    let t = Tensor::random([2, 77, 32], Distribution::Normal(0.0, 1.0), device);
+    let eos = Tensor::from_data(TensorData::new(vec![5i64, 12], [2]), device);
+    (t, eos)
+}
+
+fn small_pcmrd() -> PcmrdConfig {
+    PcmrdConfig {
+        hidden: 32,
+        ..PcmrdConfig::default()
+    }
+}
+
+#[test]
+fn hard_assignment_is_one_hot_forward_with_the_soft_gradient() {
+    let device = Default::default();
+    AB::seed(&device, 1);
+    let scores = Tensor::<AB, 3>::random([2, 3, 10], Distribution::Normal(0.0, 1.0), &device);
+    let noise = gumbel_noise::<AB>([2, 3, 10], &device);
+    let tau = Tensor::<AB, 1>::from_floats([0.7], &device);
+    let weights = Tensor::<AB, 3>::random([2, 3, 10], Distribution::Normal(0.0, 1.0), &device);
+
+    let s_hard = scores.clone().require_grad();
+    let hard = assignment(s_hard.clone(), tau.clone(), Some(noise.clone()), true);
+    let values: Vec<f32> = hard.clone().into_data().to_vec().unwrap();
+    for b in 0..2 {
+        for p in 0..10 {
+            let column: Vec<f32> = (0..3).map(|n| values[(b * 3 + n) * 10 + p]).collect();
+            let ones = column.iter().filter(|v| (**v - 1.0).abs() < 1e-6).count();
+            let zeros = column.iter().filter(|v| v.abs() < 1e-6).count();
+            assert_eq!((ones, zeros), (1, 2), "pixel {p} of sample {b}: {column:?}");
+        }
+    }
+    let g_hard = s_hard
+        .grad(&(hard * weights.clone()).sum().backward())
+        .unwrap();
+
+    let s_soft = scores.require_grad();
+    let soft = assignment(s_soft.clone(), tau, Some(noise), false);
+    let g_soft = s_soft.grad(&(soft * weights).sum().backward()).unwrap();
+    let diff: f32 = (g_hard - g_soft).abs().max().into_scalar();
+    assert!(
+        diff < 1e-6,
+        "straight-through gradient differs from the soft one by {diff}"
+    );
+}
+
+#[test]
+fn eval_has_no_noise_and_training_has() {
+    let device = Default::default();
+    B::seed(&device, 2);
+    let dec = small_pcmrd().init::<B>(&CHANNELS, 32, (16, 16), &device);
+    let f = features::<B>(16, &device);
+    let (t, eos) = text::<B>(&device);
+    let run = |training| {
+        let out = dec.forward(DecoderInput {
+            features: &f,
+            text: &t,
+            eos_index: &eos,
+            image_size: (64, 64),
+            training,
+        });
+        out.logits.into_data().to_vec::<f32>().unwrap()
+    };
+    assert_eq!(run(false), run(false), "two eval runs are identical");
+    // With Gumbel noise the hard assignment (and so the logits) changes between runs.
+    let dec_ad = small_pcmrd().init::<AB>(&CHANNELS, 32, (16, 16), &device);
+    let fa = features::<AB>(16, &device);
+    let (ta, ea) = text::<AB>(&device);
+    let hits = |training| {
+        let out = dec_ad.forward(DecoderInput {
+            features: &fa,
+            text: &ta,
+            eos_index: &ea,
+            image_size: (64, 64),
+            training,
+        });
+        out.hit_maps[2].clone().into_data().to_vec::<f32>().unwrap()
+    };
+    assert_ne!(hits(true), hits(true), "training draws fresh noise");
+}
+
+#[test]
+fn positional_embeddings_follow_the_input_size() {
+    let device = Default::default();
+    // Built for a 16x16 finest tap, fed 32x32 (a larger input) and 8x8 (a smaller one).
+    let dec = small_pcmrd().init::<B>(&CHANNELS, 32, (16, 16), &device);
+    for latent in [32, 8] {
+        let f = features::<B>(latent, &device);
+        let (t, eos) = text::<B>(&device);
+        let image = latent * 8;
+        let out = dec.forward(DecoderInput {
+            features: &f,
+            text: &t,
+            eos_index: &eos,
+            image_size: (image, image),
+            training: false,
+        });
+        assert_eq!(out.logits.dims(), [2, 1, image, image]);
+        let sizes: Vec<[usize; 4]> = out.hit_maps.iter().map(|h| h.dims()).collect();
+        assert_eq!(
+            sizes,
+            vec![
+                [2, 1, latent / 4, latent / 4],
+                [2, 1, latent / 2, latent / 2],
+                [2, 1, latent, latent]
+            ]
+        );
+    }
+    // At the nominal size the embedding is used as learnt, without resampling.
+    let layer = match &dec.layers[..] {
+        [first, ..] => first,
+        [] => unreachable!("full PCMRD has layers"),
+    };
+    let pe: Vec<f32> = layer.positional(4, 4).into_data().to_vec().unwrap();
+    let raw: Vec<f32> = layer.pos_embed.val().into_data().to_vec().unwrap();
+    assert_eq!(pe, raw);
+}
+
+/// Table 6 rows and the Table 5 decoders, all at small widths.
+fn every_decoder() -> Vec<(&'static str, DecoderConfig)> {
+    let full = small_pcmrd();
+    vec![
+        (
+            "pcmrd baseline",
+            DecoderConfig::Pcmrd(PcmrdConfig {
+                multi_scale: false,
+                query_tokens: false,
+                hard_assignment: false,
+                ..full.clone()
+            }),
+        ),
+        (
+            "pcmrd +multi-scale",
+            DecoderConfig::Pcmrd(PcmrdConfig {
+                query_tokens: false,
+                hard_assignment: false,
+                ..full.clone()
+            }),
+        ),
+        (
+            "pcmrd +tokens (soft)",
+            DecoderConfig::Pcmrd(PcmrdConfig {
+                hard_assignment: false,
+                ..full.clone()
+            }),
+        ),
+        ("pcmrd full", DecoderConfig::Pcmrd(full)),
+        (
+            "lmp",
+            DecoderConfig::Lmp(LmpConfig {
+                hidden: 32,
+                ..LmpConfig::default()
+            }),
+        ),
+        (
+            "oad",
+            DecoderConfig::Oad(LmpConfig {
+                hidden: 32,
+                ..LmpConfig::default()
+            }),
+        ),
+        (
+            "camd",
+            DecoderConfig::Camd(CamdConfig {
+                hidden: 32,
+                layers: 2,
+                heads: 4,
+                ffn_dim: 64,
+                ..CamdConfig::default()
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn every_decoder_runs_forward_and_backward_on_two_sizes() {
+    let device = Default::default();
+    for (name, cfg) in every_decoder() {
+        let dec = cfg.init::<AB>(&CHANNELS, 32, (8, 8), &device);
+        for latent in [8, 16] {
+            let f: Vec<Tensor<AB, 4>> = features::<AB>(latent, &device)
+                .into_iter()
+                .map(|t| t.require_grad())
+                .collect();
+            let (t, eos) = text::<AB>(&device);
+            let image = latent * 8;
+            let out = dec.forward(DecoderInput {
+                features: &f,
+                text: &t,
+                eos_index: &eos,
+                image_size: (image, image),
+                training: true,
+            });
+            assert_eq!(out.logits.dims(), [2, 1, image, image], "{name}");
+            let grads = out.logits.sum().backward();
+            let g: f32 = f[0]
+                .grad(&grads)
+                .expect("gradient reaches F64")
+                .abs()
+                .sum()
+                .into_scalar();
+            assert!(g > 0.0, "{name} at latent {latent}");
+        }
+    }
+}
