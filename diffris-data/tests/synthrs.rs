@@ -14,7 +14,7 @@ fn every_expression_picks_exactly_one_object() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut checked = 0;
     for n in 0..300 {
-        let scene = generate(&mut rng, 128, 2 + n % 6);
+        let scene = generate(&mut rng, 128, 2 + n % 6, 1.0);
         for i in 0..scene.objects.len() {
             for d in choose_descriptions(&mut rng, &scene, i, 3) {
                 // Read the text back with the parser, then count the objects it fits.
@@ -38,7 +38,7 @@ fn every_expression_picks_exactly_one_object() {
 fn masks_are_exact_and_disjoint() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for _ in 0..50 {
-        let scene = generate(&mut rng, 96, 6);
+        let scene = generate(&mut rng, 96, 6, 1.3);
         let mut union = BinaryMask::empty(96, 96);
         for m in &scene.masks {
             assert!(m.area() > 0, "every object is visible");

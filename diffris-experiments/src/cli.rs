@@ -29,6 +29,21 @@ pub enum Command {
     Features(commands::features::FeaturesArgs),
     /// Write seeded random weights of an SD architecture as a diffusers-style folder.
     InitSd(commands::init_sd::InitSdArgs),
+    /// Run every variant of an ablation file and write its table and plots.
+    Ablation(commands::ablation::AblationArgs),
+    /// Train one variant of an ablation file (one seed).
+    Train(commands::train::TrainArgs),
+    /// Evaluate a finished run on a split.
+    Eval(commands::eval::EvalArgs),
+    /// Segment one image with a finished run: writes the mask and an overlay.
+    Segment(commands::segment::SegmentArgs),
+    /// Score saved masks of any method with the same metric code.
+    Score(commands::score::ScoreArgs),
+    /// Regenerate tables and plots from saved runs.
+    Tables(commands::tables::TablesArgs),
+    /// Inspect a dataset or write SynthRS.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
 }
 
 impl Cli {
@@ -46,5 +61,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(args) => commands::tokenize::run(&args),
         Command::Features(args) => commands::features::run(device, args),
         Command::InitSd(args) => commands::init_sd::run(device, args),
+        Command::Ablation(args) => commands::ablation::run(device, args),
+        Command::Train(args) => commands::train::run(device, args),
+        Command::Eval(args) => commands::eval::run(device, args),
+        Command::Segment(args) => commands::segment::run(device, args),
+        Command::Score(args) => commands::score::run(args),
+        Command::Tables(args) => commands::tables::run(args),
+        Command::Data(cmd) => commands::data::run(cmd),
     }
 }

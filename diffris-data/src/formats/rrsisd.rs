@@ -340,3 +340,38 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
     }
     Ok(samples)
 }
+
+/// Every annotation of every image (referred to or not), undecoded, keyed by image path: what
+/// a "random object of the scene" baseline draws from.
+pub fn image_annotations(root: &Path) -> Result<HashMap<PathBuf, Vec<MaskSource>>> {
+    let layout = RrsisDLayout::new(root);
+    let text = std::fs::read_to_string(&layout.instances)
+        .map_err(|e| DataError::io(&layout.instances, e))?;
+    let inst: Instances = serde_json::from_str(&text).map_err(|e| DataError::Json {
+        path: layout.instances.clone(),
+        message: e.to_string(),
+    })?;
+    let images: HashMap<i64, &ImageRecord> = inst.images.iter().map(|i| (i.id, i)).collect();
+    let mut out: HashMap<PathBuf, Vec<MaskSource>> = HashMap::new();
+    for ann in &inst.annotations {
+        let Some(image) = images.get(&ann.image_id) else {
+            continue;
+        };
+        let (height, width, parts) =
+            parse_segmentation(&ann.segmentation, image.height, image.width).map_err(|m| {
+                DataError::record(&layout.instances, format!("annotation {}", ann.id), m)
+            })?;
+        let file = image
+            .file_name
+            .clone()
+            .unwrap_or_else(|| format!("{:05}.jpg", image.id));
+        out.entry(layout.images.join(file))
+            .or_default()
+            .push(MaskSource::Coco {
+                height,
+                width,
+                parts,
+            });
+    }
+    Ok(out)
+}

@@ -20,7 +20,7 @@ use language::choose_descriptions;
 use scene::Category;
 
 /// How a SynthRS set is generated. Equal configs give byte-identical datasets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SynthConfig {
     /// Side of the square images in pixels.
@@ -36,6 +36,14 @@ pub struct SynthConfig {
     /// Objects referred to per scene, and expressions per referred object.
     pub targets_per_scene: usize,
     pub expressions_per_target: usize,
+    /// Multiplier of every object size (relative to the image side); small images need
+    /// relatively larger objects to stay recognisable.
+    #[serde(default = "one")]
+    pub object_scale: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl Default for SynthConfig {
@@ -50,6 +58,7 @@ impl Default for SynthConfig {
             max_objects: 6,
             targets_per_scene: 2,
             expressions_per_target: 2,
+            object_scale: 1.0,
         }
     }
 }
@@ -95,7 +104,7 @@ impl Writer {
         let mut empty_scenes = 0;
         while written < wanted {
             let n = rng.random_range(cfg.min_objects..=cfg.max_objects.max(cfg.min_objects));
-            let scene = scene::generate(&mut rng, cfg.image_size, n);
+            let scene = scene::generate(&mut rng, cfg.image_size, n, cfg.object_scale);
             let mut targets: Vec<usize> = (0..scene.objects.len()).collect();
             // Shuffle targets deterministically (Fisher-Yates).
             for k in (1..targets.len()).rev() {
@@ -300,19 +309,7 @@ fn write_into(root: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
 /// name is derived from the config, and an existing directory is reused only if its manifest
 /// records the same config.
 pub fn ensure_cached(cache: &Path, cfg: &SynthConfig) -> Result<(PathBuf, bool)> {
-    let name = format!(
-        "synthrs-{}px-{}-{}-{}-seed{}-o{}to{}-t{}e{}",
-        cfg.image_size,
-        cfg.train,
-        cfg.val,
-        cfg.test,
-        cfg.seed,
-        cfg.min_objects,
-        cfg.max_objects,
-        cfg.targets_per_scene,
-        cfg.expressions_per_target
-    );
-    let dir = cache.join(name);
+    let dir = cached_dir(cache, cfg);
     let manifest = dir.join(MANIFEST);
     if manifest.is_file() {
         let text = std::fs::read_to_string(&manifest).map_err(|e| DataError::io(&manifest, e))?;
@@ -330,4 +327,22 @@ pub fn ensure_cached(cache: &Path, cfg: &SynthConfig) -> Result<(PathBuf, bool)>
     }
     write(&dir, cfg)?;
     Ok((dir, true))
+}
+
+/// The cache directory of a SynthRS config (named after every field of the config).
+pub fn cached_dir(cache: &Path, cfg: &SynthConfig) -> PathBuf {
+    let name = format!(
+        "synthrs-{}px-{}-{}-{}-seed{}-o{}to{}-t{}e{}-s{}",
+        cfg.image_size,
+        cfg.train,
+        cfg.val,
+        cfg.test,
+        cfg.seed,
+        cfg.min_objects,
+        cfg.max_objects,
+        cfg.targets_per_scene,
+        cfg.expressions_per_target,
+        cfg.object_scale
+    );
+    cache.join(name)
 }

@@ -229,8 +229,9 @@ fn value_noise<R: Rng>(rng: &mut R, size: usize, cells: usize) -> Vec<f32> {
     out
 }
 
-/// Draws one scene with `n_objects` objects (fewer if they cannot be placed without overlap).
-pub fn generate<R: Rng>(rng: &mut R, size: usize, n_objects: usize) -> Scene {
+/// Draws one scene with `n_objects` objects (fewer if they cannot be placed without overlap),
+/// their sizes multiplied by `object_scale`.
+pub fn generate<R: Rng>(rng: &mut R, size: usize, n_objects: usize, object_scale: f32) -> Scene {
     let s = size as f32;
     // Ground: grass, soil or urban concrete, with two octaves of value noise.
     let grounds = [
@@ -302,7 +303,7 @@ pub fn generate<R: Rng>(rng: &mut R, size: usize, n_objects: usize) -> Scene {
         let palette = category.palette();
         let colour = palette[rng.random_range(0..palette.len())];
         let (lo, hi) = category.size_range();
-        let long = rng.random_range(lo..hi) * s / 2.0;
+        let long = rng.random_range(lo..hi) * object_scale * s / 2.0;
         let shape = match category {
             Category::Building => {
                 let aspect = rng.random_range(0.5..1.0);

@@ -30,6 +30,9 @@ struct Args {
     /// Latent side.
     #[arg(long, default_value_t = 64)]
     latent: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Timed repeats after one warm-up.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
@@ -63,13 +66,17 @@ fn main() -> anyhow::Result<()> {
     let unet = arch.unet.init::<AB>(&device).no_grad();
     let n = unet.num_params(); // materialise the weights before timing
     let l = args.latent;
-    let latent = Tensor::<AB, 4>::random([1, 4, l, l], Distribution::Normal(0.0, 1.0), &device);
-    let context = Tensor::<AB, 3>::random(
-        [1, 77, arch.unet.cross_attention_dim],
+    let latent = Tensor::<AB, 4>::random(
+        [args.batch, 4, l, l],
         Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let t = Tensor::<AB, 1>::from_floats([1.0], &device);
+    let context = Tensor::<AB, 3>::random(
+        [args.batch, 77, arch.unet.cross_attention_dim],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let t = Tensor::<AB, 1>::ones([args.batch], &device);
     let req = UNetRequest {
         sample: true,
         ..Default::default()

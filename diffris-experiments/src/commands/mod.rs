@@ -1,6 +1,13 @@
 //! One module per subcommand.
 
+pub mod ablation;
+pub mod data;
+pub mod eval;
 pub mod features;
 pub mod info;
 pub mod init_sd;
+pub mod score;
+pub mod segment;
+pub mod tables;
 pub mod tokenize;
+pub mod train;

@@ -1,0 +1,119 @@
+//! `diffris eval --run DIR`: evaluates a finished run on a split, with either protocol, and
+//! optionally saves its predicted masks (for `diffris score` or other tools).
+
+use std::path::PathBuf;
+
+use burn::tensor::backend::Backend;
+use image::GrayImage;
+use indicatif::ProgressBar;
+
+use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::commands::ablation::default_cache;
+use crate::encoded::EncodedSplit;
+use crate::evaluate::{baselines, predict, score};
+use crate::metrics::{Metrics, PR_THRESHOLDS, Protocol};
+use crate::trained::load_run;
+
+/// Arguments of `diffris eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// A finished run directory (`results/runs/ABLATION/VARIANT/seed-N`).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Split to evaluate (default: the run's test split).
+    #[arg(long)]
+    pub split: Option<String>,
+    #[arg(long, value_enum)]
+    pub protocol: Option<Protocol>,
+    /// Write the predicted masks as `NNNNNN.png` (sample order of the split) into this directory.
+    #[arg(long)]
+    pub save_masks: Option<PathBuf>,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+/// Prints metrics the way the tables name them.
+pub fn print_metrics(name: &str, m: &Metrics) {
+    let pr: Vec<String> = PR_THRESHOLDS
+        .iter()
+        .zip(m.precision)
+        .map(|(t, p)| format!("Pr@{t} {p:.2}"))
+        .collect();
+    println!(
+        "{name:<22} mIoU {:6.2}  oIoU {:6.2}  {}  ({} samples)",
+        m.miou,
+        m.oiou,
+        pr.join("  "),
+        m.samples
+    );
+}
+
+struct Eval(EvalArgs);
+
+impl BackendJob for Eval {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+        let a = self.0;
+        let cache = a.cache.clone().unwrap_or_else(default_cache);
+        let run = load_run::<B>(&a.run, &cache, &device)?;
+        let spec = &run.spec;
+        let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());
+        let protocol = a.protocol.unwrap_or(spec.protocol);
+        let samples = spec.dataset.format().read_split(&spec.data_root, &split)?;
+        let sd = diffris_model::sd::StableDiffusion {
+            text_encoder: run.model.text_encoder.clone(),
+            vae: run.model.vae.clone(),
+            unet: run.model.unet.clone(),
+        };
+        let bar = ProgressBar::new(0);
+        let data = EncodedSplit::encode(
+            samples,
+            &run.tokenizer,
+            &sd,
+            spec.model.image_size,
+            spec.model.latent_scale,
+            &device,
+            spec.train.batch_size,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            &bar,
+        )?;
+        let probs = predict(&run.model, &data, spec.train.batch_size, &device, &bar);
+        bar.finish_and_clear();
+        let m = score(&probs, &data, protocol)?;
+        println!(
+            "{} / {} / {split} ({})",
+            spec.ablation,
+            spec.variant,
+            protocol.label()
+        );
+        print_metrics("DiffRIS", &m);
+        let b = baselines(&data)?;
+        print_metrics("all background", &b.all_background);
+        print_metrics("whole image", &b.whole_image);
+        if let Some(r) = &b.random_object {
+            print_metrics("random object", r);
+        }
+        if let Some(dir) = &a.save_masks {
+            std::fs::create_dir_all(dir)?;
+            let (h, w) = spec.model.image_size;
+            for (i, p) in probs.iter().enumerate() {
+                let img = GrayImage::from_fn(w as u32, h as u32, |x, y| {
+                    image::Luma([if p[y as usize * w + x as usize] > 0.5 {
+                        255
+                    } else {
+                        0
+                    }])
+                });
+                img.save(dir.join(format!("{i:06}.png")))?;
+            }
+            println!("saved {} masks to {}", probs.len(), dir.display());
+        }
+        Ok(())
+    }
+}
+
+/// Runs the command.
+pub fn run(device: DeviceSpec, args: EvalArgs) -> anyhow::Result<()> {
+    dispatch(device, Eval(args))?
+}

@@ -1,0 +1,98 @@
+//! `diffris segment --run DIR --image X --text "..." --out DIR`: one prediction, written as a
+//! binary mask and an overlay.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use diffris_data::inspect::overlay;
+use diffris_data::rle::BinaryMask;
+use diffris_data::sample::open_image;
+use diffris_data::transforms::{image_to_input, resize_bilinear};
+use image::GrayImage;
+
+use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::commands::ablation::default_cache;
+use crate::trained::load_run;
+
+/// Arguments of `diffris segment`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SegmentArgs {
+    /// A finished run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub image: PathBuf,
+    #[arg(long)]
+    pub text: String,
+    /// Output directory (gets `mask.png` and `overlay.png`).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+struct Segment(SegmentArgs);
+
+impl BackendJob for Segment {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+        let a = self.0;
+        let cache = a.cache.clone().unwrap_or_else(default_cache);
+        let run = load_run::<B>(&a.run, &cache, &device)?;
+        let img = open_image(&a.image)?.into_rgb8();
+        let (h, w) = run.spec.model.image_size;
+        let pixels = image_to_input(&img, h, w);
+        let tok = run.tokenizer.encode(&a.text)?;
+        crate::commands::features::check_vocab(
+            &tok.ids,
+            run.model.text_encoder.config().vocab_size,
+        )?;
+        let ids: Vec<i64> = tok.ids.iter().map(|&i| i as i64).collect();
+        let image = Tensor::<B, 4>::from_data(TensorData::new(pixels, [1, 3, h, w]), &device);
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, 77]), &device);
+        let eos = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(vec![tok.eos_index as i64], [1]),
+            &device,
+        );
+        let probs: Vec<f32> = sigmoid(run.model.forward(image, ids, eos, false).logits)
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        // Back to the image's own size, as CGFormer's protocol does.
+        let (ih, iw) = (img.height() as usize, img.width() as usize);
+        let full = resize_bilinear(&probs, h, w, ih, iw);
+        let mask = BinaryMask {
+            height: ih,
+            width: iw,
+            data: full.iter().map(|&p| p > 0.5).collect(),
+        };
+        std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+        let gray = GrayImage::from_fn(iw as u32, ih as u32, |x, y| {
+            image::Luma([if mask.data[y as usize * iw + x as usize] {
+                255
+            } else {
+                0
+            }])
+        });
+        gray.save(a.out.join("mask.png"))?;
+        overlay(&img, &mask).save(a.out.join("overlay.png"))?;
+        println!(
+            "\"{}\": {} foreground pixels of {}; wrote {} and {}",
+            a.text,
+            mask.area(),
+            ih * iw,
+            a.out.join("mask.png").display(),
+            a.out.join("overlay.png").display()
+        );
+        Ok(())
+    }
+}
+
+/// Runs the command.
+pub fn run(device: DeviceSpec, args: SegmentArgs) -> anyhow::Result<()> {
+    dispatch(device, Segment(args))?
+}

@@ -1,0 +1,175 @@
+//! Evaluation of a trained model on a split with the metric code of [`crate::metrics`], and the
+//! trivial baselines a model must beat (all background, whole image, a random object).
+
+use std::collections::HashMap;
+
+use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::Backend;
+use diffris_data::{MaskSource, Sample};
+use diffris_model::diffris::DiffRis;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::encoded::EncodedSplit;
+use diffris_data::transforms::resize_nearest;
+
+use crate::metrics::{MetricAccumulator, Metrics, PR_THRESHOLDS, Protocol, protocol_pair};
+
+/// Foreground probabilities of every sample, `H*W` each at the network size.
+pub fn predict<B: Backend>(
+    model: &DiffRis<B>,
+    data: &EncodedSplit,
+    batch: usize,
+    device: &B::Device,
+    bar: &ProgressBar,
+) -> Vec<Vec<f32>> {
+    let (h, w) = data.image_size;
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut out = Vec::with_capacity(data.len());
+    bar.set_length(data.len() as u64);
+    for chunk in indices.chunks(batch.max(1)) {
+        let b = data.batch::<B>(chunk, device);
+        let logits = model.forward_encoded(b.latent, b.text, b.eos, false).logits;
+        let probs: Vec<f32> = sigmoid(logits).into_data().iter::<f32>().collect();
+        out.extend(probs.chunks(h * w).map(<[f32]>::to_vec));
+        bar.inc(chunk.len() as u64);
+    }
+    out
+}
+
+/// Scores predictions under a protocol (LAVT: against the cached network-size masks;
+/// CGFormer: against each sample's original mask, read again from disk).
+pub fn score(
+    probs: &[Vec<f32>],
+    data: &EncodedSplit,
+    protocol: Protocol,
+) -> anyhow::Result<Metrics> {
+    let (h, w) = data.image_size;
+    let mut acc = MetricAccumulator::default();
+    for (i, p) in probs.iter().enumerate() {
+        match protocol {
+            Protocol::Lavt => {
+                let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
+                let gt: Vec<bool> = data.masks[i * h * w..(i + 1) * h * w]
+                    .iter()
+                    .map(|&v| v > 0.5)
+                    .collect();
+                acc.add_masks(&pred, &gt)?;
+            }
+            Protocol::Cgformer => {
+                let gt = data.samples[i].load_mask()?;
+                let (pred, gt) =
+                    protocol_pair(p, (h, w), &gt.data, (gt.height, gt.width), protocol);
+                acc.add_masks(&pred, &gt)?;
+            }
+        }
+    }
+    Ok(acc.summary())
+}
+
+/// Scores of the trivial predictors on a split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Baselines {
+    /// Predict nothing.
+    pub all_background: Metrics,
+    /// Predict the whole image.
+    pub whole_image: Metrics,
+    /// Predict the mask of an object of the scene drawn uniformly (expected I and U; `None` when
+    /// the format does not list every object of an image).
+    pub random_object: Option<Metrics>,
+}
+
+/// The trivial baselines at the network size (LAVT protocol).
+pub fn baselines(data: &EncodedSplit) -> anyhow::Result<Baselines> {
+    let (h, w) = data.image_size;
+    let n = data.len();
+    let mut empty = MetricAccumulator::default();
+    let mut whole = MetricAccumulator::default();
+    for i in 0..n {
+        let gt = &data.masks[i * h * w..(i + 1) * h * w];
+        let area = gt.iter().filter(|&&v| v > 0.5).count() as u64;
+        empty.add_counts(0, area);
+        whole.add_counts(area, (h * w) as u64);
+    }
+    Ok(Baselines {
+        all_background: empty.summary(),
+        whole_image: whole.summary(),
+        random_object: random_object(data)?,
+    })
+}
+
+/// Expected scores of picking a uniformly random object of the image: the mean over the
+/// image's objects of `I` and `U` against the ground truth (every annotation of an image counts
+/// as an object, whether or not an expression refers to it). Only the RRSIS-D layout (and
+/// SynthRS) lists every object of an image.
+fn random_object(data: &EncodedSplit) -> anyhow::Result<Option<Metrics>> {
+    let (h, w) = data.image_size;
+    let Some(first) = data.samples.first() else {
+        return Ok(None);
+    };
+    if !matches!(first.mask, MaskSource::Coco { .. }) {
+        return Ok(None);
+    }
+    // The samples' origin is `<root>/rrsisd/refs(unc).p`.
+    let root = first
+        .origin
+        .parent()
+        .and_then(|p| p.parent())
+        .ok_or_else(|| anyhow::anyhow!("no dataset root above {}", first.origin.display()))?;
+    let annotations = diffris_data::formats::rrsisd::image_annotations(root)?;
+    let mut objects: HashMap<&std::path::Path, Vec<Vec<bool>>> = HashMap::new();
+    let mut sum_i = 0f64;
+    let mut sum_u = 0f64;
+    let mut iou_sum = 0f64;
+    let mut hits = [0f64; 5];
+    for (i, s) in data.samples.iter().enumerate() {
+        if !objects.contains_key(s.image.as_path()) {
+            let masks = annotations
+                .get(&s.image)
+                .map(|sources| {
+                    sources
+                        .iter()
+                        .map(|m| {
+                            let probe = Sample {
+                                mask: m.clone(),
+                                ..s.clone()
+                            };
+                            let mask = probe.load_mask()?;
+                            Ok(resize_nearest(&mask.data, mask.height, mask.width, h, w))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .transpose()?
+                .unwrap_or_default();
+            objects.insert(s.image.as_path(), masks);
+        }
+        let gt: Vec<bool> = data.masks[i * h * w..(i + 1) * h * w]
+            .iter()
+            .map(|&v| v > 0.5)
+            .collect();
+        let objs = &objects[s.image.as_path()];
+        let k = objs.len().max(1) as f64;
+        for obj in objs {
+            let inter = obj.iter().zip(&gt).filter(|(a, b)| **a && **b).count() as f64;
+            let union = obj.iter().zip(&gt).filter(|(a, b)| **a || **b).count() as f64;
+            sum_i += inter / k;
+            sum_u += union / k;
+            let iou = if union > 0.0 { inter / union } else { 0.0 };
+            iou_sum += iou / k;
+            for (t, hit) in PR_THRESHOLDS.iter().zip(hits.iter_mut()) {
+                *hit += (iou >= *t) as u8 as f64 / k;
+            }
+        }
+    }
+    let n = data.len().max(1) as f64;
+    Ok(Some(Metrics {
+        samples: data.len() as u64,
+        oiou: if sum_u > 0.0 {
+            100.0 * sum_i / sum_u
+        } else {
+            0.0
+        },
+        miou: 100.0 * iou_sum / n,
+        precision: hits.map(|h| 100.0 * h / n),
+    }))
+}

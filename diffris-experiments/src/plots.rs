@@ -1,0 +1,272 @@
+//! Plots of an ablation (plotters, PNG): a bar chart of every variant (ours beside the paper's),
+//! validation curves per epoch, and for SD-version ablations a Fig. 8-style line plot.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::recipe::{AblationFile, Column, Figure};
+use crate::run::run_dir;
+use crate::tables::{Row, mean_std};
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The embedded font is valid; a failure here would only lose text, never data.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+type PlotResult<T> = anyhow::Result<T>;
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("plotting: {e:?}")
+}
+
+/// Grouped bars: per variant, our mean and the paper's value for mIoU and oIoU.
+fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
+    let series: Vec<(String, Column, bool, RGBColor)> = vec![
+        (
+            "mIoU (ours)".into(),
+            Column::Miou,
+            false,
+            RGBColor(31, 119, 180),
+        ),
+        (
+            "oIoU (ours)".into(),
+            Column::Oiou,
+            false,
+            RGBColor(255, 127, 14),
+        ),
+        (
+            "mIoU (paper)".into(),
+            Column::Miou,
+            true,
+            RGBColor(140, 190, 230),
+        ),
+        (
+            "oIoU (paper)".into(),
+            Column::Oiou,
+            true,
+            RGBColor(255, 200, 140),
+        ),
+    ];
+    let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let n = rows.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&file.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(70)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..n as f64, 0f64..100f64)
+        .map_err(err)?;
+    let labels: Vec<String> = rows.iter().map(|r| r.variant.label.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            labels
+                .get(i)
+                .map(|l| l.chars().take(22).collect())
+                .unwrap_or_default()
+        })
+        .y_desc("percent")
+        .draw()
+        .map_err(err)?;
+    let width = 0.8 / series.len() as f64;
+    for (k, (name, col, paper, color)) in series.iter().enumerate() {
+        let rects: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, row)| {
+                let v = if *paper {
+                    col.paper(&row.variant.paper)?
+                } else {
+                    let vals: Vec<f64> = row.results.iter().map(|r| col.of(&r.test)).collect();
+                    if vals.is_empty() {
+                        return None;
+                    }
+                    mean_std(&vals).0
+                };
+                let x0 = i as f64 + 0.1 + k as f64 * width;
+                Some(Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.9, v)],
+                    color.filled(),
+                ))
+            })
+            .collect();
+        chart
+            .draw_series(rects)
+            .map_err(err)?
+            .label(name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Reads `metrics.csv` of a run: `(epoch, val_miou, train_loss)`.
+fn curve(dir: &Path) -> Vec<(f64, f64, f64)> {
+    let Ok(text) = std::fs::read_to_string(dir.join("metrics.csv")) else {
+        return vec![];
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<f64> = l.split(',').filter_map(|x| x.parse().ok()).collect();
+            (f.len() == 6).then(|| (f[0], f[4], f[1]))
+        })
+        .collect()
+}
+
+/// Validation mIoU and training loss per epoch, one line per variant (its first seed).
+fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) -> PlotResult<()> {
+    let data: Vec<(String, Vec<(f64, f64, f64)>)> = rows
+        .iter()
+        .filter_map(|r| {
+            let seed = r.results.first()?.seed;
+            Some((
+                r.variant.label.clone(),
+                curve(&run_dir(results, &file.name, &r.variant.name, seed)),
+            ))
+        })
+        .collect();
+    let max_epoch = data
+        .iter()
+        .flat_map(|d| d.1.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let max_loss = data
+        .iter()
+        .flat_map(|d| d.1.iter().map(|p| p.2))
+        .fold(1e-6, f64::max);
+    let root = BitMapBackend::new(path, (1000, 450)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (left, right) = root.split_horizontally(500);
+    for (area, title, pick, top) in [
+        (&left, "validation mIoU", 1usize, 100.0),
+        (&right, "training loss", 2usize, max_loss * 1.05),
+    ] {
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .build_cartesian_2d(1f64..max_epoch.max(2.0), 0f64..top)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+        for (i, (label, points)) in data.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .map(|p| (p.0, if pick == 1 { p.1 } else { p.2 }))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(err)?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// Fig. 8 style: mIoU and oIoU across the variants in order (ours and the paper's).
+fn line(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let n = rows.len();
+    let labels: Vec<String> = rows.iter().map(|r| r.variant.label.clone()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&file.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..100f64)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
+        .y_desc("percent")
+        .draw()
+        .map_err(err)?;
+    let lines = [
+        ("mIoU (ours)", Column::Miou, false, RGBColor(31, 119, 180)),
+        ("oIoU (ours)", Column::Oiou, false, RGBColor(255, 127, 14)),
+        ("mIoU (paper)", Column::Miou, true, RGBColor(140, 190, 230)),
+        ("oIoU (paper)", Column::Oiou, true, RGBColor(255, 200, 140)),
+    ];
+    for (name, col, paper, color) in lines {
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let v = if paper {
+                    col.paper(&r.variant.paper)?
+                } else {
+                    let vals: Vec<f64> = r.results.iter().map(|x| col.of(&x.test)).collect();
+                    (!vals.is_empty()).then(|| mean_std(&vals).0)?
+                };
+                Some((i as f64, v))
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Writes every plot of an ablation into `dir`; returns their paths.
+pub fn write_all(
+    file: &AblationFile,
+    rows: &[Row<'_>],
+    results: &Path,
+    dir: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    register_font();
+    std::fs::create_dir_all(dir)?;
+    let mut out = vec![dir.join("bars.png"), dir.join("curves.png")];
+    bars(file, rows, &out[0])?;
+    curves(file, rows, results, &out[1])?;
+    if file.figure == Figure::Line {
+        let p = dir.join("line.png");
+        line(file, rows, &p)?;
+        out.push(p);
+    }
+    Ok(out)
+}

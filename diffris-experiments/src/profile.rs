@@ -1,0 +1,245 @@
+//! Profiles turn a recipe into a fully resolved run spec.
+//!
+//! - `paper`: the paper's setting (SD-1.x at 512x512, batch 32, 40 epochs, AdamW, poly lr), with
+//!   weight paths per SD version and dataset roots from `--sd NAME=PATH` / `--data NAME=DIR` flags
+//!   or a setup file.
+//! - `tiny`: the embedded default. A tiny model of the SD architecture with seeded random frozen
+//!   weights (one seed per "SD version"), SynthRS generated on first use into the cache, 64x64
+//!   inputs, small decoder widths and a short schedule, so `ablation cp_adapter` finishes in
+//!   minutes on a laptop CPU.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use diffris_data::synth::SynthConfig;
+use diffris_model::decoder::DecoderConfig;
+use diffris_model::diffris::DiffRisConfig;
+use diffris_model::sd::SdConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Protocol;
+use crate::recipe::{DatasetName, RecipeSpec, TrainSpec};
+
+/// The profile a run resolves with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileName {
+    Paper,
+    Tiny,
+}
+
+/// Where a user's weights and datasets are: `setup.ron`, overridden by command-line flags.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Setup {
+    /// SD weights per version name (`sd11`, `sd12`, `sd14`, `sd15`): a diffusers folder or a
+    /// single `.safetensors` / `.ckpt` file.
+    pub sd: BTreeMap<String, PathBuf>,
+    /// Dataset roots.
+    pub data: BTreeMap<String, PathBuf>,
+}
+
+impl Setup {
+    /// Reads a setup file (RON); errors carry `file:line:column`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        ron::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}:{}: {}",
+                path.display(),
+                e.span.start.line,
+                e.span.start.col,
+                e.code
+            )
+        })
+    }
+
+    /// Adds `NAME=PATH` pairs from flags (they win over the file).
+    pub fn with_flags(mut self, sd: &[String], data: &[String]) -> anyhow::Result<Self> {
+        for (flags, map) in [(sd, &mut self.sd), (data, &mut self.data)] {
+            for f in flags {
+                let (k, v) = f.split_once('=').with_context(|| {
+                    format!("`{f}` must be NAME=PATH (e.g. sd15=/weights/v1-5.safetensors)")
+                })?;
+                map.insert(k.to_string(), PathBuf::from(v));
+            }
+        }
+        Ok(self)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sd.is_empty() && self.data.is_empty()
+    }
+}
+
+/// Where the frozen SD weights of a run come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SdSource {
+    /// A user's checkpoint (diffusers folder or single file).
+    Path(PathBuf),
+    /// Seeded random weights of the architecture (tiny profile), written to the cache once.
+    Random { seed: u64 },
+}
+
+/// Everything one run needs, written to the run directory as `config.ron` before it starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub ablation: String,
+    pub variant: String,
+    pub label: String,
+    pub seed: u64,
+    pub profile: ProfileName,
+    pub dataset: DatasetName,
+    pub data_root: PathBuf,
+    /// How SynthRS was generated (tiny profile).
+    pub synth: Option<SynthConfig>,
+    pub train_split: String,
+    pub val_split: String,
+    pub test_split: String,
+    pub protocol: Protocol,
+    /// The SD version name the recipe asked for.
+    pub sd_weights: String,
+    pub sd_source: SdSource,
+    pub sd_arch: SdConfig,
+    pub model: DiffRisConfig,
+    pub train: TrainSpec,
+    /// Use only the first N training samples (quick checks); `None`: all.
+    #[serde(default)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N validation and test samples; `None`: all.
+    #[serde(default)]
+    pub limit_eval: Option<usize>,
+}
+
+/// The SynthRS set of the tiny profile: 64x64 tiles with relatively large objects.
+pub fn tiny_synth() -> SynthConfig {
+    SynthConfig {
+        image_size: 64,
+        object_scale: 1.6,
+        ..SynthConfig::default()
+    }
+}
+
+/// Resolves a recipe under a profile.
+pub struct Resolver {
+    pub profile: ProfileName,
+    pub setup: Setup,
+    /// Where SynthRS and random SD weights are cached.
+    pub cache: PathBuf,
+}
+
+impl Resolver {
+    /// The run spec of `recipe` for one variant and seed.
+    pub fn resolve(
+        &self,
+        ablation: &str,
+        variant: &str,
+        label: &str,
+        recipe: &RecipeSpec,
+        seed: u64,
+    ) -> anyhow::Result<RunSpec> {
+        let m = &recipe.model;
+        let mut model = DiffRisConfig {
+            image_size: (512, 512),
+            latent_scale: m.latent_scale,
+            timestep: m.timestep,
+            cross_attention_maps: m.cross_attention_maps,
+            adapter: m.adapter.clone(),
+            decoder: m.decoder.clone(),
+            loss: m.loss.clone(),
+        };
+        let mut train = recipe.train.clone();
+        let (dataset, data_root, synth, sd_source, sd_arch) = match self.profile {
+            ProfileName::Paper => {
+                let root = self.setup.data.get(recipe.dataset.name()).with_context(|| {
+                    format!(
+                        "the paper profile needs the {0} root: pass --data {0}=DIR (or put it in setup.ron)",
+                        recipe.dataset.name()
+                    )
+                })?;
+                let weights = self.setup.sd.get(&recipe.sd_weights).with_context(|| {
+                    format!(
+                        "the paper profile needs the {0} weights: pass --sd {0}=PATH (a diffusers folder, \
+                         .safetensors or .ckpt)",
+                        recipe.sd_weights
+                    )
+                })?;
+                (
+                    recipe.dataset,
+                    root.clone(),
+                    None,
+                    SdSource::Path(weights.clone()),
+                    SdConfig::sd15(),
+                )
+            }
+            ProfileName::Tiny => {
+                let synth = tiny_synth();
+                let root = diffris_data::synth::cached_dir(&self.cache, &synth);
+                shrink_for_tiny(&mut model, &mut train);
+                (
+                    DatasetName::Synthrs,
+                    root,
+                    Some(synth),
+                    SdSource::Random {
+                        seed: tiny_weight_seed(&recipe.sd_weights),
+                    },
+                    SdConfig::tiny(),
+                )
+            }
+        };
+        model
+            .validate(&sd_arch)
+            .map_err(|e| anyhow::anyhow!("{ablation}/{variant}: {e}"))?;
+        Ok(RunSpec {
+            ablation: ablation.to_string(),
+            variant: variant.to_string(),
+            label: label.to_string(),
+            seed,
+            profile: self.profile,
+            dataset,
+            data_root,
+            synth,
+            train_split: recipe.train_split.clone(),
+            val_split: recipe.val_split.clone(),
+            test_split: recipe.test_split.clone(),
+            protocol: recipe.protocol,
+            sd_weights: recipe.sd_weights.clone(),
+            sd_source,
+            sd_arch,
+            model,
+            train,
+            limit_train: None,
+            limit_eval: None,
+        })
+    }
+}
+
+/// The tiny profile's stand-in for an SD version: a seed derived from its name, so `sd11` ..
+/// `sd15` are four different random weight sets (the tables say so).
+pub fn tiny_weight_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Sizes of the tiny profile: 64x64 inputs, narrow decoders, a short schedule.
+fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) {
+    model.image_size = (64, 64);
+    model.adapter.heads = 4;
+    model.adapter.ffn_dim = 128;
+    match &mut model.decoder {
+        DecoderConfig::Pcmrd(c) => c.hidden = 32,
+        DecoderConfig::Lmp(c) | DecoderConfig::Oad(c) => c.hidden = 32,
+        DecoderConfig::Camd(c) => {
+            c.hidden = 32;
+            c.layers = 2;
+            c.heads = 4;
+            c.ffn_dim = 128;
+        }
+    }
+    train.epochs = 4;
+    train.batch_size = 8;
+    train.lr = 1e-3;
+}

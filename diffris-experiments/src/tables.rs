@@ -1,0 +1,320 @@
+//! Tables of an ablation from its saved runs: our numbers (mean ± std over seeds) beside the
+//! paper's, in the paper's layout, as Markdown, CSV and LaTeX, plus the plots.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::profile::{ProfileName, RunSpec};
+use crate::recipe::{AblationFile, Column, Variant};
+use crate::run::{RunResult, run_dir};
+use crate::tensor_file::write_atomic;
+
+/// The runs of one variant that have finished.
+#[derive(Clone, Debug)]
+pub struct Row<'a> {
+    pub variant: &'a Variant,
+    pub results: Vec<RunResult>,
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+fn cell(values: &[f64]) -> String {
+    match values.len() {
+        0 => "–".into(),
+        1 => format!("{:.2}", values[0]),
+        _ => {
+            let (m, s) = mean_std(values);
+            format!("{m:.2} ± {s:.2}")
+        }
+    }
+}
+
+fn paper_cell(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.2}"))
+}
+
+/// Reads every finished run of the file's variants and seeds (any seed found on disk).
+pub fn collect<'a>(
+    file: &'a AblationFile,
+    results: &Path,
+) -> anyhow::Result<(Vec<Row<'a>>, Option<ProfileName>)> {
+    let mut rows = Vec::new();
+    let mut profile = None;
+    for v in &file.variants {
+        let vdir = results.join("runs").join(&file.name).join(&v.name);
+        let mut seeds: Vec<u64> = std::fs::read_dir(&vdir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.strip_prefix("seed-")?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        seeds.sort_unstable();
+        let mut results_v = Vec::new();
+        for seed in seeds {
+            let dir = run_dir(results, &file.name, &v.name, seed);
+            let path = dir.join("result.json");
+            if !path.is_file() {
+                continue;
+            }
+            let r: RunResult = serde_json::from_str(&std::fs::read_to_string(&path)?)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if profile.is_none() {
+                let spec: RunSpec =
+                    ron::from_str(&std::fs::read_to_string(dir.join("config.ron"))?)
+                        .with_context(|| format!("reading {}", dir.join("config.ron").display()))?;
+                profile = Some(spec.profile);
+            }
+            results_v.push(r);
+        }
+        rows.push(Row {
+            variant: v,
+            results: results_v,
+        });
+    }
+    Ok((rows, profile))
+}
+
+/// Which split a table column shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitCol {
+    Val,
+    Test,
+}
+
+impl SplitCol {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Val => " val",
+            Self::Test => "",
+        }
+    }
+}
+
+fn values(row: &Row<'_>, c: Column, split: SplitCol) -> Vec<f64> {
+    row.results
+        .iter()
+        .map(|r| {
+            c.of(if split == SplitCol::Val {
+                &r.val
+            } else {
+                &r.test
+            })
+        })
+        .collect()
+}
+
+fn paper_value(row: &Row<'_>, c: Column, split: SplitCol) -> Option<f64> {
+    c.paper(if split == SplitCol::Val {
+        &row.variant.paper_val
+    } else {
+        &row.variant.paper
+    })
+}
+
+/// The (split, column) pairs of a table, in order.
+fn table_columns(file: &AblationFile) -> Vec<(SplitCol, Column)> {
+    let splits: &[SplitCol] = if file.report_val {
+        &[SplitCol::Val, SplitCol::Test]
+    } else {
+        &[SplitCol::Test]
+    };
+    file.columns
+        .iter()
+        .flat_map(|&c| splits.iter().map(move |&s| (s, c)))
+        .collect()
+}
+
+fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(n) = &file.note {
+        notes.push(n.clone());
+    }
+    if let Some(r) = rows.iter().flat_map(|r| r.results.first()).next() {
+        notes.push(format!(
+            "Ours: {}; test split; mean ± std over seeds where several ran.",
+            r.protocol
+        ));
+    }
+    if profile == Some(ProfileName::Tiny) {
+        notes.push(
+            "Tiny profile: a small model of the SD architecture with seeded random frozen weights \
+             (each \"SD version\" is a different random weight set), trained briefly on SynthRS. \
+             Our numbers show the pipeline works; they are not comparable with the paper's."
+                .into(),
+        );
+    }
+    if let Some(b) = rows
+        .iter()
+        .flat_map(|r| r.results.first())
+        .next()
+        .map(|r| &r.baselines)
+    {
+        let mut s = format!(
+            "Trivial baselines on the same split: all background mIoU {:.2} / oIoU {:.2}; whole image {:.2} / {:.2}",
+            b.all_background.miou, b.all_background.oiou, b.whole_image.miou, b.whole_image.oiou
+        );
+        if let Some(r) = &b.random_object {
+            s.push_str(&format!(
+                "; a random object of the scene {:.2} / {:.2}",
+                r.miou, r.oiou
+            ));
+        }
+        notes.push(s + ".");
+    }
+    notes
+}
+
+/// The table as Markdown.
+pub fn markdown(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String {
+    let cols = table_columns(file);
+    let mut out = format!("**{}**\n\n| # | Method |", file.title);
+    for (s, c) in &cols {
+        let h = format!("{}{}", c.header(), s.suffix());
+        out.push_str(&format!(" {h} | {h} (paper) |"));
+    }
+    out.push_str("\n|---|---|");
+    for _ in &cols {
+        out.push_str("---:|---:|");
+    }
+    out.push('\n');
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(&format!("| {} | {} |", i + 1, row.variant.label));
+        for &(s, c) in &cols {
+            out.push_str(&format!(
+                " {} | {} |",
+                cell(&values(row, c, s)),
+                paper_cell(paper_value(row, c, s))
+            ));
+        }
+        out.push('\n');
+    }
+    for n in notes {
+        out.push_str(&format!("\n{n}\n"));
+    }
+    out
+}
+
+/// The table as CSV (one line per variant; mean, std and paper value per column).
+pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
+    let cols = table_columns(file);
+    let mut out = String::from("variant,label,seeds");
+    for (s, c) in &cols {
+        let h = format!("{}{}", c.header(), s.suffix())
+            .replace('@', "_at_")
+            .replace(' ', "_");
+        out.push_str(&format!(",{h}_mean,{h}_std,{h}_paper"));
+    }
+    out.push('\n');
+    for row in rows {
+        out.push_str(&format!(
+            "{},\"{}\",{}",
+            row.variant.name,
+            row.variant.label.replace('"', "\"\""),
+            row.results.len()
+        ));
+        for &(split, c) in &cols {
+            let (m, s) = mean_std(&values(row, c, split));
+            let p = paper_value(row, c, split).map_or(String::new(), |v| format!("{v:.2}"));
+            let fmt = |x: f64| {
+                if x.is_nan() {
+                    String::new()
+                } else {
+                    format!("{x:.4}")
+                }
+            };
+            out.push_str(&format!(",{},{},{p}", fmt(m), fmt(s)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn latex_escape(s: &str) -> String {
+    s.replace('\\', "\\textbackslash{}")
+        .replace('&', "\\&")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+        .replace('#', "\\#")
+}
+
+/// The table as a LaTeX `table` environment.
+pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String {
+    let cols = table_columns(file);
+    let align = "r".repeat(2 * cols.len());
+    let mut out = format!(
+        "\\begin{{table}}[t]\n\\centering\n\\caption{{{}}}\n\\begin{{tabular}}{{cl{align}}}\n\\toprule\n\\# & Method",
+        latex_escape(&file.title)
+    );
+    for (s, c) in &cols {
+        let h = format!("{}{}", c.header(), s.suffix());
+        out.push_str(&format!(" & {h} & {h} (paper)"));
+    }
+    out.push_str(" \\\\\n\\midrule\n");
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(&format!("{} & {}", i + 1, latex_escape(&row.variant.label)));
+        for &(s, c) in &cols {
+            let ours = cell(&values(row, c, s)).replace('±', "$\\pm$");
+            out.push_str(&format!(
+                " & {ours} & {}",
+                paper_cell(paper_value(row, c, s))
+            ));
+        }
+        out.push_str(" \\\\\n");
+    }
+    out.push_str("\\bottomrule\n\\end{tabular}\n");
+    for n in notes {
+        out.push_str(&format!("% {}\n", n.replace('\n', " ")));
+    }
+    out.push_str("\\end{table}\n");
+    out
+}
+
+/// What [`write_ablation`] produced.
+#[derive(Debug, Serialize)]
+pub struct Written {
+    pub markdown: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes `results/NAME/table.{md,csv,tex}` and the plots from the saved runs.
+pub fn write_ablation(
+    file: &AblationFile,
+    _profile: &ProfileName,
+    results: &Path,
+) -> anyhow::Result<Written> {
+    let (rows, profile) = collect(file, results)?;
+    let notes = notes(file, profile, &rows);
+    let dir = results.join(&file.name);
+    let md = markdown(file, &rows, &notes);
+    let mut files = Vec::new();
+    for (name, text) in [
+        ("table.md", md.clone()),
+        ("table.csv", csv(file, &rows)),
+        ("table.tex", latex(file, &rows, &notes)),
+    ] {
+        let path = dir.join(name);
+        write_atomic(&path, text.as_bytes())?;
+        files.push(path);
+    }
+    files.extend(crate::plots::write_all(file, &rows, results, &dir)?);
+    Ok(Written {
+        markdown: md,
+        files,
+    })
+}

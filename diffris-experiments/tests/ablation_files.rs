@@ -1,0 +1,141 @@
+//! Every file under `ablations/` parses, resolves under both profiles, and every variant builds
+//! at the tiny preset and runs a forward pass (timm-style: each registered variant gets the same
+//! smoke test automatically).
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use diffris_experiments::profile::{ProfileName, Resolver, Setup};
+use diffris_experiments::recipe::AblationFile;
+use diffris_model::sd::SdConfig;
+
+fn ablation_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ablations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ron"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_paper_ablations_are_all_there() {
+    let names: Vec<String> = ablation_files()
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "cp_adapter",
+        "decoder",
+        "pcmrd",
+        "pretrained_weights",
+        "refsegrs",
+        "risbench",
+        "rrsisd",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "ablations/{want}.ron is missing"
+        );
+    }
+}
+
+#[test]
+fn every_variant_of_every_file_resolves_builds_and_runs() {
+    let device = Default::default();
+    let mut setup = Setup::default();
+    for v in ["sd11", "sd12", "sd14", "sd15"] {
+        setup
+            .sd
+            .insert(v.into(), PathBuf::from(format!("/weights/{v}")));
+    }
+    for d in ["rrsisd", "refsegrs", "risbench"] {
+        setup
+            .data
+            .insert(d.into(), PathBuf::from(format!("/data/{d}")));
+    }
+    let tiny = Resolver {
+        profile: ProfileName::Tiny,
+        setup: Setup::default(),
+        cache: "/cache".into(),
+    };
+    let paper = Resolver {
+        profile: ProfileName::Paper,
+        setup,
+        cache: "/cache".into(),
+    };
+    let mut built = 0;
+    for path in ablation_files() {
+        let file = AblationFile::load(&path).unwrap();
+        assert_eq!(
+            format!("{}.ron", file.name),
+            path.file_name().unwrap().to_str().unwrap()
+        );
+        for v in &file.variants {
+            let recipe = file.recipe(v);
+            let p = paper
+                .resolve(&file.name, &v.name, &v.label, &recipe, 0)
+                .unwrap();
+            assert_eq!(
+                p.model.image_size,
+                (512, 512),
+                "{}: paper profile at 512",
+                v.name
+            );
+            let spec = tiny
+                .resolve(&file.name, &v.name, &v.label, &recipe, 0)
+                .unwrap();
+            // The paper and tiny runs differ in sizes only: the switches are the file's.
+            assert_eq!(
+                std::mem::discriminant(&p.model.decoder),
+                std::mem::discriminant(&spec.model.decoder)
+            );
+            assert_eq!(p.model.adapter.enabled, spec.model.adapter.enabled);
+
+            Flex::seed(&device, 1);
+            let sd = SdConfig::tiny().init::<Flex>(&device);
+            let model = spec.model.init(sd, &device);
+            let (h, w) = spec.model.image_size;
+            let image =
+                Tensor::<Flex, 4>::random([1, 3, h, w], Distribution::Uniform(-1.0, 1.0), &device);
+            let ids = Tensor::<Flex, 2, Int>::from_data(
+                TensorData::new(
+                    [vec![49406i64, 518, 1158], vec![49407; 74]].concat(),
+                    [1, 77],
+                ),
+                &device,
+            );
+            let eos = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![3i64], [1]), &device);
+            let out = model.forward(image, ids, eos, false);
+            assert_eq!(out.logits.dims(), [1, 1, h, w], "{}/{}", file.name, v.name);
+            let v: f32 = out.logits.abs().sum().into_scalar();
+            assert!(v.is_finite());
+            built += 1;
+        }
+    }
+    assert!(built >= 18, "only {built} variants built");
+}
+
+#[test]
+fn paper_profile_without_paths_names_the_flag() {
+    let file = AblationFile::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../ablations/cp_adapter.ron"),
+    )
+    .unwrap();
+    let r = Resolver {
+        profile: ProfileName::Paper,
+        setup: Setup::default(),
+        cache: "/c".into(),
+    };
+    let v = &file.variants[0];
+    let err = r
+        .resolve(&file.name, &v.name, &v.label, &file.recipe(v), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--data rrsisd=DIR"), "{err}");
+}
