@@ -46,10 +46,10 @@ fn burn_version(root: &Path) -> String {
     let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line == "name = \"burn\"" {
-            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
-                return v.trim_end_matches('"').to_string();
-            }
+        if line == "name = \"burn\""
+            && let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \""))
+        {
+            return v.trim_end_matches('"').to_string();
         }
     }
     "unknown".to_string()

@@ -58,6 +58,33 @@ pub fn resize_bilinear(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usi
     out
 }
 
+/// The network input of an RGB image: resized to `height x width` with a triangle (bilinear)
+/// filter that widens when downsampling (PIL's anti-aliased `BILINEAR`, as the LAVT/RMSIN
+/// transforms use), scaled to [-1, 1] (`x / 127.5 - 1`), channels first.
+///
+/// # Shapes
+/// returns `3 * height * width`, `[C, H, W]` row-major.
+pub fn image_to_input(img: &image::RgbImage, height: usize, width: usize) -> Vec<f32> {
+    let resized = if img.dimensions() == (width as u32, height as u32) {
+        img.clone()
+    } else {
+        image::imageops::resize(
+            img,
+            width as u32,
+            height as u32,
+            image::imageops::FilterType::Triangle,
+        )
+    };
+    let plane = height * width;
+    let mut out = vec![0f32; 3 * plane];
+    for (i, p) in resized.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = p.0[c] as f32 / 127.5 - 1.0;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,31 +111,4 @@ mod tests {
         let same = resize_bilinear(&[1.0, 2.0, 3.0, 4.0], 2, 2, 2, 2);
         assert_eq!(same, vec![1.0, 2.0, 3.0, 4.0]);
     }
-}
-
-/// The network input of an RGB image: resized to `height x width` with a triangle (bilinear)
-/// filter that widens when downsampling (PIL's anti-aliased `BILINEAR`, as the LAVT/RMSIN
-/// transforms use), scaled to [-1, 1] (`x / 127.5 - 1`), channels first.
-///
-/// # Shapes
-/// returns `3 * height * width`, `[C, H, W]` row-major.
-pub fn image_to_input(img: &image::RgbImage, height: usize, width: usize) -> Vec<f32> {
-    let resized = if img.dimensions() == (width as u32, height as u32) {
-        img.clone()
-    } else {
-        image::imageops::resize(
-            img,
-            width as u32,
-            height as u32,
-            image::imageops::FilterType::Triangle,
-        )
-    };
-    let plane = height * width;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, p) in resized.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = p.0[c] as f32 / 127.5 - 1.0;
-        }
-    }
-    out
 }

@@ -117,8 +117,11 @@ fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
     root.present().map_err(err)
 }
 
-/// Reads `metrics.csv` of a run: `(epoch, val_miou, train_loss)`.
-fn curve(dir: &Path) -> Vec<(f64, f64, f64)> {
+/// `(epoch, val_miou, train_loss)` points of a run.
+type Curve = Vec<(f64, f64, f64)>;
+
+/// Reads `metrics.csv` of a run.
+fn curve(dir: &Path) -> Curve {
     let Ok(text) = std::fs::read_to_string(dir.join("metrics.csv")) else {
         return vec![];
     };
@@ -133,7 +136,7 @@ fn curve(dir: &Path) -> Vec<(f64, f64, f64)> {
 
 /// Validation mIoU and training loss per epoch, one line per variant (its first seed).
 fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) -> PlotResult<()> {
-    let data: Vec<(String, Vec<(f64, f64, f64)>)> = rows
+    let data: Vec<(String, Curve)> = rows
         .iter()
         .filter_map(|r| {
             let seed = r.results.first()?.seed;

@@ -422,7 +422,7 @@ mod tests {
         let err = AblationFile::parse(&text, Path::new("t.ron"))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("t.ron:9:"), "{err}");
+        assert!(err.starts_with("t.ron:8:"), "{err}");
         assert!(err.contains("enabeld"), "{err}");
     }
 

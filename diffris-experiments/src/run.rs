@@ -238,10 +238,10 @@ pub fn run_one<B: Backend>(
     target: &RunTarget,
 ) -> anyhow::Result<Option<RunResult>> {
     let dir = run_dir(&ws.results, &spec.ablation, &spec.variant, spec.seed);
-    if let Some(done) = finished(&dir, spec)? {
-        if !ws.restart {
-            return Ok(Some(done));
-        }
+    if let Some(done) = finished(&dir, spec)?
+        && !ws.restart
+    {
+        return Ok(Some(done));
     }
     let config_text = spec_ron(spec)?;
     if dir.exists() {

@@ -68,8 +68,8 @@ fn features_of_one_image_and_expression() {
     );
     assert_eq!(floats(&st, "clip.last_hidden_state").0, vec![1, 77, 32]);
     assert_eq!(floats(&st, "vae.latent_scaled").0, vec![1, 4, 16, 16]);
-    // Taps of the tiny preset (32, 64, 64, 64 channels) at latent 16, finest first.
-    for (k, shape) in [[1, 32, 16, 16], [1, 64, 8, 8], [1, 64, 4, 4], [1, 64, 2, 2]]
+    // Taps of the tiny preset (16, 32, 32, 32 channels) at latent 16, finest first.
+    for (k, shape) in [[1, 16, 16, 16], [1, 32, 8, 8], [1, 32, 4, 4], [1, 32, 2, 2]]
         .iter()
         .enumerate()
     {

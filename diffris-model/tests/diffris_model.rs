@@ -47,14 +47,15 @@ fn model(cfg: &DiffRisConfig) -> DiffRis<AB> {
     cfg.init(sd, &device)
 }
 
-fn batch(
-    size: usize,
-) -> (
+/// Image, ids, end-token index and mask of a random batch of two.
+type Batch = (
     Tensor<AB, 4>,
     Tensor<AB, 2, Int>,
     Tensor<AB, 1, Int>,
     Tensor<AB, 4>,
-) {
+);
+
+fn batch(size: usize) -> Batch {
     let device = Default::default();
     let image = Tensor::random(
         [2, 3, size, size],
@@ -197,7 +198,7 @@ fn every_adapter_row_and_decoder_trains_at_two_sizes() {
             let value: f32 = loss.clone().into_scalar();
             assert!(value.is_finite(), "{decoder:?} / {adapter:?}: loss {value}");
             let grads = GradientsParams::from_grads(loss.backward(), &m);
-            assert!(grads.len() > 0, "{decoder:?}: something trains");
+            assert!(!grads.is_empty(), "{decoder:?}: something trains");
         }
     }
 }

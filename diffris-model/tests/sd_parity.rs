@@ -21,8 +21,11 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd_tiny")
 }
 
+/// Shape, float data (F32 tensors) and integer data (I64 tensors) of a reference tensor.
+type Entry = (Vec<usize>, Vec<f32>, Vec<i64>);
+
 struct Reference {
-    tensors: HashMap<String, (Vec<usize>, Vec<f32>, Vec<i64>)>,
+    tensors: HashMap<String, Entry>,
 }
 
 impl Reference {

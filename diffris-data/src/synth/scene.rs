@@ -272,11 +272,11 @@ pub fn generate<R: Rng>(rng: &mut R, size: usize, n_objects: usize, object_scale
         for x in 0..size {
             let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
             let i = y * size + x;
-            if let Some((wx, wy, r)) = water {
-                if (fx - wx).hypot(fy - wy) < r {
-                    let n = 0.85 + 0.3 * fine[i];
-                    rgb[i] = [36.0 * n, 70.0 * n, 104.0 * n];
-                }
+            if let Some((wx, wy, r)) = water
+                && (fx - wx).hypot(fy - wy) < r
+            {
+                let n = 0.85 + 0.3 * fine[i];
+                rgb[i] = [36.0 * n, 70.0 * n, 104.0 * n];
             }
             if let Some((vertical, at, half)) = road {
                 let d = if vertical { fx - at } else { fy - at };

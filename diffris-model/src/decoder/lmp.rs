@@ -33,6 +33,8 @@ impl Default for LmpConfig {
 }
 
 /// The second conv of a stage: plain (LMP) or adaptively rotated (OAD).
+// Built once per model; boxing would only add an indirection to every forward.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum SecondConv<B: Backend> {
     Plain(ConvBnRelu<B>),

@@ -210,13 +210,13 @@ impl UNetConfig {
             .zip(&self.attention_heads)
             .enumerate()
         {
-            if c % self.norm_num_groups != 0 {
+            if !c.is_multiple_of(self.norm_num_groups) {
                 return Err(format!(
                     "unet.block_out_channels[{i}] = {c} is not a multiple of norm_num_groups = {}",
                     self.norm_num_groups
                 ));
             }
-            if h == 0 || c % h != 0 {
+            if h == 0 || !c.is_multiple_of(h) {
                 return Err(format!(
                     "unet.block_out_channels[{i}] = {c} is not divisible by attention_heads[{i}] = {h}"
                 ));
@@ -236,7 +236,7 @@ impl VaeConfig {
             return Err("vae.block_out_channels is empty".into());
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
-            if c % self.norm_num_groups != 0 {
+            if !c.is_multiple_of(self.norm_num_groups) {
                 return Err(format!(
                     "vae.block_out_channels[{i}] = {c} is not a multiple of norm_num_groups = {}",
                     self.norm_num_groups
@@ -255,7 +255,9 @@ impl VaeConfig {
 impl ClipConfig {
     /// Checks divisibility; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "clip.hidden_size = {} is not divisible by num_attention_heads = {}",
                 self.hidden_size, self.num_attention_heads

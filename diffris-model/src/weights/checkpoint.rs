@@ -60,13 +60,13 @@ fn read_pickle(path: &Path) -> Result<BTreeMap<String, TensorSnapshot>> {
         .with_top_level_key("state_dict")
         .map_indices_contiguous(false)
         .get_all_snapshots()
-        .map(|m| m.clone());
+        .cloned();
     match nested {
         Ok(map) if !map.is_empty() => Ok(map),
         _ => PytorchStore::from_file(path)
             .map_indices_contiguous(false)
             .get_all_snapshots()
-            .map(|m| m.clone())
+            .cloned()
             .map_err(|e| ModelError::checkpoint(path, format!("reading PyTorch pickle: {e}"))),
     }
 }

@@ -140,7 +140,7 @@ pub fn ldm_key(component: Component, diffusers_key: &str, unet: &UNetConfig) -> 
 }
 
 /// Splits `a.b.3.rest` style keys: the leading segments and the numeric indices.
-fn split_first<'a>(key: &'a str, n: usize) -> Option<(Vec<&'a str>, &'a str)> {
+fn split_first(key: &str, n: usize) -> Option<(Vec<&str>, &str)> {
     let mut parts = key.splitn(n + 1, '.');
     let head: Vec<&str> = (0..n).map_while(|_| parts.next()).collect();
     (head.len() == n).then_some(())?;
@@ -222,35 +222,35 @@ fn ldm_unet_key(key: &str, cfg: &UNetConfig) -> String {
 
 fn ldm_vae_key(key: &str) -> String {
     let key = key.replace(".conv_shortcut.", ".nin_shortcut.");
-    if let Some(rest) = key.strip_prefix("encoder.down_blocks.") {
-        if let Some((h, tail)) = split_first(rest, 3) {
-            return match h[1] {
-                "resnets" => format!("encoder.down.{}.block.{}.{tail}", h[0], h[2]),
-                "downsamplers" => format!("encoder.down.{}.downsample.{tail}", h[0]),
-                _ => key.clone(),
-            };
-        }
+    if let Some(rest) = key.strip_prefix("encoder.down_blocks.")
+        && let Some((h, tail)) = split_first(rest, 3)
+    {
+        return match h[1] {
+            "resnets" => format!("encoder.down.{}.block.{}.{tail}", h[0], h[2]),
+            "downsamplers" => format!("encoder.down.{}.downsample.{tail}", h[0]),
+            _ => key.clone(),
+        };
     }
-    if let Some(rest) = key.strip_prefix("encoder.mid_block.") {
-        if let Some((h, tail)) = split_first(rest, 2) {
-            return match (h[0], h[1]) {
-                ("resnets", "0") => format!("encoder.mid.block_1.{tail}"),
-                ("resnets", "1") => format!("encoder.mid.block_2.{tail}"),
-                ("attentions", "0") => {
-                    let (name, param) = tail.rsplit_once('.').unwrap_or((tail, ""));
-                    let ldm = match name {
-                        "group_norm" => "norm",
-                        "to_q" | "query" => "q",
-                        "to_k" | "key" => "k",
-                        "to_v" | "value" => "v",
-                        "to_out.0" | "proj_attn" => "proj_out",
-                        other => other,
-                    };
-                    format!("encoder.mid.attn_1.{ldm}.{param}")
-                }
-                _ => key.clone(),
-            };
-        }
+    if let Some(rest) = key.strip_prefix("encoder.mid_block.")
+        && let Some((h, tail)) = split_first(rest, 2)
+    {
+        return match (h[0], h[1]) {
+            ("resnets", "0") => format!("encoder.mid.block_1.{tail}"),
+            ("resnets", "1") => format!("encoder.mid.block_2.{tail}"),
+            ("attentions", "0") => {
+                let (name, param) = tail.rsplit_once('.').unwrap_or((tail, ""));
+                let ldm = match name {
+                    "group_norm" => "norm",
+                    "to_q" | "query" => "q",
+                    "to_k" | "key" => "k",
+                    "to_v" | "value" => "v",
+                    "to_out.0" | "proj_attn" => "proj_out",
+                    other => other,
+                };
+                format!("encoder.mid.attn_1.{ldm}.{param}")
+            }
+            _ => key.clone(),
+        };
     }
     if let Some(rest) = key.strip_prefix("encoder.conv_norm_out.") {
         return format!("encoder.norm_out.{rest}");
