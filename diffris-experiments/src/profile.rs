@@ -224,9 +224,16 @@ pub fn tiny_weight_seed(name: &str) -> u64 {
     })
 }
 
+/// Latent scale of the tiny profile's random VAE (see [`shrink_for_tiny`]).
+pub const TINY_LATENT_SCALE: f64 = 5.0;
+
 /// Sizes of the tiny profile: 64x64 inputs, narrow decoders, a short schedule.
 fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) {
     model.image_size = (64, 64);
+    // SD-1.x's latent scale 0.18215 is 1 / std of its VAE's posterior means, so the UNet sees
+    // unit-variance latents. The tiny random VAE's means have std ~0.2 (measured on SynthRS),
+    // so the same rule gives 5.
+    model.latent_scale = TINY_LATENT_SCALE;
     model.adapter.heads = 4;
     model.adapter.ffn_dim = 128;
     match &mut model.decoder {
