@@ -117,7 +117,9 @@ pub struct RunSpec {
 pub fn tiny_synth() -> SynthConfig {
     SynthConfig {
         image_size: 64,
-        object_scale: 1.6,
+        object_scale: 2.0,
+        train: 2000,
+        max_objects: 5,
         ..SynthConfig::default()
     }
 }

@@ -28,10 +28,18 @@ pub struct RrsisDLayout {
 
 impl RrsisDLayout {
     pub fn new(root: &Path) -> Self {
+        // RMSIN's code reads `images/rsdata/JPEGImages` while its README says `rrsisd`: accept
+        // the former when only it exists.
+        let images = root.join("images").join("rrsisd").join("JPEGImages");
+        let alternative = root.join("images").join("rsdata").join("JPEGImages");
         Self {
             refs: root.join("rrsisd").join("refs(unc).p"),
             instances: root.join("rrsisd").join("instances.json"),
-            images: root.join("images").join("rrsisd").join("JPEGImages"),
+            images: if !images.is_dir() && alternative.is_dir() {
+                alternative
+            } else {
+                images
+            },
         }
     }
 }
@@ -253,6 +261,20 @@ fn parse_segmentation(
                 }
             }
             let (h, w) = size.unwrap_or((height, width));
+            // pycocotools reads a polygon list whose first entry has exactly four numbers as
+            // boxes `[x, y, w, h]`; do the same so masks agree with the reference tools.
+            if let Some(SegmentPart::Polygon(first)) = parts.first()
+                && first.len() == 4
+            {
+                for part in &mut parts {
+                    if let SegmentPart::Polygon(b) = part
+                        && b.len() == 4
+                    {
+                        let (x, y, bw, bh) = (b[0], b[1], b[2], b[3]);
+                        *b = vec![x, y, x, y + bh, x + bw, y + bh, x + bw, y];
+                    }
+                }
+            }
             Ok((h, w, parts))
         }
         _ => Err("`segmentation` must be an RLE or a non-empty list of parts".into()),
@@ -374,4 +396,28 @@ pub fn image_annotations(root: &Path) -> Result<HashMap<PathBuf, Vec<MaskSource>
             });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_number_polygons_are_boxes_as_in_pycocotools() {
+        let seg = serde_json::json!([[1.0, 1.0, 2.0, 1.0]]);
+        let (h, w, parts) = parse_segmentation(&seg, 4, 5).unwrap();
+        assert_eq!((h, w), (4, 5));
+        assert_eq!(
+            parts,
+            vec![SegmentPart::Polygon(vec![1.0, 1.0, 1.0, 2.0, 3.0, 2.0, 3.0, 1.0])]
+        );
+    }
+
+    #[test]
+    fn test_split_takes_every_split_containing_test() {
+        assert!(split_matches("test", "testA"));
+        assert!(split_matches("test", "test"));
+        assert!(!split_matches("test", "val"));
+        assert!(!split_matches("val", "valB"));
+    }
 }

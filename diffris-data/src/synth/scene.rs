@@ -56,15 +56,18 @@ impl Category {
         }
     }
 
-    /// Colours an object of this category may have.
+    /// Colours an object of this category may have. Each category has its own colour family
+    /// (only white is shared, by round tanks and cross-shaped airplanes), so a category can be
+    /// told apart by colour and shape even through small, untrained encoders; buildings and
+    /// vehicles come in two colours each, which colour expressions tell apart.
     fn palette(self) -> &'static [Colour] {
         use Colour::*;
         match self {
-            Self::Building => &[Red, Gray, White, Blue],
-            Self::Vehicle => &[Red, White, Black, Yellow, Blue],
-            Self::StorageTank => &[White, Gray],
-            Self::Ship => &[White, Gray, Red],
-            Self::Airplane => &[White, Gray],
+            Self::Building => &[Red, Blue],
+            Self::Vehicle => &[Yellow, Black],
+            Self::StorageTank => &[White],
+            Self::Ship => &[Gray],
+            Self::Airplane => &[White],
             Self::Tree => &[Green],
         }
     }
