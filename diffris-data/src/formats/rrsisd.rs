@@ -409,7 +409,9 @@ mod tests {
         assert_eq!((h, w), (4, 5));
         assert_eq!(
             parts,
-            vec![SegmentPart::Polygon(vec![1.0, 1.0, 1.0, 2.0, 3.0, 2.0, 3.0, 1.0])]
+            vec![SegmentPart::Polygon(vec![
+                1.0, 1.0, 1.0, 2.0, 3.0, 2.0, 3.0, 1.0
+            ])]
         );
     }
 
