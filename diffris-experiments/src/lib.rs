@@ -1,6 +1,7 @@
 //! The diffris experiment runner: backend selection, metrics, and the commands of the `diffris`
 //! binary.
 
+pub mod allocator;
 pub mod backend;
 pub mod build_info;
 pub mod cli;

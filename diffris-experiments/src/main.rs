@@ -6,6 +6,7 @@ use clap::Parser;
 use diffris_experiments::cli::{Cli, run};
 
 fn main() -> ExitCode {
+    diffris_experiments::allocator::retain_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -58,6 +58,7 @@ fn time<F: FnMut()>(repeats: usize, mut f: F) -> Vec<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    diffris_experiments::allocator::retain_freed_memory();
     let args = Args::parse();
     let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
     let device = Default::default();

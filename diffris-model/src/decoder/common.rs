@@ -1,6 +1,7 @@
 //! Building blocks shared by the decoders: conv-BN-ReLU, two-conv fusion, bilinear resizing,
 //! and picking the sentence state of each sample.
 
+use crate::norm::batch_norm;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -31,7 +32,7 @@ impl<B: Backend> ConvBnRelu<B> {
     /// # Shapes
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(batch_norm(&self.bn, self.conv.forward(x)))
     }
 }
 

@@ -3,6 +3,7 @@
 //! kernel taps are bilinearly rotated by `theta`, scaled by `alpha`, and applied as a grouped
 //! convolution with one group per sample.
 
+use crate::norm::batch_norm;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -138,7 +139,7 @@ impl<B: Backend> RotatedConvBnRelu<B> {
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let (theta, alpha) = self.route(x.clone());
-        relu(self.bn.forward(self.rotated_conv(x, theta, alpha)))
+        relu(batch_norm(&self.bn, self.rotated_conv(x, theta, alpha)))
     }
 }
 

@@ -2,6 +2,7 @@
 //! attention, the GEGLU feed-forward, `BasicTransformerBlock` and the spatial transformer
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
+use crate::norm::group_norm;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -231,7 +232,7 @@ impl<B: Backend> Transformer2D<B> {
         want_probs: bool,
     ) -> (Tensor<B, 4>, Option<Tensor<B, 3>>) {
         let [b, c, h, w] = x.dims();
-        let normed = self.norm.forward(x.clone());
+        let normed = group_norm(&self.norm, x.clone());
         let to_tokens = |t: Tensor<B, 4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv.forward(normed)),

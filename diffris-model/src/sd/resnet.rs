@@ -1,6 +1,7 @@
 //! diffusers `resnet.py` / `downsampling.py` / `upsampling.py`: the ResNet block with an
 //! optional timestep embedding, and the 2x down- and upsamplers of the UNet and the VAE.
 
+use crate::norm::group_norm;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -60,12 +61,12 @@ impl<B: Backend> ResnetBlock2D<B> {
     /// # Shapes
     /// `x`: `[B, C_in, H, W]`, `temb`: `[B, T]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.forward(silu(group_norm(&self.norm1, x.clone())));
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let [b, c] = [h.dims()[0], h.dims()[1]];
             h = h + proj.forward(silu(t)).reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(silu(group_norm(&self.norm2, h)));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,

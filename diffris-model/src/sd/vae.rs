@@ -1,6 +1,7 @@
 //! diffusers `AutoencoderKL`, encoder half: `Encoder` + `quant_conv`, returning the posterior
 //! mean (the decoder is never run by DiffRIS and is not built).
 
+use crate::norm::group_norm;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
@@ -53,9 +54,7 @@ impl<B: Backend> VaeAttention<B> {
     /// `[B, C, H, W]` -> `[B, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        let tokens = self
-            .group_norm
-            .forward(x.clone())
+        let tokens = group_norm(&self.group_norm, x.clone())
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
         let q = split_heads(self.to_q.forward(tokens.clone()), 1);
@@ -167,7 +166,7 @@ impl<B: Backend> VaeEncoder<B> {
         x = mid.resnets[1].forward(x, None);
         let moments = self
             .quant_conv
-            .forward(e.conv_out.forward(silu(e.conv_norm_out.forward(x))));
+            .forward(e.conv_out.forward(silu(group_norm(&e.conv_norm_out, x))));
         moments.narrow(1, 0, self.config().latent_channels)
     }
 }

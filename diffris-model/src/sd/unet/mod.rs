@@ -3,6 +3,7 @@
 
 pub mod blocks;
 
+use crate::norm::group_norm;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
@@ -245,9 +246,10 @@ impl<B: Backend> UNet2DConditionModel<B> {
         } else {
             vec![None; n]
         };
-        let sample = request
-            .sample
-            .then(|| self.conv_out.forward(silu(self.conv_norm_out.forward(x))));
+        let sample = request.sample.then(|| {
+            self.conv_out
+                .forward(silu(group_norm(&self.conv_norm_out, x)))
+        });
         UNetOutput {
             sample,
             taps: taps
