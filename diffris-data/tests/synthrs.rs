@@ -82,6 +82,45 @@ fn written_set_reads_back_through_the_rrsisd_reader() {
     }
 }
 
+/// Like RefCOCO, `instances.json` annotates every object of an image, not only the referred
+/// ones: each image has between `min_objects` and `max_objects` disjoint object masks, one of
+/// which is each expression's ground truth.
+#[test]
+fn every_object_of_a_scene_is_annotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("synth");
+    let cfg = small();
+    write(&out, &cfg).unwrap();
+    let objects = diffris_data::formats::rrsisd::image_annotations(&out).unwrap();
+    for split in ["train", "val", "test"] {
+        for s in DatasetFormat::Synthrs.read_split(&out, split).unwrap() {
+            let masks: Vec<BinaryMask> = objects[&s.image]
+                .iter()
+                .map(|m| {
+                    let probe = diffris_data::Sample {
+                        mask: m.clone(),
+                        ..s.clone()
+                    };
+                    probe.load_mask().unwrap()
+                })
+                .collect();
+            assert!(
+                (cfg.min_objects..=cfg.max_objects).contains(&masks.len()),
+                "{} objects in {}",
+                masks.len(),
+                s.image.display()
+            );
+            let target = s.load_mask().unwrap();
+            assert_eq!(masks.iter().filter(|m| m.data == target.data).count(), 1);
+            for (i, a) in masks.iter().enumerate() {
+                for b in &masks[i + 1..] {
+                    assert!(!a.data.iter().zip(&b.data).any(|(x, y)| *x && *y));
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn same_config_same_bytes_and_no_partial_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,4 +152,22 @@ fn same_config_same_bytes_and_no_partial_output() {
     };
     assert!(write(&dir.path().join("c"), &bad).is_err());
     assert!(!dir.path().join("c").exists());
+}
+
+/// Objects too large to place `min_objects` of them give an error naming the knobs, not an
+/// endless loop or scenes with fewer objects than asked for.
+#[test]
+fn objects_that_cannot_fit_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        object_scale: 12.0,
+        min_objects: 4,
+        max_objects: 4,
+        ..small()
+    };
+    let err = write(&dir.path().join("s"), &cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("object_scale") && err.contains("min_objects"),
+        "{err}"
+    );
 }

@@ -102,9 +102,27 @@ impl Writer {
             ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt);
         let mut written = 0;
         let mut empty_scenes = 0;
+        let mut crowded_scenes = 0;
         while written < wanted {
             let n = rng.random_range(cfg.min_objects..=cfg.max_objects.max(cfg.min_objects));
             let scene = scene::generate(&mut rng, cfg.image_size, n, cfg.object_scale);
+            // Large objects in a small image may not all fit; such a scene is drawn again, so
+            // every scene has at least `min_objects` objects.
+            if scene.objects.len() < cfg.min_objects {
+                crowded_scenes += 1;
+                if crowded_scenes > 1000 {
+                    return Err(DataError::format(
+                        &self.layout.refs,
+                        format!(
+                            "SynthRS could not place {} objects in a {}px image 1000 times; lower \
+                             object_scale ({}) or min_objects",
+                            cfg.min_objects, cfg.image_size, cfg.object_scale
+                        ),
+                    ));
+                }
+                continue;
+            }
+            crowded_scenes = 0;
             let mut targets: Vec<usize> = (0..scene.objects.len()).collect();
             // Shuffle targets deterministically (Fisher-Yates).
             for k in (1..targets.len()).rev() {
@@ -138,24 +156,29 @@ impl Writer {
             self.images.push(serde_json::json!({
                 "id": image_id, "file_name": file_name, "height": size, "width": size
             }));
-            for (t, descs) in refs_here {
-                if written == wanted {
-                    break;
-                }
-                let ann_id = self.annotations.len() as i64 + 1;
-                let obj = &scene.objects[t];
-                let mask = &scene.masks[t];
+            // Like RefCOCO's `instances.json`, every object of the image is annotated, referred
+            // to or not (the random-object baseline and `data inspect` rely on it).
+            let first_ann = self.annotations.len() as i64 + 1;
+            for (obj, mask) in scene.objects.iter().zip(&scene.masks) {
                 let (mut x0, mut y0, mut x1, mut y1) = (size, size, 0, 0);
                 for (k, _) in mask.data.iter().enumerate().filter(|(_, v)| **v) {
                     let (y, x) = (k / size, k % size);
                     (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
                 }
                 self.annotations.push(serde_json::json!({
-                    "id": ann_id, "image_id": image_id, "category_id": obj.category.id(),
+                    "id": self.annotations.len() as i64 + 1, "image_id": image_id,
+                    "category_id": obj.category.id(),
                     "segmentation": [{"size": [size, size], "counts": encode_counts(&mask_to_counts(mask))}],
                     "bbox": [x0, y0, x1.saturating_sub(x0), y1.saturating_sub(y0)],
                     "area": mask.area(), "iscrowd": 0
                 }));
+            }
+            for (t, descs) in refs_here {
+                if written == wanted {
+                    break;
+                }
+                let ann_id = first_ann + t as i64;
+                let obj = &scene.objects[t];
                 let take = descs.len().min(wanted - written);
                 let mut sentences = Vec::new();
                 let mut sent_ids = Vec::new();
@@ -329,10 +352,17 @@ pub fn ensure_cached(cache: &Path, cfg: &SynthConfig) -> Result<(PathBuf, bool)>
     Ok((dir, true))
 }
 
-/// The cache directory of a SynthRS config (named after every field of the config).
+/// Version of what the generator writes; part of the cache directory name, so a cached set made
+/// by an older generator is never reused. Bump it whenever the output for a config changes.
+/// (2: every object of a scene is annotated, not only the referred ones, and every scene has at
+/// least `min_objects` objects.)
+pub const GENERATOR_VERSION: u32 = 2;
+
+/// The cache directory of a SynthRS config (named after the generator version and every field of
+/// the config).
 pub fn cached_dir(cache: &Path, cfg: &SynthConfig) -> PathBuf {
     let name = format!(
-        "synthrs-{}px-{}-{}-{}-seed{}-o{}to{}-t{}e{}-s{}",
+        "synthrs-v{GENERATOR_VERSION}-{}px-{}-{}-{}-seed{}-o{}to{}-t{}e{}-s{}",
         cfg.image_size,
         cfg.train,
         cfg.val,
