@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -27,34 +28,59 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plotting: {e:?}")
 }
 
+/// The series of the bar and line plots: name, column, whether it is the paper's number, colour.
+const SERIES: [(&str, Column, bool, RGBColor); 4] = [
+    ("mIoU (ours)", Column::Miou, false, RGBColor(31, 119, 180)),
+    ("oIoU (ours)", Column::Oiou, false, RGBColor(255, 127, 14)),
+    ("mIoU (paper)", Column::Miou, true, RGBColor(140, 190, 230)),
+    ("oIoU (paper)", Column::Oiou, true, RGBColor(255, 200, 140)),
+];
+
+/// The value a series shows for a row: the paper's number, or our test mean over seeds (`None`
+/// when the paper has no number or nothing ran).
+fn series_value(row: &Row<'_>, col: Column, paper: bool) -> Option<f64> {
+    if paper {
+        col.paper(&row.variant.paper)
+    } else {
+        let vals: Vec<f64> = row.results.iter().map(|r| col.of(&r.test)).collect();
+        (!vals.is_empty()).then(|| mean_std(&vals).0)
+    }
+}
+
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A line through `pts` with a dot at every point, and its legend entry.
+fn marked_line(
+    chart: &mut Chart<'_, '_>,
+    pts: Vec<(f64, f64)>,
+    label: &str,
+    color: RGBAColor,
+    dot: u32,
+) -> PlotResult<()> {
+    chart
+        .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+    chart
+        .draw_series(pts.into_iter().map(|p| Circle::new(p, dot, color.filled())))
+        .map_err(err)?;
+    Ok(())
+}
+
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> PlotResult<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
 /// Grouped bars: per variant, our mean and the paper's value for mIoU and oIoU.
 fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
-    let series: Vec<(String, Column, bool, RGBColor)> = vec![
-        (
-            "mIoU (ours)".into(),
-            Column::Miou,
-            false,
-            RGBColor(31, 119, 180),
-        ),
-        (
-            "oIoU (ours)".into(),
-            Column::Oiou,
-            false,
-            RGBColor(255, 127, 14),
-        ),
-        (
-            "mIoU (paper)".into(),
-            Column::Miou,
-            true,
-            RGBColor(140, 190, 230),
-        ),
-        (
-            "oIoU (paper)".into(),
-            Column::Oiou,
-            true,
-            RGBColor(255, 200, 140),
-        ),
-    ];
     let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let n = rows.len().max(1);
@@ -69,32 +95,27 @@ fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
+        // Ticks every half unit; only the group centres (i + 0.5) carry a label.
+        .x_labels(2 * n + 1)
         .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() > 1e-6 {
+                return String::new();
+            }
             labels
-                .get(i)
-                .map(|l| l.chars().take(22).collect())
+                .get(x.floor() as usize)
+                .map(|l| l.chars().take(30).collect())
                 .unwrap_or_default()
         })
         .y_desc("percent")
         .draw()
         .map_err(err)?;
-    let width = 0.8 / series.len() as f64;
-    for (k, (name, col, paper, color)) in series.iter().enumerate() {
+    let width = 0.8 / SERIES.len() as f64;
+    for (k, (name, col, paper, color)) in SERIES.into_iter().enumerate() {
         let rects: Vec<_> = rows
             .iter()
             .enumerate()
             .filter_map(|(i, row)| {
-                let v = if *paper {
-                    col.paper(&row.variant.paper)?
-                } else {
-                    let vals: Vec<f64> = row.results.iter().map(|r| col.of(&r.test)).collect();
-                    if vals.is_empty() {
-                        return None;
-                    }
-                    mean_std(&vals).0
-                };
+                let v = series_value(row, col, paper)?;
                 let x0 = i as f64 + 0.1 + k as f64 * width;
                 Some(Rectangle::new(
                     [(x0, 0.0), (x0 + width * 0.9, v)],
@@ -105,15 +126,10 @@ fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
         chart
             .draw_series(rects)
             .map_err(err)?
-            .label(name.clone())
+            .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)
 }
 
@@ -175,23 +191,9 @@ fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) ->
                 .iter()
                 .map(|p| (p.0, if pick == 1 { p.1 } else { p.2 }))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(err)?;
+            marked_line(&mut chart, pts, label, color, 3)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart)?;
     }
     root.present().map_err(err)
 }
@@ -216,41 +218,15 @@ fn line(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
         .y_desc("percent")
         .draw()
         .map_err(err)?;
-    let lines = [
-        ("mIoU (ours)", Column::Miou, false, RGBColor(31, 119, 180)),
-        ("oIoU (ours)", Column::Oiou, false, RGBColor(255, 127, 14)),
-        ("mIoU (paper)", Column::Miou, true, RGBColor(140, 190, 230)),
-        ("oIoU (paper)", Column::Oiou, true, RGBColor(255, 200, 140)),
-    ];
-    for (name, col, paper, color) in lines {
+    for (name, col, paper, color) in SERIES {
         let pts: Vec<(f64, f64)> = rows
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| {
-                let v = if paper {
-                    col.paper(&r.variant.paper)?
-                } else {
-                    let vals: Vec<f64> = r.results.iter().map(|x| col.of(&x.test)).collect();
-                    (!vals.is_empty()).then(|| mean_std(&vals).0)?
-                };
-                Some((i as f64, v))
-            })
+            .filter_map(|(i, r)| Some((i as f64, series_value(r, col, paper)?)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
-        chart
-            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-            .map_err(err)?;
+        marked_line(&mut chart, pts, name, color.to_rgba(), 4)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)
 }
 
