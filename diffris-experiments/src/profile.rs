@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use diffris_data::DatasetFormat;
 use diffris_data::synth::SynthConfig;
 use diffris_model::decoder::DecoderConfig;
 use diffris_model::diffris::DiffRisConfig;
@@ -19,7 +20,7 @@ use diffris_model::sd::SdConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Protocol;
-use crate::recipe::{DatasetName, RecipeSpec, TrainSpec};
+use crate::recipe::{RecipeSpec, TrainSpec, ron_error};
 
 /// The profile a run resolves with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -45,15 +46,7 @@ impl Setup {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        ron::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}:{}: {}",
-                path.display(),
-                e.span.start.line,
-                e.span.start.col,
-                e.code
-            )
-        })
+        ron::from_str(&text).map_err(|e| ron_error(path, e))
     }
 
     /// Adds `NAME=PATH` pairs from flags (they win over the file).
@@ -91,7 +84,7 @@ pub struct RunSpec {
     pub label: String,
     pub seed: u64,
     pub profile: ProfileName,
-    pub dataset: DatasetName,
+    pub dataset: DatasetFormat,
     pub data_root: PathBuf,
     /// How SynthRS was generated (tiny profile).
     pub synth: Option<SynthConfig>,
@@ -183,7 +176,7 @@ impl Resolver {
                 let root = diffris_data::synth::cached_dir(&self.cache, &synth);
                 shrink_for_tiny(&mut model, &mut train);
                 (
-                    DatasetName::Synthrs,
+                    DatasetFormat::Synthrs,
                     root,
                     Some(synth),
                     SdSource::Random {

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use diffris_data::DatasetFormat;
 use diffris_model::adapter::CpAdapterConfig;
 use diffris_model::decoder::DecoderConfig;
 use diffris_model::decoder::loss::LossConfig;
@@ -18,37 +19,6 @@ use crate::metrics::Protocol;
 
 /// The file format version this build reads.
 pub const ABLATION_VERSION: u32 = 1;
-
-/// Which dataset a recipe trains and evaluates on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DatasetName {
-    Rrsisd,
-    Refsegrs,
-    Risbench,
-    Synthrs,
-}
-
-impl DatasetName {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Rrsisd => "rrsisd",
-            Self::Refsegrs => "refsegrs",
-            Self::Risbench => "risbench",
-            Self::Synthrs => "synthrs",
-        }
-    }
-
-    pub fn format(self) -> diffris_data::DatasetFormat {
-        use diffris_data::DatasetFormat as F;
-        match self {
-            Self::Rrsisd => F::Rrsisd,
-            Self::Refsegrs => F::Refsegrs,
-            Self::Risbench => F::Risbench,
-            Self::Synthrs => F::Synthrs,
-        }
-    }
-}
 
 /// The model part of a recipe (the frozen SD architecture comes from the profile).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,7 +85,7 @@ pub enum SelectBy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecipeSpec {
-    pub dataset: DatasetName,
+    pub dataset: DatasetFormat,
     /// Split names used for training, model selection and the reported numbers.
     pub train_split: String,
     pub val_split: String,
@@ -130,7 +100,7 @@ pub struct RecipeSpec {
 impl Default for RecipeSpec {
     fn default() -> Self {
         Self {
-            dataset: DatasetName::Rrsisd,
+            dataset: DatasetFormat::Rrsisd,
             train_split: "train".into(),
             val_split: "val".into(),
             test_split: "test".into(),
@@ -172,7 +142,7 @@ pub struct Variant {
     #[serde(default)]
     pub sd_weights: Option<String>,
     #[serde(default)]
-    pub dataset: Option<DatasetName>,
+    pub dataset: Option<DatasetFormat>,
     /// The paper's numbers on the test split (the reported one).
     #[serde(default)]
     pub paper: PaperNumbers,
@@ -278,20 +248,23 @@ fn default_figure() -> Figure {
     Figure::Bars
 }
 
+/// A RON parse error as `file:line:column: message`.
+pub fn ron_error(path: &Path, e: ron::error::SpannedError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}:{}:{}: {}",
+        path.display(),
+        e.span.start.line,
+        e.span.start.col,
+        e.code
+    )
+}
+
 impl AblationFile {
     /// Parses an ablation file; errors carry `file:line:column`.
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
         let options = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
-        let file: Self = options.from_str(text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}:{}: {}",
-                path.display(),
-                e.span.start.line,
-                e.span.start.col,
-                e.code
-            )
-        })?;
+        let file: Self = options.from_str(text).map_err(|e| ron_error(path, e))?;
         if file.version != ABLATION_VERSION {
             anyhow::bail!(
                 "{}: version {} is not supported (this build reads version {ABLATION_VERSION})",

@@ -176,7 +176,6 @@ fn encoded_split<B: Backend>(
     }
     let mut samples = spec
         .dataset
-        .format()
         .read_split(&spec.data_root, split)
         .with_context(|| format!("reading the {split} split of {}", spec.data_root.display()))?;
     if let Some(n) = limit {
@@ -281,16 +280,8 @@ pub fn run_one<B: Backend>(
     // Frozen encoders and data.
     let sd_key = sd_path::<B>(spec, ws, device)?;
     if !shared.sd.contains_key(&sd_key) {
-        // The architecture is read from a diffusers folder's config.json; a single file uses the
-        // profile's (sd15).
-        let sd = StableDiffusion::<B>::load(&sd_key, Some(&spec.sd_arch), device)
-            .with_context(|| format!("loading Stable Diffusion from {}", sd_key.display()))?;
-        let tokenizer = if sd_key.join("tokenizer").join("vocab.json").is_file() {
-            ClipTokenizer::from_diffusers_dir(&sd_key)?
-        } else {
-            ClipTokenizer::embedded()?
-        };
-        shared.sd.insert(sd_key.clone(), (sd, tokenizer));
+        let frozen = crate::trained::load_frozen::<B>(&sd_key, &spec.sd_arch, device)?;
+        shared.sd.insert(sd_key.clone(), frozen);
     }
     if let Some(synth) = &spec.synth {
         let parent = spec.data_root.parent().unwrap_or(&ws.cache);

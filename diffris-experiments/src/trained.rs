@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_data::ClipTokenizer;
 use diffris_model::diffris::DiffRis;
-use diffris_model::sd::StableDiffusion;
+use diffris_model::sd::{SdConfig, StableDiffusion};
 
 use crate::profile::{RunSpec, SdSource};
 use crate::training::Trainee;
@@ -29,15 +29,7 @@ pub fn load_run<B: Backend>(
     let config = dir.join("config.ron");
     let text = std::fs::read_to_string(&config)
         .with_context(|| format!("reading {}", config.display()))?;
-    let spec: RunSpec = ron::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{}:{}:{}: {}",
-            config.display(),
-            e.span.start.line,
-            e.span.start.col,
-            e.code
-        )
-    })?;
+    let spec: RunSpec = ron::from_str(&text).map_err(|e| crate::recipe::ron_error(&config, e))?;
     let sd_path = match &spec.sd_source {
         SdSource::Path(p) => p.clone(),
         SdSource::Random { .. } => crate::run::random_sd_dir(&spec, cache),
@@ -49,13 +41,7 @@ pub fn load_run<B: Backend>(
         config.display(),
         sd_path.display()
     );
-    let sd = StableDiffusion::<B>::load(&sd_path, Some(&spec.sd_arch), device)
-        .with_context(|| format!("loading Stable Diffusion from {}", sd_path.display()))?;
-    let tokenizer = if sd_path.join("tokenizer").join("vocab.json").is_file() {
-        ClipTokenizer::from_diffusers_dir(&sd_path)?
-    } else {
-        ClipTokenizer::embedded()?
-    };
+    let (sd, tokenizer) = load_frozen::<B>(&sd_path, &spec.sd_arch, device)?;
     let mut trainee = Trainee {
         model: spec.model.init(sd, device),
     };
@@ -81,4 +67,22 @@ pub fn load_run<B: Backend>(
         model: trainee.model,
         tokenizer,
     })
+}
+
+/// The frozen SD stack at `path` and its tokenizer: a diffusers folder's own `tokenizer/` when
+/// it has one, else the embedded CLIP vocabulary. A diffusers folder's architecture comes from
+/// its `config.json` files; a single file uses `arch`.
+pub fn load_frozen<B: Backend>(
+    path: &Path,
+    arch: &SdConfig,
+    device: &B::Device,
+) -> anyhow::Result<(StableDiffusion<B>, ClipTokenizer)> {
+    let sd = StableDiffusion::<B>::load(path, Some(arch), device)
+        .with_context(|| format!("loading Stable Diffusion from {}", path.display()))?;
+    let tokenizer = if path.join("tokenizer").join("vocab.json").is_file() {
+        ClipTokenizer::from_diffusers_dir(path)?
+    } else {
+        ClipTokenizer::embedded()?
+    };
+    Ok((sd, tokenizer))
 }

@@ -53,7 +53,7 @@ pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B,
 pub fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
     let device = x.device();
-    let (mean, var) = if B::ad_enabled(&device) {
+    let (centred, var) = if B::ad_enabled(&device) {
         let per_channel_mean = |t: Tensor<B, 4>| -> Tensor<B, 1> {
             t.reshape([b, c, h * w])
                 .mean_dim(2)
@@ -61,26 +61,25 @@ pub fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B,
                 .reshape([c])
         };
         let mean = per_channel_mean(x.clone());
-        let centred = x.clone() - per_sample_channel(mean.clone(), b);
-        let var = per_channel_mean(centred.square());
+        let centred = x - per_sample_channel(mean.clone(), b);
+        let var = per_channel_mean(centred.clone().square());
         let m = norm.momentum;
         let running_mean = norm.running_mean.value_sync().to_device(&device);
         let running_var = norm.running_var.value_sync().to_device(&device);
-        norm.running_mean.update(
-            (running_mean.mul_scalar(1.0 - m) + mean.clone().detach().mul_scalar(m)).detach(),
-        );
+        norm.running_mean
+            .update((running_mean.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach());
         norm.running_var.update(
             (running_var.mul_scalar(1.0 - m) + var.clone().detach().mul_scalar(m)).detach(),
         );
-        (mean, var)
+        (centred, var)
     } else {
+        let mean = norm.running_mean.value().to_device(&device);
         (
-            norm.running_mean.value().to_device(&device),
+            x - per_sample_channel(mean, b),
             norm.running_var.value().to_device(&device),
         )
     };
-    let normed = (x - per_sample_channel(mean, b))
-        / per_sample_channel(var.add_scalar(norm.epsilon).sqrt(), b);
+    let normed = centred / per_sample_channel(var.add_scalar(norm.epsilon).sqrt(), b);
     affine(normed, norm.gamma.val(), norm.beta.val())
 }
 

@@ -293,12 +293,7 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
             available: splits.into_iter().collect::<Vec<_>>().join(", "),
         });
     }
-    let text = std::fs::read_to_string(&layout.instances)
-        .map_err(|e| DataError::io(&layout.instances, e))?;
-    let inst: Instances = serde_json::from_str(&text).map_err(|e| DataError::Json {
-        path: layout.instances.clone(),
-        message: e.to_string(),
-    })?;
+    let inst = read_instances(&layout.instances)?;
     let images: HashMap<i64, &ImageRecord> = inst.images.iter().map(|i| (i.id, i)).collect();
     let anns: HashMap<i64, &AnnotationRecord> =
         inst.annotations.iter().map(|a| (a.id, a)).collect();
@@ -363,16 +358,20 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
     Ok(samples)
 }
 
+/// Reads and parses `instances.json`.
+fn read_instances(path: &Path) -> Result<Instances> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| DataError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 /// Every annotation of every image (referred to or not), undecoded, keyed by image path: what
 /// a "random object of the scene" baseline draws from.
 pub fn image_annotations(root: &Path) -> Result<HashMap<PathBuf, Vec<MaskSource>>> {
     let layout = RrsisDLayout::new(root);
-    let text = std::fs::read_to_string(&layout.instances)
-        .map_err(|e| DataError::io(&layout.instances, e))?;
-    let inst: Instances = serde_json::from_str(&text).map_err(|e| DataError::Json {
-        path: layout.instances.clone(),
-        message: e.to_string(),
-    })?;
+    let inst = read_instances(&layout.instances)?;
     let images: HashMap<i64, &ImageRecord> = inst.images.iter().map(|i| (i.id, i)).collect();
     let mut out: HashMap<PathBuf, Vec<MaskSource>> = HashMap::new();
     for ann in &inst.annotations {

@@ -60,7 +60,7 @@ impl BackendJob for Eval {
         let spec = &run.spec;
         let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());
         let protocol = a.protocol.unwrap_or(spec.protocol);
-        let samples = spec.dataset.format().read_split(&spec.data_root, &split)?;
+        let samples = spec.dataset.read_split(&spec.data_root, &split)?;
         let sd = diffris_model::sd::StableDiffusion {
             text_encoder: run.model.text_encoder.clone(),
             vae: run.model.vae.clone(),
