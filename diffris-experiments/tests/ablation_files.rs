@@ -9,7 +9,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use diffris_experiments::profile::{ProfileName, Resolver, Setup};
 use diffris_experiments::recipe::AblationFile;
-use diffris_model::sd::SdConfig;
 
 fn ablation_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ablations");
@@ -98,7 +97,7 @@ fn every_variant_of_every_file_resolves_builds_and_runs() {
             assert_eq!(p.model.adapter.enabled, spec.model.adapter.enabled);
 
             Flex::seed(&device, 1);
-            let sd = SdConfig::tiny().init::<Flex>(&device);
+            let sd = spec.sd_arch.init::<Flex>(&device);
             let model = spec.model.init(sd, &device);
             let (h, w) = spec.model.image_size;
             let image =
