@@ -44,6 +44,9 @@ pub enum Command {
     /// Inspect a dataset or write SynthRS.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
+    /// Train and evaluate one run spec read from stdin (used by `ablation --jobs N`).
+    #[command(hide = true)]
+    RunSpec(commands::run_spec::RunSpecArgs),
 }
 
 impl Cli {
@@ -68,5 +71,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => commands::score::run(args),
         Command::Tables(args) => commands::tables::run(args),
         Command::Data(cmd) => commands::data::run(cmd),
+        Command::RunSpec(args) => commands::run_spec::run(device, args),
     }
 }

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod encoded;
 pub mod evaluate;
 pub mod metrics;
+pub mod parallel;
 pub mod plots;
 pub mod profile;
 pub mod recipe;

@@ -228,6 +228,31 @@ pub fn finished(dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<RunResult>>
     ))
 }
 
+/// Makes sure what a run reads exists: its random SD weights and its SynthRS set are written to
+/// the cache when missing. Runs started in parallel processes call it first, in the parent.
+/// Returns the SD weights path.
+pub fn prepare_inputs<B: Backend>(
+    spec: &RunSpec,
+    ws: &Workspace,
+    device: &B::Device,
+) -> anyhow::Result<PathBuf> {
+    let sd = sd_path::<B>(spec, ws, device)?;
+    if let Some(synth) = &spec.synth {
+        let parent = spec.data_root.parent().unwrap_or(&ws.cache);
+        let (root, created) = diffris_data::synth::ensure_cached(parent, synth)?;
+        anyhow::ensure!(
+            root == spec.data_root,
+            "SynthRS cache path mismatch: {}",
+            root.display()
+        );
+        if created {
+            ws.progress
+                .println(format!("generated SynthRS into {}", root.display()))?;
+        }
+    }
+    Ok(sd)
+}
+
 /// Runs (or reuses) one run.
 pub fn run_one<B: Backend>(
     spec: &RunSpec,
@@ -278,23 +303,10 @@ pub fn run_one<B: Backend>(
     )?;
 
     // Frozen encoders and data.
-    let sd_key = sd_path::<B>(spec, ws, device)?;
+    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
     if !shared.sd.contains_key(&sd_key) {
         let frozen = crate::trained::load_frozen::<B>(&sd_key, &spec.sd_arch, device)?;
         shared.sd.insert(sd_key.clone(), frozen);
-    }
-    if let Some(synth) = &spec.synth {
-        let parent = spec.data_root.parent().unwrap_or(&ws.cache);
-        let (root, created) = diffris_data::synth::ensure_cached(parent, synth)?;
-        anyhow::ensure!(
-            root == spec.data_root,
-            "SynthRS cache path mismatch: {}",
-            root.display()
-        );
-        if created {
-            ws.progress
-                .println(format!("generated SynthRS into {}", root.display()))?;
-        }
     }
     let train_data = encoded_split(spec, &spec.train_split, &sd_key, shared, ws, device)?;
     let val_data = encoded_split(spec, &spec.val_split, &sd_key, shared, ws, device)?;

@@ -1,7 +1,9 @@
 //! End to end through the binary on the tiny profile: a minimal two-variant ablation writes its
 //! run records, tables (Markdown, CSV, LaTeX) and plots with the numbers the runs computed;
 //! `tables` regenerates them; an interrupted run resumed with `--resume` ends with exactly the
-//! metrics of an uninterrupted one.
+//! metrics of an uninterrupted one. The two variants train in two processes at once
+//! (`--jobs 2`), the resumed run in the command's own process, so the comparison also checks that
+//! a run computes the same in either.
 
 use std::path::Path;
 use std::process::Command;
@@ -66,11 +68,12 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     let dir = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mini.ron"), ABLATION).unwrap();
-    let mut args = vec!["ablation", "mini"];
+    let mut args = vec!["ablation", "mini", "--jobs", "2"];
     let q = quick(cache.path());
     args.extend(q.iter().map(String::as_str));
     let printed = diffris(&args, dir.path());
     assert!(printed.contains("running the tiny profile"), "{printed}");
+    assert!(printed.contains("2 runs at once"), "{printed}");
 
     // Every run recorded its config and environment, and its metrics per epoch.
     for variant in ["off", "full"] {
@@ -88,6 +91,11 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().count(), 3, "header + 2 epochs:\n{csv}");
         assert!(run.join("model.safetensors").is_file());
+        let log = std::fs::read_to_string(run.with_extension("log")).unwrap();
+        assert!(
+            log.contains(&format!("mini/{variant} seed 0: best epoch")),
+            "{log}"
+        );
     }
 
     // The tables carry the numbers the runs computed, beside the paper's.
@@ -144,7 +152,8 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     let r = result(resumed.path(), "full");
     assert_eq!(
         r.test, full.test,
-        "resumed run differs from the uninterrupted one"
+        "resumed run (in-process) differs from the uninterrupted one (own process)"
     );
+    assert_eq!(r.val, full.val);
     assert_eq!(r.best_epoch, full.best_epoch);
 }

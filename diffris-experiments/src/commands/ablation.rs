@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use indicatif::MultiProgress;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::parallel::{default_jobs, say};
 use crate::profile::{ProfileName, Resolver, RunSpec, Setup};
 use crate::recipe::{AblationFile, locate};
 use crate::run::{Shared, Workspace, run_one, spec_ron};
@@ -61,6 +62,10 @@ pub struct RunArgs {
     /// Validate and test on the first N samples only.
     #[arg(long)]
     pub limit_eval: Option<usize>,
+    /// Runs trained at once, each in its own process (default: one per core for the tiny
+    /// profile on the CPU backend, otherwise 1).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// Stop every run after this many epochs, leaving it resumable (for testing resume).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -227,19 +232,45 @@ impl BackendJob for Ablation {
             target.spec
         );
         let started = std::time::Instant::now();
-        let mut shared = Shared::<B>::default();
-        for spec in &specs {
-            let result =
-                run_one::<B>(spec, &ws, &mut shared, &device, &target).with_context(|| {
-                    format!("run {}/{} seed {}", spec.ablation, spec.variant, spec.seed)
-                })?;
-            match result {
-                Some(r) => progress.println(format!(
-                    "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s)",
-                    r.variant, r.seed, r.best_epoch, r.test.miou, r.test.oiou, r.train_seconds
-                ))?,
-                None => {
-                    progress.println(format!("{:>24}  stopped early (resumable)", spec.variant))?
+        let jobs = a
+            .run
+            .jobs
+            .unwrap_or_else(|| default_jobs(&target.spec, resolver.profile))
+            .clamp(1, specs.len().max(1));
+        if jobs > 1 {
+            say(
+                &progress,
+                format!(
+                    "training up to {jobs} runs at once, one process each (logs: {}/runs/{}/VARIANT/seed-N.log)",
+                    ws.results.display(),
+                    file.name
+                ),
+            );
+            crate::parallel::run_all::<B>(&specs, jobs, &ws, &target, &device)?;
+        } else {
+            let mut shared = Shared::<B>::default();
+            for spec in &specs {
+                let result =
+                    run_one::<B>(spec, &ws, &mut shared, &device, &target).with_context(|| {
+                        format!("run {}/{} seed {}", spec.ablation, spec.variant, spec.seed)
+                    })?;
+                match result {
+                    Some(r) => say(
+                        &progress,
+                        format!(
+                            "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s)",
+                            r.variant,
+                            r.seed,
+                            r.best_epoch,
+                            r.test.miou,
+                            r.test.oiou,
+                            r.train_seconds
+                        ),
+                    ),
+                    None => say(
+                        &progress,
+                        format!("{:>24}  stopped early (resumable)", spec.variant),
+                    ),
                 }
             }
         }

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod features;
 pub mod info;
 pub mod init_sd;
+pub mod run_spec;
 pub mod score;
 pub mod segment;
 pub mod tables;

@@ -1,0 +1,75 @@
+//! `diffris run-spec` (hidden): trains and evaluates one resolved run spec read from stdin. The
+//! `ablation` command starts one such process per run when it runs several at once
+//! ([`crate::parallel`]); each process owns its backend RNG, so a run computes the same thing
+//! whether it ran alone, in sequence or beside others.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use indicatif::{MultiProgress, ProgressDrawTarget};
+
+use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::profile::RunSpec;
+use crate::run::{Shared, Workspace, run_one};
+
+/// Arguments of `diffris run-spec`; the run spec (RON, as in a run's `config.ron`) comes on
+/// stdin.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunSpecArgs {
+    #[arg(long)]
+    pub results: PathBuf,
+    #[arg(long)]
+    pub cache: PathBuf,
+    #[arg(long)]
+    pub threads: usize,
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub restart: bool,
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+}
+
+struct RunSpecJob(RunSpecArgs, RunSpec);
+
+impl BackendJob for RunSpecJob {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+        let (a, spec) = (self.0, self.1);
+        let ws = Workspace {
+            results: a.results,
+            cache: a.cache,
+            threads: a.threads.max(1),
+            resume: a.resume,
+            restart: a.restart,
+            stop_after: a.stop_after,
+            progress: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+        };
+        let mut shared = Shared::<B>::default();
+        match run_one::<B>(&spec, &ws, &mut shared, &device, &target)? {
+            Some(r) => println!(
+                "{}/{} seed {}: best epoch {}, test mIoU {:.2}, oIoU {:.2}",
+                r.ablation, r.variant, r.seed, r.best_epoch, r.test.miou, r.test.oiou
+            ),
+            None => println!(
+                "{}/{} stopped early (resumable)",
+                spec.ablation, spec.variant
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Runs the command.
+pub fn run(device: DeviceSpec, args: RunSpecArgs) -> anyhow::Result<()> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the run spec from stdin")?;
+    let spec: RunSpec = ron::from_str(&text)
+        .map_err(|e| crate::recipe::ron_error(std::path::Path::new("<stdin>"), e))?;
+    dispatch(device, RunSpecJob(args, spec))?
+}

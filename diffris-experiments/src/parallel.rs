@@ -1,0 +1,214 @@
+//! Several runs at once, one process each (`ablation --jobs N`).
+//!
+//! The CPU backend keeps about one core busy on the tiny profile's small tensors, and its RNG
+//! (dropout, Gumbel noise) is one per process, so runs sharing a process could not stay
+//! reproducible. Each run therefore gets its own `diffris run-spec` process, fed its resolved
+//! spec on stdin, writing its log to `runs/ABLATION/VARIANT/seed-N.log`. A run computes exactly
+//! what it computes alone.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::backend::{DeviceSpec, RunTarget};
+use crate::profile::{ProfileName, RunSpec};
+use crate::run::{RunResult, Workspace, finished, prepare_inputs, run_dir, spec_ron};
+
+/// How many runs to train at once when the user does not say: one per core for the tiny profile
+/// on the CPU backend (its runs are small and mostly single-threaded), one otherwise (a GPU or a
+/// full-size model is already used whole by one run).
+pub fn default_jobs(device: &DeviceSpec, profile: ProfileName) -> usize {
+    if *device == DeviceSpec::Flex && profile == ProfileName::Tiny {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
+}
+
+/// Prints a line above the progress bars, or on stdout when they are hidden (not a terminal).
+pub fn say(progress: &MultiProgress, line: String) {
+    if progress.is_hidden() {
+        println!("{line}");
+    } else {
+        let _ = progress.println(line);
+    }
+}
+
+/// The log file of a run's process.
+pub fn log_path(results: &Path, spec: &RunSpec) -> PathBuf {
+    run_dir(results, &spec.ablation, &spec.variant, spec.seed).with_extension("log")
+}
+
+struct Running {
+    index: usize,
+    child: Child,
+    bar: ProgressBar,
+    started: Instant,
+}
+
+/// Runs `specs` with at most `jobs` processes at a time and returns each run's result in
+/// order (`None` for a run stopped early by `--stop-after`). Finished runs are reused. When a
+/// run fails, the others are stopped and the error quotes the end of its log.
+pub fn run_all<B: Backend>(
+    specs: &[RunSpec],
+    jobs: usize,
+    ws: &Workspace,
+    target: &RunTarget,
+    device: &B::Device,
+) -> anyhow::Result<Vec<Option<RunResult>>> {
+    let mut results: Vec<Option<RunResult>> = vec![None; specs.len()];
+    let mut pending = VecDeque::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let dir = run_dir(&ws.results, &spec.ablation, &spec.variant, spec.seed);
+        match finished(&dir, spec)? {
+            Some(done) if !ws.restart => results[i] = Some(done),
+            _ => {
+                // Weights and data are written here, once, before any process reads them.
+                prepare_inputs::<B>(spec, ws, device)?;
+                pending.push_back(i);
+            }
+        }
+    }
+    let exe = std::env::current_exe().context("locating the diffris executable")?;
+    let threads = (ws.threads / jobs.max(1)).max(1);
+    let style = ProgressStyle::with_template("{prefix:>24} {spinner} {msg} ({elapsed})")
+        .expect("valid template");
+    let mut running: Vec<Running> = Vec::new();
+    while !pending.is_empty() || !running.is_empty() {
+        while running.len() < jobs.max(1)
+            && let Some(i) = pending.pop_front()
+        {
+            let spec = &specs[i];
+            let child = spawn(&exe, spec, ws, target, threads)?;
+            let bar = ws.progress.add(ProgressBar::new_spinner());
+            bar.set_style(style.clone());
+            bar.set_prefix(format!(
+                "{}/{} seed {}",
+                spec.ablation, spec.variant, spec.seed
+            ));
+            bar.set_message(format!("training in process {}", child.id()));
+            bar.enable_steady_tick(Duration::from_millis(250));
+            running.push(Running {
+                index: i,
+                child,
+                bar,
+                started: Instant::now(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut k = 0;
+        while k < running.len() {
+            let Some(status) = running[k].child.try_wait()? else {
+                k += 1;
+                continue;
+            };
+            let job = running.swap_remove(k);
+            job.bar.finish_and_clear();
+            let spec = &specs[job.index];
+            let log = log_path(&ws.results, spec);
+            if !status.success() {
+                for mut other in running.drain(..) {
+                    let _ = other.child.kill();
+                    let _ = other.child.wait();
+                    other.bar.finish_and_clear();
+                }
+                anyhow::bail!(
+                    "run {}/{} seed {} failed ({status}); the end of {}:\n{}",
+                    spec.ablation,
+                    spec.variant,
+                    spec.seed,
+                    log.display(),
+                    tail(&log, 20)
+                );
+            }
+            let dir = run_dir(&ws.results, &spec.ablation, &spec.variant, spec.seed);
+            results[job.index] = finished(&dir, spec)?;
+            match &results[job.index] {
+                Some(r) => say(
+                    &ws.progress,
+                    format!(
+                        "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s)",
+                        r.variant,
+                        r.seed,
+                        r.best_epoch,
+                        r.test.miou,
+                        r.test.oiou,
+                        job.started.elapsed().as_secs_f64()
+                    ),
+                ),
+                None if ws.stop_after.is_some() => say(
+                    &ws.progress,
+                    format!("{:>24}  stopped early (resumable)", spec.variant),
+                ),
+                None => anyhow::bail!(
+                    "run {}/{} seed {} exited without a result; see {}",
+                    spec.ablation,
+                    spec.variant,
+                    spec.seed,
+                    log.display()
+                ),
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// Starts `diffris run-spec` for one spec, its spec on stdin and its output in its log.
+fn spawn(
+    exe: &Path,
+    spec: &RunSpec,
+    ws: &Workspace,
+    target: &RunTarget,
+    threads: usize,
+) -> anyhow::Result<Child> {
+    let log = log_path(&ws.results, spec);
+    if let Some(parent) = log.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--device")
+        .arg(target.spec.to_string())
+        .arg("run-spec")
+        .arg("--results")
+        .arg(&ws.results)
+        .arg("--cache")
+        .arg(&ws.cache)
+        .arg("--threads")
+        .arg(threads.to_string());
+    if ws.resume {
+        cmd.arg("--resume");
+    }
+    if ws.restart {
+        cmd.arg("--restart");
+    }
+    if let Some(s) = ws.stop_after {
+        cmd.arg("--stop-after").arg(s.to_string());
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(spec_ron(spec)?.as_bytes())
+        .context("sending the run spec to its process")?;
+    drop(stdin);
+    Ok(child)
+}
+
+/// The last `n` lines of a text file (empty when it cannot be read).
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
