@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
@@ -40,6 +40,18 @@ pub fn say(progress: &MultiProgress, line: String) {
     }
 }
 
+/// The one-line summary of a finished run (`None`: stopped early by `--stop-after`).
+pub fn report_run(progress: &MultiProgress, variant: &str, r: Option<&RunResult>) {
+    let line = match r {
+        Some(r) => format!(
+            "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s training)",
+            r.variant, r.seed, r.best_epoch, r.test.miou, r.test.oiou, r.train_seconds
+        ),
+        None => format!("{variant:>24}  stopped early (resumable)"),
+    };
+    say(progress, line);
+}
+
 /// The log file of a run's process.
 pub fn log_path(results: &Path, spec: &RunSpec) -> PathBuf {
     run_dir(results, &spec.ablation, &spec.variant, spec.seed).with_extension("log")
@@ -49,7 +61,6 @@ struct Running {
     index: usize,
     child: Child,
     bar: ProgressBar,
-    started: Instant,
 }
 
 /// Runs `specs` with at most `jobs` processes at a time and returns each run's result in
@@ -98,7 +109,6 @@ pub fn run_all<B: Backend>(
                 index: i,
                 child,
                 bar,
-                started: Instant::now(),
             });
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -129,31 +139,16 @@ pub fn run_all<B: Backend>(
             }
             let dir = run_dir(&ws.results, &spec.ablation, &spec.variant, spec.seed);
             results[job.index] = finished(&dir, spec)?;
-            match &results[job.index] {
-                Some(r) => say(
-                    &ws.progress,
-                    format!(
-                        "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s)",
-                        r.variant,
-                        r.seed,
-                        r.best_epoch,
-                        r.test.miou,
-                        r.test.oiou,
-                        job.started.elapsed().as_secs_f64()
-                    ),
-                ),
-                None if ws.stop_after.is_some() => say(
-                    &ws.progress,
-                    format!("{:>24}  stopped early (resumable)", spec.variant),
-                ),
-                None => anyhow::bail!(
+            if results[job.index].is_none() && ws.stop_after.is_none() {
+                anyhow::bail!(
                     "run {}/{} seed {} exited without a result; see {}",
                     spec.ablation,
                     spec.variant,
                     spec.seed,
                     log.display()
-                ),
+                );
             }
+            report_run(&ws.progress, &spec.variant, results[job.index].as_ref());
         }
     }
     Ok(results)

@@ -263,7 +263,7 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) {
             c.ffn_dim = 128;
         }
     }
-    train.epochs = 2;
+    train.epochs = 3;
     train.batch_size = 8;
     train.lr = 1e-3;
 }

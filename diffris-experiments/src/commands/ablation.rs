@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use indicatif::MultiProgress;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::parallel::{default_jobs, say};
+use crate::parallel::{default_jobs, report_run, say};
 use crate::profile::{ProfileName, Resolver, RunSpec, Setup};
 use crate::recipe::{AblationFile, locate};
 use crate::run::{Shared, Workspace, run_one, spec_ron};
@@ -254,24 +254,7 @@ impl BackendJob for Ablation {
                     run_one::<B>(spec, &ws, &mut shared, &device, &target).with_context(|| {
                         format!("run {}/{} seed {}", spec.ablation, spec.variant, spec.seed)
                     })?;
-                match result {
-                    Some(r) => say(
-                        &progress,
-                        format!(
-                            "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s)",
-                            r.variant,
-                            r.seed,
-                            r.best_epoch,
-                            r.test.miou,
-                            r.test.oiou,
-                            r.train_seconds
-                        ),
-                    ),
-                    None => say(
-                        &progress,
-                        format!("{:>24}  stopped early (resumable)", spec.variant),
-                    ),
-                }
+                report_run(&progress, &spec.variant, result.as_ref());
             }
         }
         if ws.stop_after.is_some() {
