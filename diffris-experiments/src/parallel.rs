@@ -78,7 +78,10 @@ pub fn run_all<B: Backend>(
     for (i, spec) in specs.iter().enumerate() {
         let dir = run_dir(&ws.results, &spec.ablation, &spec.variant, spec.seed);
         match finished(&dir, spec)? {
-            Some(done) if !ws.restart => results[i] = Some(done),
+            Some(done) if !ws.restart => {
+                report_run(&ws.progress, &spec.variant, Some(&done));
+                results[i] = Some(done);
+            }
             _ => {
                 // Weights and data are written here, once, before any process reads them.
                 prepare_inputs::<B>(spec, ws, device)?;
