@@ -246,8 +246,10 @@ pub fn prepare_inputs<B: Backend>(
             root.display()
         );
         if created {
-            ws.progress
-                .println(format!("generated SynthRS into {}", root.display()))?;
+            crate::parallel::say(
+                &ws.progress,
+                format!("generated SynthRS into {}", root.display()),
+            );
         }
     }
     Ok(sd)
@@ -305,7 +307,7 @@ pub fn run_one<B: Backend>(
     // Frozen encoders and data.
     let sd_key = prepare_inputs::<B>(spec, ws, device)?;
     if !shared.sd.contains_key(&sd_key) {
-        let frozen = crate::trained::load_frozen::<B>(&sd_key, &spec.sd_arch, device)?;
+        let frozen = crate::trained::load_frozen::<B>(&sd_key, Some(&spec.sd_arch), device)?;
         shared.sd.insert(sd_key.clone(), frozen);
     }
     let train_data = encoded_split(spec, &spec.train_split, &sd_key, shared, ws, device)?;

@@ -41,7 +41,7 @@ pub fn load_run<B: Backend>(
         config.display(),
         sd_path.display()
     );
-    let (sd, tokenizer) = load_frozen::<B>(&sd_path, &spec.sd_arch, device)?;
+    let (sd, tokenizer) = load_frozen::<B>(&sd_path, Some(&spec.sd_arch), device)?;
     let mut trainee = Trainee {
         model: spec.model.init(sd, device),
     };
@@ -71,13 +71,13 @@ pub fn load_run<B: Backend>(
 
 /// The frozen SD stack at `path` and its tokenizer: a diffusers folder's own `tokenizer/` when
 /// it has one, else the embedded CLIP vocabulary. A diffusers folder's architecture comes from
-/// its `config.json` files; a single file uses `arch`.
+/// its `config.json` files; a single file uses `arch` (required then).
 pub fn load_frozen<B: Backend>(
     path: &Path,
-    arch: &SdConfig,
+    arch: Option<&SdConfig>,
     device: &B::Device,
 ) -> anyhow::Result<(StableDiffusion<B>, ClipTokenizer)> {
-    let sd = StableDiffusion::<B>::load(path, Some(arch), device)
+    let sd = StableDiffusion::<B>::load(path, arch, device)
         .with_context(|| format!("loading Stable Diffusion from {}", path.display()))?;
     let tokenizer = if path.join("tokenizer").join("vocab.json").is_file() {
         ClipTokenizer::from_diffusers_dir(path)?

@@ -64,14 +64,7 @@ pub fn load_sd<B: Backend>(
         ),
         None => None,
     };
-    let sd = StableDiffusion::load(path, arch.as_ref(), device)
-        .with_context(|| format!("loading Stable Diffusion from {}", path.display()))?;
-    let tokenizer = if path.join("tokenizer").join("vocab.json").is_file() {
-        ClipTokenizer::from_diffusers_dir(path)?
-    } else {
-        ClipTokenizer::embedded()?
-    };
-    Ok((sd, tokenizer))
+    crate::trained::load_frozen::<B>(path, arch.as_ref(), device)
 }
 
 /// Token ids must exist in the text encoder's embedding table.
