@@ -7,6 +7,7 @@ pub mod build_info;
 pub mod cli;
 pub mod commands;
 pub mod encoded;
+pub mod encoded_cache;
 pub mod evaluate;
 pub mod metrics;
 pub mod parallel;

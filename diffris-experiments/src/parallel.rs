@@ -18,14 +18,22 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::backend::{DeviceSpec, RunTarget};
 use crate::profile::{ProfileName, RunSpec};
-use crate::run::{RunResult, Workspace, finished, prepare_inputs, run_dir, spec_ron};
+use crate::run::{
+    RunResult, Shared, Workspace, finished, prepare_encoded, prepare_inputs, run_dir, spec_ron,
+};
 
-/// How many runs to train at once when the user does not say: one per core for the tiny profile
-/// on the CPU backend (its runs are small and mostly single-threaded), one otherwise (a GPU or a
-/// full-size model is already used whole by one run).
+/// How many runs to train at once when the user does not say: two per core for the tiny profile
+/// on the CPU backend, one otherwise (a GPU or a full-size model is already used whole by one
+/// run).
+///
+/// A tiny-profile run keeps about one core busy, so one per core would do, but runs differ in
+/// length (Table 4's row without the adapter needs no backward pass through the UNet) and one
+/// per core leaves a core idle once the short run is done. The OS shares cores fairly between
+/// more processes: four runs on 2 cores took 2.1x as long per batch as one alone (measured),
+/// so the ablation takes about its total CPU time over the cores.
 pub fn default_jobs(device: &DeviceSpec, profile: ProfileName) -> usize {
     if *device == DeviceSpec::Flex && profile == ProfileName::Tiny {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        2 * std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         1
     }
@@ -75,6 +83,7 @@ pub fn run_all<B: Backend>(
 ) -> anyhow::Result<Vec<Option<RunResult>>> {
     let mut results: Vec<Option<RunResult>> = vec![None; specs.len()];
     let mut pending = VecDeque::new();
+    let mut shared = Shared::<B>::default();
     for (i, spec) in specs.iter().enumerate() {
         let dir = run_dir(&ws.results, &spec.ablation, &spec.variant, spec.seed);
         match finished(&dir, spec)? {
@@ -83,12 +92,15 @@ pub fn run_all<B: Backend>(
                 results[i] = Some(done);
             }
             _ => {
-                // Weights and data are written here, once, before any process reads them.
+                // Weights, data and (where the cache owns them) encoded splits are written
+                // here, once, before any process reads them.
                 prepare_inputs::<B>(spec, ws, device)?;
+                prepare_encoded::<B>(spec, &mut shared, ws, device)?;
                 pending.push_back(i);
             }
         }
     }
+    drop(shared); // the runs read the encoded splits from the cache
     let exe = std::env::current_exe().context("locating the diffris executable")?;
     let threads = (ws.threads / jobs.max(1)).max(1);
     let style = ProgressStyle::with_template("{prefix:>24} {spinner} {msg} ({elapsed})")

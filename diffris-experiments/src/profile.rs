@@ -107,7 +107,8 @@ pub struct RunSpec {
 }
 
 /// The SynthRS set of the tiny profile: 64x64 tiles with three or four relatively large objects
-/// (at 64 px the frozen features are 8x8, so objects must span several latent cells).
+/// (the finest frozen features are 16x16 at 64 px, see [`tiny_arch`]; an object spans several
+/// of their cells).
 pub fn tiny_synth() -> SynthConfig {
     SynthConfig {
         image_size: 64,
@@ -216,40 +217,54 @@ impl Resolver {
 /// The tiny profile's stand-in for an SD version: a seed derived from its name, so `sd11` ..
 /// `sd15` are four different random weight sets (the tables say so).
 pub fn tiny_weight_seed(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    fnv1a(name.bytes())
+}
+
+/// The 64-bit FNV-1a hash (stable across platforms and releases, unlike `std`'s hasher): names
+/// cache entries after the configuration that produced them.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })
 }
 
 /// The SD architecture of the tiny profile: the `tiny` preset with 32 latent channels instead
-/// of SD-1.x's 4.
+/// of SD-1.x's 4, and a VAE of three blocks instead of four (it downsamples by 4, not 8).
 ///
-/// A trained VAE packs an 8x8 RGB patch into 4 numbers that keep what matters; a random one keeps
-/// 4 arbitrary projections and loses most of it. Measured on SynthRS (64 px, ridge probes on 300
-/// images, object-vs-ground IoU on 100 others): the 4-channel random latent supports 7.8 IoU
-/// (3x3 neighbourhood + quadratic terms), a 16-channel one 27.1, while the same probe on the RGB
-/// image pooled to 8x8 reaches 36.3. Trained on the 4-channel latent, the full model's test mIoU
-/// was 19.0; with 16 channels 23.4; with 32 channels (as wide as the VAE's last block) 26.1, its
-/// object identification (the object its mask overlaps most is the referred one) going from 62%
-/// to 76% (2,000 samples x 3 epochs each). Only the convolutions at the latent (VAE `conv_out`
-/// and `quant_conv`, UNet `conv_in` and `conv_out`) change size.
+/// Both changes keep the frozen features informative enough to segment from at 64 px with
+/// random weights (measured on SynthRS; full model, one seed):
+/// - Channels. A trained VAE packs a patch into 4 numbers that keep what matters; a random one
+///   keeps 4 arbitrary projections and loses most of it. Ridge probes (300 images, object-vs-
+///   ground IoU on 100 others) reach 7.8 IoU on the 4-channel random latent, 27.1 on a
+///   16-channel one. Trained on 4 / 16 / 32 channels (2,000 samples x 3 epochs, 8x8 latents),
+///   the test mIoU was 19.0 / 23.4 / 26.1.
+/// - Resolution. With 8x8 latents a mask is drawn from an 8x8 grid: even the ground truth
+///   average-pooled to 8x8 and upsampled back reaches only 60% IoU on SynthRS test objects (92%
+///   at 16x16), and the trained model's masks stayed coarse blobs (36% IoU on the objects it
+///   identified). Trained 3,000 samples x 2 epochs on 16x16 latents, the full model's test mIoU
+///   is 37.3 (8x8, 3 epochs: 28.3; the random-object baseline scores 30.4), at 2.6x the cost
+///   per batch.
+///
+/// The UNet is unchanged but for the convolutions at the latent (`conv_in`, `conv_out`).
 pub fn tiny_arch() -> SdConfig {
     let mut sd = SdConfig::tiny();
+    sd.vae.block_out_channels = vec![16, 32, 32];
     sd.vae.latent_channels = 32;
     sd.unet.in_channels = 32;
     sd.unet.out_channels = 32;
     sd
 }
 
-/// Latent scale of the tiny profile's random VAE (see [`shrink_for_tiny`]).
-pub const TINY_LATENT_SCALE: f64 = 4.6;
+/// Latent scale of the tiny profile's random VAE (see [`shrink_for_tiny`]); a test re-measures
+/// it.
+pub const TINY_LATENT_SCALE: f64 = 5.06;
 
 /// Sizes of the tiny profile: 64x64 inputs, narrow decoders, a short schedule.
 fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) {
     model.image_size = (64, 64);
     // SD-1.x's latent scale 0.18215 is 1 / std of its VAE's posterior means, so the UNet sees
-    // unit-variance latents. The tiny profile's random VAE gives means of std 0.219 on SynthRS
-    // (60 training images), so the same rule gives 4.6.
+    // unit-variance latents. The tiny profile's random VAE gives means of std 0.198 on SynthRS
+    // (40 training images), so the same rule gives 5.06.
     model.latent_scale = TINY_LATENT_SCALE;
     model.adapter.heads = 4;
     model.adapter.ffn_dim = 128;
@@ -263,7 +278,7 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) {
             c.ffn_dim = 128;
         }
     }
-    train.epochs = 3;
+    train.epochs = 2;
     train.batch_size = 8;
     train.lr = 1e-3;
 }

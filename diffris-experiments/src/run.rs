@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::RunTarget;
 use crate::build_info::{BURN_VERSION, CRATE_VERSION, GIT_REVISION};
 use crate::encoded::EncodedSplit;
+use crate::encoded_cache;
 use crate::evaluate::{Baselines, baselines, predict, score};
 use crate::metrics::Metrics;
 use crate::profile::{RunSpec, SdSource};
@@ -85,6 +86,22 @@ pub struct Shared<B: Backend> {
     encoded: HashMap<String, Arc<EncodedSplit>>,
 }
 
+impl<B: Backend> Shared<B> {
+    /// The frozen SD and tokenizer at `sd_key`, loaded on first use.
+    fn frozen(
+        &mut self,
+        spec: &RunSpec,
+        sd_key: &Path,
+        device: &B::Device,
+    ) -> anyhow::Result<&(StableDiffusion<B>, ClipTokenizer)> {
+        if !self.sd.contains_key(sd_key) {
+            let frozen = crate::trained::load_frozen::<B>(sd_key, Some(&spec.sd_arch), device)?;
+            self.sd.insert(sd_key.to_path_buf(), frozen);
+        }
+        Ok(&self.sd[sd_key])
+    }
+}
+
 impl<B: Backend> Default for Shared<B> {
     fn default() -> Self {
         Self {
@@ -141,9 +158,7 @@ pub fn random_sd_dir(spec: &RunSpec, cache: &Path) -> PathBuf {
         SdSource::Path(_) => 0,
     };
     let arch = ron::to_string(&spec.sd_arch).unwrap_or_default();
-    let hash = arch.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = crate::profile::fnv1a(arch.bytes());
     cache
         .join("sd-random")
         .join(format!("arch{:08x}-seed{seed}", hash as u32))
@@ -181,7 +196,18 @@ fn encoded_split<B: Backend>(
     if let Some(n) = limit {
         samples.truncate(n);
     }
-    let (sd, tokenizer) = &shared.sd[sd_key];
+    // Random weights and SynthRS are named after their configurations, so their encodings can
+    // be kept on disk and shared by the runs' processes; a user's files could change under the
+    // same path, so theirs are encoded in every process.
+    let disk = cache_owned(spec).then(|| encoded_cache::path(&ws.cache, &key));
+    if let Some(path) = &disk
+        && let Some(enc) = encoded_cache::load(path, &key, samples.clone(), spec.model.image_size)?
+    {
+        let enc = Arc::new(enc);
+        shared.encoded.insert(key, enc.clone());
+        return Ok(enc);
+    }
+    let (sd, tokenizer) = shared.frozen(spec, sd_key, device)?;
     let bar = ws.bar(format!("encoding {split}"));
     let enc = EncodedSplit::encode(
         samples,
@@ -195,9 +221,58 @@ fn encoded_split<B: Backend>(
         &bar,
     )?;
     bar.finish_and_clear();
+    if let Some(path) = &disk {
+        encoded_cache::save(&enc, &key, path)?;
+        crate::parallel::say(
+            &ws.progress,
+            format!(
+                "encoded the {split} split ({} samples) into {}",
+                enc.len(),
+                path.display()
+            ),
+        );
+    }
     let enc = Arc::new(enc);
     shared.encoded.insert(key, enc.clone());
     Ok(enc)
+}
+
+/// Whether every input of `spec` lives in the cache under a name derived from its
+/// configuration (the tiny profile's random weights and SynthRS).
+fn cache_owned(spec: &RunSpec) -> bool {
+    matches!(spec.sd_source, SdSource::Random { .. }) && spec.synth.is_some()
+}
+
+/// The three encoded splits of a run (train, val, test), loading the frozen SD on first need.
+/// Returns the SD weights path too.
+#[allow(clippy::type_complexity)]
+fn encoded_splits<B: Backend>(
+    spec: &RunSpec,
+    shared: &mut Shared<B>,
+    ws: &Workspace,
+    device: &B::Device,
+) -> anyhow::Result<(PathBuf, [Arc<EncodedSplit>; 3])> {
+    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
+    let mut splits = vec![];
+    for split in [&spec.train_split, &spec.val_split, &spec.test_split] {
+        splits.push(encoded_split(spec, split, &sd_key, shared, ws, device)?);
+    }
+    let splits: [Arc<EncodedSplit>; 3] = splits.try_into().expect("three splits");
+    Ok((sd_key, splits))
+}
+
+/// Before runs start in their own processes: encodes their splits once, into the cache, when
+/// their inputs are cache-owned (otherwise each process encodes its own).
+pub fn prepare_encoded<B: Backend>(
+    spec: &RunSpec,
+    shared: &mut Shared<B>,
+    ws: &Workspace,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    if cache_owned(spec) {
+        encoded_splits(spec, shared, ws, device)?;
+    }
+    Ok(())
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
@@ -305,20 +380,17 @@ pub fn run_one<B: Backend>(
     )?;
 
     // Frozen encoders and data.
-    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
-    if !shared.sd.contains_key(&sd_key) {
-        let frozen = crate::trained::load_frozen::<B>(&sd_key, Some(&spec.sd_arch), device)?;
-        shared.sd.insert(sd_key.clone(), frozen);
-    }
-    let train_data = encoded_split(spec, &spec.train_split, &sd_key, shared, ws, device)?;
-    let val_data = encoded_split(spec, &spec.val_split, &sd_key, shared, ws, device)?;
+    let (sd_key, [train_data, val_data, test_data]) = encoded_splits(spec, shared, ws, device)?;
     let val_eval = val_data.clone();
-    let test_data = encoded_split(spec, &spec.test_split, &sd_key, shared, ws, device)?;
 
     // The model: trainable parts seeded by the run's seed, frozen parts from the checkpoint.
     type AB<B> = Autodiff<B>;
     AB::<B>::seed(device, spec.seed);
-    let sd_train: StableDiffusion<AB<B>> = shared.sd[&sd_key].0.clone().train::<AB<B>>();
+    let sd_train: StableDiffusion<AB<B>> = shared
+        .frozen(spec, &sd_key, device)?
+        .0
+        .clone()
+        .train::<AB<B>>();
     let model = Trainee {
         model: spec.model.init(sd_train, device),
     };

@@ -29,6 +29,13 @@ impl TensorFile {
             .push((name.to_string(), Dtype::F32, shape, bytes));
     }
 
+    /// Adds floats of the given shape (stored as F32).
+    pub fn floats(&mut self, name: &str, shape: Vec<usize>, values: &[f32]) {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.entries
+            .push((name.to_string(), Dtype::F32, shape, bytes));
+    }
+
     /// Adds integers (stored as I64).
     pub fn ints(&mut self, name: &str, shape: Vec<usize>, values: &[i64]) {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();

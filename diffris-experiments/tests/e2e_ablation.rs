@@ -2,8 +2,8 @@
 //! run records, tables (Markdown, CSV, LaTeX) and plots with the numbers the runs computed;
 //! `tables` regenerates them; an interrupted run resumed with `--resume` ends with exactly the
 //! metrics of an uninterrupted one. The two variants train in two processes at once
-//! (`--jobs 2`), the resumed run in the command's own process, so the comparison also checks that
-//! a run computes the same in either.
+//! (`--jobs 2`) on splits their parent encoded into the cache, the resumed run in the command's
+//! own process, so the comparison also checks that a run computes the same in either.
 
 use std::path::Path;
 use std::process::Command;
@@ -74,6 +74,17 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     let printed = diffris(&args, dir.path());
     assert!(printed.contains("running the tiny profile"), "{printed}");
     assert!(printed.contains("2 runs at once"), "{printed}");
+    // The parent encoded each split once, into the cache, for both runs' processes to read.
+    assert!(
+        printed.contains("encoded the train split (12 samples)"),
+        "{printed}"
+    );
+    let encoded: Vec<_> = std::fs::read_dir(cache.path().join("encoded"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    assert_eq!(encoded.len(), 3, "train, val and test, once each");
 
     // Every run recorded its config and environment, and its metrics per epoch.
     for variant in ["off", "full"] {

@@ -62,7 +62,7 @@ pub struct RunArgs {
     /// Validate and test on the first N samples only.
     #[arg(long)]
     pub limit_eval: Option<usize>,
-    /// Runs trained at once, each in its own process (default: one per core for the tiny
+    /// Runs trained at once, each in its own process (default: two per core for the tiny
     /// profile on the CPU backend, otherwise 1).
     #[arg(long)]
     pub jobs: Option<usize>,
