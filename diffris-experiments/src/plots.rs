@@ -184,7 +184,21 @@ fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) ->
             .y_label_area_size(45)
             .build_cartesian_2d(1f64..max_epoch.max(2.0), 0f64..top)
             .map_err(err)?;
-        chart.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+        // Whole epochs only (at most 11 labels; a 2-epoch run otherwise gets 1.0, 1.1, ...).
+        let span = max_epoch.max(2.0) as usize;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_labels(span.min(10) + 1)
+            .x_label_formatter(&|x| {
+                if x.fract() == 0.0 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
+            .draw()
+            .map_err(err)?;
         for (i, (label, points)) in data.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let pts: Vec<(f64, f64)> = points
