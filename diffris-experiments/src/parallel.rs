@@ -19,7 +19,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::backend::{DeviceSpec, RunTarget};
 use crate::profile::{ProfileName, RunSpec};
 use crate::run::{
-    RunResult, Shared, Workspace, finished, prepare_encoded, prepare_inputs, run_dir, spec_ron,
+    RunResult, Shared, Workspace, finished, prepare_for_processes, run_dir, spec_ron,
 };
 
 /// How many runs to train at once when the user does not say: two per core for the tiny profile
@@ -94,8 +94,7 @@ pub fn run_all<B: Backend>(
             _ => {
                 // Weights, data and (where the cache owns them) encoded splits are written
                 // here, once, before any process reads them.
-                prepare_inputs::<B>(spec, ws, device)?;
-                prepare_encoded::<B>(spec, &mut shared, ws, device)?;
+                prepare_for_processes::<B>(spec, &mut shared, ws, device)?;
                 pending.push_back(i);
             }
         }

@@ -243,34 +243,34 @@ fn cache_owned(spec: &RunSpec) -> bool {
     matches!(spec.sd_source, SdSource::Random { .. }) && spec.synth.is_some()
 }
 
-/// The three encoded splits of a run (train, val, test), loading the frozen SD on first need.
-/// Returns the SD weights path too.
-#[allow(clippy::type_complexity)]
+/// The three encoded splits of a run (train, val, test) with the SD weights at `sd_key`,
+/// loading the frozen SD on first need.
 fn encoded_splits<B: Backend>(
     spec: &RunSpec,
+    sd_key: &Path,
     shared: &mut Shared<B>,
     ws: &Workspace,
     device: &B::Device,
-) -> anyhow::Result<(PathBuf, [Arc<EncodedSplit>; 3])> {
-    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
+) -> anyhow::Result<[Arc<EncodedSplit>; 3]> {
     let mut splits = vec![];
     for split in [&spec.train_split, &spec.val_split, &spec.test_split] {
-        splits.push(encoded_split(spec, split, &sd_key, shared, ws, device)?);
+        splits.push(encoded_split(spec, split, sd_key, shared, ws, device)?);
     }
-    let splits: [Arc<EncodedSplit>; 3] = splits.try_into().expect("three splits");
-    Ok((sd_key, splits))
+    Ok(splits.try_into().expect("three splits"))
 }
 
-/// Before runs start in their own processes: encodes their splits once, into the cache, when
-/// their inputs are cache-owned (otherwise each process encodes its own).
-pub fn prepare_encoded<B: Backend>(
+/// Before runs start in their own processes: writes what they read that is still missing (see
+/// [`prepare_inputs`]) and, when their inputs are cache-owned, encodes their splits once into
+/// the cache (otherwise each process encodes its own).
+pub fn prepare_for_processes<B: Backend>(
     spec: &RunSpec,
     shared: &mut Shared<B>,
     ws: &Workspace,
     device: &B::Device,
 ) -> anyhow::Result<()> {
+    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
     if cache_owned(spec) {
-        encoded_splits(spec, shared, ws, device)?;
+        encoded_splits(spec, &sd_key, shared, ws, device)?;
     }
     Ok(())
 }
@@ -304,7 +304,8 @@ pub fn finished(dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<RunResult>>
 }
 
 /// Makes sure what a run reads exists: its random SD weights and its SynthRS set are written to
-/// the cache when missing. Runs started in parallel processes call it first, in the parent.
+/// the cache when missing (for runs in their own processes, first in the parent, through
+/// [`prepare_for_processes`]).
 /// Returns the SD weights path.
 pub fn prepare_inputs<B: Backend>(
     spec: &RunSpec,
@@ -380,7 +381,8 @@ pub fn run_one<B: Backend>(
     )?;
 
     // Frozen encoders and data.
-    let (sd_key, [train_data, val_data, test_data]) = encoded_splits(spec, shared, ws, device)?;
+    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
+    let [train_data, val_data, test_data] = encoded_splits(spec, &sd_key, shared, ws, device)?;
     let val_eval = val_data.clone();
 
     // The model: trainable parts seeded by the run's seed, frozen parts from the checkpoint.
