@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use diffris_data::batch::{epoch_order, prepare_all};
 use diffris_data::{ClipTokenizer, Sample};
-use diffris_model::sd::StableDiffusion;
+use diffris_model::sd::{ClipTextModel, StableDiffusion, VaeEncoder};
 use indicatif::ProgressBar;
 
 /// Cached encoder outputs and network-size masks of one split.
@@ -38,8 +38,10 @@ impl EncodedSplit {
         self.eos.is_empty()
     }
 
-    /// Decodes, tokenises and encodes every sample (decoding on `threads` worker threads,
-    /// encoding in batches of `batch` on `device`).
+    /// Decodes, tokenises and encodes every sample, in batches of `batch` on `device`, split
+    /// into `threads` contiguous parts encoded at once (each part on its own thread with its
+    /// own handle on the frozen weights). A sample's numbers do not depend on the thread count:
+    /// the batches are the same either way.
     #[allow(clippy::too_many_arguments)]
     pub fn encode<B: Backend>(
         samples: Vec<Sample>,
@@ -52,8 +54,37 @@ impl EncodedSplit {
         threads: usize,
         bar: &ProgressBar,
     ) -> anyhow::Result<Self> {
-        let (h, w) = image_size;
-        let vocab = sd.text_encoder.config().vocab_size;
+        let indices: Vec<usize> = (0..samples.len()).collect();
+        let chunks: Vec<&[usize]> = indices.chunks(batch.max(1)).collect();
+        bar.set_length(samples.len() as u64);
+        let workers = threads.clamp(1, chunks.len().max(1));
+        let per_worker = chunks.len().div_ceil(workers).max(1);
+        let job = Encoder {
+            samples: &samples,
+            tokenizer,
+            image_size,
+            latent_scale,
+            device,
+            bar,
+        };
+        let parts: Vec<anyhow::Result<Part>> = if workers == 1 {
+            vec![job.run(&chunks, &sd.vae, &sd.text_encoder)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunks
+                    .chunks(per_worker)
+                    .map(|mine| {
+                        let (vae, clip) = (sd.vae.clone(), sd.text_encoder.clone());
+                        let job = &job;
+                        scope.spawn(move || job.run(mine, &vae, &clip))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("an encoding thread panicked"))
+                    .collect()
+            })
+        };
         let mut out = EncodedSplit {
             samples: vec![],
             image_size,
@@ -64,37 +95,17 @@ impl EncodedSplit {
             eos: vec![],
             masks: vec![],
         };
-        let indices: Vec<usize> = (0..samples.len()).collect();
-        bar.set_length(samples.len() as u64);
-        for chunk in indices.chunks(batch.max(1)) {
-            let items = prepare_all(&samples, chunk, tokenizer, (h, w), threads)?;
-            let n = items.len();
-            let pixels: Vec<f32> = items.iter().flat_map(|i| i.image.iter().copied()).collect();
-            let ids: Vec<i64> = items
-                .iter()
-                .flat_map(|i| i.ids.iter().map(|&x| x as i64))
-                .collect();
-            if let Some(&m) = ids.iter().max() {
-                anyhow::ensure!(
-                    (m as usize) < vocab,
-                    "token id {m} is outside the text encoder's {vocab} embeddings"
-                );
+        for part in parts {
+            let part = part?;
+            if part.eos.is_empty() {
+                continue;
             }
-            let image = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, h, w]), device);
-            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, 77]), device);
-            let latent = sd.vae.forward(image).mul_scalar(latent_scale);
-            let text = sd.text_encoder.forward(ids);
-            let [_, c, lh, lw] = latent.dims();
-            let [_, t, d] = text.dims();
-            out.latent_dims = [c, lh, lw];
-            out.text_dims = [t, d];
-            out.latents.extend(latent.into_data().iter::<f32>());
-            out.text.extend(text.into_data().iter::<f32>());
-            for item in items {
-                out.eos.push(item.eos_index as i64);
-                out.masks.extend(item.mask);
-            }
-            bar.inc(n as u64);
+            out.latent_dims = part.latent_dims;
+            out.text_dims = part.text_dims;
+            out.latents.extend(part.latents);
+            out.text.extend(part.text);
+            out.eos.extend(part.eos);
+            out.masks.extend(part.masks);
         }
         out.samples = samples;
         Ok(out)
@@ -273,5 +284,72 @@ impl<B: Backend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
             calls: Arc::new(AtomicUsize::new(0)),
             device: self.device.clone(),
         })
+    }
+}
+
+/// What one encoding thread shares with the others.
+struct Encoder<'a, B: Backend> {
+    samples: &'a [Sample],
+    tokenizer: &'a ClipTokenizer,
+    image_size: (usize, usize),
+    latent_scale: f64,
+    device: &'a B::Device,
+    bar: &'a ProgressBar,
+}
+
+/// The encodings of a contiguous run of batches.
+#[derive(Default)]
+struct Part {
+    latent_dims: [usize; 3],
+    text_dims: [usize; 2],
+    latents: Vec<f32>,
+    text: Vec<f32>,
+    eos: Vec<i64>,
+    masks: Vec<f32>,
+}
+
+impl<B: Backend> Encoder<'_, B> {
+    /// Encodes the batches `chunks` (sample indices) in order.
+    fn run(
+        &self,
+        chunks: &[&[usize]],
+        vae: &VaeEncoder<B>,
+        clip: &ClipTextModel<B>,
+    ) -> anyhow::Result<Part> {
+        let (h, w) = self.image_size;
+        let vocab = clip.config().vocab_size;
+        let mut out = Part::default();
+        for chunk in chunks {
+            let items = prepare_all(self.samples, chunk, self.tokenizer, (h, w), 1)?;
+            let n = items.len();
+            let pixels: Vec<f32> = items.iter().flat_map(|i| i.image.iter().copied()).collect();
+            let ids: Vec<i64> = items
+                .iter()
+                .flat_map(|i| i.ids.iter().map(|&x| x as i64))
+                .collect();
+            if let Some(&m) = ids.iter().max() {
+                anyhow::ensure!(
+                    (m as usize) < vocab,
+                    "token id {m} is outside the text encoder's {vocab} embeddings"
+                );
+            }
+            let image =
+                Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, h, w]), self.device);
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, 77]), self.device);
+            let latent = vae.forward(image).mul_scalar(self.latent_scale);
+            let text = clip.forward(ids);
+            let [_, c, lh, lw] = latent.dims();
+            let [_, t, d] = text.dims();
+            out.latent_dims = [c, lh, lw];
+            out.text_dims = [t, d];
+            out.latents.extend(latent.into_data().iter::<f32>());
+            out.text.extend(text.into_data().iter::<f32>());
+            for item in items {
+                out.eos.push(item.eos_index as i64);
+                out.masks.extend(item.mask);
+            }
+            self.bar.inc(n as u64);
+        }
+        Ok(out)
     }
 }

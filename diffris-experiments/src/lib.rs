@@ -6,6 +6,7 @@ pub mod backend;
 pub mod build_info;
 pub mod cli;
 pub mod commands;
+pub mod curves;
 pub mod encoded;
 pub mod encoded_cache;
 pub mod evaluate;

@@ -1,5 +1,6 @@
 //! Plots of an ablation (plotters, PNG): a bar chart of every variant (ours beside the paper's),
-//! validation curves per epoch, and for SD-version ablations a Fig. 8-style line plot.
+//! training curves (validation mIoU per epoch, training loss per iteration), and for SD-version
+//! ablations a Fig. 8-style line plot.
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -133,65 +134,69 @@ fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
     root.present().map_err(err)
 }
 
-/// `(epoch, val_miou, train_loss)` points of a run.
-type Curve = Vec<(f64, f64, f64)>;
-
-/// Reads `metrics.csv` of a run.
-fn curve(dir: &Path) -> Curve {
-    let Ok(text) = std::fs::read_to_string(dir.join("metrics.csv")) else {
-        return vec![];
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<f64> = l.split(',').filter_map(|x| x.parse().ok()).collect();
-            (f.len() == 6).then(|| (f[0], f[4], f[1]))
-        })
-        .collect()
-}
-
-/// Validation mIoU and training loss per epoch, one line per variant (its first seed).
+/// Validation mIoU per epoch and the smoothed training loss per iteration, one line per variant
+/// (its first seed), against epochs elapsed.
 fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) -> PlotResult<()> {
-    let data: Vec<(String, Curve)> = rows
+    let runs: Vec<(String, PathBuf)> = rows
         .iter()
         .filter_map(|r| {
             let seed = r.results.first()?.seed;
-            Some((
-                r.variant.label.clone(),
-                curve(&run_dir(results, &file.name, &r.variant.name, seed)),
-            ))
+            let dir = run_dir(results, &file.name, &r.variant.name, seed);
+            Some((r.variant.label.clone(), dir))
         })
         .collect();
-    let max_epoch = data
+    let window = runs
         .iter()
-        .flat_map(|d| d.1.iter().map(|p| p.0))
-        .fold(1.0, f64::max);
-    let max_loss = data
+        .map(|(_, dir)| crate::curves::default_window(dir))
+        .max()
+        .unwrap_or(1);
+    let val: Vec<Vec<(f64, f64)>> = runs
         .iter()
-        .flat_map(|d| d.1.iter().map(|p| p.2))
+        .map(|(_, dir)| crate::curves::validation_miou(dir))
+        .collect();
+    let loss: Vec<Vec<(f64, f64)>> = runs
+        .iter()
+        .map(|(_, dir)| crate::curves::training_loss(dir, window, 400))
+        .collect();
+    let max_epoch = val
+        .iter()
+        .chain(&loss)
+        .flat_map(|c| c.iter().map(|p| p.0))
+        .fold(1.0, f64::max)
+        .ceil();
+    let max_loss = loss
+        .iter()
+        .flat_map(|c| c.iter().map(|p| p.1))
         .fold(1e-6, f64::max);
     let root = BitMapBackend::new(path, (1000, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (left, right) = root.split_horizontally(500);
-    for (area, title, pick, top) in [
-        (&left, "validation mIoU", 1usize, 100.0),
-        (&right, "training loss", 2usize, max_loss * 1.05),
+    let loss_title = format!("training loss (mean of {window} iterations)");
+    for (area, title, series, top) in [
+        (&left, "validation mIoU", &val, 100.0),
+        (&right, loss_title.as_str(), &loss, max_loss * 1.05),
     ] {
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(45)
-            .build_cartesian_2d(1f64..max_epoch.max(2.0), 0f64..top)
+            .build_cartesian_2d(0f64..max_epoch, 0f64..top)
             .map_err(err)?;
-        // Whole epochs only (at most 11 labels; a 2-epoch run otherwise gets 1.0, 1.1, ...).
-        let span = max_epoch.max(2.0) as usize;
+        // Whole epochs when there are several (at most 11 labels), tenths of one otherwise.
+        let whole = max_epoch >= 2.0;
         chart
             .configure_mesh()
-            .x_desc("epoch")
-            .x_labels(span.min(10) + 1)
+            .x_desc("epochs")
+            .x_labels(if whole {
+                (max_epoch as usize).min(10) + 1
+            } else {
+                11
+            })
             .x_label_formatter(&|x| {
-                if x.fract() == 0.0 {
+                if !whole {
+                    format!("{x:.1}")
+                } else if x.fract() == 0.0 {
                     format!("{x:.0}")
                 } else {
                     String::new()
@@ -199,13 +204,11 @@ fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) ->
             })
             .draw()
             .map_err(err)?;
-        for (i, (label, points)) in data.iter().enumerate() {
+        for (i, ((label, _), pts)) in runs.iter().zip(series.iter()).enumerate() {
             let color = Palette99::pick(i).to_rgba();
-            let pts: Vec<(f64, f64)> = points
-                .iter()
-                .map(|p| (p.0, if pick == 1 { p.1 } else { p.2 }))
-                .collect();
-            marked_line(&mut chart, pts, label, color, 3)?;
+            // Dots on per-epoch points; a loss traced per iteration is a plain line.
+            let dot = if pts.len() <= 50 { 3 } else { 0 };
+            marked_line(&mut chart, pts.clone(), label, color, dot)?;
         }
         legend(&mut chart)?;
     }
