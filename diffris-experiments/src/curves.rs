@@ -4,75 +4,82 @@
 
 use std::path::Path;
 
-/// `(epoch, validation mIoU)` at the end of every finished epoch.
-pub fn validation_miou(run: &Path) -> Vec<(f64, f64)> {
-    metrics_rows(run).iter().map(|f| (f[0], f[4])).collect()
+/// What a run directory holds for its curves, each file read once.
+pub struct Curves {
+    /// Rows of `metrics.csv` with all six columns
+    /// (`epoch, train_loss, train_miou, val_loss, val_miou, val_oiou`).
+    epochs: Vec<Vec<f64>>,
+    /// The logged loss of every iteration, per epoch, from epoch 1 up to the first missing log.
+    iterations: Vec<Vec<f64>>,
 }
 
-/// The training loss against epochs elapsed (iteration `i` of `n` in epoch `e` sits at
-/// `e - 1 + (i + 1) / n`), as a trailing moving mean over `window` iterations, at most
-/// `max_points` points. Without iteration logs, each epoch's mean loss at its end.
-pub fn training_loss(run: &Path, window: usize, max_points: usize) -> Vec<(f64, f64)> {
-    let per_epoch = iteration_losses(run);
-    if per_epoch.is_empty() {
-        return metrics_rows(run).iter().map(|f| (f[0], f[1])).collect();
+impl Curves {
+    /// Reads `metrics.csv` and the iteration logs of `run` (missing files read as empty).
+    pub fn read(run: &Path) -> Self {
+        let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap_or_default();
+        let epochs = text
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split(',')
+                    .filter_map(|x| x.parse().ok())
+                    .collect::<Vec<f64>>()
+            })
+            .filter(|f| f.len() == 6)
+            .collect();
+        let iterations = (1..)
+            .map_while(|e| {
+                let log = run.join(format!("train/epoch-{e}/Loss.log"));
+                let text = std::fs::read_to_string(log).ok()?;
+                Some(
+                    text.lines()
+                        .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+                        .collect::<Vec<f64>>(),
+                )
+            })
+            .collect();
+        Self { epochs, iterations }
     }
-    let total: usize = per_epoch.iter().map(Vec::len).sum();
-    let window = window.max(1);
-    let step = total.div_ceil(max_points.max(1)).max(1);
-    let mut out = Vec::new();
-    let (mut sum, mut recent) = (0.0, std::collections::VecDeque::new());
-    let mut k = 0;
-    for (e, losses) in per_epoch.iter().enumerate() {
-        let n = losses.len() as f64;
-        for (i, &v) in losses.iter().enumerate() {
-            sum += v;
-            recent.push_back(v);
-            if recent.len() > window {
-                sum -= recent.pop_front().expect("non-empty");
-            }
-            k += 1;
-            if k % step == 0 || k == total {
-                out.push((e as f64 + (i + 1) as f64 / n, sum / recent.len() as f64));
+
+    /// `(epoch, validation mIoU)` at the end of every finished epoch.
+    pub fn validation_miou(&self) -> Vec<(f64, f64)> {
+        self.epochs.iter().map(|f| (f[0], f[4])).collect()
+    }
+
+    /// The smoothing window for the loss: a 40th of the iterations, at least one.
+    pub fn default_window(&self) -> usize {
+        (self.iterations.iter().map(Vec::len).sum::<usize>() / 40).max(1)
+    }
+
+    /// The training loss against epochs elapsed (iteration `i` of `n` in epoch `e` sits at
+    /// `e - 1 + (i + 1) / n`), as a trailing moving mean over `window` iterations, at most
+    /// `max_points` points. Without iteration logs, each epoch's mean loss at its end.
+    pub fn training_loss(&self, window: usize, max_points: usize) -> Vec<(f64, f64)> {
+        if self.iterations.is_empty() {
+            return self.epochs.iter().map(|f| (f[0], f[1])).collect();
+        }
+        let total: usize = self.iterations.iter().map(Vec::len).sum();
+        let window = window.max(1);
+        let step = total.div_ceil(max_points.max(1)).max(1);
+        let mut out = Vec::new();
+        let (mut sum, mut recent) = (0.0, std::collections::VecDeque::new());
+        let mut k = 0;
+        for (e, losses) in self.iterations.iter().enumerate() {
+            let n = losses.len() as f64;
+            for (i, &v) in losses.iter().enumerate() {
+                sum += v;
+                recent.push_back(v);
+                if recent.len() > window {
+                    sum -= recent.pop_front().expect("non-empty");
+                }
+                k += 1;
+                if k % step == 0 || k == total {
+                    out.push((e as f64 + (i + 1) as f64 / n, sum / recent.len() as f64));
+                }
             }
         }
+        out
     }
-    out
-}
-
-/// The smoothing window for a run's loss: a 40th of its iterations, at least one.
-pub fn default_window(run: &Path) -> usize {
-    (iteration_losses(run).iter().map(Vec::len).sum::<usize>() / 40).max(1)
-}
-
-/// Rows of `metrics.csv` with all six columns
-/// (`epoch, train_loss, train_miou, val_loss, val_miou, val_oiou`).
-fn metrics_rows(run: &Path) -> Vec<Vec<f64>> {
-    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .map(|l| {
-            l.split(',')
-                .filter_map(|x| x.parse().ok())
-                .collect::<Vec<f64>>()
-        })
-        .filter(|f| f.len() == 6)
-        .collect()
-}
-
-/// The logged loss of every iteration, per epoch, from epoch 1 up to the first missing log.
-fn iteration_losses(run: &Path) -> Vec<Vec<f64>> {
-    (1..)
-        .map_while(|e| {
-            let text =
-                std::fs::read_to_string(run.join(format!("train/epoch-{e}/Loss.log"))).ok()?;
-            Some(
-                text.lines()
-                    .filter_map(|l| l.split(',').next()?.trim().parse().ok())
-                    .collect::<Vec<f64>>(),
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -99,7 +106,10 @@ mod tests {
     #[test]
     fn validation_points_sit_at_the_end_of_each_epoch() {
         let dir = run_dir();
-        assert_eq!(validation_miou(dir.path()), vec![(1.0, 20.5), (2.0, 40.25)]);
+        assert_eq!(
+            Curves::read(dir.path()).validation_miou(),
+            vec![(1.0, 20.5), (2.0, 40.25)]
+        );
     }
 
     #[test]
@@ -108,7 +118,7 @@ mod tests {
         // Epoch 1 has 4 iterations (x = 0.25 .. 1.0), epoch 2 has 2 (x = 1.5, 2.0); window 2:
         // 4, (4+2)/2, (2+3)/2, (3+1)/2, (1+2)/2, (2+0)/2.
         assert_eq!(
-            training_loss(dir.path(), 2, 100),
+            Curves::read(dir.path()).training_loss(2, 100),
             vec![
                 (0.25, 4.0),
                 (0.5, 3.0),
@@ -120,11 +130,11 @@ mod tests {
         );
         // At most 3 points: every second one (the last always kept).
         assert_eq!(
-            training_loss(dir.path(), 1, 3),
+            Curves::read(dir.path()).training_loss(1, 3),
             vec![(0.5, 2.0), (1.0, 1.0), (2.0, 0.0)]
         );
         assert_eq!(
-            default_window(dir.path()),
+            Curves::read(dir.path()).default_window(),
             1,
             "6 iterations / 40, at least one"
         );
@@ -135,7 +145,7 @@ mod tests {
         let dir = run_dir();
         std::fs::remove_dir_all(dir.path().join("train")).unwrap();
         assert_eq!(
-            training_loss(dir.path(), 3, 100),
+            Curves::read(dir.path()).training_loss(3, 100),
             vec![(1.0, 2.5), (2.0, 1.5)]
         );
     }

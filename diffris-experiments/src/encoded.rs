@@ -97,9 +97,6 @@ impl EncodedSplit {
         };
         for part in parts {
             let part = part?;
-            if part.eos.is_empty() {
-                continue;
-            }
             out.latent_dims = part.latent_dims;
             out.text_dims = part.text_dims;
             out.latents.extend(part.latents);

@@ -9,6 +9,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::curves::Curves;
 use crate::recipe::{AblationFile, Column, Figure};
 use crate::run::run_dir;
 use crate::tables::{Row, mean_std};
@@ -137,26 +138,23 @@ fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
 /// Validation mIoU per epoch and the smoothed training loss per iteration, one line per variant
 /// (its first seed), against epochs elapsed.
 fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) -> PlotResult<()> {
-    let runs: Vec<(String, PathBuf)> = rows
+    let runs: Vec<(String, Curves)> = rows
         .iter()
         .filter_map(|r| {
             let seed = r.results.first()?.seed;
             let dir = run_dir(results, &file.name, &r.variant.name, seed);
-            Some((r.variant.label.clone(), dir))
+            Some((r.variant.label.clone(), Curves::read(&dir)))
         })
         .collect();
     let window = runs
         .iter()
-        .map(|(_, dir)| crate::curves::default_window(dir))
+        .map(|(_, c)| c.default_window())
         .max()
         .unwrap_or(1);
-    let val: Vec<Vec<(f64, f64)>> = runs
-        .iter()
-        .map(|(_, dir)| crate::curves::validation_miou(dir))
-        .collect();
+    let val: Vec<Vec<(f64, f64)>> = runs.iter().map(|(_, c)| c.validation_miou()).collect();
     let loss: Vec<Vec<(f64, f64)>> = runs
         .iter()
-        .map(|(_, dir)| crate::curves::training_loss(dir, window, 400))
+        .map(|(_, c)| c.training_loss(window, 400))
         .collect();
     let max_epoch = val
         .iter()

@@ -284,9 +284,8 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) {
     // decoder the largest cost of a training step. Measured (one process alone, batch 8): a
     // step of the full model 0.85 -> 0.62 s, without adapter 0.60 -> 0.34 s; in `ablation
     // cp_adapter` (four runs at once) the longest run trained 752 -> 549 s; test mIoU of the
-    // four rows (one seed)
-    // 35.7 / 36.4 / 39.0 / 37.0 at width 32, 33.9 / 34.2 / 32.5 / 35.5 at 16. All decoders get
-    // the same width so that Table 5 compares like with like.
+    // four rows (one seed) 35.7 / 36.4 / 39.0 / 37.0 at width 32, 33.9 / 34.2 / 32.5 / 35.5 at
+    // 16. All decoders get the same width so that Table 5 compares like with like.
     match &mut model.decoder {
         DecoderConfig::Pcmrd(c) => c.hidden = 16,
         DecoderConfig::Lmp(c) | DecoderConfig::Oad(c) => c.hidden = 16,
