@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the backend, device, Burn version, crate version and git revision.
     Info(commands::info::InfoArgs),
+    /// Check that a device trains DiffRIS: a tiny training step per decoder against the CPU
+    /// backend (loss, gradients, time).
+    Doctor(commands::doctor::DoctorArgs),
     /// Print the 77 CLIP token ids of a text and the index of its end token.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Run the frozen SD stack on one image and expression and save what it computes.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let device = cli.device();
     match cli.command {
         Command::Info(args) => commands::info::run(device, &args),
+        Command::Doctor(args) => commands::doctor::run(device, args),
         Command::Tokenize(args) => commands::tokenize::run(&args),
         Command::Features(args) => commands::features::run(device, args),
         Command::InitSd(args) => commands::init_sd::run(device, args),

@@ -16,6 +16,7 @@ pub mod plots;
 pub mod profile;
 pub mod recipe;
 pub mod run;
+pub mod step_probe;
 pub mod tables;
 pub mod tensor_file;
 pub mod trained;

@@ -1,6 +1,7 @@
-//! Benchmark of the frozen SD-1.5 UNet on the CPU backend (issue: within 1.5x of PyTorch):
-//! forward, and forward + backward to the context with frozen weights, at latent 64x64, batch 1,
-//! context 77x768. Run each phase in its own process so the peak RSS belongs to that phase:
+//! Benchmark of the frozen SD-1.5 UNet (on the CPU backend by default; `--device` picks any
+//! compiled-in one): forward, and forward + backward to the context with frozen weights, at
+//! latent 64x64, batch 1, context 77x768. Run each phase in its own process so the peak RSS
+//! belongs to that phase:
 //!
 //! ```sh
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase forward
@@ -12,11 +13,12 @@
 
 use std::time::Instant;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use clap::Parser;
+use diffris_experiments::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use diffris_model::sd::{SdConfig, UNetRequest};
 
 #[derive(Parser)]
@@ -36,6 +38,9 @@ struct Args {
     /// Timed repeats after one warm-up.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Device (as for `diffris --device`); default: the first compiled-in backend.
+    #[arg(long)]
+    device: Option<DeviceSpec>,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MiB.
@@ -60,61 +65,77 @@ fn time<F: FnMut()>(repeats: usize, mut f: F) -> Vec<f64> {
 fn main() -> anyhow::Result<()> {
     diffris_experiments::allocator::retain_freed_memory();
     let args = Args::parse();
-    let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
-    let device = Default::default();
-    type AB = Autodiff<Flex>;
-    AB::seed(&device, 0);
-    let unet = arch.unet.init::<AB>(&device).no_grad();
-    let n = unet.num_params(); // materialise the weights before timing
-    let l = args.latent;
-    let latent = Tensor::<AB, 4>::random(
-        [args.batch, 4, l, l],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let context = Tensor::<AB, 3>::random(
-        [args.batch, 77, arch.unet.cross_attention_dim],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let t = Tensor::<AB, 1>::ones([args.batch], &device);
-    let req = UNetRequest {
-        sample: true,
-        ..Default::default()
-    };
-    let times = match args.phase.as_str() {
-        "forward" => {
-            let inner = burn::module::AutodiffModule::valid(&unet);
-            let (z, c, tt) = (latent.inner(), context.inner(), t.inner());
-            time(args.repeats, || {
-                let out = inner
-                    .forward(z.clone(), tt.clone(), c.clone(), req)
-                    .sample
-                    .unwrap();
-                let _ = out.sum().into_scalar();
-            })
-        }
-        "fwdbwd" => time(args.repeats, || {
-            let ctx = context.clone().require_grad();
-            let out = unet
-                .forward(latent.clone(), t.clone(), ctx.clone(), req)
-                .sample
-                .unwrap();
-            let grads = out.sum().backward();
-            let g = ctx.grad(&grads).expect("gradient reaches the context");
-            let _ = g.sum().into_scalar();
-        }),
-        other => anyhow::bail!("unknown phase {other} (forward or fwdbwd)"),
-    };
+    let device = args.device.unwrap_or_else(DeviceSpec::default_compiled);
+    let (n, times) = dispatch(device, Bench { args: &args })??;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     println!(
-        "{{\"phase\":\"{}\",\"arch\":\"{}\",\"params\":{n},\"latent\":{l},\"seconds\":{:?},\"median_s\":{:.3},\"peak_rss_mib\":{:.0}}}",
+        "{{\"phase\":\"{}\",\"arch\":\"{}\",\"device\":\"{device}\",\"params\":{n},\"latent\":{},\"seconds\":{:?},\"median_s\":{:.3},\"peak_rss_mib\":{:.0}}}",
         args.phase,
         args.arch,
+        args.latent,
         times,
         sorted[sorted.len() / 2],
         peak_rss_mib().unwrap_or(f64::NAN)
     );
     Ok(())
+}
+
+/// The benchmark on one backend: the parameter count and the timed repeats.
+struct Bench<'a> {
+    args: &'a Args,
+}
+
+impl BackendJob for Bench<'_> {
+    type Output = anyhow::Result<(usize, Vec<f64>)>;
+
+    fn run<B: Backend>(self, device: B::Device, _target: RunTarget) -> Self::Output {
+        let args = self.args;
+        let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
+        type AB<B> = Autodiff<B>;
+        AB::<B>::seed(&device, 0);
+        let unet = arch.unet.init::<AB<B>>(&device).no_grad();
+        let n = unet.num_params(); // materialise the weights before timing
+        let l = args.latent;
+        let latent = Tensor::<AB<B>, 4>::random(
+            [args.batch, arch.unet.in_channels, l, l],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let context = Tensor::<AB<B>, 3>::random(
+            [args.batch, 77, arch.unet.cross_attention_dim],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let t = Tensor::<AB<B>, 1>::ones([args.batch], &device);
+        let req = UNetRequest {
+            sample: true,
+            ..Default::default()
+        };
+        let times = match args.phase.as_str() {
+            "forward" => {
+                let inner = burn::module::AutodiffModule::valid(&unet);
+                let (z, c, tt) = (latent.inner(), context.inner(), t.inner());
+                time(args.repeats, || {
+                    let out = inner
+                        .forward(z.clone(), tt.clone(), c.clone(), req)
+                        .sample
+                        .unwrap();
+                    let _ = out.sum().into_scalar();
+                })
+            }
+            "fwdbwd" => time(args.repeats, || {
+                let ctx = context.clone().require_grad();
+                let out = unet
+                    .forward(latent.clone(), t.clone(), ctx.clone(), req)
+                    .sample
+                    .unwrap();
+                let grads = out.sum().backward();
+                let g = ctx.grad(&grads).expect("gradient reaches the context");
+                let _ = g.sum().into_scalar();
+            }),
+            other => anyhow::bail!("unknown phase {other} (forward or fwdbwd)"),
+        };
+        Ok((n, times))
+    }
 }

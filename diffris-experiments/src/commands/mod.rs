@@ -2,6 +2,7 @@
 
 pub mod ablation;
 pub mod data;
+pub mod doctor;
 pub mod eval;
 pub mod features;
 pub mod info;

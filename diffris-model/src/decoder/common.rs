@@ -1,13 +1,12 @@
 //! Building blocks shared by the decoders: conv-BN-ReLU, two-conv fusion, bilinear resizing,
 //! and picking the sentence state of each sample.
 
+use super::resize::resize_bilinear_matmul;
 use crate::norm::batch_norm;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 /// `Conv(k x k) -> BatchNorm -> ReLU` (bias-free conv, as BN follows).
@@ -58,7 +57,8 @@ impl<B: Backend> Fusion<B> {
     }
 }
 
-/// Bilinear resize with `align_corners = true` (CGFormer's and LAVT's decoders).
+/// Bilinear resize with `align_corners = true` (CGFormer's and LAVT's decoders), differentiable
+/// on every backend (see [`super::resize`]).
 ///
 /// # Shapes
 /// `[B, C, h, w]` -> `[B, C, size[0], size[1]]`.
@@ -67,15 +67,11 @@ pub fn resize_bilinear_corners<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) ->
     if [h, w] == size {
         return x;
     }
-    interpolate(
-        x,
-        size,
-        InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(true),
-    )
+    resize_bilinear_matmul(x, size, true)
 }
 
 /// Bilinear resize with half-pixel centres (`align_corners = false`), for logits to the input
-/// size.
+/// size; differentiable on every backend (see [`super::resize`]).
 ///
 /// # Shapes
 /// `[B, C, h, w]` -> `[B, C, size[0], size[1]]`.
@@ -84,11 +80,7 @@ pub fn resize_bilinear<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<
     if [h, w] == size {
         return x;
     }
-    interpolate(
-        x,
-        size,
-        InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
-    )
+    resize_bilinear_matmul(x, size, false)
 }
 
 /// The state at each sample's end-token position (CLIP's sentence token).

@@ -7,6 +7,7 @@ pub mod lmp;
 pub mod loss;
 pub mod oaqil;
 pub mod pcmrd;
+pub mod resize;
 pub mod rotated;
 
 use burn::module::Module;

@@ -230,7 +230,8 @@ impl<B: Backend> Oaqil<B> {
             + self
                 .update_mlp
                 .forward(self.norm_update.forward(update + queries));
-        let hit = assigned.narrow(1, n - 1, 1).reshape([b, 1, h, w]);
+        // Reshape before narrowing: see `pcmrd::MaskHead::forward` for the cubecl bug this avoids.
+        let hit = assigned.reshape([b, n, h, w]).narrow(1, n - 1, 1);
         (queries, hit)
     }
 }

@@ -102,9 +102,14 @@ impl<B: Backend> MaskHead<B> {
         let x = self.up1.forward(resize_bilinear_corners(v, [2 * h, 2 * w]));
         let x = self.up2.forward(resize_bilinear_corners(x, [4 * h, 4 * w]));
         let x = self.proj.forward(x);
-        let k = self.kernel.forward(source);
-        let weight = k.clone().narrow(1, 0, d).reshape([b, d, 1, 1]);
-        let bias = k.narrow(1, d, 1).reshape([b, 1, 1, 1]);
+        // Reshape the contiguous kernel first, then narrow: Burn 0.21's cubecl backends (wgpu,
+        // cuda) give a narrowed `[B, 1]` view the wrong batch stride when it is reshaped to more
+        // dimensions (burn-std's `split_strides` skips size-1 dimensions of the old shape), so
+        // `k.narrow(1, d, 1).reshape([b, 1, 1, 1])` read other samples' values there. The two
+        // orders are the same values on every correct backend.
+        let k = self.kernel.forward(source).reshape([b, d + 1, 1, 1]);
+        let weight = k.clone().narrow(1, 0, d);
+        let bias = k.narrow(1, d, 1);
         (x * weight).sum_dim(1) + bias
     }
 }

@@ -1,0 +1,168 @@
+//! `diffris doctor`: can this device train DiffRIS, and does it compute what the CPU computes?
+//!
+//! For each decoder it runs the tiny training step of [`crate::step_probe`] on the chosen device
+//! and on the flex CPU backend from the same weights and batch, compares loss and gradients
+//! within the probe's tolerances, times the steps, and prints a verdict (exit status 1 when a
+//! decoder fails).
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+
+use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::step_probe::{
+    GRAD_REL_TOLERANCE, LATER_LOSS_REL_TOLERANCE, LOSS_REL_TOLERANCE, ProbeSpec, ProbeWeights,
+    StepProbe, compare, probe, probe_decoders,
+};
+
+/// Arguments of `diffris doctor`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Decoders to check (pcmrd, pcmrd-baseline, lmp, oad, camd); default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    pub decoders: Vec<String>,
+    /// Seed of the probe's weights.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// One decoder's outcome on the device.
+struct Row {
+    name: &'static str,
+    probe: StepProbe,
+    /// The CPU reference, when this binary has the flex backend and the device is not flex.
+    reference: Option<StepProbe>,
+}
+
+struct Doctor {
+    args: DoctorArgs,
+}
+
+impl BackendJob for Doctor {
+    type Output = anyhow::Result<Vec<Row>>;
+
+    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> Self::Output {
+        println!(
+            "device {} ({}, {})",
+            target.spec, target.backend_name, target.device_debug
+        );
+        let mut rows = vec![];
+        for (name, decoder) in probe_decoders() {
+            if !self.args.decoders.is_empty() && !self.args.decoders.iter().any(|d| d == name) {
+                continue;
+            }
+            let spec = ProbeSpec::tiny(decoder);
+            let reference = reference_probe(&spec, self.args.seed, target.spec)?;
+            let weights = match &reference {
+                Some((w, _)) => w.clone(),
+                None => ProbeWeights::draw::<B>(&spec, self.args.seed, &device),
+            };
+            let probe = probe::<Autodiff<B>>(&spec, &weights, &device)?;
+            rows.push(Row {
+                name,
+                probe,
+                reference: reference.map(|(_, p)| p),
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// Weights drawn on flex and flex's own probe, unless the device is flex or flex is absent.
+#[allow(unused_variables)]
+fn reference_probe(
+    spec: &ProbeSpec,
+    seed: u64,
+    device: DeviceSpec,
+) -> anyhow::Result<Option<(ProbeWeights, StepProbe)>> {
+    #[cfg(feature = "flex")]
+    {
+        if device != DeviceSpec::Flex {
+            use burn::backend::Flex;
+            let cpu = Default::default();
+            let weights = ProbeWeights::draw::<Flex>(spec, seed, &cpu);
+            let reference = probe::<Autodiff<Flex>>(spec, &weights, &cpu)?;
+            return Ok(Some((weights, reference)));
+        }
+    }
+    Ok(None)
+}
+
+/// Steady-state step time: the last step (the first one includes kernel compilation).
+fn steady(p: &StepProbe) -> f64 {
+    *p.step_seconds.last().unwrap_or(&f64::NAN)
+}
+
+/// Runs the command; fails when any decoder fails.
+pub fn run(device: DeviceSpec, args: DoctorArgs) -> anyhow::Result<()> {
+    let known: Vec<&str> = probe_decoders().iter().map(|d| d.0).collect();
+    if let Some(bad) = args.decoders.iter().find(|d| !known.contains(&d.as_str())) {
+        anyhow::bail!("no decoder named `{bad}`; known: {}", known.join(", "));
+    }
+    let rows = dispatch(device, Doctor { args })??;
+    println!(
+        "tiny training step (batch 2, 64x64, frozen SD + CP-adapter + decoder + loss + AdamW); \
+         tolerances: loss {LOSS_REL_TOLERANCE:.0e} relative (later steps \
+         {LATER_LOSS_REL_TOLERANCE:.0e}), gradients {GRAD_REL_TOLERANCE:.0e} of each tensor's scale"
+    );
+    println!(
+        "{:<15} {:>10} {:>11} {:>11} {:>10} {:>10} {:>9}  verdict",
+        "decoder", "loss", "loss rel", "grad rel", "first s", "step s", "flex s"
+    );
+    let mut failed = vec![];
+    for row in &rows {
+        let p = &row.probe;
+        let mut problems = vec![];
+        if !p.losses.iter().all(|l| l.is_finite()) {
+            problems.push("non-finite loss".to_string());
+        }
+        if !p.unmoved.is_empty() {
+            problems.push(format!("{} parameter(s) not trained", p.unmoved.len()));
+        }
+        if !p.frozen_unchanged {
+            problems.push("a frozen weight changed".to_string());
+        }
+        let (loss_rel, grad_rel, flex_s) = match &row.reference {
+            Some(r) => {
+                let d = compare(p, r);
+                if !d.agrees() {
+                    problems.push(format!(
+                        "differs from flex (worst gradient: {})",
+                        d.worst_grad.0
+                    ));
+                }
+                let worst_loss = d.loss_rel.iter().cloned().fold(0f64, f64::max);
+                (
+                    format!("{worst_loss:.1e}"),
+                    format!("{:.1e}", d.worst_grad.1),
+                    format!("{:.3}", steady(r)),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let verdict = if problems.is_empty() {
+            "ok".to_string()
+        } else {
+            failed.push(row.name);
+            format!("FAIL: {}", problems.join("; "))
+        };
+        println!(
+            "{:<15} {:>10.5} {:>11} {:>11} {:>10.3} {:>10.3} {:>9}  {verdict}",
+            row.name,
+            p.losses[0],
+            loss_rel,
+            grad_rel,
+            p.step_seconds[0],
+            steady(p),
+            flex_s
+        );
+    }
+    if rows.iter().all(|r| r.reference.is_none()) {
+        println!(
+            "(no comparison: the device is the CPU reference itself, or this binary lacks the \
+             flex backend)"
+        );
+    }
+    anyhow::ensure!(failed.is_empty(), "the device failed for {failed:?}");
+    println!("verdict: {device} trains DiffRIS");
+    Ok(())
+}

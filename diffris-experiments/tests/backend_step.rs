@@ -1,0 +1,146 @@
+//! A DiffRIS training step (frozen tiny SD, CP-adapter, each decoder, loss, AdamW) on every
+//! backend compiled into this test, against the flex backend from the same weights and batch.
+//!
+//! In the default build only flex runs: a copy of the weights must reproduce the reference step
+//! bit for bit. `.ci/run` also builds this test with `--features wgpu` (Burn's cubecl kernels, the
+//! ones the `cuda` backend runs, on a software Vulkan adapter), and `--features tch` adds libtorch.
+
+#![cfg(feature = "flex")]
+
+use burn::backend::{Autodiff, Flex};
+use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, StepProbe, probe, probe_decoders};
+
+/// The invariants of any step: finite losses, a gradient for every trained parameter, every
+/// trained parameter moved, the frozen stack untouched.
+fn check_step(name: &str, p: &StepProbe) {
+    assert!(
+        p.losses.iter().all(|l| l.is_finite()),
+        "{name}: {:?}",
+        p.losses
+    );
+    assert!(!p.grads.is_empty(), "{name}: no gradients");
+    assert!(p.unmoved.is_empty(), "{name}: not trained: {:?}", p.unmoved);
+    assert!(p.frozen_unchanged, "{name}: a frozen weight changed");
+}
+
+#[test]
+fn copied_weights_reproduce_the_flex_step_exactly() {
+    for (name, decoder) in probe_decoders() {
+        let spec = ProbeSpec::tiny(decoder);
+        let device = Default::default();
+        let weights = ProbeWeights::draw::<Flex>(&spec, 7, &device);
+        let a = probe::<Autodiff<Flex>>(&spec, &weights, &device).unwrap();
+        check_step(name, &a);
+        let b = probe::<Autodiff<Flex>>(&spec, &weights, &device).unwrap();
+        assert_eq!(a.losses, b.losses, "{name}");
+        assert!(a.grads == b.grads, "{name}: gradients differ between runs");
+        // The second step sees the same batch after an AdamW update: its loss is lower.
+        assert!(a.losses[1] < a.losses[0], "{name}: {:?}", a.losses);
+    }
+}
+
+/// Every decoder's step on backend `B` against flex, within the tolerances of
+/// `diffris_experiments::step_probe` (measured margins are in the README).
+#[cfg(any(feature = "wgpu", feature = "tch"))]
+fn against_flex<B: burn::tensor::backend::AutodiffBackend>(device: &B::Device, backend: &str) {
+    use diffris_experiments::step_probe::{
+        STAGE_REL_TOLERANCE, compare, compare_stages, forward_stages,
+    };
+    for (name, decoder) in probe_decoders() {
+        let spec = ProbeSpec::tiny(decoder);
+        let weights = ProbeWeights::draw::<Flex>(&spec, 7, &Default::default());
+        // The forward pass stage by stage first: a failure names the first stage that differs.
+        let stages = compare_stages(
+            &forward_stages::<B::InnerBackend>(&spec, &weights, device).unwrap(),
+            &forward_stages::<Flex>(&spec, &weights, &Default::default()).unwrap(),
+        );
+        for (stage, rel) in &stages {
+            eprintln!("{backend} vs flex, {name} forward, {stage}: {rel:.2e} of its scale");
+            assert!(
+                *rel < STAGE_REL_TOLERANCE,
+                "{name} on {backend}: {stage} differs from flex ({rel:.2e} of its scale)"
+            );
+        }
+        let reference = probe::<Autodiff<Flex>>(&spec, &weights, &Default::default()).unwrap();
+        let got = probe::<B>(&spec, &weights, device).unwrap();
+        check_step(&format!("{name} on {backend}"), &got);
+        let diff = compare(&got, &reference);
+        let loss_rel: Vec<String> = diff.loss_rel.iter().map(|r| format!("{r:.2e}")).collect();
+        eprintln!(
+            "{backend} vs flex, {name}: loss rel {loss_rel:?}, worst gradient {} at {:.2e} of its \
+             scale; step s {:.3?} (flex {:.3?})",
+            diff.worst_grad.0, diff.worst_grad.1, got.step_seconds, reference.step_seconds
+        );
+        assert!(
+            diff.agrees(),
+            "{name} on {backend}: {diff:?} (losses {:?} vs {:?})",
+            got.losses,
+            reference.losses
+        );
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_step_matches_flex() {
+    against_flex::<Autodiff<burn::backend::Wgpu>>(
+        &burn::backend::wgpu::WgpuDevice::DefaultDevice,
+        "wgpu",
+    );
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn tch_step_matches_flex() {
+    against_flex::<Autodiff<burn::backend::LibTorch>>(
+        &burn::backend::libtorch::LibTorchDevice::Cpu,
+        "tch",
+    );
+}
+
+/// `diffris doctor` on `device` for two decoders: exit status 0, a row with verdict `ok` per
+/// decoder, and the closing verdict; an unknown decoder is an error that lists the known ones.
+fn doctor_passes(device: &str) {
+    let run = |decoders: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_diffris"))
+            .args(["--device", device, "doctor", "--decoders", decoders])
+            .output()
+            .unwrap()
+    };
+    let o = run("lmp,pcmrd-baseline");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for name in ["lmp", "pcmrd-baseline"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"));
+        assert!(row.trim_end().ends_with("ok"), "{row}");
+    }
+    assert!(
+        stdout.contains(&format!("verdict: {device} trains DiffRIS")),
+        "{stdout}"
+    );
+    let o = run("nope");
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("known: pcmrd, pcmrd-baseline, lmp, oad, camd"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn doctor_on_flex() {
+    doctor_passes("flex");
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn doctor_on_wgpu_against_flex() {
+    doctor_passes("wgpu");
+}
