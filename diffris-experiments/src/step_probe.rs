@@ -383,6 +383,16 @@ pub struct ProbeDiff {
     pub grad_paths_differ: Vec<String>,
 }
 
+/// `max |x|`.
+fn max_abs(x: &[f32]) -> f64 {
+    x.iter().fold(0f32, |m, v| m.max(v.abs())) as f64
+}
+
+/// `max |a - b|` over the common length.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) as f64
+}
+
 /// Compares `probe` with `reference`.
 pub fn compare(probe: &StepProbe, reference: &StepProbe) -> ProbeDiff {
     let loss_rel = probe
@@ -391,11 +401,10 @@ pub fn compare(probe: &StepProbe, reference: &StepProbe) -> ProbeDiff {
         .zip(&reference.losses)
         .map(|(a, b)| (a - b).abs() / b.abs().max(f64::MIN_POSITIVE))
         .collect();
-    let largest = |g: &[f32]| g.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
     let global = reference
         .grads
         .values()
-        .map(|g| largest(g))
+        .map(|g| max_abs(g))
         .fold(0f64, f64::max);
     let mut worst = (String::new(), 0f64);
     let mut differ = vec![];
@@ -404,11 +413,8 @@ pub fn compare(probe: &StepProbe, reference: &StepProbe) -> ProbeDiff {
             differ.push(path.clone());
             continue;
         };
-        let scale = largest(want).max(GRAD_SCALE_FLOOR * global);
-        let err = got
-            .iter()
-            .zip(want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs())) as f64;
+        let scale = max_abs(want).max(GRAD_SCALE_FLOOR * global);
+        let err = max_abs_diff(got, want);
         let rel = if got.len() != want.len() {
             f64::INFINITY
         } else if scale > 0.0 {
@@ -510,11 +516,8 @@ pub fn compare_stages(
         .map(|((name, got), (_, want))| {
             let got: Vec<f32> = got.to_vec().expect("f32 stage");
             let want: Vec<f32> = want.to_vec().expect("f32 stage");
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs())) as f64;
+            let scale = max_abs(&want);
+            let err = max_abs_diff(&got, &want);
             let rel = if got.len() != want.len() {
                 f64::INFINITY
             } else {
@@ -523,4 +526,52 @@ pub fn compare_stages(
             (name.clone(), rel)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(losses: &[f64], grads: &[(&str, &[f32])]) -> StepProbe {
+        StepProbe {
+            losses: losses.to_vec(),
+            grads: grads
+                .iter()
+                .map(|(p, g)| (p.to_string(), g.to_vec()))
+                .collect(),
+            unmoved: vec![],
+            frozen_unchanged: true,
+            step_seconds: vec![],
+        }
+    }
+
+    #[test]
+    fn gradients_are_compared_on_their_scale_with_a_floor() {
+        let reference = step(&[2.0, 1.0], &[("a", &[1.0, -2.0]), ("b", &[1e-6])]);
+        // a: |(-1.99) - (-2)| / 2 = 5e-3. b: its own scale 1e-6 is below the floor
+        // 1e-2 * 2 = 0.02, so 1e-6 / 0.02 = 5e-5 (on its own scale it would be 100%).
+        let probe = step(&[2.0001, 1.005], &[("a", &[1.0, -1.99]), ("b", &[2e-6])]);
+        let d = compare(&probe, &reference);
+        assert_eq!(d.worst_grad.0, "a");
+        assert!((d.worst_grad.1 - 5e-3).abs() < 1e-6, "{d:?}");
+        assert!((d.loss_rel[0] - 5e-5).abs() < 1e-9 && (d.loss_rel[1] - 5e-3).abs() < 1e-9);
+        assert!(d.grad_paths_differ.is_empty());
+        // First loss within 1e-4, second within 1e-2, gradients within 2e-2.
+        assert!(d.agrees());
+        let worse_first = step(&[2.001, 1.0], &[("a", &[1.0, -2.0]), ("b", &[1e-6])]);
+        assert!(!compare(&worse_first, &reference).agrees());
+        let missing = step(&[2.0, 1.0], &[("a", &[1.0, -2.0])]);
+        let d = compare(&missing, &reference);
+        assert_eq!(d.grad_paths_differ, vec!["b".to_string()]);
+        assert!(!d.agrees());
+    }
+
+    #[test]
+    fn stages_are_compared_on_their_largest_value() {
+        let r = vec![("x".to_string(), TensorData::new(vec![4f32, -2.0], [2]))];
+        let g = vec![("x".to_string(), TensorData::new(vec![4f32, -2.004], [2]))];
+        let rel = compare_stages(&g, &r);
+        assert_eq!(rel[0].0, "x");
+        assert!((rel[0].1 - 1e-3).abs() < 1e-6, "{rel:?}");
+    }
 }
