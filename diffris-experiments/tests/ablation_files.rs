@@ -2,6 +2,8 @@
 //! at the tiny preset and runs a forward pass (timm-style: each registered variant gets the same
 //! smoke test automatically).
 
+#![cfg(feature = "flex")] // runs on the CPU reference backend
+
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;

@@ -1,6 +1,8 @@
 //! Encoding a split on several threads gives exactly the numbers of one thread: each thread
 //! encodes whole batches, the same batches either way, and the parts are joined in order.
 
+#![cfg(feature = "flex")] // runs on the CPU reference backend
+
 use burn::backend::Flex;
 use diffris_data::DatasetFormat;
 use diffris_data::synth::{self, SynthConfig};

@@ -3,6 +3,8 @@
 //! measures it again, so a change to the architecture, the weight seed or the data that moves
 //! the statistic cannot leave a stale constant behind.
 
+#![cfg(feature = "flex")] // runs on the CPU reference backend
+
 use burn::backend::Flex;
 use diffris_data::DatasetFormat;
 use diffris_data::synth::{self, SynthConfig};
