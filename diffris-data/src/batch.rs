@@ -7,6 +7,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use image::RgbImage;
+
 use crate::error::Result;
 use crate::rle::BinaryMask;
 use crate::sample::Sample;
@@ -18,8 +20,9 @@ use crate::transforms::{image_to_input, resize_nearest};
 pub struct RisItem {
     /// `[3, H, W]` in [-1, 1].
     pub image: Vec<f32>,
-    /// `[H, W]` in {0, 1}: the ground truth resized with nearest neighbour.
-    pub mask: Vec<f32>,
+    /// `[H, W]` in {0, 1}: the ground truth resized with nearest neighbour (`None` for a query
+    /// without ground truth: an image and a text given on the command line).
+    pub mask: Option<Vec<f32>>,
     /// The 77 CLIP ids.
     pub ids: Vec<u32>,
     /// Index of the first end token.
@@ -38,21 +41,40 @@ pub fn prepare(
     height: usize,
     width: usize,
 ) -> Result<RisItem> {
-    let image = image_to_input(&sample.load_image()?, height, width);
     let gt: BinaryMask = sample.load_mask()?;
     let mask = resize_nearest(&gt.data, gt.height, gt.width, height, width)
         .into_iter()
         .map(|b| b as u8 as f32)
         .collect();
-    let t = tokenizer.encode(&sample.sentence)?;
+    let mut item = prepare_query(
+        &sample.load_image()?,
+        &sample.sentence,
+        tokenizer,
+        height,
+        width,
+    )?;
+    item.mask = Some(mask);
+    item.index = index;
+    Ok(item)
+}
+
+/// Resizes and tokenises an image and an expression that come without ground truth.
+pub fn prepare_query(
+    image: &RgbImage,
+    text: &str,
+    tokenizer: &ClipTokenizer,
+    height: usize,
+    width: usize,
+) -> Result<RisItem> {
+    let t = tokenizer.encode(text)?;
     Ok(RisItem {
-        image,
-        mask,
+        image: image_to_input(image, height, width),
+        mask: None,
         ids: t.ids,
         eos_index: t.eos_index,
         height,
         width,
-        index,
+        index: 0,
     })
 }
 
@@ -105,8 +127,8 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 pub struct RisBatch<B: Backend> {
     /// `[B, 3, H, W]` in [-1, 1].
     pub image: Tensor<B, 4>,
-    /// `[B, 1, H, W]` in {0, 1}.
-    pub mask: Tensor<B, 4>,
+    /// `[B, 1, H, W]` in {0, 1}; `None` when an item has no ground truth.
+    pub mask: Option<Tensor<B, 4>>,
     /// `[B, 77]`.
     pub ids: Tensor<B, 2, Int>,
     /// `[B]`.
@@ -128,7 +150,11 @@ impl<B: Backend> Batcher<B, RisItem, RisBatch<B>> for RisBatcher {
             "every item of a batch has the same size"
         );
         let image: Vec<f32> = items.iter().flat_map(|i| i.image.iter().copied()).collect();
-        let mask: Vec<f32> = items.iter().flat_map(|i| i.mask.iter().copied()).collect();
+        let mask: Option<Vec<f32>> = items
+            .iter()
+            .map(|i| i.mask.as_deref())
+            .collect::<Option<Vec<&[f32]>>>()
+            .map(|m| m.concat());
         let ids: Vec<i64> = items
             .iter()
             .flat_map(|i| i.ids.iter().map(|&x| x as i64))
@@ -136,7 +162,7 @@ impl<B: Backend> Batcher<B, RisItem, RisBatch<B>> for RisBatcher {
         let eos: Vec<i64> = items.iter().map(|i| i.eos_index as i64).collect();
         RisBatch {
             image: Tensor::from_data(TensorData::new(image, [n, 3, h, w]), device),
-            mask: Tensor::from_data(TensorData::new(mask, [n, 1, h, w]), device),
+            mask: mask.map(|m| Tensor::from_data(TensorData::new(m, [n, 1, h, w]), device)),
             ids: Tensor::from_data(TensorData::new(ids, [n, CONTEXT_LENGTH]), device),
             eos_index: Tensor::from_data(TensorData::new(eos, [n]), device),
             indices: items.iter().map(|i| i.index).collect(),

@@ -2,16 +2,15 @@
 //! DiffRIS adds no noise and no augmentation, so the latents and text states of a sample never
 //! change during training: caching them removes the frozen encoders from every training step.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
+use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use diffris_data::batch::{epoch_order, prepare_all};
+use diffris_data::batch::{RisBatch, RisBatcher, prepare_all};
 use diffris_data::{ClipTokenizer, Sample};
 use diffris_model::sd::{ClipTextModel, StableDiffusion, VaeEncoder};
 use indicatif::ProgressBar;
+
+use crate::frozen::check_vocab;
 
 /// Cached encoder outputs and network-size masks of one split.
 #[derive(Debug)]
@@ -148,140 +147,16 @@ impl EncodedSplit {
 /// A batch of cached encoder outputs.
 #[derive(Clone, Debug)]
 pub struct EncodedBatch<B: Backend> {
-    /// `[B, 4, h, w]`, already scaled.
+    /// `[B, C, h, w]`, already scaled (`C` latent channels: 4 for SD-1.x; `h, w` the input size
+    /// over the VAE's downsampling factor: 8 for SD-1.x).
     pub latent: Tensor<B, 4>,
-    /// `[B, 77, D]`.
+    /// `[B, T, D]` (`T` = 77 CLIP positions).
     pub text: Tensor<B, 3>,
     /// `[B]`.
     pub eos: Tensor<B, 1, Int>,
     /// `[B, 1, H, W]`.
     pub mask: Tensor<B, 4>,
     pub indices: Vec<usize>,
-}
-
-/// Batches of an [`EncodedSplit`] for burn-train. In training mode each epoch's order is a
-/// permutation drawn from `(seed, epoch)` and the backend RNG (Gumbel noise, dropout) is reseeded
-/// from the same pair, so an epoch computes the same thing whether or not the run was resumed.
-pub struct EpochLoader<B: Backend> {
-    data: Arc<EncodedSplit>,
-    range: (usize, usize),
-    batch_size: usize,
-    /// Shuffle and reseed with this seed (training); `None`: fixed order (evaluation).
-    seed: Option<u64>,
-    first_epoch: usize,
-    calls: Arc<AtomicUsize>,
-    device: B::Device,
-}
-
-impl<B: Backend> EpochLoader<B> {
-    pub fn new(
-        data: Arc<EncodedSplit>,
-        batch_size: usize,
-        seed: Option<u64>,
-        first_epoch: usize,
-        device: B::Device,
-    ) -> Self {
-        let n = data.len();
-        Self {
-            data,
-            range: (0, n),
-            batch_size: batch_size.max(1),
-            seed,
-            first_epoch,
-            calls: Arc::new(AtomicUsize::new(0)),
-            device,
-        }
-    }
-}
-
-/// The seed of epoch `epoch` of a run seeded `seed`.
-pub fn epoch_seed(seed: u64, epoch: usize) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(epoch as u64)
-        .rotate_left(17)
-}
-
-struct EpochIter<B: Backend> {
-    data: Arc<EncodedSplit>,
-    order: Vec<usize>,
-    batch_size: usize,
-    position: usize,
-    device: B::Device,
-}
-
-impl<B: Backend> Iterator for EpochIter<B> {
-    type Item = EncodedBatch<B>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.position >= self.order.len() {
-            return None;
-        }
-        let end = (self.position + self.batch_size).min(self.order.len());
-        let batch = self
-            .data
-            .batch(&self.order[self.position..end], &self.device);
-        self.position = end;
-        Some(batch)
-    }
-}
-
-impl<B: Backend> DataLoaderIterator<EncodedBatch<B>> for EpochIter<B> {
-    fn progress(&self) -> Progress {
-        Progress::new(self.position, self.order.len())
-    }
-}
-
-impl<B: Backend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
-    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<EncodedBatch<B>> + 'a> {
-        let epoch = self.first_epoch + self.calls.fetch_add(1, Ordering::SeqCst);
-        let (start, end) = self.range;
-        let order = match self.seed {
-            Some(seed) => {
-                B::seed(&self.device, epoch_seed(seed, epoch));
-                epoch_order(end - start, seed, epoch)
-                    .into_iter()
-                    .map(|i| i + start)
-                    .collect()
-            }
-            None => (start..end).collect(),
-        };
-        Box::new(EpochIter {
-            data: self.data.clone(),
-            order,
-            batch_size: self.batch_size,
-            position: 0,
-            device: self.device.clone(),
-        })
-    }
-
-    fn num_items(&self) -> usize {
-        self.range.1 - self.range.0
-    }
-
-    fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, EncodedBatch<B>>> {
-        Arc::new(Self {
-            data: self.data.clone(),
-            range: self.range,
-            batch_size: self.batch_size,
-            seed: self.seed,
-            first_epoch: self.first_epoch,
-            calls: self.calls.clone(),
-            device: device.clone(),
-        })
-    }
-
-    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, EncodedBatch<B>>> {
-        let base = self.range.0;
-        Arc::new(Self {
-            data: self.data.clone(),
-            range: (base + start, (base + end).min(self.range.1)),
-            batch_size: self.batch_size,
-            seed: self.seed,
-            first_epoch: self.first_epoch,
-            calls: Arc::new(AtomicUsize::new(0)),
-            device: self.device.clone(),
-        })
-    }
 }
 
 /// What one encoding thread shares with the others.
@@ -318,21 +193,17 @@ impl<B: Backend> Encoder<'_, B> {
         let mut out = Part::default();
         for chunk in chunks {
             let items = prepare_all(self.samples, chunk, self.tokenizer, (h, w), 1)?;
-            let n = items.len();
-            let pixels: Vec<f32> = items.iter().flat_map(|i| i.image.iter().copied()).collect();
-            let ids: Vec<i64> = items
-                .iter()
-                .flat_map(|i| i.ids.iter().map(|&x| x as i64))
-                .collect();
-            if let Some(&m) = ids.iter().max() {
-                anyhow::ensure!(
-                    (m as usize) < vocab,
-                    "token id {m} is outside the text encoder's {vocab} embeddings"
-                );
+            for item in &items {
+                check_vocab(&item.ids, vocab)?;
             }
-            let image =
-                Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, h, w]), self.device);
-            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, 77]), self.device);
+            let n = items.len();
+            let eos: Vec<i64> = items.iter().map(|i| i.eos_index as i64).collect();
+            let masks: Vec<f32> = items
+                .iter()
+                .flat_map(|i| i.mask.iter().flatten().copied())
+                .collect();
+            let batch: RisBatch<B> = RisBatcher.batch(items, self.device);
+            let (image, ids) = (batch.image, batch.ids);
             let latent = vae.forward(image).mul_scalar(self.latent_scale);
             let text = clip.forward(ids);
             let [_, c, lh, lw] = latent.dims();
@@ -341,10 +212,8 @@ impl<B: Backend> Encoder<'_, B> {
             out.text_dims = [t, d];
             out.latents.extend(latent.into_data().iter::<f32>());
             out.text.extend(text.into_data().iter::<f32>());
-            for item in items {
-                out.eos.push(item.eos_index as i64);
-                out.masks.extend(item.mask);
-            }
+            out.eos.extend(eos);
+            out.masks.extend(masks);
             self.bar.inc(n as u64);
         }
         Ok(out)

@@ -9,8 +9,8 @@ use anyhow::Context;
 use diffris_data::Sample;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::cache::fnv1a;
 use crate::encoded::EncodedSplit;
-use crate::profile::fnv1a;
 use crate::tensor_file::TensorFile;
 
 /// Bump when what [`EncodedSplit::encode`] computes changes, so older files are not reused.

@@ -2,10 +2,11 @@
 //! trivial baselines a model must beat (all background, whole image, a random object).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
-use diffris_data::{MaskSource, Sample};
+use diffris_data::{DatasetFormat, MaskSource, Sample};
 use diffris_model::diffris::DiffRis;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -79,8 +80,13 @@ pub struct Baselines {
     pub random_object: Option<Metrics>,
 }
 
-/// The trivial baselines at the network size (LAVT protocol).
-pub fn baselines(data: &EncodedSplit) -> anyhow::Result<Baselines> {
+/// The trivial baselines at the network size (LAVT protocol) of a split of the `format`
+/// dataset at `root`.
+pub fn baselines(
+    data: &EncodedSplit,
+    format: DatasetFormat,
+    root: &Path,
+) -> anyhow::Result<Baselines> {
     let (h, w) = data.image_size;
     let n = data.len();
     let mut empty = MetricAccumulator::default();
@@ -94,29 +100,26 @@ pub fn baselines(data: &EncodedSplit) -> anyhow::Result<Baselines> {
     Ok(Baselines {
         all_background: empty.summary(),
         whole_image: whole.summary(),
-        random_object: random_object(data)?,
+        random_object: match format.scene_objects(root)? {
+            Some(scenes) => Some(random_object(data, &scenes)?),
+            None => None,
+        },
     })
 }
 
 /// Expected scores of picking a uniformly random object of the image: the mean over the
 /// image's objects of `I` and `U` against the ground truth (every annotation of an image counts
-/// as an object, whether or not an expression refers to it). Only the RRSIS-D layout (and
-/// SynthRS) lists every object of an image.
-fn random_object(data: &EncodedSplit) -> anyhow::Result<Option<Metrics>> {
+/// as an object, whether or not an expression refers to it). `scenes` holds the objects of each
+/// image, keyed by the image path the samples carry.
+///
+/// # Errors
+/// When a sample's image has no objects in `scenes` (the sample's own object is one of them, so
+/// the two disagree on where the image is).
+pub fn random_object(
+    data: &EncodedSplit,
+    scenes: &HashMap<PathBuf, Vec<MaskSource>>,
+) -> anyhow::Result<Metrics> {
     let (h, w) = data.image_size;
-    let Some(first) = data.samples.first() else {
-        return Ok(None);
-    };
-    if !matches!(first.mask, MaskSource::Coco { .. }) {
-        return Ok(None);
-    }
-    // The samples' origin is `<root>/rrsisd/refs(unc).p`.
-    let root = first
-        .origin
-        .parent()
-        .and_then(|p| p.parent())
-        .ok_or_else(|| anyhow::anyhow!("no dataset root above {}", first.origin.display()))?;
-    let annotations = diffris_data::formats::rrsisd::image_annotations(root)?;
     let mut objects: HashMap<&std::path::Path, Vec<Vec<bool>>> = HashMap::new();
     let mut sum_i = 0f64;
     let mut sum_u = 0f64;
@@ -124,23 +127,27 @@ fn random_object(data: &EncodedSplit) -> anyhow::Result<Option<Metrics>> {
     let mut hits = [0f64; 5];
     for (i, s) in data.samples.iter().enumerate() {
         if !objects.contains_key(s.image.as_path()) {
-            let masks = annotations
+            let sources = scenes
                 .get(&s.image)
-                .map(|sources| {
-                    sources
-                        .iter()
-                        .map(|m| {
-                            let probe = Sample {
-                                mask: m.clone(),
-                                ..s.clone()
-                            };
-                            let mask = probe.load_mask()?;
-                            Ok(resize_nearest(&mask.data, mask.height, mask.width, h, w))
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()
+                .filter(|o| !o.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "sample `{}`: the dataset lists no objects for its image {}",
+                        s.id,
+                        s.image.display()
+                    )
+                })?;
+            let masks = sources
+                .iter()
+                .map(|m| {
+                    let probe = Sample {
+                        mask: m.clone(),
+                        ..s.clone()
+                    };
+                    let mask = probe.load_mask()?;
+                    Ok(resize_nearest(&mask.data, mask.height, mask.width, h, w))
                 })
-                .transpose()?
-                .unwrap_or_default();
+                .collect::<anyhow::Result<Vec<_>>>()?;
             objects.insert(s.image.as_path(), masks);
         }
         let gt: Vec<bool> = data.masks[i * h * w..(i + 1) * h * w]
@@ -162,7 +169,7 @@ fn random_object(data: &EncodedSplit) -> anyhow::Result<Option<Metrics>> {
         }
     }
     let n = data.len().max(1) as f64;
-    Ok(Some(Metrics {
+    Ok(Metrics {
         samples: data.len() as u64,
         oiou: if sum_u > 0.0 {
             100.0 * sum_i / sum_u
@@ -171,5 +178,5 @@ fn random_object(data: &EncodedSplit) -> anyhow::Result<Option<Metrics>> {
         },
         miou: 100.0 * iou_sum / n,
         precision: hits.map(|h| 100.0 * h / n),
-    }))
+    })
 }

@@ -1,23 +1,33 @@
-//! The diffris experiment runner: backend selection, metrics, and the commands of the `diffris`
-//! binary.
+//! The diffris experiment runner.
+//!
+//! From an ablation file to its table: [`recipe`] reads the file, [`profile`] resolves each
+//! variant and seed into a [`profile::RunSpec`], [`run`] trains and evaluates it (inputs from
+//! [`inputs`] and [`frozen`], training in [`training`], scores from [`evaluate`] and
+//! [`metrics`], records from [`record`]), [`parallel`] runs several at once, and [`report`]
+//! writes the table and plots. [`commands`] holds the `diffris` subcommands, which share their
+//! helpers through [`commands::common`]; the runner never calls into them.
 
 pub mod allocator;
 pub mod backend;
 pub mod build_info;
+pub mod cache;
 pub mod cli;
 pub mod commands;
-pub mod curves;
 pub mod encoded;
 pub mod encoded_cache;
 pub mod evaluate;
+pub mod frozen;
+pub mod inputs;
 pub mod metrics;
 pub mod parallel;
-pub mod plots;
 pub mod profile;
+pub mod progress;
 pub mod recipe;
+pub mod record;
+pub mod reload;
+pub mod report;
 pub mod run;
 pub mod step_probe;
-pub mod tables;
 pub mod tensor_file;
-pub mod trained;
 pub mod training;
+pub mod workspace;

@@ -57,7 +57,7 @@ pub struct MaskSizeMismatch {
 }
 
 /// Accumulates sample scores; see the module docs for the exactness guarantees.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetricAccumulator {
     intersection: u64,
     union: u64,
@@ -136,6 +136,11 @@ impl MetricAccumulator {
         for (a, b) in self.hits.iter_mut().zip(other.hits) {
             *a += b;
         }
+    }
+
+    /// Union pixels summed over the samples.
+    pub fn union(&self) -> u64 {
+        self.union
     }
 
     /// Number of samples scored.

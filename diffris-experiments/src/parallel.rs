@@ -8,19 +8,20 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::backend::{DeviceSpec, RunTarget};
+use crate::inputs::{Shared, prepare_for_processes};
 use crate::profile::{ProfileName, RunSpec};
-use crate::run::{
-    RunResult, Shared, Workspace, finished, prepare_for_processes, run_dir, spec_ron,
-};
+use crate::progress::{report_run, spinner_style};
+use crate::record::{RunResult, finished, log_path, spec_dir, spec_ron};
+use crate::workspace::Workspace;
 
 /// How many runs to train at once when the user does not say: two per core for the tiny profile
 /// on the CPU backend, one otherwise (a GPU or a full-size model is already used whole by one
@@ -37,32 +38,6 @@ pub fn default_jobs(device: &DeviceSpec, profile: ProfileName) -> usize {
     } else {
         1
     }
-}
-
-/// Prints a line above the progress bars, or on stdout when they are hidden (not a terminal).
-pub fn say(progress: &MultiProgress, line: String) {
-    if progress.is_hidden() {
-        println!("{line}");
-    } else {
-        let _ = progress.println(line);
-    }
-}
-
-/// The one-line summary of a finished run (`None`: stopped early by `--stop-after`).
-pub fn report_run(progress: &MultiProgress, variant: &str, r: Option<&RunResult>) {
-    let line = match r {
-        Some(r) => format!(
-            "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s training)",
-            r.variant, r.seed, r.best_epoch, r.test.miou, r.test.oiou, r.train_seconds
-        ),
-        None => format!("{variant:>24}  stopped early (resumable)"),
-    };
-    say(progress, line);
-}
-
-/// The log file of a run's process.
-pub fn log_path(results: &Path, spec: &RunSpec) -> PathBuf {
-    run_dir(results, &spec.ablation, &spec.variant, spec.seed).with_extension("log")
 }
 
 struct Running {
@@ -85,7 +60,7 @@ pub fn run_all<B: Backend>(
     let mut pending = VecDeque::new();
     let mut shared = Shared::<B>::default();
     for (i, spec) in specs.iter().enumerate() {
-        let dir = run_dir(&ws.results, &spec.ablation, &spec.variant, spec.seed);
+        let dir = spec_dir(&ws.results, spec);
         match finished(&dir, spec)? {
             Some(done) if !ws.restart => {
                 report_run(&ws.progress, &spec.variant, Some(&done));
@@ -102,8 +77,7 @@ pub fn run_all<B: Backend>(
     drop(shared); // the runs read the encoded splits from the cache
     let exe = std::env::current_exe().context("locating the diffris executable")?;
     let threads = (ws.threads / jobs.max(1)).max(1);
-    let style = ProgressStyle::with_template("{prefix:>24} {spinner} {msg} ({elapsed})")
-        .expect("valid template");
+    let style = spinner_style();
     let mut running: Vec<Running> = Vec::new();
     while !pending.is_empty() || !running.is_empty() {
         while running.len() < jobs.max(1)
@@ -151,7 +125,7 @@ pub fn run_all<B: Backend>(
                     tail(&log, 20)
                 );
             }
-            let dir = run_dir(&ws.results, &spec.ablation, &spec.variant, spec.seed);
+            let dir = spec_dir(&ws.results, spec);
             results[job.index] = finished(&dir, spec)?;
             if results[job.index].is_none() && ws.stop_after.is_none() {
                 anyhow::bail!(

@@ -6,7 +6,8 @@
 //! - `tiny`: the embedded default. A tiny model of the SD architecture with seeded random frozen
 //!   weights (one seed per "SD version"), SynthRS generated on first use into the cache, 64x64
 //!   inputs, small decoder widths and a short schedule, so `ablation cp_adapter` finishes in
-//!   minutes on a laptop CPU.
+//!   minutes on a laptop CPU. It changes only values a recipe leaves at the paper's defaults,
+//!   and lists every change with its reason in the run spec ([`RunSpec::profile_changes`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,13 +15,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use diffris_data::DatasetFormat;
 use diffris_data::synth::SynthConfig;
-use diffris_model::decoder::DecoderConfig;
+use diffris_model::adapter::CpAdapterConfig;
+use diffris_model::decoder::{CamdConfig, DecoderConfig, LmpConfig, PcmrdConfig};
 use diffris_model::diffris::DiffRisConfig;
 use diffris_model::sd::SdConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::fnv1a;
 use crate::metrics::Protocol;
-use crate::recipe::{RecipeSpec, TrainSpec, ron_error};
+use crate::recipe::{AblationFile, RecipeSpec, TrainSpec, ron_error};
 
 /// The profile a run resolves with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -104,6 +107,31 @@ pub struct RunSpec {
     /// Use only the first N validation and test samples; `None`: all.
     #[serde(default)]
     pub limit_eval: Option<usize>,
+    /// Every value the profile changed, with the reason (the tiny profile's smaller sizes).
+    #[serde(default)]
+    pub profile_changes: Vec<ProfileChange>,
+}
+
+/// One value a profile set in place of the recipe's (paper-default) value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileChange {
+    /// The recipe field, as a variant's `set` names it (`model.adapter.heads`).
+    pub field: String,
+    /// The recipe's value (the paper's default).
+    pub paper: String,
+    /// The value the run uses.
+    pub value: String,
+    pub reason: String,
+}
+
+/// Settings from the command line that apply to every run after the profile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunOverrides {
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub limit_train: Option<usize>,
+    pub limit_eval: Option<usize>,
 }
 
 /// The SynthRS set of the tiny profile: 64x64 tiles with three or four relatively large objects
@@ -142,17 +170,9 @@ impl Resolver {
         recipe: &RecipeSpec,
         seed: u64,
     ) -> anyhow::Result<RunSpec> {
-        let m = &recipe.model;
-        let mut model = DiffRisConfig {
-            image_size: (512, 512),
-            latent_scale: m.latent_scale,
-            timestep: m.timestep,
-            cross_attention_maps: m.cross_attention_maps,
-            adapter: m.adapter.clone(),
-            decoder: m.decoder.clone(),
-            loss: m.loss.clone(),
-        };
+        let mut model = recipe.model.clone();
         let mut train = recipe.train.clone();
+        let mut profile_changes = Vec::new();
         let (dataset, data_root, synth, sd_source, sd_arch) = match self.profile {
             ProfileName::Paper => {
                 let root = self.setup.data.get(recipe.dataset.name()).with_context(|| {
@@ -179,7 +199,7 @@ impl Resolver {
             ProfileName::Tiny => {
                 let synth = tiny_synth();
                 let root = diffris_data::synth::cached_dir(&self.cache, &synth);
-                shrink_for_tiny(&mut model, &mut train);
+                profile_changes = shrink_for_tiny(&mut model, &mut train);
                 (
                     DatasetFormat::Synthrs,
                     root,
@@ -193,7 +213,10 @@ impl Resolver {
         };
         model
             .validate(&sd_arch)
-            .map_err(|e| anyhow::anyhow!("{ablation}/{variant}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{ablation}/{variant}: {}", e.within("model")))?;
+        train
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{ablation}/{variant}: {}", e.within("train")))?;
         Ok(RunSpec {
             ablation: ablation.to_string(),
             variant: variant.to_string(),
@@ -214,7 +237,52 @@ impl Resolver {
             train,
             limit_train: None,
             limit_eval: None,
+            profile_changes,
         })
+    }
+
+    /// The run specs of every variant (or those in `only`) and seed (the file's, or `seeds`)
+    /// of an ablation file, with `overrides` applied.
+    pub fn resolve_file(
+        &self,
+        file: &AblationFile,
+        only: &[String],
+        seeds: &[u64],
+        overrides: &RunOverrides,
+    ) -> anyhow::Result<Vec<RunSpec>> {
+        if let Some(unknown) = only
+            .iter()
+            .find(|o| !file.variants.iter().any(|v| &v.name == *o))
+        {
+            anyhow::bail!("--only: ablation {} has no variant `{unknown}`", file.name);
+        }
+        let seeds = if seeds.is_empty() {
+            &file.seeds[..]
+        } else {
+            seeds
+        };
+        let mut specs = Vec::new();
+        for v in &file.variants {
+            if !only.is_empty() && !only.contains(&v.name) {
+                continue;
+            }
+            for &seed in seeds {
+                let mut spec = self.resolve(&file.name, &v.name, &v.label, &v.recipe, seed)?;
+                if let Some(e) = overrides.epochs {
+                    spec.train.epochs = e;
+                }
+                if let Some(b) = overrides.batch_size {
+                    spec.train.batch_size = b;
+                }
+                if let Some(lr) = overrides.lr {
+                    spec.train.lr = lr;
+                }
+                spec.limit_train = overrides.limit_train;
+                spec.limit_eval = overrides.limit_eval;
+                specs.push(spec);
+            }
+        }
+        Ok(specs)
     }
 }
 
@@ -222,14 +290,6 @@ impl Resolver {
 /// `sd15` are four different random weight sets (the tables say so).
 pub fn tiny_weight_seed(name: &str) -> u64 {
     fnv1a(name.bytes())
-}
-
-/// The 64-bit FNV-1a hash (stable across platforms and releases, unlike `std`'s hasher): names
-/// cache entries after the configuration that produced them.
-pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// The SD architecture of the tiny profile: the `tiny` preset with 32 latent channels instead
@@ -270,15 +330,69 @@ pub fn tiny_arch() -> SdConfig {
 /// it.
 pub const TINY_LATENT_SCALE: f64 = 5.06;
 
-/// Sizes of the tiny profile: 64x64 inputs, narrow decoders, a short schedule.
-fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) {
-    model.image_size = (64, 64);
+/// Sets `slot` to `tiny` if it holds the paper's value, recording the change.
+fn shrink<T: PartialEq + std::fmt::Debug>(
+    changes: &mut Vec<ProfileChange>,
+    field: &str,
+    slot: &mut T,
+    paper: T,
+    tiny: T,
+    reason: &str,
+) {
+    if *slot == paper && paper != tiny {
+        changes.push(ProfileChange {
+            field: field.into(),
+            paper: format!("{paper:?}"),
+            value: format!("{tiny:?}"),
+            reason: reason.into(),
+        });
+        *slot = tiny;
+    }
+}
+
+/// Sizes of the tiny profile: 64x64 inputs, narrow adapter and decoders, a short schedule. Only
+/// values left at the paper's defaults change (a value a file sets is its own); returns the
+/// changes.
+fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) -> Vec<ProfileChange> {
+    let mut c = Vec::new();
+    let paper = DiffRisConfig::default();
+    shrink(
+        &mut c,
+        "model.image_size",
+        &mut model.image_size,
+        paper.image_size,
+        (64, 64),
+        "the tiny SD architecture runs at 64x64 inputs (16x16 latents) so a run takes minutes on a laptop CPU",
+    );
     // SD-1.x's latent scale 0.18215 is 1 / std of its VAE's posterior means, so the UNet sees
     // unit-variance latents. The tiny profile's random VAE gives means of std 0.198 on SynthRS
     // (40 training images), so the same rule gives 5.06.
-    model.latent_scale = TINY_LATENT_SCALE;
-    model.adapter.heads = 4;
-    model.adapter.ffn_dim = 128;
+    shrink(
+        &mut c,
+        "model.latent_scale",
+        &mut model.latent_scale,
+        paper.latent_scale,
+        TINY_LATENT_SCALE,
+        "1 / std of the random tiny VAE's posterior means on SynthRS, the rule behind SD-1.x's 0.18215",
+    );
+    let adapter = CpAdapterConfig::default();
+    let narrow = "the adapter sized for the tiny CLIP's 32-wide text states";
+    shrink(
+        &mut c,
+        "model.adapter.heads",
+        &mut model.adapter.heads,
+        adapter.heads,
+        4,
+        narrow,
+    );
+    shrink(
+        &mut c,
+        "model.adapter.ffn_dim",
+        &mut model.adapter.ffn_dim,
+        adapter.ffn_dim,
+        128,
+        narrow,
+    );
     // Decoder width 16. The decoders end at the input size (64x64 here, as the VAE downsamples
     // by 4), where PCMRD's mask head runs two 3x3 convolutions: at width 32 they made the
     // decoder the largest cost of a training step. Measured (one process alone, batch 8): a
@@ -286,17 +400,85 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) {
     // cp_adapter` (four runs at once) the longest run trained 752 -> 549 s; test mIoU of the
     // four rows (one seed) 35.7 / 36.4 / 39.0 / 37.0 at width 32, 33.9 / 34.2 / 32.5 / 35.5 at
     // 16. All decoders get the same width so that Table 5 compares like with like.
+    let width = "decoder width 16 for every decoder (at 32 PCMRD's full-resolution mask head was the largest cost of a step)";
     match &mut model.decoder {
-        DecoderConfig::Pcmrd(c) => c.hidden = 16,
-        DecoderConfig::Lmp(c) | DecoderConfig::Oad(c) => c.hidden = 16,
-        DecoderConfig::Camd(c) => {
-            c.hidden = 16;
-            c.layers = 2;
-            c.heads = 2;
-            c.ffn_dim = 64;
+        DecoderConfig::Pcmrd(d) => shrink(
+            &mut c,
+            "model.decoder.hidden",
+            &mut d.hidden,
+            PcmrdConfig::default().hidden,
+            16,
+            width,
+        ),
+        DecoderConfig::Lmp(d) | DecoderConfig::Oad(d) => shrink(
+            &mut c,
+            "model.decoder.hidden",
+            &mut d.hidden,
+            LmpConfig::default().hidden,
+            16,
+            width,
+        ),
+        DecoderConfig::Camd(d) => {
+            let camd = CamdConfig::default();
+            shrink(
+                &mut c,
+                "model.decoder.hidden",
+                &mut d.hidden,
+                camd.hidden,
+                16,
+                width,
+            );
+            let small = "a small CAMD for the tiny profile's widths";
+            shrink(
+                &mut c,
+                "model.decoder.layers",
+                &mut d.layers,
+                camd.layers,
+                2,
+                small,
+            );
+            shrink(
+                &mut c,
+                "model.decoder.heads",
+                &mut d.heads,
+                camd.heads,
+                2,
+                small,
+            );
+            shrink(
+                &mut c,
+                "model.decoder.ffn_dim",
+                &mut d.ffn_dim,
+                camd.ffn_dim,
+                64,
+                small,
+            );
         }
     }
-    train.epochs = 1;
-    train.batch_size = 8;
-    train.lr = 1e-3;
+    let schedule = TrainSpec::default();
+    shrink(
+        &mut c,
+        "train.epochs",
+        &mut train.epochs,
+        schedule.epochs,
+        1,
+        "one epoch over SynthRS's 4,500 training expressions (new samples teach more than a second pass)",
+    );
+    shrink(
+        &mut c,
+        "train.batch_size",
+        &mut train.batch_size,
+        schedule.batch_size,
+        8,
+        "batch 8: enough steps in one epoch on a laptop CPU",
+    );
+    shrink(
+        &mut c,
+        "train.lr",
+        &mut train.lr,
+        schedule.lr,
+        1e-3,
+        "a larger learning rate for the one-epoch schedule",
+    );
+    c
 }

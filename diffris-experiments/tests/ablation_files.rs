@@ -78,7 +78,7 @@ fn every_variant_of_every_file_resolves_builds_and_runs() {
             path.file_name().unwrap().to_str().unwrap()
         );
         for v in &file.variants {
-            let recipe = file.recipe(v);
+            let recipe = v.recipe.clone();
             let p = paper
                 .resolve(&file.name, &v.name, &v.label, &recipe, 0)
                 .unwrap();
@@ -135,7 +135,7 @@ fn paper_profile_without_paths_names_the_flag() {
     };
     let v = &file.variants[0];
     let err = r
-        .resolve(&file.name, &v.name, &v.label, &file.recipe(v), 0)
+        .resolve(&file.name, &v.name, &v.label, &v.recipe.clone(), 0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("--data rrsisd=DIR"), "{err}");

@@ -8,17 +8,19 @@
 use std::path::Path;
 use std::process::Command;
 
-use diffris_experiments::run::RunResult;
+use diffris_experiments::record::RunResult;
 
+/// The `full` variant also changes a model field (the timestep) and a training field (the
+/// learning rate) that no command-line flag sets: both reach its run.
 const ABLATION: &str = r#"(
-    version: 1,
+    version: 2,
     name: "mini",
     title: "Mini ablation",
     columns: [miou, oiou, pr50],
     base: (dataset: rrsisd),
     variants: [
-        (name: "off", label: "no adapter", adapter: (enabled: false), paper: (oiou: 75.52, miou: 61.43)),
-        (name: "full", label: "full adapter", paper: (oiou: 76.05, miou: 62.19)),
+        (name: "off", label: "no adapter", set: (model: (adapter: (enabled: false))), paper: (oiou: 75.52, miou: 61.43)),
+        (name: "full", label: "full adapter", set: (model: (timestep: 50.0), train: (lr: 0.002)), paper: (oiou: 76.05, miou: 62.19)),
     ],
 )"#;
 
@@ -96,9 +98,32 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
             config.contains("profile: tiny") && config.contains("seed: 0"),
             "{config}"
         );
+        let spec = diffris_experiments::record::read_spec(&run).unwrap();
+        let (timestep, lr) = if variant == "full" {
+            (50.0, 0.002)
+        } else {
+            (1.0, 1e-3)
+        };
+        assert_eq!(
+            (spec.model.timestep, spec.train.lr),
+            (timestep, lr),
+            "{config}"
+        );
+        // The tiny profile lists what it changed; the variant's own learning rate is not among
+        // its changes.
+        assert!(config.contains("model.adapter.heads"), "{config}");
+        assert_eq!(
+            spec.profile_changes.iter().any(|c| c.field == "train.lr"),
+            variant == "off",
+            "{config}"
+        );
         let env: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("env.json")).unwrap()).unwrap();
         assert!(env["git_revision"].is_string() && env["backend"].is_string() && env["seed"] == 0);
+        assert!(
+            env["cpu"]["features"].is_array() && env["cpu"]["arch"].is_string(),
+            "{env}"
+        );
         let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().count(), 3, "header + 2 epochs:\n{csv}");
         assert!(run.join("model.safetensors").is_file());

@@ -6,10 +6,9 @@
 use burn::backend::Flex;
 use diffris_data::DatasetFormat;
 use diffris_data::synth::{self, SynthConfig};
-use diffris_experiments::commands::init_sd::write_random;
 use diffris_experiments::encoded::EncodedSplit;
+use diffris_experiments::frozen::{load_frozen, write_random};
 use diffris_experiments::profile::{tiny_arch, tiny_synth};
-use diffris_experiments::trained::load_frozen;
 use indicatif::ProgressBar;
 
 #[test]

@@ -8,10 +8,9 @@
 use burn::backend::Flex;
 use diffris_data::DatasetFormat;
 use diffris_data::synth::{self, SynthConfig};
-use diffris_experiments::commands::init_sd::write_random;
 use diffris_experiments::encoded::EncodedSplit;
+use diffris_experiments::frozen::{load_frozen, write_random};
 use diffris_experiments::profile::{TINY_LATENT_SCALE, tiny_arch, tiny_synth, tiny_weight_seed};
-use diffris_experiments::trained::load_frozen;
 use indicatif::ProgressBar;
 
 #[test]

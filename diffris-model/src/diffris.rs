@@ -1,4 +1,4 @@
-//! `DiffRis`: the whole model of the paper (section 3.2, ARCHITECTURE.md section 1) assembled from
+//! `DiffRis`: the whole model of the paper (section 3.2; `docs/DESIGN.md`) assembled from
 //! one config. The frozen VAE, CLIP and UNet are `#[module(skip)]` fields: they are not
 //! parameters of the trained module (not optimised, not checkpointed), yet the UNet stays in the
 //! autodiff graph so the CP-adapter learns through its cross-attention.
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::adapter::{CpAdapter, CpAdapterConfig};
 use crate::decoder::loss::{LossConfig, training_loss};
 use crate::decoder::{Decoder, DecoderConfig, DecoderInput};
+use crate::error::{ConfigError, ensure};
 use crate::sd::clip::ClipTextModel;
 use crate::sd::config::SdConfig;
 use crate::sd::stack::StableDiffusion;
@@ -86,16 +87,29 @@ pub struct DiffRisOutput<B: Backend> {
 }
 
 impl DiffRisConfig {
-    /// Checks sizes against the SD architecture; the message names the field.
-    pub fn validate(&self, sd: &SdConfig) -> Result<(), String> {
+    /// Checks sizes against the SD architecture; the error names the field.
+    pub fn validate(&self, sd: &SdConfig) -> Result<(), ConfigError> {
         let f = sd.vae.downsampling() << (sd.unet.levels() - 1);
         let (h, w) = self.image_size;
-        if h == 0 || w == 0 || h % f != 0 || w % f != 0 {
-            return Err(format!(
-                "image_size ({h}, {w}) must be a positive multiple of {f} for this architecture"
-            ));
-        }
-        Ok(())
+        ensure(
+            h > 0 && w > 0 && h.is_multiple_of(f) && w.is_multiple_of(f),
+            "image_size",
+            || format!("({h}, {w}) must be a positive multiple of {f} for this architecture"),
+        )?;
+        ensure(
+            self.latent_scale.is_finite() && self.latent_scale > 0.0,
+            "latent_scale",
+            || format!("{} is not a positive number", self.latent_scale),
+        )?;
+        ensure(
+            self.timestep.is_finite() && self.timestep >= 0.0,
+            "timestep",
+            || format!("{} is not a timestep (a number >= 0)", self.timestep),
+        )?;
+        self.adapter
+            .validate(sd.clip.hidden_size)
+            .map_err(|e| e.within("adapter"))?;
+        self.decoder.validate().map_err(|e| e.within("decoder"))
     }
 
     /// Assembles the model around loaded (or random) SD components, which are frozen here.
@@ -133,7 +147,8 @@ impl<B: Backend> DiffRis<B> {
     /// The scaled VAE latent (no gradient).
     ///
     /// # Shapes
-    /// `[B, 3, H, W]` in [-1, 1] -> `[B, 4, H/8, W/8]`.
+    /// `[B, 3, H, W]` in [-1, 1] -> `[B, C, H/f, W/f]`: `C` latent channels and downsampling
+    /// factor `f` of the VAE (SD-1.x: 4 and 8; the tiny profile's VAE: 32 and 4).
     pub fn encode_image(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
         self.vae
             .forward(image)
@@ -153,7 +168,8 @@ impl<B: Backend> DiffRis<B> {
     /// on trained weights, so they can be computed once per sample).
     ///
     /// # Shapes
-    /// `latent`: `[B, 4, h, w]` (scaled), `text`: `[B, 77, D]`, `eos_index`: `[B]`.
+    /// `latent`: `[B, C, h, w]` (scaled; see [`DiffRis::encode_image`]), `text`: `[B, 77, D]`,
+    /// `eos_index`: `[B]`.
     pub fn forward_encoded(
         &self,
         latent: Tensor<B, 4>,

@@ -33,6 +33,39 @@ pub enum ModelError {
     },
 }
 
+/// A configuration value diffris cannot build, named by its field path
+/// (`unet.block_out_channels[2]`, `adapter.heads`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The same error with its field under `prefix` (`adapter` + `heads` = `adapter.heads`).
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.field = format!("{prefix}.{}", self.field);
+        self
+    }
+}
+
+/// `Err` naming `field` unless `ok`.
+pub fn ensure(ok: bool, field: &str, problem: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, problem()))
+    }
+}
+
 fn preview(keys: &[String]) -> String {
     const SHOWN: usize = 8;
     let mut s = keys

@@ -1,13 +1,15 @@
-//! The published dataset layouts (DATASETS.md): RRSIS-D, RefSegRS, RISBench, and SynthRS (written
-//! in the RRSIS-D layout).
+//! The published dataset layouts: RRSIS-D, RefSegRS, RISBench, and SynthRS (written in the
+//! RRSIS-D layout). Each module documents its layout on disk; this crate is the only place that
+//! knows them.
 
 pub mod phrase;
 pub mod rrsisd;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::sample::Sample;
+use crate::sample::{MaskSource, Sample};
 
 /// A dataset layout on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +37,16 @@ impl DatasetFormat {
     }
 
     /// Reads the samples of one split.
+    /// Every object annotated in each image of the dataset at `root` (referred to or not),
+    /// undecoded and keyed by the image path its samples carry; `None` for formats that do not
+    /// list every object of an image (RefSegRS, RISBench).
+    pub fn scene_objects(self, root: &Path) -> Result<Option<HashMap<PathBuf, Vec<MaskSource>>>> {
+        match self {
+            Self::Rrsisd | Self::Synthrs => rrsisd::image_annotations(root).map(Some),
+            Self::Refsegrs | Self::Risbench => Ok(None),
+        }
+    }
+
     pub fn read_split(self, root: &Path, split: &str) -> Result<Vec<Sample>> {
         match self {
             Self::Rrsisd | Self::Synthrs => rrsisd::read_split(root, split),

@@ -303,6 +303,7 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
         .map(|c| (c.id, c.name.as_str()))
         .collect();
 
+    let files = ImageFiles::new(&layout, &refs);
     let mut samples = Vec::new();
     for r in refs.iter().filter(|r| split_matches(split, &r.split)) {
         let record = format!("ref {}", r.ref_id);
@@ -328,11 +329,7 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
             parse_segmentation(&ann.segmentation, image.height, image.width).map_err(|m| {
                 DataError::record(&layout.instances, format!("annotation {}", ann.id), m)
             })?;
-        let file = image
-            .file_name
-            .clone()
-            .or_else(|| r.file_name.clone())
-            .unwrap_or_else(|| format!("{:05}.jpg", image.id));
+        let image_path = files.path(image);
         for (sent_id, sentence) in &r.sentences {
             if sentence.trim().is_empty() {
                 return Err(DataError::record(
@@ -343,7 +340,7 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
             }
             samples.push(Sample {
                 id: format!("ref {} sent {sent_id}", r.ref_id),
-                image: layout.images.join(&file),
+                image: image_path.clone(),
                 mask: MaskSource::Coco {
                     height,
                     width,
@@ -356,6 +353,35 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
         }
     }
     Ok(samples)
+}
+
+/// Where the image of an `instances.json` record is: its own `file_name`, else the `file_name`
+/// a ref to the image carries (RMSIN's refs have one, some `instances.json` files do not), else
+/// `{id:05}.jpg`. The one place both the samples and the scene objects find their image.
+struct ImageFiles<'a> {
+    layout: &'a RrsisDLayout,
+    from_refs: HashMap<i64, &'a str>,
+}
+
+impl<'a> ImageFiles<'a> {
+    fn new(layout: &'a RrsisDLayout, refs: &'a [Ref]) -> Self {
+        let mut from_refs = HashMap::new();
+        for r in refs {
+            if let Some(f) = &r.file_name {
+                from_refs.entry(r.image_id).or_insert(f.as_str());
+            }
+        }
+        Self { layout, from_refs }
+    }
+
+    fn path(&self, image: &ImageRecord) -> PathBuf {
+        let file = match (&image.file_name, self.from_refs.get(&image.id)) {
+            (Some(f), _) => f.clone(),
+            (None, Some(f)) => f.to_string(),
+            (None, None) => format!("{:05}.jpg", image.id),
+        };
+        self.layout.images.join(file)
+    }
 }
 
 /// Reads and parses `instances.json`.
@@ -371,6 +397,8 @@ fn read_instances(path: &Path) -> Result<Instances> {
 /// a "random object of the scene" baseline draws from.
 pub fn image_annotations(root: &Path) -> Result<HashMap<PathBuf, Vec<MaskSource>>> {
     let layout = RrsisDLayout::new(root);
+    let refs = read_refs(&layout.refs)?;
+    let files = ImageFiles::new(&layout, &refs);
     let inst = read_instances(&layout.instances)?;
     let images: HashMap<i64, &ImageRecord> = inst.images.iter().map(|i| (i.id, i)).collect();
     let mut out: HashMap<PathBuf, Vec<MaskSource>> = HashMap::new();
@@ -382,11 +410,7 @@ pub fn image_annotations(root: &Path) -> Result<HashMap<PathBuf, Vec<MaskSource>
             parse_segmentation(&ann.segmentation, image.height, image.width).map_err(|m| {
                 DataError::record(&layout.instances, format!("annotation {}", ann.id), m)
             })?;
-        let file = image
-            .file_name
-            .clone()
-            .unwrap_or_else(|| format!("{:05}.jpg", image.id));
-        out.entry(layout.images.join(file))
+        out.entry(files.path(image))
             .or_default()
             .push(MaskSource::Coco {
                 height,

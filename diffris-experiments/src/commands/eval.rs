@@ -8,11 +8,12 @@ use image::GrayImage;
 use indicatif::ProgressBar;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::commands::ablation::default_cache;
+use crate::cache::default_cache;
+use crate::commands::common::print_metrics;
 use crate::encoded::EncodedSplit;
 use crate::evaluate::{baselines, predict, score};
-use crate::metrics::{Metrics, PR_THRESHOLDS, Protocol};
-use crate::trained::load_run;
+use crate::metrics::Protocol;
+use crate::reload::load_run;
 
 /// Arguments of `diffris eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,22 +31,6 @@ pub struct EvalArgs {
     pub save_masks: Option<PathBuf>,
     #[arg(long)]
     pub cache: Option<PathBuf>,
-}
-
-/// Prints metrics the way the tables name them.
-pub fn print_metrics(name: &str, m: &Metrics) {
-    let pr: Vec<String> = PR_THRESHOLDS
-        .iter()
-        .zip(m.precision)
-        .map(|(t, p)| format!("Pr@{t} {p:.2}"))
-        .collect();
-    println!(
-        "{name:<22} mIoU {:6.2}  oIoU {:6.2}  {}  ({} samples)",
-        m.miou,
-        m.oiou,
-        pr.join("  "),
-        m.samples
-    );
 }
 
 struct Eval(EvalArgs);
@@ -88,7 +73,7 @@ impl BackendJob for Eval {
             protocol.label()
         );
         print_metrics("DiffRIS", &m);
-        let b = baselines(&data)?;
+        let b = baselines(&data, spec.dataset, &spec.data_root)?;
         print_metrics("all background", &b.all_background);
         print_metrics("whole image", &b.whole_image);
         if let Some(r) = &b.random_object {

@@ -2,18 +2,18 @@
 //! sees (token ids, CLIP states, VAE latent, every UNet tap, cross-attention maps) to a
 //! safetensors file, for probing and for checking a checkpoint against another implementation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
+use burn::data::dataloader::batcher::Batcher;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
-use diffris_data::ClipTokenizer;
+use diffris_data::batch::{RisBatch, RisBatcher, prepare_query};
 use diffris_data::sample::open_image;
-use diffris_data::transforms::image_to_input;
-use diffris_model::sd::{SdConfig, StableDiffusion, UNetRequest};
+use diffris_model::sd::UNetRequest;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::build_info::GIT_REVISION;
+use crate::frozen::{check_vocab, load_frozen_preset};
 use crate::tensor_file::TensorFile;
 
 /// Arguments of `diffris features`.
@@ -50,34 +50,6 @@ pub fn round_to_64(side: u32) -> usize {
     ((side as f64 / 64.0).round() as usize).max(1) * 64
 }
 
-/// Loads the SD components and the tokenizer that goes with them (a diffusers folder's own
-/// `tokenizer/` when present, else the embedded CLIP vocabulary).
-pub fn load_sd<B: Backend>(
-    path: &Path,
-    arch: Option<&str>,
-    device: &B::Device,
-) -> anyhow::Result<(StableDiffusion<B>, ClipTokenizer)> {
-    let arch = match arch {
-        Some(name) => Some(
-            SdConfig::preset(name)
-                .with_context(|| format!("unknown --arch `{name}` (sd15 or tiny)"))?,
-        ),
-        None => None,
-    };
-    crate::trained::load_frozen::<B>(path, arch.as_ref(), device)
-}
-
-/// Token ids must exist in the text encoder's embedding table.
-pub fn check_vocab(ids: &[u32], vocab_size: usize) -> anyhow::Result<()> {
-    match ids.iter().max() {
-        Some(&m) if m as usize >= vocab_size => anyhow::bail!(
-            "the tokenizer produced id {m} but the text encoder has only {vocab_size} embeddings; \
-             the checkpoint and the tokenizer do not belong together"
-        ),
-        _ => Ok(()),
-    }
-}
-
 struct Features(FeaturesArgs);
 
 impl BackendJob for Features {
@@ -85,20 +57,19 @@ impl BackendJob for Features {
 
     fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
-        let (sd, tokenizer) = load_sd::<B>(&a.sd, a.arch.as_deref(), &device)?;
+        let (sd, tokenizer) = load_frozen_preset::<B>(&a.sd, a.arch.as_deref(), &device)?;
         let img = open_image(&a.image)?.into_rgb8();
         let (h, w) = match a.size {
             Some(s) if s % 64 == 0 && s > 0 => (s, s),
             Some(s) => anyhow::bail!("--size {s} is not a positive multiple of 64"),
             None => (round_to_64(img.height()), round_to_64(img.width())),
         };
-        let pixels = image_to_input(&img, h, w);
-        let image = Tensor::<B, 4>::from_data(TensorData::new(pixels, [1, 3, h, w]), &device);
-        let tok = tokenizer.encode(&a.text)?;
-        check_vocab(&tok.ids, sd.text_encoder.config().vocab_size)?;
-        let ids_i64: Vec<i64> = tok.ids.iter().map(|&i| i as i64).collect();
-        let ids =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(ids_i64.clone(), [1, 77]), &device);
+        let item = prepare_query(&img, &a.text, &tokenizer, h, w)?;
+        check_vocab(&item.ids, sd.text_encoder.config().vocab_size)?;
+        let (ids_i64, eos_index): (Vec<i64>, usize) =
+            (item.ids.iter().map(|&i| i as i64).collect(), item.eos_index);
+        let batch: RisBatch<B> = RisBatcher.batch(vec![item], &device);
+        let (image, ids) = (batch.image, batch.ids);
 
         let text = sd.text_encoder.forward(ids);
         let mean = sd.vae.forward(image);
@@ -116,8 +87,8 @@ impl BackendJob for Features {
         );
 
         let mut file = TensorFile::default();
-        file.ints("token_ids", vec![1, 77], &ids_i64);
-        file.ints("eos_index", vec![1], &[tok.eos_index as i64]);
+        file.ints("token_ids", vec![1, ids_i64.len()], &ids_i64);
+        file.ints("eos_index", vec![1], &[eos_index as i64]);
         file.float("clip.last_hidden_state", text);
         file.float("vae.posterior_mean", mean);
         file.float("vae.latent_scaled", latent);
@@ -154,7 +125,7 @@ impl BackendJob for Features {
             file.names().count(),
             h,
             w,
-            tok.eos_index - 1,
+            eos_index - 1,
             a.out.display()
         );
         Ok(())

@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use diffris_model::sd::SdConfig;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::frozen::write_random;
 
 /// Arguments of `diffris init-sd`.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,20 +22,6 @@ pub struct InitSdArgs {
     /// Output folder (must not exist).
     #[arg(long)]
     pub out: PathBuf,
-}
-
-/// Writes seeded random weights of `arch` to `out` (a diffusers-style folder).
-pub fn write_random<B: Backend>(
-    arch: &SdConfig,
-    seed: u64,
-    out: &std::path::Path,
-    device: &B::Device,
-) -> anyhow::Result<()> {
-    B::seed(device, seed);
-    let sd = arch.init::<B>(device);
-    sd.save_diffusers(out)
-        .with_context(|| format!("writing {}", out.display()))?;
-    Ok(())
 }
 
 struct InitSd(InitSdArgs);

@@ -11,8 +11,11 @@ use burn::tensor::backend::Backend;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::inputs::Shared;
 use crate::profile::RunSpec;
-use crate::run::{Shared, Workspace, run_one};
+use crate::record::parse_spec;
+use crate::run::run_one;
+use crate::workspace::Workspace;
 
 /// Arguments of `diffris run-spec`; the run spec (RON, as in a run's `config.ron`) comes on
 /// stdin.
@@ -69,7 +72,6 @@ pub fn run(device: DeviceSpec, args: RunSpecArgs) -> anyhow::Result<()> {
     std::io::stdin()
         .read_to_string(&mut text)
         .context("reading the run spec from stdin")?;
-    let spec: RunSpec = ron::from_str(&text)
-        .map_err(|e| crate::recipe::ron_error(std::path::Path::new("<stdin>"), e))?;
+    let spec = parse_spec(&text, std::path::Path::new("<stdin>"))?;
     dispatch(device, RunSpecJob(args, spec))?
 }

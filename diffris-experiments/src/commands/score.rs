@@ -9,7 +9,7 @@ use diffris_data::DatasetFormat;
 use diffris_data::sample::open_image;
 use diffris_data::transforms::resize_nearest;
 
-use crate::commands::eval::print_metrics;
+use crate::commands::common::print_metrics;
 use crate::metrics::{MetricAccumulator, Protocol};
 
 /// Arguments of `diffris score`.

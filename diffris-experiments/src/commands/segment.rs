@@ -4,18 +4,20 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use diffris_data::batch::{RisBatch, RisBatcher, prepare_query};
 use diffris_data::inspect::overlay;
 use diffris_data::rle::BinaryMask;
 use diffris_data::sample::open_image;
-use diffris_data::transforms::{image_to_input, resize_bilinear};
+use diffris_data::transforms::resize_bilinear;
 use image::GrayImage;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::commands::ablation::default_cache;
-use crate::trained::load_run;
+use crate::cache::default_cache;
+use crate::frozen::check_vocab;
+use crate::reload::load_run;
 
 /// Arguments of `diffris segment`.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,23 +47,14 @@ impl BackendJob for Segment {
         let run = load_run::<B>(&a.run, &cache, &device)?;
         let img = open_image(&a.image)?.into_rgb8();
         let (h, w) = run.spec.model.image_size;
-        let pixels = image_to_input(&img, h, w);
-        let tok = run.tokenizer.encode(&a.text)?;
-        crate::commands::features::check_vocab(
-            &tok.ids,
-            run.model.text_encoder.config().vocab_size,
-        )?;
-        let ids: Vec<i64> = tok.ids.iter().map(|&i| i as i64).collect();
-        let image = Tensor::<B, 4>::from_data(TensorData::new(pixels, [1, 3, h, w]), &device);
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, 77]), &device);
-        let eos = Tensor::<B, 1, Int>::from_data(
-            TensorData::new(vec![tok.eos_index as i64], [1]),
-            &device,
-        );
-        let probs: Vec<f32> = sigmoid(run.model.forward(image, ids, eos, false).logits)
-            .into_data()
-            .iter::<f32>()
-            .collect();
+        let item = prepare_query(&img, &a.text, &run.tokenizer, h, w)?;
+        check_vocab(&item.ids, run.model.text_encoder.config().vocab_size)?;
+        let batch: RisBatch<B> = RisBatcher.batch(vec![item], &device);
+        let logits = run
+            .model
+            .forward(batch.image, batch.ids, batch.eos_index, false)
+            .logits;
+        let probs: Vec<f32> = sigmoid(logits).into_data().iter::<f32>().collect();
         // Back to the image's own size, as CGFormer's protocol does.
         let (ih, iw) = (img.height() as usize, img.width() as usize);
         let full = resize_bilinear(&probs, h, w, ih, iw);

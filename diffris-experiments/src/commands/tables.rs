@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use crate::profile::ProfileName;
 use crate::recipe::{AblationFile, locate};
 
 /// Arguments of `diffris tables`.
@@ -42,7 +41,7 @@ pub fn run(a: TablesArgs) -> anyhow::Result<()> {
     );
     for name in names {
         let file = AblationFile::load(&locate(&name, &a.ablations)?)?;
-        let written = crate::tables::write_ablation(&file, &ProfileName::Tiny, &a.results)?;
+        let written = crate::report::write_ablation(&file, &a.results)?;
         println!("{}\n", written.markdown);
         for f in written.files {
             println!("  wrote {}", f.display());

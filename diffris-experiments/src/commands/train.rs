@@ -1,7 +1,8 @@
 //! `diffris train ABLATION [--variant NAME] [--seed N]`: one run of one variant.
 
 use crate::backend::DeviceSpec;
-use crate::commands::ablation::{AblationArgs, RunArgs};
+use crate::commands::common::{RunArgs, Selection, run_ablation};
+use crate::recipe::{AblationFile, locate};
 
 /// Arguments of `diffris train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -14,29 +15,28 @@ pub struct TrainArgs {
     pub variant: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Print the resolved run spec and exit.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
 
 /// Runs the command (an ablation restricted to one variant and seed).
 pub fn run(device: DeviceSpec, a: TrainArgs) -> anyhow::Result<()> {
-    let only = match a.variant {
-        Some(v) => vec![v],
+    let variant = match a.variant {
+        Some(v) => v,
         None => {
-            let path = crate::recipe::locate(&a.ablation, &a.run.ablations)?;
-            vec![
-                crate::recipe::AblationFile::load(&path)?.variants[0]
-                    .name
-                    .clone(),
-            ]
+            let path = locate(&a.ablation, &a.run.ablations)?;
+            AblationFile::load(&path)?.variants[0].name.clone()
         }
     };
-    crate::commands::ablation::run(
+    run_ablation(
         device,
-        AblationArgs {
+        Selection {
             name: a.ablation,
-            dry_run: false,
-            only,
+            dry_run: a.dry_run,
+            only: vec![variant],
             seeds: vec![a.seed],
             run: a.run,
         },

@@ -23,6 +23,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ConfigError, ensure};
+
 /// Switches and sizes of the CP-adapter; the defaults are the full adapter of the paper.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +65,33 @@ impl Default for CpAdapterConfig {
             rank: 8,
             gamma_init: 1e-4,
         }
+    }
+}
+
+impl CpAdapterConfig {
+    /// Checks the sizes against the text width `text_dim`; the error names the field.
+    pub fn validate(&self, text_dim: usize) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.global_context || self.object_reasoning {
+            ensure(
+                self.heads > 0 && text_dim.is_multiple_of(self.heads),
+                "heads",
+                || format!("{} does not divide the text width ({text_dim})", self.heads),
+            )?;
+            ensure((0.0..1.0).contains(&self.dropout), "dropout", || {
+                format!("{} is not in [0, 1)", self.dropout)
+            })?;
+        }
+        if self.global_context {
+            ensure(self.layers > 0, "layers", || "must be at least 1".into())?;
+            ensure(self.ffn_dim > 0, "ffn_dim", || "must be at least 1".into())?;
+        }
+        if self.domain_adjustment {
+            ensure(self.rank > 0, "rank", || "must be at least 1".into())?;
+        }
+        Ok(())
     }
 }
 

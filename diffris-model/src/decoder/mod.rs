@@ -14,6 +14,8 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ConfigError, ensure};
+
 pub use camd::{Camd, CamdConfig};
 pub use lmp::{Lmp, LmpConfig};
 pub use pcmrd::{DecoderInput, DecoderOutput, Pcmrd, PcmrdConfig};
@@ -50,6 +52,40 @@ pub enum Decoder<B: Backend> {
 }
 
 impl DecoderConfig {
+    /// Checks the sizes; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_one =
+            |v: usize, field: &str| ensure(v > 0, field, || "must be at least 1".into());
+        match self {
+            Self::Pcmrd(c) => {
+                at_least_one(c.hidden, "hidden")?;
+                at_least_one(c.tokens, "tokens")?;
+                ensure(
+                    c.tau_init > 0.0 && c.tau_init.is_finite(),
+                    "tau_init",
+                    || format!("{} is not a positive temperature", c.tau_init),
+                )
+            }
+            Self::Lmp(c) | Self::Oad(c) => {
+                at_least_one(c.hidden, "hidden")?;
+                ensure(c.max_angle_deg.is_finite(), "max_angle_deg", || {
+                    format!("{} is not finite", c.max_angle_deg)
+                })
+            }
+            Self::Camd(c) => {
+                at_least_one(c.hidden, "hidden")?;
+                at_least_one(c.layers, "layers")?;
+                at_least_one(c.prompts, "prompts")?;
+                at_least_one(c.ffn_dim, "ffn_dim")?;
+                ensure(
+                    c.heads > 0 && c.hidden.is_multiple_of(c.heads),
+                    "heads",
+                    || format!("{} does not divide hidden ({})", c.heads, c.hidden),
+                )
+            }
+        }
+    }
+
     /// Builds the decoder for taps of `channels` (finest first), text width `text_dim`, and a
     /// finest tap of nominal size `latent`.
     pub fn init<B: Backend>(

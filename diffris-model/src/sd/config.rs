@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ConfigError, ensure};
+
 /// The SD-1.x `UNet2DConditionModel`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UNetConfig {
@@ -159,18 +161,21 @@ impl SdConfig {
     }
 
     /// Checks that the three components fit together and that every width divides as the
-    /// architecture needs; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        self.unet.validate()?;
-        self.vae.validate()?;
-        self.clip.validate()?;
-        if self.unet.cross_attention_dim != self.clip.hidden_size {
-            return Err(format!(
-                "unet.cross_attention_dim ({}) must equal clip.hidden_size ({})",
-                self.unet.cross_attention_dim, self.clip.hidden_size
-            ));
-        }
-        Ok(())
+    /// architecture needs; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.unet.validate().map_err(|e| e.within("unet"))?;
+        self.vae.validate().map_err(|e| e.within("vae"))?;
+        self.clip.validate().map_err(|e| e.within("clip"))?;
+        ensure(
+            self.unet.cross_attention_dim == self.clip.hidden_size,
+            "unet.cross_attention_dim",
+            || {
+                format!(
+                    "{} must equal clip.hidden_size ({})",
+                    self.unet.cross_attention_dim, self.clip.hidden_size
+                )
+            },
+        )
     }
 }
 
@@ -185,12 +190,12 @@ impl UNetConfig {
         4 * self.block_out_channels[0]
     }
 
-    /// Checks lengths and divisibility; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks lengths and divisibility; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let n = self.levels();
-        if n < 2 {
-            return Err("unet.block_out_channels needs at least two levels".into());
-        }
+        ensure(n >= 2, "block_out_channels", || {
+            format!("has {n} levels, at least two are needed")
+        })?;
         for (name, len) in [
             (
                 "down_block_cross_attention",
@@ -198,11 +203,9 @@ impl UNetConfig {
             ),
             ("attention_heads", self.attention_heads.len()),
         ] {
-            if len != n {
-                return Err(format!(
-                    "unet.{name} has {len} entries but block_out_channels has {n}"
-                ));
-            }
+            ensure(len == n, name, || {
+                format!("has {len} entries but block_out_channels has {n}")
+            })?;
         }
         for (i, (&c, &h)) in self
             .block_out_channels
@@ -210,38 +213,47 @@ impl UNetConfig {
             .zip(&self.attention_heads)
             .enumerate()
         {
-            if !c.is_multiple_of(self.norm_num_groups) {
-                return Err(format!(
-                    "unet.block_out_channels[{i}] = {c} is not a multiple of norm_num_groups = {}",
-                    self.norm_num_groups
-                ));
-            }
-            if h == 0 || !c.is_multiple_of(h) {
-                return Err(format!(
-                    "unet.block_out_channels[{i}] = {c} is not divisible by attention_heads[{i}] = {h}"
-                ));
-            }
+            ensure(
+                self.norm_num_groups > 0 && c.is_multiple_of(self.norm_num_groups),
+                &format!("block_out_channels[{i}]"),
+                || {
+                    format!(
+                        "{c} is not a multiple of norm_num_groups ({})",
+                        self.norm_num_groups
+                    )
+                },
+            )?;
+            ensure(
+                h > 0 && c.is_multiple_of(h),
+                &format!("attention_heads[{i}]"),
+                || format!("{h} does not divide block_out_channels[{i}] ({c})"),
+            )?;
         }
-        if self.layers_per_block == 0 {
-            return Err("unet.layers_per_block must be at least 1".into());
-        }
-        Ok(())
+        ensure(self.layers_per_block > 0, "layers_per_block", || {
+            "must be at least 1".into()
+        })
     }
 }
 
 impl VaeConfig {
-    /// Checks lengths and divisibility; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.block_out_channels.is_empty() {
-            return Err("vae.block_out_channels is empty".into());
-        }
+    /// Checks lengths and divisibility; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            !self.block_out_channels.is_empty(),
+            "block_out_channels",
+            || "is empty".into(),
+        )?;
         for (i, &c) in self.block_out_channels.iter().enumerate() {
-            if !c.is_multiple_of(self.norm_num_groups) {
-                return Err(format!(
-                    "vae.block_out_channels[{i}] = {c} is not a multiple of norm_num_groups = {}",
-                    self.norm_num_groups
-                ));
-            }
+            ensure(
+                self.norm_num_groups > 0 && c.is_multiple_of(self.norm_num_groups),
+                &format!("block_out_channels[{i}]"),
+                || {
+                    format!(
+                        "{c} is not a multiple of norm_num_groups ({})",
+                        self.norm_num_groups
+                    )
+                },
+            )?;
         }
         Ok(())
     }
@@ -253,17 +265,19 @@ impl VaeConfig {
 }
 
 impl ClipConfig {
-    /// Checks divisibility; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
-            return Err(format!(
-                "clip.hidden_size = {} is not divisible by num_attention_heads = {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
-        Ok(())
+    /// Checks divisibility; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.num_attention_heads > 0
+                && self.hidden_size.is_multiple_of(self.num_attention_heads),
+            "num_attention_heads",
+            || {
+                format!(
+                    "{} does not divide hidden_size ({})",
+                    self.num_attention_heads, self.hidden_size
+                )
+            },
+        )
     }
 }
 
@@ -290,7 +304,27 @@ mod tests {
         let mut cfg = SdConfig::tiny();
         cfg.clip.hidden_size = 48;
         cfg.clip.num_attention_heads = 4;
-        let msg = cfg.validate().unwrap_err();
-        assert!(msg.contains("cross_attention_dim"), "{msg}");
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.field, "unet.cross_attention_dim", "{err}");
+    }
+
+    #[test]
+    fn nested_errors_name_the_full_field_path() {
+        let mut cfg = SdConfig::tiny();
+        cfg.unet.attention_heads[2] = 5;
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.field, "unet.attention_heads[2]", "{err}");
+        let mut cfg = SdConfig::tiny();
+        cfg.vae.block_out_channels[1] = 20;
+        assert_eq!(
+            cfg.validate().unwrap_err().field,
+            "vae.block_out_channels[1]"
+        );
+        let mut cfg = SdConfig::tiny();
+        cfg.clip.num_attention_heads = 5;
+        assert_eq!(
+            cfg.validate().unwrap_err().field,
+            "clip.num_attention_heads"
+        );
     }
 }

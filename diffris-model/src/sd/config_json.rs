@@ -229,7 +229,7 @@ impl UNetConfig {
             flip_sin_to_cos: r.bool_or("flip_sin_to_cos", true)?,
             freq_shift: r.f64_or("freq_shift", 0.0)?,
         };
-        cfg.validate().map_err(|m| r.err(m))?;
+        cfg.validate().map_err(|m| r.err(m.to_string()))?;
         Ok(cfg)
     }
 }
@@ -262,7 +262,7 @@ impl VaeConfig {
             mid_block_add_attention: r.bool_or("mid_block_add_attention", true)?,
             scaling_factor: r.f64_or("scaling_factor", 0.18215)?,
         };
-        cfg.validate().map_err(|m| r.err(m))?;
+        cfg.validate().map_err(|m| r.err(m.to_string()))?;
         Ok(cfg)
     }
 }
@@ -290,7 +290,7 @@ impl ClipConfig {
             layer_norm_eps: r.f64_or("layer_norm_eps", 1e-5)?,
             hidden_act,
         };
-        cfg.validate().map_err(|m| r.err(m))?;
+        cfg.validate().map_err(|m| r.err(m.to_string()))?;
         Ok(cfg)
     }
 }

@@ -164,7 +164,8 @@ impl<B: Backend> StableDiffusion<B> {
 
     /// Loads an original single-file LDM checkpoint (`.safetensors` or `.ckpt`).
     pub fn from_single_file(path: &Path, arch: &SdConfig, device: &B::Device) -> Result<Self> {
-        arch.validate().map_err(|m| ModelError::config(path, m))?;
+        arch.validate()
+            .map_err(|m| ModelError::config(path, m.to_string()))?;
         let ckpt = Checkpoint::open(path)?;
         let mut sd = arch.init::<B>(device);
         let mut used = BTreeSet::new();
@@ -210,7 +211,8 @@ impl<B: Backend> StableDiffusion<B> {
                 &clip_dir.join("config.json"),
             )?,
         };
-        arch.validate().map_err(|m| ModelError::config(dir, m))?;
+        arch.validate()
+            .map_err(|m| ModelError::config(dir, m.to_string()))?;
         let mut sd = arch.init::<B>(device);
         let load = |folder: &Path, stem: &str| -> Result<Checkpoint> {
             Checkpoint::open(&weight_file(folder, stem)?)

@@ -1,37 +1,9 @@
-//! Tables of an ablation from its saved runs: our numbers (mean ± std over seeds) beside the
-//! paper's, in the paper's layout, as Markdown, CSV and LaTeX, plus the plots.
+//! The table of an ablation: our numbers (mean ± std over seeds) beside the paper's, in the
+//! paper's layout, as Markdown, CSV and LaTeX.
 
-use std::path::{Path, PathBuf};
-
-use anyhow::Context;
-use serde::Serialize;
-
-use crate::profile::{ProfileName, RunSpec};
-use crate::recipe::{AblationFile, Column, Variant};
-use crate::run::{RunResult, run_dir};
-use crate::tensor_file::write_atomic;
-
-/// The runs of one variant that have finished.
-#[derive(Clone, Debug)]
-pub struct Row<'a> {
-    pub variant: &'a Variant,
-    pub results: Vec<RunResult>,
-}
-
-/// Mean and sample standard deviation.
-pub fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    if values.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = values.iter().sum::<f64>() / n;
-    let var = if values.len() > 1 {
-        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
-}
+use crate::profile::ProfileName;
+use crate::recipe::{AblationFile, Column};
+use crate::report::rows::{Row, mean_std};
 
 fn cell(values: &[f64]) -> String {
     match values.len() {
@@ -46,48 +18,6 @@ fn cell(values: &[f64]) -> String {
 
 fn paper_cell(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.2}"))
-}
-
-/// Reads every finished run of the file's variants and seeds (any seed found on disk).
-pub fn collect<'a>(
-    file: &'a AblationFile,
-    results: &Path,
-) -> anyhow::Result<(Vec<Row<'a>>, Option<ProfileName>)> {
-    let mut rows = Vec::new();
-    let mut profile = None;
-    for v in &file.variants {
-        let vdir = results.join("runs").join(&file.name).join(&v.name);
-        let mut seeds: Vec<u64> = std::fs::read_dir(&vdir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.strip_prefix("seed-")?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        seeds.sort_unstable();
-        let mut results_v = Vec::new();
-        for seed in seeds {
-            let dir = run_dir(results, &file.name, &v.name, seed);
-            let path = dir.join("result.json");
-            if !path.is_file() {
-                continue;
-            }
-            let r: RunResult = serde_json::from_str(&std::fs::read_to_string(&path)?)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if profile.is_none() {
-                let spec: RunSpec =
-                    ron::from_str(&std::fs::read_to_string(dir.join("config.ron"))?)
-                        .with_context(|| format!("reading {}", dir.join("config.ron").display()))?;
-                profile = Some(spec.profile);
-            }
-            results_v.push(r);
-        }
-        rows.push(Row {
-            variant: v,
-            results: results_v,
-        });
-    }
-    Ok((rows, profile))
 }
 
 /// Which split a table column shows.
@@ -140,7 +70,7 @@ fn table_columns(file: &AblationFile) -> Vec<(SplitCol, Column)> {
         .collect()
 }
 
-fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]) -> Vec<String> {
+pub fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]) -> Vec<String> {
     let mut notes = Vec::new();
     if let Some(n) = &file.note {
         notes.push(n.clone());
@@ -283,38 +213,4 @@ pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String 
     }
     out.push_str("\\end{table}\n");
     out
-}
-
-/// What [`write_ablation`] produced.
-#[derive(Debug, Serialize)]
-pub struct Written {
-    pub markdown: String,
-    pub files: Vec<PathBuf>,
-}
-
-/// Writes `results/NAME/table.{md,csv,tex}` and the plots from the saved runs.
-pub fn write_ablation(
-    file: &AblationFile,
-    _profile: &ProfileName,
-    results: &Path,
-) -> anyhow::Result<Written> {
-    let (rows, profile) = collect(file, results)?;
-    let notes = notes(file, profile, &rows);
-    let dir = results.join(&file.name);
-    let md = markdown(file, &rows, &notes);
-    let mut files = Vec::new();
-    for (name, text) in [
-        ("table.md", md.clone()),
-        ("table.csv", csv(file, &rows)),
-        ("table.tex", latex(file, &rows, &notes)),
-    ] {
-        let path = dir.join(name);
-        write_atomic(&path, text.as_bytes())?;
-        files.push(path);
-    }
-    files.extend(crate::plots::write_all(file, &rows, results, &dir)?);
-    Ok(Written {
-        markdown: md,
-        files,
-    })
 }

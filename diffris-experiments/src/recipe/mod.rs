@@ -1,50 +1,29 @@
-//! Ablation files (RON): a base recipe, named variants that replace parts of it, and the paper's
-//! numbers for each row. Plain serde with `deny_unknown_fields` everywhere, so a typo is an error
-//! with its line and column, never a silent baseline run.
+//! Ablation files (RON): a base recipe, named variants that override any of its fields, and the
+//! paper's numbers for each row. Plain serde with `deny_unknown_fields` everywhere, so a typo is
+//! an error with its line and column, never a silent baseline run.
 //!
-//! A variant replaces whole sub-configs: `adapter: (enabled: false)` means the paper's adapter
-//! with `enabled` switched off (unnamed fields take the paper's defaults, not the base file's).
-//! Optional fields are written without `Some(...)` (RON's `implicit_some` is on).
+//! A variant writes the fields it changes under `set:`, in the recipe's own layout:
+//! `set: (model: (adapter: (enabled: false), timestep: 100.0), train: (lr: 0.001))`. They are
+//! merged over the base field by field ([`merge`]): whatever the variant does not write keeps
+//! the base's value, and the base's unwritten fields take the paper's defaults. Optional fields
+//! are written without `Some(...)` (RON's `implicit_some` is on).
+
+pub mod merge;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use diffris_data::DatasetFormat;
-use diffris_model::adapter::CpAdapterConfig;
-use diffris_model::decoder::DecoderConfig;
-use diffris_model::decoder::loss::LossConfig;
+use diffris_model::diffris::DiffRisConfig;
+use diffris_model::error::{ConfigError, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Protocol;
+use merge::Node;
 
-/// The file format version this build reads.
-pub const ABLATION_VERSION: u32 = 1;
-
-/// The model part of a recipe (the frozen SD architecture comes from the profile).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelSpec {
-    pub adapter: CpAdapterConfig,
-    pub decoder: DecoderConfig,
-    pub loss: LossConfig,
-    pub latent_scale: f64,
-    pub timestep: f64,
-    pub cross_attention_maps: bool,
-}
-
-impl Default for ModelSpec {
-    fn default() -> Self {
-        let d = diffris_model::diffris::DiffRisConfig::default();
-        Self {
-            adapter: d.adapter,
-            decoder: d.decoder,
-            loss: d.loss,
-            latent_scale: d.latent_scale,
-            timestep: d.timestep,
-            cross_attention_maps: d.cross_attention_maps,
-        }
-    }
-}
+/// The file format version this build reads (version 1 wrote a variant's `adapter`, `decoder`,
+/// `loss`, `sd_weights` and `dataset` beside its name; version 2 writes any field under `set`).
+pub const ABLATION_VERSION: u32 = 2;
 
 /// Optimisation settings (paper 4.1.3; the learning rate is lost from the paper's text).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +52,29 @@ impl Default for TrainSpec {
     }
 }
 
+impl TrainSpec {
+    /// Checks the settings; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.epochs > 0, "epochs", || "must be at least 1".into())?;
+        ensure(self.batch_size > 0, "batch_size", || {
+            "must be at least 1".into()
+        })?;
+        ensure(self.lr.is_finite() && self.lr > 0.0, "lr", || {
+            format!("{} is not a positive learning rate", self.lr)
+        })?;
+        ensure(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "weight_decay",
+            || format!("{} is not a number >= 0", self.weight_decay),
+        )?;
+        ensure(
+            self.lr_power.is_finite() && self.lr_power >= 0.0,
+            "lr_power",
+            || format!("{} is not a number >= 0", self.lr_power),
+        )
+    }
+}
+
 /// The validation metric used for best-checkpoint selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -93,7 +95,9 @@ pub struct RecipeSpec {
     /// Which SD weights (`sd11`, `sd12`, `sd14`, `sd15`): paths come from the profile's setup.
     pub sd_weights: String,
     pub protocol: Protocol,
-    pub model: ModelSpec,
+    /// The whole DiffRIS configuration (input size, latent scale, timestep, adapter, decoder,
+    /// loss); the frozen SD architecture comes from the profile.
+    pub model: DiffRisConfig,
     pub train: TrainSpec,
 }
 
@@ -106,7 +110,7 @@ impl Default for RecipeSpec {
             test_split: "test".into(),
             sd_weights: "sd15".into(),
             protocol: Protocol::Lavt,
-            model: ModelSpec::default(),
+            model: DiffRisConfig::default(),
             train: TrainSpec::default(),
         }
     }
@@ -133,22 +137,20 @@ pub struct Variant {
     pub name: String,
     /// Row label as the paper prints it.
     pub label: String,
+    /// The recipe fields this variant changes. Parsed as a whole recipe only to check names and
+    /// types where they are written (unwritten fields read as the paper's defaults here); the
+    /// variant's recipe is [`Variant::recipe`].
     #[serde(default)]
-    pub adapter: Option<CpAdapterConfig>,
-    #[serde(default)]
-    pub decoder: Option<DecoderConfig>,
-    #[serde(default)]
-    pub loss: Option<LossConfig>,
-    #[serde(default)]
-    pub sd_weights: Option<String>,
-    #[serde(default)]
-    pub dataset: Option<DatasetFormat>,
+    pub set: Option<RecipeSpec>,
     /// The paper's numbers on the test split (the reported one).
     #[serde(default)]
     pub paper: PaperNumbers,
     /// The paper's numbers on the validation split, for tables that show both.
     #[serde(default)]
     pub paper_val: PaperNumbers,
+    /// The base recipe with `set` merged over it (filled in by [`AblationFile::parse`]).
+    #[serde(skip)]
+    pub recipe: RecipeSpec,
 }
 
 /// A metric column of a table.
@@ -262,16 +264,21 @@ pub fn ron_error(path: &Path, e: ron::error::SpannedError) -> anyhow::Error {
 impl AblationFile {
     /// Parses an ablation file; errors carry `file:line:column`.
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
-        let options = ron::Options::default()
-            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
-        let file: Self = options.from_str(text).map_err(|e| ron_error(path, e))?;
-        if file.version != ABLATION_VERSION {
+        let version: Versioned = ron_options()
+            .from_str(text)
+            .map_err(|e| ron_error(path, e))?;
+        if version.version != ABLATION_VERSION {
             anyhow::bail!(
-                "{}: version {} is not supported (this build reads version {ABLATION_VERSION})",
+                "{}: version {} is not supported (this build reads version {ABLATION_VERSION}: a \
+                 variant writes the recipe fields it changes under `set: (..)`, e.g. `set: (model: \
+                 (adapter: (enabled: false)))` where version 1 wrote `adapter: (enabled: false)`)",
                 path.display(),
-                file.version
+                version.version
             );
         }
+        let mut file: Self = ron_options()
+            .from_str(text)
+            .map_err(|e| ron_error(path, e))?;
         if file.variants.is_empty() {
             anyhow::bail!("{}: no variants", path.display());
         }
@@ -297,6 +304,27 @@ impl AblationFile {
                 );
             }
         }
+        let tree = Node::parse(text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
+        let base = Node::parse(&ron::to_string(&file.base)?)
+            .map_err(|e| anyhow::anyhow!("the base recipe of {} as RON: {e}", path.display()))?;
+        for (variant, node) in file
+            .variants
+            .iter_mut()
+            .zip(tree.field("variants").map_or(&[][..], Node::items))
+        {
+            let merged = match node.field("set") {
+                Some(set) => base.clone().merged(set),
+                None => base.clone(),
+            };
+            variant.recipe = ron_options().from_str(&merged.to_ron()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: variant `{}`: the base recipe with its `set` merged over it: {}",
+                    path.display(),
+                    variant.name,
+                    e.code
+                )
+            })?;
+        }
         Ok(file)
     }
 
@@ -306,27 +334,17 @@ impl AblationFile {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text, path)
     }
+}
 
-    /// The base recipe with the variant's replacements.
-    pub fn recipe(&self, variant: &Variant) -> RecipeSpec {
-        let mut r = self.base.clone();
-        if let Some(a) = &variant.adapter {
-            r.model.adapter = a.clone();
-        }
-        if let Some(d) = &variant.decoder {
-            r.model.decoder = d.clone();
-        }
-        if let Some(l) = &variant.loss {
-            r.model.loss = l.clone();
-        }
-        if let Some(w) = &variant.sd_weights {
-            r.sd_weights = w.clone();
-        }
-        if let Some(d) = variant.dataset {
-            r.dataset = d;
-        }
-        r
-    }
+/// Just the version of an ablation file, read before the rest (whose layout depends on it).
+#[derive(Deserialize)]
+struct Versioned {
+    version: u32,
+}
+
+/// RON as ablation files are read: optional values written without `Some(..)`.
+fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
 }
 
 /// Finds an ablation by name (`cp_adapter`) or path.
@@ -365,28 +383,50 @@ pub fn locate(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diffris_model::adapter::CpAdapterConfig;
+    use diffris_model::decoder::DecoderConfig;
 
     const MINIMAL: &str = r#"(
-        version: 1,
+        version: 2,
         name: "t",
         title: "T",
         columns: [miou, oiou],
+        base: (model: (adapter: (rank: 4)), train: (epochs: 3)),
         variants: [
             (name: "a", label: "A", paper: (oiou: 1.0, miou: 2.0)),
-            (name: "b", label: "B", adapter: (enabled: false)),
+            (name: "b", label: "B", set: (model: (adapter: (enabled: false)))),
+            (name: "c", label: "C", set: (model: (timestep: 250.0, decoder: lmp((hidden: 64))), train: (lr: 0.003), test_split: "val")),
         ],
     )"#;
 
     #[test]
-    fn parses_and_applies_variant_replacements() {
+    fn a_variant_overrides_any_field_and_keeps_the_rest_of_the_base() {
         let f = AblationFile::parse(MINIMAL, Path::new("t.ron")).unwrap();
         assert_eq!(f.seeds, vec![0]);
-        let a = f.recipe(&f.variants[0]);
-        let b = f.recipe(&f.variants[1]);
+        let [a, b, c] = [0, 1, 2].map(|i| &f.variants[i].recipe);
+        assert_eq!(*a, f.base);
         assert!(a.model.adapter.enabled);
         assert!(!b.model.adapter.enabled);
-        // Unnamed adapter fields take the paper's defaults.
-        assert_eq!(b.model.adapter.rank, CpAdapterConfig::default().rank);
+        // Fields the variant does not write keep the base's values, not the paper's defaults.
+        assert_eq!(b.model.adapter.rank, 4);
+        assert_ne!(CpAdapterConfig::default().rank, 4);
+        assert_eq!(b.train.epochs, 3);
+        assert_eq!(c.model.timestep, 250.0);
+        assert_eq!(c.train.lr, 0.003);
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.test_split, "val");
+        assert_eq!(c.model.adapter.rank, 4);
+        let DecoderConfig::Lmp(lmp) = &c.model.decoder else {
+            panic!("decoder {:?}", c.model.decoder);
+        };
+        assert_eq!(lmp.hidden, 64);
+        // Everything else is the base recipe.
+        let mut expected = f.base.clone();
+        expected.model.timestep = 250.0;
+        expected.model.decoder = c.model.decoder.clone();
+        expected.train.lr = 0.003;
+        expected.test_split = "val".into();
+        assert_eq!(*c, expected);
     }
 
     #[test]
@@ -395,16 +435,22 @@ mod tests {
         let err = AblationFile::parse(&text, Path::new("t.ron"))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("t.ron:8:"), "{err}");
+        assert!(err.starts_with("t.ron:9:"), "{err}");
         assert!(err.contains("enabeld"), "{err}");
-    }
-
-    #[test]
-    fn a_wrong_version_is_an_error() {
-        let text = MINIMAL.replace("version: 1", "version: 7");
+        let text = MINIMAL.replace("train: (lr: 0.003)", "train: (lr: \"fast\")");
         let err = AblationFile::parse(&text, Path::new("t.ron"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("version 7"), "{err}");
+        assert!(err.starts_with("t.ron:10:"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_version_is_an_error_that_says_what_changed() {
+        let text = MINIMAL.replace("version: 2", "version: 1");
+        let err = AblationFile::parse(&text, Path::new("t.ron"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("version 1"), "{err}");
+        assert!(err.contains("set:"), "{err}");
     }
 }

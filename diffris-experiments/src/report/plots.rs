@@ -9,12 +9,12 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::curves::Curves;
 use crate::recipe::{AblationFile, Column, Figure};
-use crate::run::run_dir;
-use crate::tables::{Row, mean_std};
+use crate::record::run_dir;
+use crate::report::curves::Curves;
+use crate::report::rows::{Row, mean_std};
 
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
 
 fn register_font() {
     static ONCE: Once = Once::new();

@@ -1,0 +1,241 @@
+//! What the subcommands share: the options of the commands that train, running the variants of
+//! an ablation file, and printing metrics.
+
+use std::path::PathBuf;
+
+use burn::tensor::backend::Backend;
+use indicatif::MultiProgress;
+
+use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::cache::default_cache;
+use crate::metrics::{Metrics, PR_THRESHOLDS};
+use crate::parallel::default_jobs;
+use crate::profile::{ProfileName, Resolver, RunOverrides, Setup};
+use crate::progress::say;
+use crate::recipe::{AblationFile, locate};
+use crate::record::spec_ron;
+use crate::run::run_specs;
+use crate::workspace::Workspace;
+
+/// Options shared by the commands that train.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// `tiny` (embedded default: random tiny SD, SynthRS) or `paper` (real weights and data).
+    /// Default: paper when weights or data are configured, tiny otherwise.
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileName>,
+    /// Setup file with weight paths and dataset roots (default: ./setup.ron when present).
+    #[arg(long)]
+    pub setup: Option<PathBuf>,
+    /// SD weights of a version: `--sd sd15=/path/v1-5-pruned-emaonly.safetensors` (repeatable).
+    #[arg(long = "sd", value_name = "NAME=PATH")]
+    pub sd: Vec<String>,
+    /// A dataset root: `--data rrsisd=/data/RRSIS-D` (repeatable).
+    #[arg(long = "data", value_name = "NAME=DIR")]
+    pub data: Vec<String>,
+    /// Where run directories, tables and plots go.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Where ablation files are looked up by name.
+    #[arg(long, default_value = "ablations")]
+    pub ablations: PathBuf,
+    /// Cache for SynthRS and random weights (default: $DIFFRIS_CACHE, else ~/.cache/diffris).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Continue unfinished runs from their last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Start unfinished or changed runs over (their directories are deleted).
+    #[arg(long, conflicts_with = "resume")]
+    pub restart: bool,
+    /// Data-loading threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Override the number of training epochs of every run.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override the batch size of every run.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Override the learning rate of every run.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Train on the first N samples only (quick checks; recorded in the run's config).
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Validate and test on the first N samples only.
+    #[arg(long)]
+    pub limit_eval: Option<usize>,
+    /// Runs trained at once, each in its own process (default: two per core for the tiny
+    /// profile on the CPU backend, otherwise 1).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Stop every run after this many epochs, leaving it resumable (for testing resume).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+}
+
+impl RunArgs {
+    /// The command-line settings that apply to every run.
+    pub fn overrides(&self) -> RunOverrides {
+        RunOverrides {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            limit_train: self.limit_train,
+            limit_eval: self.limit_eval,
+        }
+    }
+
+    /// The workspace and the resolver these options describe, announcing the tiny profile when
+    /// it is chosen for lack of configuration.
+    pub fn resolve(&self, progress: MultiProgress) -> anyhow::Result<(Workspace, Resolver)> {
+        let setup_file = self.setup.clone().or_else(|| {
+            let default = PathBuf::from("setup.ron");
+            default.is_file().then_some(default)
+        });
+        let setup = match &setup_file {
+            Some(p) => Setup::load(p)?,
+            None => Setup::default(),
+        }
+        .with_flags(&self.sd, &self.data)?;
+        let profile = match self.profile {
+            Some(p) => p,
+            None if setup.is_empty() => {
+                eprintln!(
+                    "No SD weights or datasets configured: running the tiny profile (random tiny SD, \
+                     synthetic SynthRS data). For the paper's setting pass --profile paper \
+                     --sd sd15=PATH --data rrsisd=DIR (or a setup.ron)."
+                );
+                ProfileName::Tiny
+            }
+            None => ProfileName::Paper,
+        };
+        let cache = match &self.cache {
+            Some(c) => c.clone(),
+            None => default_cache(),
+        };
+        let ws = Workspace {
+            results: self.results.clone(),
+            cache: cache.clone(),
+            threads: self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            resume: self.resume,
+            restart: self.restart,
+            stop_after: self.stop_after,
+            progress,
+        };
+        Ok((
+            ws,
+            Resolver {
+                profile,
+                setup,
+                cache,
+            },
+        ))
+    }
+}
+
+/// Which runs of an ablation file to run.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Ablation name (a file `ablations/NAME.ron`) or path to a `.ron` file.
+    pub name: String,
+    /// Print every resolved run spec and exit.
+    pub dry_run: bool,
+    /// Only these variants (all when empty).
+    pub only: Vec<String>,
+    /// These seeds (the file's when empty).
+    pub seeds: Vec<u64>,
+    pub run: RunArgs,
+}
+
+/// Prints metrics the way the tables name them.
+pub fn print_metrics(name: &str, m: &Metrics) {
+    let pr: Vec<String> = PR_THRESHOLDS
+        .iter()
+        .zip(m.precision)
+        .map(|(t, p)| format!("Pr@{t} {p:.2}"))
+        .collect();
+    println!(
+        "{name:<22} mIoU {:6.2}  oIoU {:6.2}  {}  ({} samples)",
+        m.miou,
+        m.oiou,
+        pr.join("  "),
+        m.samples
+    );
+}
+
+/// Runs the selected runs of an ablation file, then writes its table and plots.
+pub fn run_ablation(device: DeviceSpec, selection: Selection) -> anyhow::Result<()> {
+    dispatch(device, Ablation(selection))?
+}
+
+struct Ablation(Selection);
+
+impl BackendJob for Ablation {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+        let a = self.0;
+        let progress = MultiProgress::new();
+        let (ws, resolver) = a.run.resolve(progress.clone())?;
+        let path = locate(&a.name, &a.run.ablations)?;
+        let file = AblationFile::load(&path)?;
+        let specs = resolver.resolve_file(&file, &a.only, &a.seeds, &a.run.overrides())?;
+        if a.dry_run {
+            for s in &specs {
+                println!(
+                    "# {}/{} seed {}\n{}\n",
+                    s.ablation,
+                    s.variant,
+                    s.seed,
+                    spec_ron(s)?
+                );
+            }
+            return Ok(());
+        }
+        println!(
+            "ablation {} ({}): {} run(s), profile {:?}, device {}",
+            file.name,
+            path.display(),
+            specs.len(),
+            resolver.profile,
+            target.spec
+        );
+        let started = std::time::Instant::now();
+        let jobs = a
+            .run
+            .jobs
+            .unwrap_or_else(|| default_jobs(&target.spec, resolver.profile))
+            .clamp(1, specs.len().max(1));
+        if jobs > 1 {
+            say(
+                &progress,
+                format!(
+                    "training up to {jobs} runs at once, one process each (logs: {}/runs/{}/VARIANT/seed-N.log)",
+                    ws.results.display(),
+                    file.name
+                ),
+            );
+        }
+        run_specs::<B>(&specs, jobs, &ws, &target, &device)?;
+        if ws.stop_after.is_some() {
+            return Ok(());
+        }
+        let written = crate::report::write_ablation(&file, &ws.results)?;
+        println!("{}", written.markdown);
+        println!(
+            "wrote {} in {:.1} min",
+            written
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            started.elapsed().as_secs_f64() / 60.0
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! The frozen Stable Diffusion stack of a run: where its weights are (a user's checkpoint, or
+//! seeded random weights written to the cache once so they go through the same loader), loading
+//! them with the tokenizer that belongs to them, and the check that the two fit together.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use diffris_data::ClipTokenizer;
+use diffris_model::sd::{SdConfig, StableDiffusion};
+
+use crate::cache::fnv1a;
+use crate::profile::{RunSpec, SdSource};
+
+/// The frozen SD stack at `path` and its tokenizer: a diffusers folder's own `tokenizer/` when
+/// it has one, else the embedded CLIP vocabulary. A diffusers folder's architecture comes from
+/// its `config.json` files; a single file uses `arch` (required then).
+pub fn load_frozen<B: Backend>(
+    path: &Path,
+    arch: Option<&SdConfig>,
+    device: &B::Device,
+) -> anyhow::Result<(StableDiffusion<B>, ClipTokenizer)> {
+    let sd = StableDiffusion::<B>::load(path, arch, device)
+        .with_context(|| format!("loading Stable Diffusion from {}", path.display()))?;
+    let tokenizer = if path.join("tokenizer").join("vocab.json").is_file() {
+        ClipTokenizer::from_diffusers_dir(path)?
+    } else {
+        ClipTokenizer::embedded()?
+    };
+    Ok((sd, tokenizer))
+}
+
+/// [`load_frozen`] with the architecture named by a preset (`sd15`, `tiny`), for single files.
+pub fn load_frozen_preset<B: Backend>(
+    path: &Path,
+    arch: Option<&str>,
+    device: &B::Device,
+) -> anyhow::Result<(StableDiffusion<B>, ClipTokenizer)> {
+    let arch = match arch {
+        Some(name) => Some(
+            SdConfig::preset(name)
+                .with_context(|| format!("unknown --arch `{name}` (sd15 or tiny)"))?,
+        ),
+        None => None,
+    };
+    load_frozen::<B>(path, arch.as_ref(), device)
+}
+
+/// Token ids must exist in the text encoder's embedding table.
+pub fn check_vocab(ids: &[u32], vocab_size: usize) -> anyhow::Result<()> {
+    match ids.iter().max() {
+        Some(&m) if m as usize >= vocab_size => anyhow::bail!(
+            "the tokenizer produced id {m} but the text encoder has only {vocab_size} embeddings; \
+             the checkpoint and the tokenizer do not belong together"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Writes seeded random weights of `arch` to `out` (a diffusers-style folder).
+pub fn write_random<B: Backend>(
+    arch: &SdConfig,
+    seed: u64,
+    out: &Path,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    B::seed(device, seed);
+    let sd = arch.init::<B>(device);
+    sd.save_diffusers(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// Where the seeded random weights of a run's architecture live in the cache: the directory
+/// names the architecture (by a hash of its config) and the seed.
+pub fn random_sd_dir(arch: &SdConfig, seed: u64, cache: &Path) -> PathBuf {
+    let arch = ron::to_string(arch).unwrap_or_default();
+    let hash = fnv1a(arch.bytes());
+    cache
+        .join("sd-random")
+        .join(format!("arch{:08x}-seed{seed}", hash as u32))
+}
+
+/// The SD weights folder or file a run reads, without writing anything.
+pub fn sd_location(spec: &RunSpec, cache: &Path) -> PathBuf {
+    match &spec.sd_source {
+        SdSource::Path(p) => p.clone(),
+        SdSource::Random { seed } => random_sd_dir(&spec.sd_arch, *seed, cache),
+    }
+}
+
+/// The SD weights folder or file of a run; random weights missing from the cache are written
+/// first (into a temporary folder moved into place, so a crash leaves nothing half-written).
+pub fn provision<B: Backend>(
+    spec: &RunSpec,
+    cache: &Path,
+    device: &B::Device,
+) -> anyhow::Result<PathBuf> {
+    let dir = sd_location(spec, cache);
+    if let SdSource::Random { seed } = &spec.sd_source
+        && !dir.join("unet").join("config.json").is_file()
+    {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("sd");
+        let tmp = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        write_random::<B>(&spec.sd_arch, *seed, &tmp, device)?;
+        std::fs::rename(&tmp, &dir)
+            .with_context(|| format!("moving weights into {}", dir.display()))?;
+    }
+    Ok(dir)
+}

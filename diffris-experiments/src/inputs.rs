@@ -1,0 +1,192 @@
+//! What a run reads before it trains: its frozen SD weights and dataset (written to the cache
+//! first where the tiny profile generates them), and its three splits encoded by the frozen
+//! VAE and CLIP, shared by the runs of one process and, where the cache owns every input, kept
+//! on disk for the runs of other processes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use diffris_data::ClipTokenizer;
+use diffris_model::sd::StableDiffusion;
+
+use crate::encoded::EncodedSplit;
+use crate::encoded_cache;
+use crate::frozen::{load_frozen, provision};
+use crate::profile::{RunSpec, SdSource};
+use crate::progress::say;
+use crate::workspace::Workspace;
+
+/// State shared by the runs of one process: loaded SD weights and encoded splits.
+pub struct Shared<B: Backend> {
+    sd: HashMap<PathBuf, (StableDiffusion<B>, ClipTokenizer)>,
+    encoded: HashMap<String, Arc<EncodedSplit>>,
+}
+
+impl<B: Backend> Default for Shared<B> {
+    fn default() -> Self {
+        Self {
+            sd: HashMap::new(),
+            encoded: HashMap::new(),
+        }
+    }
+}
+
+impl<B: Backend> Shared<B> {
+    /// The frozen SD and tokenizer at `sd_key`, loaded on first use.
+    pub fn frozen(
+        &mut self,
+        spec: &RunSpec,
+        sd_key: &Path,
+        device: &B::Device,
+    ) -> anyhow::Result<&(StableDiffusion<B>, ClipTokenizer)> {
+        if !self.sd.contains_key(sd_key) {
+            let frozen = load_frozen::<B>(sd_key, Some(&spec.sd_arch), device)?;
+            self.sd.insert(sd_key.to_path_buf(), frozen);
+        }
+        Ok(&self.sd[sd_key])
+    }
+
+    /// Reads and encodes one split, reusing it across runs with the same weights and data.
+    fn encoded_split(
+        &mut self,
+        spec: &RunSpec,
+        split: &str,
+        sd_key: &Path,
+        ws: &Workspace,
+        device: &B::Device,
+    ) -> anyhow::Result<Arc<EncodedSplit>> {
+        let limit = if split == spec.train_split {
+            spec.limit_train
+        } else {
+            spec.limit_eval
+        };
+        let key = format!(
+            "{}|{}|{}|{split}|{:?}|{}|{limit:?}",
+            sd_key.display(),
+            spec.dataset.name(),
+            spec.data_root.display(),
+            spec.model.image_size,
+            spec.model.latent_scale
+        );
+        if let Some(e) = self.encoded.get(&key) {
+            return Ok(e.clone());
+        }
+        let mut samples = spec
+            .dataset
+            .read_split(&spec.data_root, split)
+            .with_context(|| {
+                format!("reading the {split} split of {}", spec.data_root.display())
+            })?;
+        if let Some(n) = limit {
+            samples.truncate(n);
+        }
+        // Random weights and SynthRS are named after their configurations, so their encodings
+        // can be kept on disk and shared by the runs' processes; a user's files could change
+        // under the same path, so theirs are encoded in every process.
+        let disk = cache_owned(spec).then(|| encoded_cache::path(&ws.cache, &key));
+        if let Some(path) = &disk
+            && let Some(enc) =
+                encoded_cache::load(path, &key, samples.clone(), spec.model.image_size)?
+        {
+            let enc = Arc::new(enc);
+            self.encoded.insert(key, enc.clone());
+            return Ok(enc);
+        }
+        let (sd, tokenizer) = self.frozen(spec, sd_key, device)?;
+        let bar = ws.bar(format!("encoding {split}"));
+        let enc = EncodedSplit::encode(
+            samples,
+            tokenizer,
+            sd,
+            spec.model.image_size,
+            spec.model.latent_scale,
+            device,
+            spec.train.batch_size,
+            ws.threads,
+            &bar,
+        )?;
+        bar.finish_and_clear();
+        if let Some(path) = &disk {
+            encoded_cache::save(&enc, &key, path)?;
+            say(
+                &ws.progress,
+                format!(
+                    "encoded the {split} split ({} samples) into {}",
+                    enc.len(),
+                    path.display()
+                ),
+            );
+        }
+        let enc = Arc::new(enc);
+        self.encoded.insert(key, enc.clone());
+        Ok(enc)
+    }
+
+    /// The three encoded splits of a run (train, val, test) with the SD weights at `sd_key`,
+    /// loading the frozen SD on first need.
+    pub fn encoded_splits(
+        &mut self,
+        spec: &RunSpec,
+        sd_key: &Path,
+        ws: &Workspace,
+        device: &B::Device,
+    ) -> anyhow::Result<[Arc<EncodedSplit>; 3]> {
+        let mut splits = vec![];
+        for split in [&spec.train_split, &spec.val_split, &spec.test_split] {
+            splits.push(self.encoded_split(spec, split, sd_key, ws, device)?);
+        }
+        Ok(splits.try_into().expect("three splits"))
+    }
+}
+
+/// Whether every input of `spec` lives in the cache under a name derived from its
+/// configuration (the tiny profile's random weights and SynthRS).
+fn cache_owned(spec: &RunSpec) -> bool {
+    matches!(spec.sd_source, SdSource::Random { .. }) && spec.synth.is_some()
+}
+
+/// Makes sure what a run reads exists: its random SD weights and its SynthRS set are written to
+/// the cache when missing (for runs in their own processes, first in the parent, through
+/// [`prepare_for_processes`]). Returns the SD weights path.
+pub fn prepare_inputs<B: Backend>(
+    spec: &RunSpec,
+    ws: &Workspace,
+    device: &B::Device,
+) -> anyhow::Result<PathBuf> {
+    let sd = provision::<B>(spec, &ws.cache, device)?;
+    if let Some(synth) = &spec.synth {
+        let parent = spec.data_root.parent().unwrap_or(&ws.cache);
+        let (root, created) = diffris_data::synth::ensure_cached(parent, synth)?;
+        anyhow::ensure!(
+            root == spec.data_root,
+            "SynthRS cache path mismatch: {}",
+            root.display()
+        );
+        if created {
+            say(
+                &ws.progress,
+                format!("generated SynthRS into {}", root.display()),
+            );
+        }
+    }
+    Ok(sd)
+}
+
+/// Before runs start in their own processes: writes what they read that is still missing (see
+/// [`prepare_inputs`]) and, when their inputs are cache-owned, encodes their splits once into
+/// the cache (otherwise each process encodes its own).
+pub fn prepare_for_processes<B: Backend>(
+    spec: &RunSpec,
+    shared: &mut Shared<B>,
+    ws: &Workspace,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
+    if cache_owned(spec) {
+        shared.encoded_splits(spec, &sd_key, ws, device)?;
+    }
+    Ok(())
+}

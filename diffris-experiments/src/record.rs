@@ -1,0 +1,229 @@
+//! What a run leaves on disk: its directory, the resolved config (`config.ron`) and environment
+//! record (`env.json`) written before it starts, and its result (`result.json`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::RunTarget;
+use crate::build_info::{BURN_VERSION, CRATE_VERSION, GIT_REVISION};
+use crate::evaluate::Baselines;
+use crate::metrics::Metrics;
+use crate::profile::RunSpec;
+use crate::tensor_file::write_atomic;
+
+/// What a finished run reports (`result.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub ablation: String,
+    pub variant: String,
+    pub label: String,
+    pub seed: u64,
+    pub best_epoch: usize,
+    /// The selected model on the validation split.
+    pub val: Metrics,
+    pub test: Metrics,
+    pub baselines: Baselines,
+    pub train_seconds: f64,
+    pub protocol: String,
+}
+
+/// The environment record of a run (`env.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnvRecord {
+    pub diffris_version: String,
+    pub git_revision: String,
+    pub burn_version: String,
+    pub backend: String,
+    pub device: String,
+    /// The CPU model and the vector extensions the CPU kernels may use: runs on CPUs that
+    /// differ here use different floating-point kernels and differ in their last digits.
+    pub cpu: CpuRecord,
+    pub seed: u64,
+    pub started_unix: u64,
+    pub command: Vec<String>,
+}
+
+/// The CPU a run computed on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CpuRecord {
+    pub arch: String,
+    /// The model name the OS reports (empty where it reports none).
+    pub model: String,
+    pub cores: usize,
+    /// The SIMD extensions detected at run time, of those that select kernels.
+    pub features: Vec<String>,
+}
+
+impl CpuRecord {
+    /// The CPU of this process.
+    pub fn detect() -> Self {
+        Self {
+            arch: std::env::consts::ARCH.into(),
+            model: cpu_model(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            features: simd_features(),
+        }
+    }
+}
+
+/// The `model name` line of `/proc/cpuinfo` (Linux); empty elsewhere.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd_features() -> Vec<String> {
+    let mut out = Vec::new();
+    macro_rules! probe {
+        ($($f:tt),*) => {$(
+            if std::arch::is_x86_feature_detected!($f) {
+                out.push($f.to_string());
+            }
+        )*};
+    }
+    probe!(
+        "sse4.2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512dq",
+        "avx512vnni",
+        "avx512bf16",
+        "avx512fp16"
+    );
+    out
+}
+
+#[cfg(target_arch = "aarch64")]
+fn simd_features() -> Vec<String> {
+    let mut out = Vec::new();
+    macro_rules! probe {
+        ($($f:tt),*) => {$(
+            if std::arch::is_aarch64_feature_detected!($f) {
+                out.push($f.to_string());
+            }
+        )*};
+    }
+    probe!("neon", "fp16", "dotprod", "bf16", "i8mm", "sve", "sve2");
+    out
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn simd_features() -> Vec<String> {
+    Vec::new()
+}
+
+impl EnvRecord {
+    /// The record of a run starting now on `target`.
+    pub fn now(target: &RunTarget, seed: u64) -> Self {
+        Self {
+            diffris_version: CRATE_VERSION.into(),
+            git_revision: GIT_REVISION.into(),
+            burn_version: BURN_VERSION.into(),
+            backend: target.backend_name.clone(),
+            device: format!("{} ({})", target.spec, target.device_debug),
+            cpu: CpuRecord::detect(),
+            seed,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            command: std::env::args().collect(),
+        }
+    }
+}
+
+/// The directory of a run.
+pub fn run_dir(results: &Path, ablation: &str, variant: &str, seed: u64) -> PathBuf {
+    results
+        .join("runs")
+        .join(ablation)
+        .join(variant)
+        .join(format!("seed-{seed}"))
+}
+
+/// The directory of the run `spec` describes.
+pub fn spec_dir(results: &Path, spec: &RunSpec) -> PathBuf {
+    run_dir(results, &spec.ablation, &spec.variant, spec.seed)
+}
+
+/// The log file of a run trained in its own process.
+pub fn log_path(results: &Path, spec: &RunSpec) -> PathBuf {
+    spec_dir(results, spec).with_extension("log")
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
+/// Serialises a run spec the way `config.ron` stores it.
+pub fn spec_ron(spec: &RunSpec) -> anyhow::Result<String> {
+    Ok(ron::ser::to_string_pretty(
+        spec,
+        ron::ser::PrettyConfig::default(),
+    )?)
+}
+
+/// Reads a saved run spec (`config.ron`, or one sent to a `run-spec` process).
+pub fn parse_spec(text: &str, origin: &Path) -> anyhow::Result<RunSpec> {
+    ron::from_str(text).map_err(|e| crate::recipe::ron_error(origin, e))
+}
+
+/// Reads `dir/config.ron`.
+pub fn read_spec(dir: &Path) -> anyhow::Result<RunSpec> {
+    let path = dir.join("config.ron");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    parse_spec(&text, &path)
+}
+
+/// Reads `dir/result.json`.
+pub fn read_result(dir: &Path) -> anyhow::Result<RunResult> {
+    let path = dir.join("result.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Loads a finished run's result, if the run directory holds one for exactly this spec.
+pub fn finished(dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<RunResult>> {
+    if !dir.join("result.json").is_file() {
+        return Ok(None);
+    }
+    let saved = std::fs::read_to_string(dir.join("config.ron")).unwrap_or_default();
+    if saved != spec_ron(spec)? {
+        return Ok(None);
+    }
+    read_result(dir).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_record_names_this_machine() {
+        let cpu = CpuRecord::detect();
+        assert_eq!(cpu.arch, std::env::consts::ARCH);
+        assert!(cpu.cores >= 1);
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            cpu.features.iter().any(|f| f == "sse4.2")
+                == std::arch::is_x86_feature_detected!("sse4.2")
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! What an ablation reports from its saved runs: the table ([`tables`]) and the plots
+//! ([`plots`]) under `results/NAME/`.
+
+pub mod curves;
+pub mod plots;
+pub mod rows;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::recipe::AblationFile;
+use crate::tensor_file::write_atomic;
+use rows::collect;
+use tables::{csv, latex, markdown, notes};
+
+/// What [`write_ablation`] produced.
+#[derive(Debug, Serialize)]
+pub struct Written {
+    pub markdown: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes `results/NAME/table.{md,csv,tex}` and the plots from the saved runs.
+pub fn write_ablation(file: &AblationFile, results: &Path) -> anyhow::Result<Written> {
+    let (rows, profile) = collect(file, results)?;
+    let notes = notes(file, profile, &rows);
+    let dir = results.join(&file.name);
+    let md = markdown(file, &rows, &notes);
+    let mut files = Vec::new();
+    for (name, text) in [
+        ("table.md", md.clone()),
+        ("table.csv", csv(file, &rows)),
+        ("table.tex", latex(file, &rows, &notes)),
+    ] {
+        let path = dir.join(name);
+        write_atomic(&path, text.as_bytes())?;
+        files.push(path);
+    }
+    files.extend(plots::write_all(file, &rows, results, &dir)?);
+    Ok(Written {
+        markdown: md,
+        files,
+    })
+}

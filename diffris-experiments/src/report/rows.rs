@@ -1,0 +1,66 @@
+//! The saved runs of an ablation, one row per variant, and the statistics over their seeds.
+
+use std::path::Path;
+
+use crate::profile::ProfileName;
+use crate::recipe::{AblationFile, Variant};
+use crate::record::{RunResult, read_result, read_spec, run_dir};
+
+/// The runs of one variant that have finished.
+#[derive(Clone, Debug)]
+pub struct Row<'a> {
+    pub variant: &'a Variant,
+    pub results: Vec<RunResult>,
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// Reads every finished run of the file's variants and seeds (any seed found on disk).
+pub fn collect<'a>(
+    file: &'a AblationFile,
+    results: &Path,
+) -> anyhow::Result<(Vec<Row<'a>>, Option<ProfileName>)> {
+    let mut rows = Vec::new();
+    let mut profile = None;
+    for v in &file.variants {
+        let vdir = results.join("runs").join(&file.name).join(&v.name);
+        let mut seeds: Vec<u64> = std::fs::read_dir(&vdir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.strip_prefix("seed-")?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        seeds.sort_unstable();
+        let mut results_v = Vec::new();
+        for seed in seeds {
+            let dir = run_dir(results, &file.name, &v.name, seed);
+            if !dir.join("result.json").is_file() {
+                continue;
+            }
+            let r = read_result(&dir)?;
+            if profile.is_none() {
+                profile = Some(read_spec(&dir)?.profile);
+            }
+            results_v.push(r);
+        }
+        rows.push(Row {
+            variant: v,
+            results: results_v,
+        });
+    }
+    Ok((rows, profile))
+}

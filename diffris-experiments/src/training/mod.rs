@@ -1,0 +1,164 @@
+//! Training on burn-train's supervised learner: the steps ([`step`]), the epoch metrics that
+//! drive best-checkpoint selection ([`epoch_log`]), the learning-rate decay ([`schedule`]), the
+//! batches of each epoch ([`loader`]), a progress renderer ([`renderer`]) and the entry point
+//! [`train`].
+
+pub mod epoch_log;
+pub mod loader;
+pub mod renderer;
+pub mod schedule;
+pub mod step;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::optim::AdamWConfig;
+use burn::record::DefaultRecorder;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::Backend;
+use burn::train::checkpoint::{
+    ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
+};
+use burn::train::metric::store::{Aggregate, Direction, Split};
+use burn::train::{Learner, SupervisedTraining};
+use indicatif::ProgressBar;
+
+use crate::encoded::EncodedSplit;
+use crate::recipe::{SelectBy, TrainSpec};
+use epoch_log::{EpochLog, EpochSums, RisMetric, RisMetricKind};
+use loader::EpochLoader;
+use renderer::BarRenderer;
+use schedule::PolyLr;
+pub use step::Trainee;
+
+/// The outcome of training.
+pub struct Trained<B: Backend> {
+    /// The model of the best validation epoch.
+    pub model: Trainee<B>,
+    pub best_epoch: usize,
+    pub log: EpochLog,
+}
+
+/// The last epoch with a saved checkpoint in `dir/checkpoint`, if any.
+pub fn last_checkpoint(dir: &Path) -> Option<usize> {
+    std::fs::read_dir(dir.join("checkpoint"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("model-")?
+                .strip_suffix(".mpk")?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
+/// Trains `model` for `spec.epochs` epochs (or until `stop_after`), resuming from the last
+/// checkpoint in `dir` when `resume`, and returns the best-on-validation model.
+#[allow(clippy::too_many_arguments)]
+pub fn train<B: AutodiffBackend>(
+    model: Trainee<B>,
+    train_data: Arc<EncodedSplit>,
+    val_data: Arc<EncodedSplit>,
+    spec: &TrainSpec,
+    seed: u64,
+    dir: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    device: &B::Device,
+    bar: ProgressBar,
+) -> anyhow::Result<Trained<B::InnerBackend>> {
+    let per_epoch = train_data.len().div_ceil(spec.batch_size);
+    let start = if resume { last_checkpoint(dir) } else { None };
+    let log = EpochLog::persisted(dir.join("epochs.json"))?;
+    log.truncate(start.unwrap_or(0));
+    let train_loader = Arc::new(EpochLoader::<B>::new(
+        train_data,
+        spec.batch_size,
+        Some(seed),
+        start.unwrap_or(0),
+        device.clone(),
+    ));
+    let val_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
+        val_data,
+        spec.batch_size,
+        None,
+        0,
+        device.clone(),
+    ));
+    let select = RisMetric::new(
+        match spec.select_by {
+            SelectBy::Miou => RisMetricKind::Miou,
+            SelectBy::Oiou => RisMetricKind::Oiou,
+        },
+        "valid",
+        log.clone(),
+    );
+    let strategy = ComposedCheckpointingStrategy::builder()
+        .add(KeepLastNCheckpoints::new(1))
+        .add(MetricCheckpointingStrategy::new(
+            &select,
+            Aggregate::Mean,
+            Direction::Highest,
+            Split::Valid,
+        ))
+        .build();
+    bar.set_length((spec.epochs * per_epoch) as u64);
+    let epochs = stop_after.unwrap_or(spec.epochs).min(spec.epochs);
+    let mut training = SupervisedTraining::new(dir, train_loader, val_loader)
+        .metric_train_numeric(RisMetric::new(RisMetricKind::Loss, "train", log.clone()))
+        .metric_train_numeric(RisMetric::new(RisMetricKind::Miou, "train", log.clone()))
+        .metric_valid_numeric(RisMetric::new(RisMetricKind::Loss, "valid", log.clone()))
+        .metric_valid_numeric(RisMetric::new(RisMetricKind::Oiou, "valid", log.clone()))
+        .metric_valid_numeric(select)
+        .with_file_checkpointer(DefaultRecorder::new())
+        .with_checkpointing_strategy(strategy)
+        .with_application_logger(None)
+        .renderer(BarRenderer::new(bar.clone(), spec.epochs, per_epoch))
+        .num_epochs(epochs);
+    if let Some(epoch) = start {
+        training = training.checkpoint(epoch);
+    }
+    let optim = AdamWConfig::new()
+        .with_weight_decay(spec.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init();
+    let scheduler = PolyLr {
+        base: spec.lr,
+        power: spec.lr_power,
+        total: spec.epochs * per_epoch,
+        iteration: 0,
+    };
+    let result = training.launch(Learner::new(model, optim, scheduler));
+    bar.finish_and_clear();
+
+    let valid = log.split("valid");
+    let best_epoch = valid
+        .iter()
+        .max_by(|a, b| {
+            let key = |s: &EpochSums| match spec.select_by {
+                SelectBy::Miou => s.miou(),
+                SelectBy::Oiou => s.oiou(),
+            };
+            // Highest value; on ties the earlier epoch.
+            key(a.1).total_cmp(&key(b.1)).then(b.0.cmp(a.0))
+        })
+        .map(|(e, _)| *e)
+        .ok_or_else(|| anyhow::anyhow!("training produced no validation epoch"))?;
+    let model = result
+        .model
+        .load_file(
+            dir.join("checkpoint").join(format!("model-{best_epoch}")),
+            &DefaultRecorder::new(),
+            device,
+        )
+        .map_err(|e| anyhow::anyhow!("loading the best checkpoint (epoch {best_epoch}): {e}"))?;
+    log.save()?;
+    Ok(Trained {
+        model,
+        best_epoch,
+        log,
+    })
+}

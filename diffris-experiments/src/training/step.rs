@@ -1,0 +1,107 @@
+//! The train and inference steps of DiffRIS on cached encoder outputs: loss and the per-sample
+//! intersection and union that the epoch metrics sum.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::metric::{Adaptor, ItemLazy};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use diffris_model::diffris::DiffRis;
+
+use crate::encoded::EncodedBatch;
+
+/// The trained module: DiffRIS (whose frozen parts are not parameters).
+#[derive(Module, Debug)]
+pub struct Trainee<B: Backend> {
+    pub model: DiffRis<B>,
+}
+
+/// Loss and per-sample intersection/union (at the network size) of one batch.
+pub struct SegOutput<B: Backend> {
+    pub loss: Tensor<B, 1>,
+    pub intersection: Tensor<B, 1>,
+    pub union: Tensor<B, 1>,
+}
+
+/// [`SegOutput`] as plain numbers, for the metrics thread.
+#[derive(Clone, Debug, Default)]
+pub struct SegStats {
+    pub loss: f64,
+    pub intersection: Vec<f64>,
+    pub union: Vec<f64>,
+}
+
+impl<B: Backend> ItemLazy for SegOutput<B> {
+    type ItemSync = SegStats;
+
+    fn sync(self) -> SegStats {
+        let v = |t: Tensor<B, 1>| t.into_data().iter::<f64>().collect::<Vec<f64>>();
+        SegStats {
+            loss: v(self.loss)[0],
+            intersection: v(self.intersection),
+            union: v(self.union),
+        }
+    }
+}
+
+impl Adaptor<SegStats> for SegStats {
+    fn adapt(&self) -> SegStats {
+        self.clone()
+    }
+}
+
+/// Per-sample `(I, U)` of `logits > 0` against `mask`.
+///
+/// # Shapes
+/// `[B, 1, H, W]` both -> (`[B]`, `[B]`).
+pub fn intersection_union<B: Backend>(
+    logits: Tensor<B, 4>,
+    mask: Tensor<B, 4>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let b = logits.dims()[0];
+    let pred = logits.greater_elem(0.0).float();
+    let inter = (pred.clone() * mask.clone())
+        .reshape([b as i32, -1])
+        .sum_dim(1)
+        .reshape([b]);
+    let total = (pred + mask)
+        .reshape([b as i32, -1])
+        .sum_dim(1)
+        .reshape([b]);
+    (inter.clone(), total - inter)
+}
+
+impl<B: Backend> Trainee<B> {
+    fn seg_step(&self, batch: EncodedBatch<B>, training: bool) -> (Tensor<B, 1>, SegOutput<B>) {
+        let out = self
+            .model
+            .forward_encoded(batch.latent, batch.text, batch.eos, training);
+        let loss = self.model.loss(&out, batch.mask.clone());
+        let (intersection, union) = intersection_union(out.logits.detach(), batch.mask);
+        let output = SegOutput {
+            loss: loss.clone().detach(),
+            intersection,
+            union,
+        };
+        (loss, output)
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for Trainee<B> {
+    type Input = EncodedBatch<B>;
+    type Output = SegOutput<B>;
+
+    fn step(&self, batch: EncodedBatch<B>) -> TrainOutput<SegOutput<B>> {
+        let (loss, output) = self.seg_step(batch, true);
+        TrainOutput::new(self, loss.backward(), output)
+    }
+}
+
+impl<B: Backend> InferenceStep for Trainee<B> {
+    type Input = EncodedBatch<B>;
+    type Output = SegOutput<B>;
+
+    fn step(&self, batch: EncodedBatch<B>) -> SegOutput<B> {
+        self.seg_step(batch, false).1
+    }
+}
