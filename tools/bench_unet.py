@@ -9,10 +9,10 @@ Each phase: 1 warm-up, then --repeats timed runs; the median is reported, with t
 peak RSS (resource.getrusage ru_maxrss) after the phase. With --phase both (default) every
 phase runs in its own child process so that its peak RSS is its own.
 
-    /work/venv-ref/bin/python tools/bench_unet.py [--threads 2] [--repeats 3] [--json]
-    /work/venv-ref/bin/python tools/bench_unet.py --phase forward --json
+    ../venv-ref/bin/python tools/bench_unet.py [--threads 2] [--repeats 3] [--json]
+    ../venv-ref/bin/python tools/bench_unet.py --phase forward --json
 
-Needs /work/venv-ref (or any venv built from tools/requirements.txt). Dev-only; takes about a
+Needs ../venv-ref (or any venv built from tools/requirements.txt). Dev-only; takes about a
 minute per phase on 2 threads. Machines here are noisy: compare against Burn in the same run.
 --json prints one line {"forward_s":..,"fwd_bwd_s":..,"peak_rss_mib_forward":..,
 "peak_rss_mib_fwd_bwd":..} (plus threads/repeats/torch).

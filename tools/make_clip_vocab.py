@@ -5,8 +5,8 @@ an `open_clip_torch` wheel. Output: `diffris-data/assets/clip/vocab.json.gz` and
 the same two files a diffusers `tokenizer/` folder holds, gzip-compressed with a fixed mtime so
 the bytes are reproducible.
 
-    pip download open_clip_torch==3.3.0 --no-deps -d /tmp/oc
-    python tools/make_clip_vocab.py /tmp/oc/open_clip_torch-3.3.0-py3-none-any.whl
+    pip download open_clip_torch==3.3.0 --no-deps -d ../oc-wheel
+    python tools/make_clip_vocab.py ../oc-wheel/open_clip_torch-3.3.0-py3-none-any.whl
 
 The vocabulary is laid out as CLIP's reference tokenizer lays it out: the 256 byte symbols (printable bytes first), the
 same 256 symbols with the end-of-word marker `</w>`, one entry per merge rule (the first 48,894

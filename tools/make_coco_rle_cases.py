@@ -2,8 +2,8 @@
 
 Writes `diffris-data/tests/fixtures/coco_rle_cases.json`. Dev-only; CI never runs it:
 
-    /work/venv-data/bin/python tools/make_coco_rle_cases.py          # (re)write the file
-    /work/venv-data/bin/python tools/make_coco_rle_cases.py --check  # compare, exit 1 if stale
+    ../venv-data/bin/python tools/make_coco_rle_cases.py          # (re)write the file
+    ../venv-data/bin/python tools/make_coco_rle_cases.py --check  # compare, exit 1 if stale
 
 Conventions in the file
   mask_rows            one '0'/'1' string per image row (row-major, readable). pycocotools itself

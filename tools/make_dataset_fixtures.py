@@ -3,9 +3,9 @@
 Output: `diffris-data/tests/fixtures/{rrsisd,rrsisd_proto5,refsegrs,risbench}/` (see
 shared/design/DATASETS.md for the real formats). Dev-only; CI never runs it:
 
-    python3.11 -m venv /work/venv-data
-    /work/venv-data/bin/pip install numpy Pillow pycocotools   # versions: tools/requirements.txt
-    /work/venv-data/bin/python tools/make_dataset_fixtures.py
+    python3.11 -m venv ../venv-data
+    ../venv-data/bin/pip install numpy Pillow pycocotools   # versions: tools/requirements.txt
+    ../venv-data/bin/python tools/make_dataset_fixtures.py
 
 Every run writes the same bytes: pixel noise
 comes from a private xorshift generator, images are saved with fixed encoder settings, JSON with

@@ -14,9 +14,9 @@ Writes `diffris-model/tests/fixtures/sd15_keys/`:
 One line per tensor, sorted by key: `key<TAB>dtype<TAB>d0,d1,...` (dtype in safetensors
 spelling: F32, I64, I32; a scalar has an empty shape field).
 
-    HF_HUB_OFFLINE=1 /work/venv-ref/bin/python tools/make_sd15_keys.py
+    HF_HUB_OFFLINE=1 ../venv-ref/bin/python tools/make_sd15_keys.py
 
-Needs /work/venv-ref (or any venv built from tools/requirements.txt). Dev-only; deterministic.
+Needs ../venv-ref (or any venv built from tools/requirements.txt). Dev-only; deterministic.
 The models are built on torch's meta device, so nothing of their 4 GB is allocated. The script
 checks that diffusers' own LDM -> diffusers converters map the LDM key set exactly onto the
 diffusers key sets with equal shapes.

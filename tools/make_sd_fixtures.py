@@ -16,9 +16,9 @@ Writes `diffris-model/tests/fixtures/sd_tiny/`:
   reference.safetensors           seeded inputs and fp32 reference outputs (F32; ids I64)
   reference.json                  tensor names/shapes, configs, versions and seed, for humans
 
-    HF_HUB_OFFLINE=1 /work/venv-ref/bin/python tools/make_sd_fixtures.py
+    HF_HUB_OFFLINE=1 ../venv-ref/bin/python tools/make_sd_fixtures.py
 
-Needs /work/venv-ref (or any venv built from tools/requirements.txt). Dev-only: CI never runs it;
+Needs ../venv-ref (or any venv built from tools/requirements.txt). Dev-only: CI never runs it;
 the outputs are committed. CPU, fp32, one thread, seeded: two runs give byte-identical files.
 
 Models: diffusers UNet2DConditionModel / AutoencoderKL and transformers CLIPTextModel with the

@@ -4,9 +4,9 @@ Makes `diffris-data/tests/fixtures/clip_tokenizer_cases.json` from open_clip's r
 tokenizer (`open_clip.tokenize`, which cleans text with ftfy + html.unescape, lower-cases it,
 collapses whitespace, splits with CLIP's regex and applies the BPE merges).
 
-    HF_HUB_OFFLINE=1 /work/venv-ref/bin/python tools/make_tokenizer_cases.py
+    HF_HUB_OFFLINE=1 ../venv-ref/bin/python tools/make_tokenizer_cases.py
 
-Needs /work/venv-ref (or any venv built from tools/requirements.txt). Dev-only; CI never runs
+Needs ../venv-ref (or any venv built from tools/requirements.txt). Dev-only; CI never runs
 it. The output is deterministic (same bytes on every run).
 
 The file is a JSON list; each case is an object with

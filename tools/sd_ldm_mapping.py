@@ -1,7 +1,7 @@
 """diffusers -> original LDM ("single file") key mapping for Stable Diffusion 1.x.
 
 Helper module imported by tools/make_sd_fixtures.py and tools/make_sd15_keys.py (not run on its
-own). Dev-only; needs /work/venv-ref (or any venv built from tools/requirements.txt).
+own). Dev-only; needs ../venv-ref (or any venv built from tools/requirements.txt).
 
 diffusers ships only the LDM -> diffusers direction
 (`diffusers.loaders.single_file_utils.convert_ldm_{unet,vae,clip}_checkpoint`); the reverse

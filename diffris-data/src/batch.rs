@@ -169,3 +169,54 @@ impl<B: Backend> Batcher<B, RisItem, RisBatch<B>> for RisBatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+
+    use super::*;
+
+    fn item(index: usize, value: f32, mask: Option<Vec<f32>>) -> RisItem {
+        RisItem {
+            image: vec![value; 3 * 2 * 2],
+            mask,
+            ids: (0..CONTEXT_LENGTH as u32)
+                .map(|i| i + index as u32)
+                .collect(),
+            eos_index: 2 + index,
+            height: 2,
+            width: 2,
+            index,
+        }
+    }
+
+    #[test]
+    fn items_stack_in_order_into_batch_tensors() {
+        let device = Default::default();
+        let items = vec![
+            item(4, 0.5, Some(vec![1.0, 0.0, 0.0, 1.0])),
+            item(9, -0.5, Some(vec![0.0, 1.0, 1.0, 0.0])),
+        ];
+        let b: RisBatch<Flex> = RisBatcher.batch(items, &device);
+        assert_eq!(b.image.dims(), [2, 3, 2, 2]);
+        assert_eq!(b.ids.dims(), [2, CONTEXT_LENGTH]);
+        assert_eq!(b.indices, vec![4, 9]);
+        let image: Vec<f32> = b.image.into_data().iter::<f32>().collect();
+        assert_eq!(image[..12], [0.5; 12]);
+        assert_eq!(image[12..], [-0.5; 12]);
+        let mask: Vec<f32> = b.mask.unwrap().into_data().iter::<f32>().collect();
+        assert_eq!(mask, [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]);
+        let ids: Vec<i64> = b.ids.into_data().iter::<i64>().collect();
+        assert_eq!((ids[0], ids[CONTEXT_LENGTH]), (4, 9));
+        let eos: Vec<i64> = b.eos_index.into_data().iter::<i64>().collect();
+        assert_eq!(eos, [6, 11]);
+    }
+
+    #[test]
+    fn a_batch_without_every_mask_has_none() {
+        let device = Default::default();
+        let items = vec![item(0, 0.0, Some(vec![1.0; 4])), item(1, 0.0, None)];
+        let b: RisBatch<Flex> = RisBatcher.batch(items, &device);
+        assert!(b.mask.is_none());
+    }
+}

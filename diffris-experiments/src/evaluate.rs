@@ -180,3 +180,72 @@ pub fn random_object(
         precision: hits.map(|h| 100.0 * h / n),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use diffris_data::sample::SegmentPart;
+
+    use super::*;
+
+    /// A 2x2 mask from COCO's column-major run lengths.
+    fn coco(counts: &[u64]) -> MaskSource {
+        MaskSource::Coco {
+            height: 2,
+            width: 2,
+            parts: vec![SegmentPart::Counts(counts.to_vec())],
+        }
+    }
+
+    fn sample(image: &str, mask: MaskSource) -> Sample {
+        Sample {
+            id: image.into(),
+            image: PathBuf::from(image),
+            mask,
+            sentence: "the object".into(),
+            category: None,
+            origin: PathBuf::from("refs"),
+        }
+    }
+
+    /// Image `a` has objects A (top-left pixel) and B (the left column); the sample refers to A.
+    /// Image `b` has one object C (bottom-right pixel), which its sample refers to. By hand:
+    /// image a: A scores I 1 / U 1, B scores I 1 / U 2, so the expected I is 1, U 1.5, IoU 0.75;
+    /// image b: I 1, U 1, IoU 1. oIoU = (1 + 1) / (1.5 + 1) = 80; mIoU = (0.75 + 1) / 2 = 87.5;
+    /// Pr@0.5 = (1 + 1) / 2 = 100 (both of a's objects pass 0.5); Pr@0.6..0.9 = (0.5 + 1) / 2
+    /// = 75.
+    #[test]
+    fn random_object_is_the_expectation_over_each_scenes_objects() {
+        let (a, b, c) = (coco(&[0, 1, 3]), coco(&[0, 2, 2]), coco(&[3, 1]));
+        let data = EncodedSplit {
+            samples: vec![sample("a.jpg", a.clone()), sample("b.jpg", c.clone())],
+            image_size: (2, 2),
+            latent_dims: [1, 1, 1],
+            text_dims: [1, 1],
+            latents: vec![0.0; 2],
+            text: vec![0.0; 2],
+            eos: vec![1, 1],
+            // Row-major network-size ground truth: A, then C.
+            masks: vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+        };
+        let scenes: HashMap<PathBuf, Vec<MaskSource>> = [
+            (PathBuf::from("a.jpg"), vec![a, b]),
+            (PathBuf::from("b.jpg"), vec![c]),
+        ]
+        .into_iter()
+        .collect();
+        let m = random_object(&data, &scenes).unwrap();
+        assert_eq!(m.samples, 2);
+        assert!((m.oiou - 80.0).abs() < 1e-12, "{m:?}");
+        assert!((m.miou - 87.5).abs() < 1e-12, "{m:?}");
+        assert!((m.precision[0] - 100.0).abs() < 1e-12, "{m:?}");
+        for p in &m.precision[1..] {
+            assert!((p - 75.0).abs() < 1e-12, "{m:?}");
+        }
+
+        // A sample whose image the scene list does not know is an error, not a zero score.
+        let mut lost = scenes.clone();
+        lost.remove(&PathBuf::from("b.jpg"));
+        let err = random_object(&data, &lost).unwrap_err().to_string();
+        assert!(err.contains("b.jpg"), "{err}");
+    }
+}

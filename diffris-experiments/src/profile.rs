@@ -482,3 +482,113 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) -> Vec<Prof
     );
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const FILE: &str = r#"(
+        version: 2,
+        name: "p",
+        title: "P",
+        columns: [miou],
+        variants: [
+            (name: "paper_defaults", label: "defaults"),
+            (name: "own", label: "own sizes", set: (
+                model: (adapter: (heads: 2), decoder: pcmrd((hidden: 24))),
+                train: (epochs: 3, lr: 0.01),
+            )),
+        ],
+    )"#;
+
+    fn tiny() -> Resolver {
+        Resolver {
+            profile: ProfileName::Tiny,
+            setup: Setup::default(),
+            cache: "/cache".into(),
+        }
+    }
+
+    fn hidden(d: &DecoderConfig) -> usize {
+        match d {
+            DecoderConfig::Pcmrd(c) => c.hidden,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_a_file_sets_survive_the_tiny_profile() {
+        let file = AblationFile::parse(FILE, Path::new("p.ron")).unwrap();
+        let specs = tiny()
+            .resolve_file(&file, &[], &[], &RunOverrides::default())
+            .unwrap();
+        let (defaults, own) = (&specs[0], &specs[1]);
+        // The file's values are the run's.
+        assert_eq!(own.model.adapter.heads, 2);
+        assert_eq!(hidden(&own.model.decoder), 24);
+        assert_eq!((own.train.epochs, own.train.lr), (3, 0.01));
+        // Values the file left at the paper's defaults are the tiny profile's.
+        assert_eq!((own.model.adapter.ffn_dim, own.train.batch_size), (128, 8));
+        assert_eq!(defaults.model.adapter.heads, 4);
+        assert_eq!(hidden(&defaults.model.decoder), 16);
+        assert_eq!((defaults.train.epochs, defaults.train.lr), (1, 1e-3));
+
+        // Every change is listed with its reason, and only the changes.
+        let fields = |s: &RunSpec| -> Vec<String> {
+            s.profile_changes.iter().map(|c| c.field.clone()).collect()
+        };
+        let all = [
+            "model.image_size",
+            "model.latent_scale",
+            "model.adapter.heads",
+            "model.adapter.ffn_dim",
+            "model.decoder.hidden",
+            "train.epochs",
+            "train.batch_size",
+            "train.lr",
+        ];
+        assert_eq!(fields(defaults), all);
+        let kept = [
+            "model.adapter.heads",
+            "model.decoder.hidden",
+            "train.epochs",
+            "train.lr",
+        ];
+        let expected: Vec<&str> = all.into_iter().filter(|f| !kept.contains(f)).collect();
+        assert_eq!(fields(own), expected);
+        assert!(
+            defaults
+                .profile_changes
+                .iter()
+                .all(|c| !c.reason.is_empty())
+        );
+        let heads = &defaults.profile_changes[2];
+        assert_eq!((heads.paper.as_str(), heads.value.as_str()), ("8", "4"));
+        // The run's config.ron carries the list.
+        let text = crate::record::spec_ron(own).unwrap();
+        assert!(text.contains("profile_changes") && text.contains("model.adapter.ffn_dim"));
+    }
+
+    #[test]
+    fn an_invalid_value_is_an_error_naming_its_field() {
+        let text = FILE.replace("heads: 2", "heads: 5");
+        let file = AblationFile::parse(&text, Path::new("p.ron")).unwrap();
+        let err = tiny()
+            .resolve_file(&file, &[], &[], &RunOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p/own: model.adapter.heads: 5 does not divide"),
+            "{err}"
+        );
+        let text = FILE.replace("epochs: 3", "epochs: 0");
+        let file = AblationFile::parse(&text, Path::new("p.ron")).unwrap();
+        let err = tiny()
+            .resolve_file(&file, &[], &[], &RunOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p/own: train.epochs"), "{err}");
+    }
+}

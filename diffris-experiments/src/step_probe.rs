@@ -481,11 +481,11 @@ pub fn forward_stages<B: Backend>(
     let b = spec.batch;
     let unet = m.unet.forward(
         latent.clone(),
-        Tensor::full([b], m.settings.timestep, device),
+        Tensor::full([b], m.config.timestep, device),
         adapted,
         diffris_model::sd::UNetRequest {
             sample: false,
-            attention_maps: m.settings.cross_attention_maps,
+            attention_maps: m.config.cross_attention_maps,
             attention_probs: false,
         },
     );

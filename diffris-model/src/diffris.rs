@@ -51,16 +51,6 @@ impl Default for DiffRisConfig {
 /// Feature levels whose taps get the cross-attention maps (F32, F16).
 pub const MAP_LEVELS: [usize; 2] = [1, 2];
 
-/// Settings the forward pass needs (plain data, not parameters).
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub image_size: (usize, usize),
-    pub latent_scale: f64,
-    pub timestep: f64,
-    pub cross_attention_maps: bool,
-    pub loss: LossConfig,
-}
-
 /// The DiffRIS model.
 #[derive(Module, Debug)]
 pub struct DiffRis<B: Backend> {
@@ -72,7 +62,9 @@ pub struct DiffRis<B: Backend> {
     pub vae: VaeEncoder<B>,
     #[module(skip)]
     pub unet: UNet2DConditionModel<B>,
-    pub settings: Settings,
+    /// The configuration the model was built from (plain data, not parameters): the forward
+    /// pass reads its input size, latent scale, timestep, map switch and loss.
+    pub config: DiffRisConfig,
 }
 
 /// The outputs of one forward pass.
@@ -132,13 +124,7 @@ impl DiffRisConfig {
             text_encoder: sd.text_encoder.no_grad(),
             vae: sd.vae.no_grad(),
             unet: sd.unet.no_grad(),
-            settings: Settings {
-                image_size: self.image_size,
-                latent_scale: self.latent_scale,
-                timestep: self.timestep,
-                cross_attention_maps: self.cross_attention_maps,
-                loss: self.loss.clone(),
-            },
+            config: self.clone(),
         }
     }
 }
@@ -152,7 +138,7 @@ impl<B: Backend> DiffRis<B> {
     pub fn encode_image(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
         self.vae
             .forward(image)
-            .mul_scalar(self.settings.latent_scale)
+            .mul_scalar(self.config.latent_scale)
             .detach()
     }
 
@@ -180,18 +166,18 @@ impl<B: Backend> DiffRis<B> {
         let b = latent.dims()[0];
         let device = latent.device();
         let adapted = self.adapter.forward(text);
-        let timesteps = Tensor::<B, 1>::full([b], self.settings.timestep, &device);
+        let timesteps = Tensor::<B, 1>::full([b], self.config.timestep, &device);
         let out = self.unet.forward(
             latent,
             timesteps,
             adapted.clone(),
             UNetRequest {
                 sample: false,
-                attention_maps: self.settings.cross_attention_maps,
+                attention_maps: self.config.cross_attention_maps,
                 attention_probs: false,
             },
         );
-        let levels: &[usize] = if self.settings.cross_attention_maps {
+        let levels: &[usize] = if self.config.cross_attention_maps {
             &MAP_LEVELS
         } else {
             &[]
@@ -201,7 +187,7 @@ impl<B: Backend> DiffRis<B> {
             features: &features,
             text: &adapted,
             eos_index: &eos_index,
-            image_size: self.settings.image_size,
+            image_size: self.config.image_size,
             training,
         });
         DiffRisOutput {
@@ -230,7 +216,7 @@ impl<B: Backend> DiffRis<B> {
     /// The training loss of an output against `[B, 1, H, W]` masks in {0, 1}.
     pub fn loss(&self, out: &DiffRisOutput<B>, target: Tensor<B, 4>) -> Tensor<B, 1> {
         training_loss(
-            &self.settings.loss,
+            &self.config.loss,
             out.logits.clone(),
             out.class_logits.clone(),
             &out.hit_maps,

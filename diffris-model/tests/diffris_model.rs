@@ -186,10 +186,10 @@ fn every_adapter_row_and_decoder_trains_at_two_sizes() {
         let model = model(&cfg);
         for size in [64, 128] {
             let (image, ids, eos, mask) = batch(size);
-            let mut settings = model.settings.clone();
-            settings.image_size = (size, size);
+            let mut config = model.config.clone();
+            config.image_size = (size, size);
             let m = DiffRis {
-                settings,
+                config,
                 ..model.clone()
             };
             let out = m.forward(image, ids, eos, true);

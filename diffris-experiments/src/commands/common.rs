@@ -193,6 +193,17 @@ impl BackendJob for Ablation {
                     s.seed,
                     spec_ron(s)?
                 );
+                if !s.profile_changes.is_empty() {
+                    println!(
+                        "# the {:?} profile changed {} value(s) the recipe left at the paper's defaults:",
+                        s.profile,
+                        s.profile_changes.len()
+                    );
+                    for c in &s.profile_changes {
+                        println!("#   {} {} -> {}: {}", c.field, c.paper, c.value, c.reason);
+                    }
+                    println!();
+                }
             }
             return Ok(());
         }

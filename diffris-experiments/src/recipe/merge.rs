@@ -325,9 +325,8 @@ impl Parser {
             let prev = self.pos.checked_sub(1).map(|p| self.chars[p]);
             let sign_in_exponent =
                 (c == '-' || c == '+') && matches!(prev, Some('e' | 'E')) && self.pos > start;
-            if c.is_alphanumeric() || c == '_' || c == '.' || sign_in_exponent {
-                self.pos += 1;
-            } else if (c == '-' || c == '+') && self.pos == start {
+            let leading_sign = (c == '-' || c == '+') && self.pos == start;
+            if c.is_alphanumeric() || c == '_' || c == '.' || sign_in_exponent || leading_sign {
                 self.pos += 1;
             } else {
                 break;

@@ -64,3 +64,19 @@ pub fn collect<'a>(
     }
     Ok((rows, profile))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_standard_deviation_by_hand() {
+        // Mean 2.5; squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5 over n - 1 = 3.
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(m, 2.5);
+        assert!((s - (5.0f64 / 3.0).sqrt()).abs() < 1e-15);
+        assert_eq!(mean_std(&[7.0]), (7.0, 0.0));
+        let (m, s) = mean_std(&[]);
+        assert!(m.is_nan() && s.is_nan());
+    }
+}

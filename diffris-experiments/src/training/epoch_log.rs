@@ -13,6 +13,7 @@ use burn::train::metric::{
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::MetricAccumulator;
+use crate::recipe::SelectBy;
 use crate::tensor_file::write_atomic;
 use crate::training::step::SegStats;
 
@@ -156,6 +157,19 @@ impl EpochLog {
     }
 }
 
+/// The epoch whose validation sums are best by `by`; on ties the earliest (the checkpoint the
+/// paper's protocol would keep first). `None` when no epoch was validated.
+pub fn best_epoch(valid: &BTreeMap<usize, EpochSums>, by: SelectBy) -> Option<usize> {
+    let key = |s: &EpochSums| match by {
+        SelectBy::Miou => s.miou(),
+        SelectBy::Oiou => s.oiou(),
+    };
+    valid
+        .iter()
+        .max_by(|a, b| key(a.1).total_cmp(&key(b.1)).then(b.0.cmp(a.0)))
+        .map(|(e, _)| *e)
+}
+
 /// Which value a [`RisMetric`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RisMetricKind {
@@ -256,5 +270,98 @@ impl Numeric for RisMetric {
 
     fn running_value(&self) -> NumericEntry {
         NumericEntry::Value(self.current())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::data::dataloader::Progress;
+
+    use super::*;
+
+    fn stats(loss: f64, pairs: &[(f64, f64)]) -> SegStats {
+        SegStats {
+            loss,
+            intersection: pairs.iter().map(|p| p.0).collect(),
+            union: pairs.iter().map(|p| p.1).collect(),
+        }
+    }
+
+    fn meta() -> MetricMetadata {
+        MetricMetadata {
+            progress: Progress::new(1, 2),
+            global_progress: Progress::new(1, 1),
+            iteration: None,
+            lr: None,
+        }
+    }
+
+    /// `(value, count)` of a logged entry.
+    fn entry(e: &SerializedEntry) -> (f64, usize) {
+        match NumericEntry::deserialize(&e.serialized).unwrap() {
+            NumericEntry::Aggregated {
+                aggregated_value,
+                count,
+            } => (aggregated_value, count),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Two batches of different sizes: one sample of IoU 1/2 (I = 1, U = 2), then three of IoU 1
+    /// (I = U = 1). By hand: mIoU = (0.5 + 3) / 4 = 87.5, oIoU = (1 + 3) / (2 + 3) = 80, mean
+    /// loss (1 + 3) / 2 = 2.
+    #[test]
+    fn logged_entries_weigh_themselves_so_their_mean_is_the_epoch_value() {
+        let batches = [stats(1.0, &[(1.0, 2.0)]), stats(3.0, &[(1.0, 1.0); 3])];
+        for (kind, expected) in [
+            (RisMetricKind::Miou, 87.5),
+            (RisMetricKind::Oiou, 80.0),
+            (RisMetricKind::Loss, 2.0),
+        ] {
+            let log = EpochLog::default();
+            let mut metric = RisMetric::new(kind, "valid", log.clone());
+            let (mut weighted, mut total) = (0.0, 0usize);
+            for b in &batches {
+                let (value, count) = entry(&metric.update(b, &meta()));
+                weighted += value * count as f64;
+                total += count;
+            }
+            // burn-train's epoch mean of the entries (sum of value x count over the counts).
+            assert!(
+                (weighted / total as f64 - expected).abs() < 1e-12,
+                "{kind:?}"
+            );
+            let NumericEntry::Value(running) = metric.running_value() else {
+                panic!()
+            };
+            assert!((running - expected).abs() < 1e-12, "{kind:?}");
+        }
+        // Only the loss metric writes the log, once per batch.
+        let log = EpochLog::default();
+        for kind in [RisMetricKind::Loss, RisMetricKind::Miou] {
+            let mut m = RisMetric::new(kind, "valid", log.clone());
+            for b in &batches {
+                m.update(b, &meta());
+            }
+        }
+        let epoch = &log.split("valid")[&1];
+        assert_eq!((epoch.batches, epoch.samples()), (2, 4));
+        assert!((epoch.miou() - 87.5).abs() < 1e-12 && (epoch.oiou() - 80.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_best_epoch_is_the_highest_and_the_earliest_of_ties() {
+        let sums = |ious: &[(f64, f64)]| EpochSums::of_batch(&stats(0.0, ious));
+        let valid: BTreeMap<usize, EpochSums> = [
+            (1, sums(&[(1.0, 4.0)])),              // mIoU 25, oIoU 25
+            (2, sums(&[(1.0, 2.0)])),              // mIoU 50, oIoU 50
+            (3, sums(&[(2.0, 4.0)])),              // mIoU 50 (a tie with epoch 2), oIoU 50
+            (4, sums(&[(0.0, 1.0), (9.0, 10.0)])), // mIoU 45, oIoU 9/11 = 81.8
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(best_epoch(&valid, SelectBy::Miou), Some(2));
+        assert_eq!(best_epoch(&valid, SelectBy::Oiou), Some(4));
+        assert_eq!(best_epoch(&BTreeMap::new(), SelectBy::Miou), None);
     }
 }

@@ -26,7 +26,7 @@ use indicatif::ProgressBar;
 
 use crate::encoded::EncodedSplit;
 use crate::recipe::{SelectBy, TrainSpec};
-use epoch_log::{EpochLog, EpochSums, RisMetric, RisMetricKind};
+use epoch_log::{EpochLog, RisMetric, RisMetricKind, best_epoch};
 use loader::EpochLoader;
 use renderer::BarRenderer;
 use schedule::PolyLr;
@@ -134,18 +134,7 @@ pub fn train<B: AutodiffBackend>(
     let result = training.launch(Learner::new(model, optim, scheduler));
     bar.finish_and_clear();
 
-    let valid = log.split("valid");
-    let best_epoch = valid
-        .iter()
-        .max_by(|a, b| {
-            let key = |s: &EpochSums| match spec.select_by {
-                SelectBy::Miou => s.miou(),
-                SelectBy::Oiou => s.oiou(),
-            };
-            // Highest value; on ties the earlier epoch.
-            key(a.1).total_cmp(&key(b.1)).then(b.0.cmp(a.0))
-        })
-        .map(|(e, _)| *e)
+    let best_epoch = best_epoch(&log.split("valid"), spec.select_by)
         .ok_or_else(|| anyhow::anyhow!("training produced no validation epoch"))?;
     let model = result
         .model

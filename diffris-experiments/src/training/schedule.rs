@@ -31,3 +31,43 @@ impl LrScheduler for PolyLr {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// base 1, power 2, 4 iterations: (1 - t/4)^2 for t = 0..4 is 1, 9/16, 1/4, 1/16, 0, and it
+    /// stays 0 past the end.
+    #[test]
+    fn the_rate_decays_polynomially_once_per_iteration() {
+        let mut s = PolyLr {
+            base: 1.0,
+            power: 2.0,
+            total: 4,
+            iteration: 0,
+        };
+        let got: Vec<f64> = (0..6).map(|_| s.step()).collect();
+        assert_eq!(got, [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]);
+    }
+
+    #[cfg(feature = "flex")] // a record is taken for a backend type
+    #[test]
+    fn a_resumed_schedule_continues_where_it_stopped() {
+        use burn::backend::Flex;
+
+        let fresh = PolyLr {
+            base: 1e-4,
+            power: 0.9,
+            total: 10,
+            iteration: 0,
+        };
+        let mut whole = fresh.clone();
+        let expected: Vec<f64> = (0..10).map(|_| whole.step()).collect();
+        let mut first = fresh.clone();
+        let _ = (0..3).map(|_| first.step()).count();
+        let record = first.to_record::<Flex>();
+        let mut resumed = fresh.load_record::<Flex>(record);
+        let rest: Vec<f64> = (3..10).map(|_| resumed.step()).collect();
+        assert_eq!(rest, expected[3..]);
+    }
+}
