@@ -101,7 +101,8 @@ impl DiffRisConfig {
         self.adapter
             .validate(sd.clip.hidden_size)
             .map_err(|e| e.within("adapter"))?;
-        self.decoder.validate().map_err(|e| e.within("decoder"))
+        self.decoder.validate().map_err(|e| e.within("decoder"))?;
+        self.loss.validate().map_err(|e| e.within("loss"))
     }
 
     /// Assembles the model around loaded (or random) SD components, which are frozen here.

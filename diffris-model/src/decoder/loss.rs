@@ -1,4 +1,4 @@
-//! Training losses (ARCHITECTURE.md sections 3 and 5): Dice + BCE on the mask logits plus the
+//! Training losses (paper section 3.4; `docs/DESIGN.md`): Dice + BCE on the mask logits plus the
 //! auxiliary Dice of the referent token's hit maps (PCMRD), or class-weighted cross-entropy over
 //! background/foreground (the comparison decoders, as in their papers).
 
@@ -7,6 +7,8 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigError, ensure};
 
 /// Which loss trains the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,27 @@ impl Default for LossConfig {
             aux_weights: vec![0.001, 0.01, 0.1],
             class_weights: [0.9, 1.1],
         }
+    }
+}
+
+impl LossConfig {
+    /// Checks the weights; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, w) in self.aux_weights.iter().enumerate() {
+            ensure(
+                w.is_finite() && *w >= 0.0,
+                &format!("aux_weights[{i}]"),
+                || format!("{w} is not a weight (a number >= 0)"),
+            )?;
+        }
+        for (i, w) in self.class_weights.iter().enumerate() {
+            ensure(
+                w.is_finite() && *w > 0.0,
+                &format!("class_weights[{i}]"),
+                || format!("{w} is not a positive weight"),
+            )?;
+        }
+        Ok(())
     }
 }
 
