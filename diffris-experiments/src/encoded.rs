@@ -140,6 +140,7 @@ impl EncodedSplit {
                 device,
             ),
             indices: indices.to_vec(),
+            loss_weight: 1.0,
         }
     }
 }
@@ -157,6 +158,9 @@ pub struct EncodedBatch<B: Backend> {
     /// `[B, 1, H, W]`.
     pub mask: Tensor<B, 4>,
     pub indices: Vec<usize>,
+    /// The factor of this batch's loss: 1, or a micro-batch's share of its optimizer batch
+    /// under gradient accumulation.
+    pub loss_weight: f64,
 }
 
 /// What one encoding thread shares with the others.

@@ -104,7 +104,7 @@ impl<B: Backend> Shared<B> {
             spec.model.image_size,
             spec.model.latent_scale,
             device,
-            spec.train.batch_size,
+            spec.train.pass_size(),
             ws.threads,
             &bar,
         )?;

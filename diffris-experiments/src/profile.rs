@@ -129,6 +129,7 @@ pub struct ProfileChange {
 pub struct RunOverrides {
     pub epochs: Option<usize>,
     pub batch_size: Option<usize>,
+    pub micro_batch: Option<usize>,
     pub lr: Option<f64>,
     pub limit_train: Option<usize>,
     pub limit_eval: Option<usize>,
@@ -274,9 +275,20 @@ impl Resolver {
                 if let Some(b) = overrides.batch_size {
                     spec.train.batch_size = b;
                 }
+                if let Some(m) = overrides.micro_batch {
+                    spec.train.micro_batch = Some(m);
+                }
                 if let Some(lr) = overrides.lr {
                     spec.train.lr = lr;
                 }
+                spec.train.validate().map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}/{}: {} (after the command-line settings)",
+                        file.name,
+                        v.name,
+                        e.within("train")
+                    )
+                })?;
                 spec.limit_train = overrides.limit_train;
                 spec.limit_eval = overrides.limit_eval;
                 specs.push(spec);

@@ -104,7 +104,7 @@ pub fn run_one<B: Backend>(
         let probs = predict(
             &trained.model.model,
             data,
-            spec.train.batch_size,
+            spec.train.pass_size(),
             device,
             &bar,
         );

@@ -145,7 +145,8 @@ pub struct ProbeWeights {
     trainee: Vec<(String, TensorData)>,
 }
 
-fn to_data<B: Backend, M: ModuleSnapshot<B>>(module: &M) -> Vec<(String, TensorData)> {
+/// Every tensor of `module` (parameters and buffers) by path.
+pub fn to_data<B: Backend, M: ModuleSnapshot<B>>(module: &M) -> Vec<(String, TensorData)> {
     module
         .collect(None, None, false)
         .into_iter()
@@ -302,6 +303,20 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradsByPath<'_> {
     }
 }
 
+/// The gradient of every float parameter of `trainee` in `grads`, by module path.
+pub fn grads_by_path<B: AutodiffBackend>(
+    trainee: &Trainee<B>,
+    grads: &GradientsParams,
+) -> BTreeMap<String, Vec<f32>> {
+    let mut visitor = GradsByPath {
+        grads,
+        path: vec![],
+        out: BTreeMap::new(),
+    };
+    trainee.visit(&mut visitor);
+    visitor.out
+}
+
 fn frozen_values<B: Backend>(t: &Trainee<B>) -> Vec<(String, TensorData)> {
     let m = &t.model;
     [to_data(&m.unet), to_data(&m.vae), to_data(&m.text_encoder)].concat()
@@ -344,18 +359,13 @@ pub fn probe<B: AutodiffBackend>(
             eos: Tensor::from_data(eos.clone(), device),
             mask: Tensor::from_data(mask.clone(), device),
             indices: (0..spec.batch).collect(),
+            loss_weight: 1.0,
         };
         let output = TrainStep::step(&trainee, batch);
         out.losses
             .push(output.item.loss.into_data().iter::<f64>().next().unwrap());
         if step == 0 {
-            let mut visitor = GradsByPath {
-                grads: &output.grads,
-                path: vec![],
-                out: BTreeMap::new(),
-            };
-            trainee.visit(&mut visitor);
-            out.grads = visitor.out;
+            out.grads = grads_by_path(&trainee, &output.grads);
         }
         trainee = optim.step(spec.lr, trainee, output.grads);
         B::sync(device).map_err(|e| anyhow::anyhow!("device: {e:?}"))?;

@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// Override the batch size of every run.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Compute every batch as passes of at most N samples whose gradients are summed before
+    /// the optimizer steps (gradient accumulation; the recipe's `train.micro_batch`).
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
     /// Override the learning rate of every run.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -81,6 +85,7 @@ impl RunArgs {
         RunOverrides {
             epochs: self.epochs,
             batch_size: self.batch_size,
+            micro_batch: self.micro_batch,
             lr: self.lr,
             limit_train: self.limit_train,
             limit_eval: self.limit_eval,

@@ -59,11 +59,11 @@ impl BackendJob for Eval {
             spec.model.image_size,
             spec.model.latent_scale,
             &device,
-            spec.train.batch_size,
+            spec.train.pass_size(),
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             &bar,
         )?;
-        let probs = predict(&run.model, &data, spec.train.batch_size, &device, &bar);
+        let probs = predict(&run.model, &data, spec.train.pass_size(), &device, &bar);
         bar.finish_and_clear();
         let m = score(&probs, &data, protocol)?;
         println!(

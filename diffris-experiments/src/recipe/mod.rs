@@ -30,7 +30,12 @@ pub const ABLATION_VERSION: u32 = 2;
 #[serde(default, deny_unknown_fields)]
 pub struct TrainSpec {
     pub epochs: usize,
+    /// Samples per optimizer step.
     pub batch_size: usize,
+    /// Samples per forward/backward pass: a batch is computed as `ceil(batch_size / micro_batch)`
+    /// passes whose gradients are summed before the step (gradient accumulation). `None`: the
+    /// whole batch in one pass. Evaluation and encoding run in batches of this size too.
+    pub micro_batch: Option<usize>,
     pub lr: f64,
     pub weight_decay: f64,
     /// Polynomial decay power of the learning rate over all iterations.
@@ -44,6 +49,7 @@ impl Default for TrainSpec {
         Self {
             epochs: 40,
             batch_size: 32,
+            micro_batch: None,
             lr: 1e-4,
             weight_decay: 0.01,
             lr_power: 0.9,
@@ -59,6 +65,11 @@ impl TrainSpec {
         ensure(self.batch_size > 0, "batch_size", || {
             "must be at least 1".into()
         })?;
+        if let Some(m) = self.micro_batch {
+            ensure(m > 0 && m <= self.batch_size, "micro_batch", || {
+                format!("{m} is not between 1 and batch_size ({})", self.batch_size)
+            })?;
+        }
         ensure(self.lr.is_finite() && self.lr > 0.0, "lr", || {
             format!("{} is not a positive learning rate", self.lr)
         })?;
@@ -72,6 +83,20 @@ impl TrainSpec {
             "lr_power",
             || format!("{} is not a number >= 0", self.lr_power),
         )
+    }
+}
+
+impl TrainSpec {
+    /// Samples per pass.
+    pub fn pass_size(&self) -> usize {
+        self.micro_batch
+            .unwrap_or(self.batch_size)
+            .clamp(1, self.batch_size.max(1))
+    }
+
+    /// Passes per optimizer step.
+    pub fn passes_per_step(&self) -> usize {
+        self.batch_size.max(1).div_ceil(self.pass_size())
     }
 }
 

@@ -70,20 +70,24 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     bar: ProgressBar,
 ) -> anyhow::Result<Trained<B::InnerBackend>> {
-    let per_epoch = train_data.len().div_ceil(spec.batch_size);
+    let plan = loader::micro_batches(train_data.len(), spec.batch_size, spec.pass_size());
+    let (passes, samples) = (plan.len(), plan.last().map_or(0, |p| p.0.end));
+    let per_step = spec.passes_per_step();
     let start = if resume { last_checkpoint(dir) } else { None };
     let log = EpochLog::persisted(dir.join("epochs.json"))?;
     log.truncate(start.unwrap_or(0));
     let train_loader = Arc::new(EpochLoader::<B>::new(
         train_data,
         spec.batch_size,
+        spec.pass_size(),
         Some(seed),
         start.unwrap_or(0),
         device.clone(),
     ));
     let val_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
         val_data,
-        spec.batch_size,
+        spec.pass_size(),
+        spec.pass_size(),
         None,
         0,
         device.clone(),
@@ -105,7 +109,7 @@ pub fn train<B: AutodiffBackend>(
             Split::Valid,
         ))
         .build();
-    bar.set_length((spec.epochs * per_epoch) as u64);
+    bar.set_length((spec.epochs * samples) as u64);
     let epochs = stop_after.unwrap_or(spec.epochs).min(spec.epochs);
     let mut training = SupervisedTraining::new(dir, train_loader, val_loader)
         .metric_train_numeric(RisMetric::new(RisMetricKind::Loss, "train", log.clone()))
@@ -116,7 +120,7 @@ pub fn train<B: AutodiffBackend>(
         .with_file_checkpointer(DefaultRecorder::new())
         .with_checkpointing_strategy(strategy)
         .with_application_logger(None)
-        .renderer(BarRenderer::new(bar.clone(), spec.epochs, per_epoch))
+        .renderer(BarRenderer::new(bar.clone(), spec.epochs, samples))
         .num_epochs(epochs);
     if let Some(epoch) = start {
         training = training.checkpoint(epoch);
@@ -125,10 +129,14 @@ pub fn train<B: AutodiffBackend>(
         .with_weight_decay(spec.weight_decay as f32)
         .with_epsilon(1e-8)
         .init();
+    if per_step > 1 {
+        training = training.grads_accumulation(per_step);
+    }
     let scheduler = PolyLr {
         base: spec.lr,
         power: spec.lr_power,
-        total: spec.epochs * per_epoch,
+        total: spec.epochs * (passes / per_step),
+        passes_per_step: per_step,
         iteration: 0,
     };
     let result = training.launch(Learner::new(model, optim, scheduler));

@@ -8,7 +8,7 @@ use burn::train::renderer::{
 };
 use indicatif::ProgressBar;
 
-/// A progress bar over all training iterations.
+/// A progress bar over the samples of all training epochs.
 pub struct BarRenderer {
     bar: ProgressBar,
     epochs: usize,

@@ -3,13 +3,19 @@
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::tensor::backend::Backend;
 
-/// `lr = base * (1 - t / total)^power`, stepped once per iteration (burn-train has no
-/// polynomial scheduler).
+/// `lr = base * (1 - t / total)^power` with `t` the optimizer step (burn-train has no polynomial
+/// scheduler). burn-train advances the schedule once per pass, so with `K` passes per optimizer
+/// step (gradient accumulation) `t` is the pass count over `K`: every pass of a step, and the
+/// step itself, see the same rate.
 #[derive(Clone, Debug)]
 pub struct PolyLr {
     pub base: f64,
     pub power: f64,
+    /// Optimizer steps of the whole run.
     pub total: usize,
+    /// Passes per optimizer step.
+    pub passes_per_step: usize,
+    /// Passes so far.
     pub iteration: usize,
 }
 
@@ -17,7 +23,8 @@ impl LrScheduler for PolyLr {
     type Record<B: Backend> = usize;
 
     fn step(&mut self) -> f64 {
-        let t = self.iteration.min(self.total) as f64 / self.total.max(1) as f64;
+        let step = self.iteration / self.passes_per_step.max(1);
+        let t = step.min(self.total) as f64 / self.total.max(1) as f64;
         self.iteration += 1;
         self.base * (1.0 - t).powf(self.power)
     }
@@ -44,10 +51,24 @@ mod tests {
             base: 1.0,
             power: 2.0,
             total: 4,
+            passes_per_step: 1,
             iteration: 0,
         };
         let got: Vec<f64> = (0..6).map(|_| s.step()).collect();
         assert_eq!(got, [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn with_accumulation_the_rate_changes_once_per_optimizer_step() {
+        let mut s = PolyLr {
+            base: 1.0,
+            power: 2.0,
+            total: 2,
+            passes_per_step: 3,
+            iteration: 0,
+        };
+        let got: Vec<f64> = (0..7).map(|_| s.step()).collect();
+        assert_eq!(got, [1.0, 1.0, 1.0, 0.25, 0.25, 0.25, 0.0]);
     }
 
     #[cfg(feature = "flex")] // a record is taken for a backend type
@@ -59,6 +80,7 @@ mod tests {
             base: 1e-4,
             power: 0.9,
             total: 10,
+            passes_per_step: 1,
             iteration: 0,
         };
         let mut whole = fresh.clone();

@@ -92,7 +92,16 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
     type Output = SegOutput<B>;
 
     fn step(&self, batch: EncodedBatch<B>) -> TrainOutput<SegOutput<B>> {
+        let weight = batch.loss_weight;
         let (loss, output) = self.seg_step(batch, true);
+        // A micro-batch's gradients are summed with the other passes of its batch (burn-train's
+        // accumulation), so its loss counts by its share of the batch. Without accumulation the
+        // weight is 1 and the graph is left as it is.
+        let loss = if weight == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(weight)
+        };
         TrainOutput::new(self, loss.backward(), output)
     }
 }
