@@ -12,6 +12,7 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::encoded::EncodedSplit;
+use crate::progress::Heartbeat;
 use diffris_data::transforms::resize_nearest;
 
 use crate::metrics::{MetricAccumulator, Metrics, PR_THRESHOLDS, Protocol, protocol_pair};
@@ -23,6 +24,7 @@ pub fn predict<B: Backend>(
     batch: usize,
     device: &B::Device,
     bar: &ProgressBar,
+    mut heartbeat: Option<&mut Heartbeat>,
 ) -> Vec<Vec<f32>> {
     let (h, w) = data.image_size;
     let indices: Vec<usize> = (0..data.len()).collect();
@@ -34,6 +36,9 @@ pub fn predict<B: Backend>(
         let probs: Vec<f32> = sigmoid(logits).into_data().iter::<f32>().collect();
         out.extend(probs.chunks(h * w).map(<[f32]>::to_vec));
         bar.inc(chunk.len() as u64);
+        if let Some(h) = heartbeat.as_deref_mut() {
+            h.beat(out.len() as u64, data.len() as u64, String::new);
+        }
     }
     out
 }

@@ -165,7 +165,9 @@ fn spawn(
         .arg("--cache")
         .arg(&ws.cache)
         .arg("--threads")
-        .arg(threads.to_string());
+        .arg(threads.to_string())
+        .arg("--log-every")
+        .arg(ws.log_every.as_secs_f64().to_string());
     if ws.resume {
         cmd.arg("--resume");
     }

@@ -20,7 +20,7 @@ use crate::profile::RunSpec;
 use crate::progress::report_run;
 use crate::record::{EnvRecord, RunResult, finished, spec_dir, spec_ron, write_json};
 use crate::tensor_file::write_atomic;
-use crate::training::{Trainee, train};
+use crate::training::{TrainOptions, Trainee, train};
 use crate::workspace::Workspace;
 
 /// Runs (or reuses) one run; `None` when `--stop-after` stopped it early.
@@ -81,17 +81,21 @@ pub fn run_one<B: Backend>(
         "{}/{} seed {}",
         spec.ablation, spec.variant, spec.seed
     ));
+    let label = format!("{}/{} seed {}", spec.ablation, spec.variant, spec.seed);
     let trained = train::<AB<B>>(
         model,
         train_data,
         val_data,
         &spec.train,
-        spec.seed,
         &dir,
-        ws.resume,
-        ws.stop_after,
         device,
-        bar,
+        TrainOptions {
+            seed: spec.seed,
+            resume: ws.resume,
+            stop_after: ws.stop_after,
+            bar,
+            heartbeat: Some(ws.heartbeat(format!("{label} training"), &dir)),
+        },
     )?;
     let train_seconds = started.elapsed().as_secs_f64();
     trained.log.write_csv(&dir.join("metrics.csv"))?;
@@ -101,12 +105,14 @@ pub fn run_one<B: Backend>(
 
     let evaluate = |data: &EncodedSplit, name: &str| -> anyhow::Result<Metrics> {
         let bar = ws.bar(format!("evaluating {name}"));
+        let mut beat = ws.heartbeat(format!("{label} evaluating {name}"), &dir);
         let probs = predict(
             &trained.model.model,
             data,
             spec.train.pass_size(),
             device,
             &bar,
+            Some(&mut beat),
         );
         bar.finish_and_clear();
         score(&probs, data, spec.protocol)

@@ -1,8 +1,11 @@
 //! Where runs write, what they may reuse, and how they behave towards an existing run directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar};
+
+use crate::progress::Heartbeat;
 
 /// Where runs write and what they may reuse.
 #[derive(Clone, Debug)]
@@ -17,11 +20,24 @@ pub struct Workspace {
     /// Stop after this many epochs (simulates an interruption; the run stays unfinished).
     pub stop_after: Option<usize>,
     pub progress: MultiProgress,
+    /// The interval of progress lines when nobody watches the bars.
+    pub log_every: Duration,
 }
 
 impl Workspace {
     /// A progress bar under this workspace's display.
     pub fn bar(&self, prefix: String) -> ProgressBar {
         crate::progress::bar(&self.progress, prefix)
+    }
+
+    /// Progress lines labelled `label` into `run_dir/progress.log`, and on stdout when the bars
+    /// are hidden (stdout not a terminal, or a run in its own process).
+    pub fn heartbeat(&self, label: String, run_dir: &Path) -> Heartbeat {
+        Heartbeat::new(
+            label,
+            self.log_every,
+            self.progress.is_hidden(),
+            Some(run_dir.join("progress.log")),
+        )
     }
 }

@@ -24,7 +24,7 @@ use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, grads_by_path, to_data};
 use diffris_experiments::training::loader::EpochLoader;
-use diffris_experiments::training::{Trainee, train};
+use diffris_experiments::training::{TrainOptions, Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
 use indicatif::ProgressBar;
 
@@ -157,12 +157,15 @@ fn trained(micro_batch: Option<usize>) -> (usize, Vec<(String, Vec<f32>)>) {
         data.clone(),
         data,
         &settings,
-        0,
         dir.path(),
-        false,
-        None,
         &device,
-        ProgressBar::hidden(),
+        TrainOptions {
+            seed: 0,
+            resume: false,
+            stop_after: None,
+            bar: ProgressBar::hidden(),
+            heartbeat: None,
+        },
     )
     .unwrap();
     let weights = to_data(&out.model)

@@ -54,6 +54,8 @@ fn quick(cache: &Path) -> Vec<String> {
         "8",
         "--ablations",
         ".",
+        "--log-every",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -132,6 +134,19 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
             log.contains(&format!("mini/{variant} seed 0: best epoch")),
             "{log}"
         );
+        // Nobody watches a run in its own process: it prints progress lines (every pass, with
+        // `--log-every 0`), and keeps them in its directory.
+        let training = format!("mini/{variant} seed 0 training: 24/24 samples (100%)");
+        assert!(log.contains(&training), "{log}");
+        assert!(
+            log.contains("samples/s, ETA") && log.contains("step 6/6") && log.contains("lr "),
+            "{log}"
+        );
+        assert!(log.contains(&format!(
+            "mini/{variant} seed 0 evaluating test: 8/8 samples"
+        )));
+        let kept = std::fs::read_to_string(run.join("progress.log")).unwrap();
+        assert!(kept.contains(&training), "{kept}");
     }
 
     // The tables carry the numbers the runs computed, beside the paper's.

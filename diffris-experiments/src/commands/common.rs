@@ -2,6 +2,7 @@
 //! an ablation file, and printing metrics.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use burn::tensor::backend::Backend;
 use indicatif::MultiProgress;
@@ -70,6 +71,11 @@ pub struct RunArgs {
     /// Validate and test on the first N samples only.
     #[arg(long)]
     pub limit_eval: Option<usize>,
+    /// Seconds between the progress lines a run prints when its progress bars are hidden
+    /// (stdout not a terminal, or a run in its own process); every run also writes them to its
+    /// directory's `progress.log`.
+    #[arg(long, default_value_t = 60.0)]
+    pub log_every: f64,
     /// Runs trained at once, each in its own process (default: two per core for the tiny
     /// profile on the CPU backend, otherwise 1).
     #[arg(long)]
@@ -130,6 +136,7 @@ impl RunArgs {
             restart: self.restart,
             stop_after: self.stop_after,
             progress,
+            log_every: Duration::from_secs_f64(self.log_every.max(0.0)),
         };
         Ok((
             ws,

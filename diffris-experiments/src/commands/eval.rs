@@ -63,7 +63,14 @@ impl BackendJob for Eval {
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             &bar,
         )?;
-        let probs = predict(&run.model, &data, spec.train.pass_size(), &device, &bar);
+        let probs = predict(
+            &run.model,
+            &data,
+            spec.train.pass_size(),
+            &device,
+            &bar,
+            None,
+        );
         bar.finish_and_clear();
         let m = score(&probs, &data, protocol)?;
         println!(

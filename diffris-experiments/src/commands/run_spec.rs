@@ -33,6 +33,8 @@ pub struct RunSpecArgs {
     pub restart: bool,
     #[arg(long)]
     pub stop_after: Option<usize>,
+    #[arg(long, default_value_t = 60.0)]
+    pub log_every: f64,
 }
 
 struct RunSpecJob(RunSpecArgs, RunSpec);
@@ -50,6 +52,7 @@ impl BackendJob for RunSpecJob {
             restart: a.restart,
             stop_after: a.stop_after,
             progress: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            log_every: std::time::Duration::from_secs_f64(a.log_every.max(0.0)),
         };
         let mut shared = Shared::<B>::default();
         match run_one::<B>(&spec, &ws, &mut shared, &device, &target)? {

@@ -24,6 +24,8 @@ use burn::train::metric::store::{Aggregate, Direction, Split};
 use burn::train::{Learner, SupervisedTraining};
 use indicatif::ProgressBar;
 
+use crate::progress::Heartbeat;
+
 use crate::encoded::EncodedSplit;
 use crate::recipe::{SelectBy, TrainSpec};
 use epoch_log::{EpochLog, RisMetric, RisMetricKind, best_epoch};
@@ -55,21 +57,37 @@ pub fn last_checkpoint(dir: &Path) -> Option<usize> {
         .max()
 }
 
-/// Trains `model` for `spec.epochs` epochs (or until `stop_after`), resuming from the last
-/// checkpoint in `dir` when `resume`, and returns the best-on-validation model.
-#[allow(clippy::too_many_arguments)]
+/// How one training run behaves besides its recipe.
+pub struct TrainOptions {
+    /// The run's seed (sample order and backend RNG per epoch).
+    pub seed: u64,
+    /// Continue from the last checkpoint in the run directory.
+    pub resume: bool,
+    /// Stop after this many epochs (the run stays resumable).
+    pub stop_after: Option<usize>,
+    pub bar: ProgressBar,
+    /// Progress lines for runs nobody watches.
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// Trains `model` for `spec.epochs` epochs (or until `opts.stop_after`), resuming from the last
+/// checkpoint in `dir` when `opts.resume`, and returns the best-on-validation model.
 pub fn train<B: AutodiffBackend>(
     model: Trainee<B>,
     train_data: Arc<EncodedSplit>,
     val_data: Arc<EncodedSplit>,
     spec: &TrainSpec,
-    seed: u64,
     dir: &Path,
-    resume: bool,
-    stop_after: Option<usize>,
     device: &B::Device,
-    bar: ProgressBar,
+    opts: TrainOptions,
 ) -> anyhow::Result<Trained<B::InnerBackend>> {
+    let TrainOptions {
+        seed,
+        resume,
+        stop_after,
+        bar,
+        heartbeat,
+    } = opts;
     let plan = loader::micro_batches(train_data.len(), spec.batch_size, spec.pass_size());
     let (passes, samples) = (plan.len(), plan.last().map_or(0, |p| p.0.end));
     let per_step = spec.passes_per_step();
@@ -109,6 +127,13 @@ pub fn train<B: AutodiffBackend>(
             Split::Valid,
         ))
         .build();
+    let scheduler = PolyLr {
+        base: spec.lr,
+        power: spec.lr_power,
+        total: spec.epochs * (passes / per_step),
+        passes_per_step: per_step,
+        iteration: 0,
+    };
     bar.set_length((spec.epochs * samples) as u64);
     let epochs = stop_after.unwrap_or(spec.epochs).min(spec.epochs);
     let mut training = SupervisedTraining::new(dir, train_loader, val_loader)
@@ -120,7 +145,13 @@ pub fn train<B: AutodiffBackend>(
         .with_file_checkpointer(DefaultRecorder::new())
         .with_checkpointing_strategy(strategy)
         .with_application_logger(None)
-        .renderer(BarRenderer::new(bar.clone(), spec.epochs, samples))
+        .renderer(BarRenderer::new(
+            bar.clone(),
+            (spec.epochs, samples, passes),
+            heartbeat,
+            log.clone(),
+            scheduler.clone(),
+        ))
         .num_epochs(epochs);
     if let Some(epoch) = start {
         training = training.checkpoint(epoch);
@@ -132,13 +163,6 @@ pub fn train<B: AutodiffBackend>(
     if per_step > 1 {
         training = training.grads_accumulation(per_step);
     }
-    let scheduler = PolyLr {
-        base: spec.lr,
-        power: spec.lr_power,
-        total: spec.epochs * (passes / per_step),
-        passes_per_step: per_step,
-        iteration: 0,
-    };
     let result = training.launch(Learner::new(model, optim, scheduler));
     bar.finish_and_clear();
 

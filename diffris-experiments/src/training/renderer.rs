@@ -8,19 +8,40 @@ use burn::train::renderer::{
 };
 use indicatif::ProgressBar;
 
-/// A progress bar over the samples of all training epochs.
+use crate::progress::Heartbeat;
+use crate::training::epoch_log::EpochLog;
+use crate::training::schedule::PolyLr;
+
+/// A progress bar over the samples of all training epochs and, for runs nobody watches,
+/// [`Heartbeat`] lines with the epoch, optimizer step, running loss and learning rate.
 pub struct BarRenderer {
     bar: ProgressBar,
     epochs: usize,
+    /// Samples and passes of one epoch.
     per_epoch: usize,
+    passes: usize,
+    heartbeat: Option<Heartbeat>,
+    log: EpochLog,
+    schedule: PolyLr,
 }
 
 impl BarRenderer {
-    pub fn new(bar: ProgressBar, epochs: usize, per_epoch: usize) -> Self {
+    /// `schedule` is the run's learning-rate schedule (read, not stepped: the rate of each line).
+    pub fn new(
+        bar: ProgressBar,
+        (epochs, per_epoch, passes): (usize, usize, usize),
+        heartbeat: Option<Heartbeat>,
+        log: EpochLog,
+        schedule: PolyLr,
+    ) -> Self {
         Self {
             bar,
             epochs,
             per_epoch,
+            passes,
+            heartbeat,
+            log,
+            schedule,
         }
     }
 }
@@ -33,10 +54,24 @@ impl MetricsRendererTraining for BarRenderer {
     fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
         let epoch = item.global_progress.items_processed;
         let done = item.progress.map_or(0, |p| p.items_processed);
-        self.bar
-            .set_position(((epoch.saturating_sub(1)) * self.per_epoch + done) as u64);
+        let position = (epoch.saturating_sub(1)) * self.per_epoch + done;
+        self.bar.set_position(position as u64);
         self.bar
             .set_message(format!("epoch {epoch}/{}", self.epochs));
+        if let Some(h) = &mut self.heartbeat {
+            let pass = epoch.saturating_sub(1) * self.passes + item.iteration.unwrap_or(0);
+            let per_step = self.schedule.passes_per_step.max(1);
+            let (log, schedule, epochs) = (&self.log, &self.schedule, self.epochs);
+            h.beat(position as u64, (epochs * self.per_epoch) as u64, || {
+                let loss = log.split("train").get(&epoch).map_or(0.0, |s| s.loss());
+                format!(
+                    " | epoch {epoch}/{epochs}, step {}/{}, loss {loss:.4} (epoch mean), lr {:.3e}",
+                    pass / per_step,
+                    schedule.total,
+                    schedule.rate_at(pass.saturating_sub(1)),
+                )
+            });
+        }
     }
 
     fn render_valid(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {

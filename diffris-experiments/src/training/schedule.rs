@@ -19,14 +19,22 @@ pub struct PolyLr {
     pub iteration: usize,
 }
 
+impl PolyLr {
+    /// The rate of pass `iteration` (counted from 0 over the whole run).
+    pub fn rate_at(&self, iteration: usize) -> f64 {
+        let step = iteration / self.passes_per_step.max(1);
+        let t = step.min(self.total) as f64 / self.total.max(1) as f64;
+        self.base * (1.0 - t).powf(self.power)
+    }
+}
+
 impl LrScheduler for PolyLr {
     type Record<B: Backend> = usize;
 
     fn step(&mut self) -> f64 {
-        let step = self.iteration / self.passes_per_step.max(1);
-        let t = step.min(self.total) as f64 / self.total.max(1) as f64;
+        let lr = self.rate_at(self.iteration);
         self.iteration += 1;
-        self.base * (1.0 - t).powf(self.power)
+        lr
     }
 
     fn to_record<B: Backend>(&self) -> usize {
