@@ -3,16 +3,10 @@
 use std::path::Path;
 
 use diffris_data::DatasetFormat;
-use serde_pickle::{HashableValue, Value};
+use serde_pickle::Value;
 
-fn dict(entries: Vec<(&str, Value)>) -> Value {
-    Value::Dict(
-        entries
-            .into_iter()
-            .map(|(k, v)| (HashableValue::String(k.into()), v))
-            .collect(),
-    )
-}
+mod pickle;
+use pickle::dict;
 
 fn s(x: &str) -> Value {
     Value::String(x.into())

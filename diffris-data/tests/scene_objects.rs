@@ -4,16 +4,10 @@
 use std::path::Path;
 
 use diffris_data::DatasetFormat;
-use serde_pickle::{HashableValue, Value};
+use serde_pickle::Value;
 
-fn dict(entries: Vec<(&str, Value)>) -> Value {
-    Value::Dict(
-        entries
-            .into_iter()
-            .map(|(k, v)| (HashableValue::String(k.into()), v))
-            .collect(),
-    )
-}
+mod pickle;
+use pickle::dict;
 
 /// An RRSIS-D root with one image of two annotated objects, one of them referred to. The ref
 /// carries the image's `file_name`; `instances.json` does not (as in some RRSIS-D exports).

@@ -214,25 +214,28 @@ impl UNetConfig {
             .enumerate()
         {
             ensure(
-                self.norm_num_groups > 0 && c.is_multiple_of(self.norm_num_groups),
-                &format!("block_out_channels[{i}]"),
-                || {
-                    format!(
-                        "{c} is not a multiple of norm_num_groups ({})",
-                        self.norm_num_groups
-                    )
-                },
-            )?;
-            ensure(
                 h > 0 && c.is_multiple_of(h),
                 &format!("attention_heads[{i}]"),
                 || format!("{h} does not divide block_out_channels[{i}] ({c})"),
             )?;
         }
+        groups_divide(&self.block_out_channels, self.norm_num_groups)?;
         ensure(self.layers_per_block > 0, "layers_per_block", || {
             "must be at least 1".into()
         })
     }
+}
+
+/// Every width of `channels` splits into `groups` GroupNorm groups.
+fn groups_divide(channels: &[usize], groups: usize) -> Result<(), ConfigError> {
+    for (i, &c) in channels.iter().enumerate() {
+        ensure(
+            groups > 0 && c.is_multiple_of(groups),
+            &format!("block_out_channels[{i}]"),
+            || format!("{c} is not a multiple of norm_num_groups ({groups})"),
+        )?;
+    }
+    Ok(())
 }
 
 impl VaeConfig {
@@ -243,19 +246,7 @@ impl VaeConfig {
             "block_out_channels",
             || "is empty".into(),
         )?;
-        for (i, &c) in self.block_out_channels.iter().enumerate() {
-            ensure(
-                self.norm_num_groups > 0 && c.is_multiple_of(self.norm_num_groups),
-                &format!("block_out_channels[{i}]"),
-                || {
-                    format!(
-                        "{c} is not a multiple of norm_num_groups ({})",
-                        self.norm_num_groups
-                    )
-                },
-            )?;
-        }
-        Ok(())
+        groups_divide(&self.block_out_channels, self.norm_num_groups)
     }
 
     /// Spatial downsampling factor image -> latent.
