@@ -18,6 +18,7 @@ pub mod encoded_cache;
 pub mod evaluate;
 pub mod frozen;
 pub mod inputs;
+pub mod memory;
 pub mod metrics;
 pub mod parallel;
 pub mod profile;

@@ -205,10 +205,14 @@ impl BackendJob for Ablation {
                     s.seed,
                     spec_ron(s)?
                 );
+                println!(
+                    "# memory: {}\n",
+                    crate::memory::MemoryEstimate::of::<B>(s, &device).describe()
+                );
                 if !s.profile_changes.is_empty() {
                     println!(
-                        "# the {:?} profile changed {} value(s) the recipe left at the paper's defaults:",
-                        s.profile,
+                        "# the {} profile changed {} value(s) the recipe left at the paper's defaults:",
+                        format!("{:?}", s.profile).to_lowercase(),
                         s.profile_changes.len()
                     );
                     for c in &s.profile_changes {

@@ -1,0 +1,156 @@
+//! A per-device memory estimate of a training run, printed by `--dry-run` so a user knows before
+//! launching whether a batch, micro-batch and device fit.
+//!
+//! Weights and optimizer state are counted from the model's shapes (f32). Activations come from
+//! one measured figure: a forward and backward pass of the frozen full-size SD-1.5 UNet on one
+//! 512x512 sample (latent 64x64, gradients to the text context) peaks at 13.7 GiB of resident
+//! memory on the CPU backend, 3.4 GiB of it the UNet's weights (`bench_unet --phase fwdbwd`, the
+//! README's Speed table): about 10.3 GiB of activations per sample. Other input sizes scale it
+//! by their pixel count (an approximation: the self-attention scores of the finest level grow
+//! with its square). Other architectures have no measured figure.
+
+use burn::tensor::backend::Backend;
+use diffris_model::diffris::parameter_counts;
+use diffris_model::sd::SdConfig;
+
+use crate::profile::RunSpec;
+
+/// Activation bytes per 512x512 sample of a training pass through the frozen SD-1.5 UNet on the
+/// CPU backend (see the module docs for the measurement).
+pub const SD15_ACTIVATIONS_PER_SAMPLE: f64 = 10.3 * GIB;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The parts of a run's peak memory on one device, in bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryEstimate {
+    /// The frozen SD stack's weights.
+    pub frozen: f64,
+    /// Trained parameters with their gradients and AdamW's two moments (4 copies).
+    pub trained: f64,
+    /// Activations of one pass (`None` where no figure is measured for the architecture).
+    pub activations: Option<f64>,
+    /// Samples per pass.
+    pub pass_size: usize,
+}
+
+impl MemoryEstimate {
+    /// What a run of `spec` holds at its peak on one device.
+    pub fn of<B: Backend>(spec: &RunSpec, device: &B::Device) -> Self {
+        let counts = parameter_counts::<B>(&spec.model, &spec.sd_arch, device);
+        let bytes = |trainable: bool| -> f64 {
+            counts
+                .iter()
+                .filter(|c| c.trainable == trainable)
+                .map(|c| c.count as f64 * 4.0)
+                .sum()
+        };
+        let (h, w) = spec.model.image_size;
+        let pass_size = spec.train.pass_size();
+        let activations = (spec.sd_arch == SdConfig::sd15()).then(|| {
+            SD15_ACTIVATIONS_PER_SAMPLE * pass_size as f64 * (h * w) as f64 / (512.0 * 512.0)
+        });
+        Self {
+            frozen: bytes(false),
+            trained: 4.0 * bytes(true),
+            activations,
+            pass_size,
+        }
+    }
+
+    /// The total, when every part is known.
+    pub fn total(&self) -> Option<f64> {
+        self.activations.map(|a| a + self.frozen + self.trained)
+    }
+
+    /// One line for `--dry-run`.
+    pub fn describe(&self) -> String {
+        let gib = |b: f64| {
+            if b < 0.1 * GIB {
+                format!("{:.1} MiB", b / (1u64 << 20) as f64)
+            } else {
+                format!("{:.1} GiB", b / GIB)
+            }
+        };
+        let parts = format!(
+            "{} frozen weights + {} trained parameters with gradients and AdamW state",
+            gib(self.frozen),
+            gib(self.trained)
+        );
+        match (self.activations, self.total()) {
+            (Some(a), Some(t)) => format!(
+                "about {} per device: {parts} + {} of activations ({} sample(s) per pass, \
+                 10.3 GiB per 512x512 sample measured on the CPU backend)",
+                gib(t),
+                gib(a),
+                self.pass_size
+            ),
+            _ => format!(
+                "{parts}, plus activations (no measured figure for this architecture; \
+                 {} sample(s) per pass)",
+                self.pass_size
+            ),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::backend::Flex;
+    use diffris_model::diffris::DiffRisConfig;
+
+    use super::*;
+    use crate::profile::{ProfileName, SdSource};
+    use crate::recipe::TrainSpec;
+
+    fn spec(micro_batch: Option<usize>) -> RunSpec {
+        RunSpec {
+            ablation: "a".into(),
+            variant: "v".into(),
+            label: "l".into(),
+            seed: 0,
+            profile: ProfileName::Paper,
+            dataset: diffris_data::DatasetFormat::Rrsisd,
+            data_root: "/data".into(),
+            synth: None,
+            train_split: "train".into(),
+            val_split: "val".into(),
+            test_split: "test".into(),
+            protocol: crate::metrics::Protocol::Lavt,
+            sd_weights: "sd15".into(),
+            sd_source: SdSource::Path("/w".into()),
+            sd_arch: SdConfig::sd15(),
+            model: DiffRisConfig::default(),
+            train: TrainSpec {
+                micro_batch,
+                ..TrainSpec::default()
+            },
+            limit_train: None,
+            limit_eval: None,
+            profile_changes: vec![],
+        }
+    }
+
+    #[test]
+    fn the_paper_setting_needs_its_micro_batches() {
+        let device = Default::default();
+        let whole = MemoryEstimate::of::<Flex>(&spec(None), &device);
+        let four = MemoryEstimate::of::<Flex>(&spec(Some(4)), &device);
+        // SD-1.5's frozen UNet, VAE encoder and CLIP text encoder: 859.5M + 34.2M + 123.1M
+        // parameters in f32, about 3.8 GiB.
+        assert!(
+            (whole.frozen / GIB - 3.79).abs() < 0.05,
+            "{}",
+            whole.frozen / GIB
+        );
+        // Activations scale with the samples per pass: 32 x 10.3 GiB against 4 x 10.3 GiB.
+        assert!((whole.activations.unwrap() / GIB - 329.6).abs() < 1e-9);
+        assert!((four.activations.unwrap() / GIB - 41.2).abs() < 1e-9);
+        assert_eq!(whole.trained, four.trained);
+        assert!(
+            four.describe().contains("4 sample(s) per pass"),
+            "{}",
+            four.describe()
+        );
+    }
+}
