@@ -1,7 +1,7 @@
 """Write tiny dataset fixtures in the exact published layouts of RRSIS-D, RefSegRS and RISBench.
 
 Output: `diffris-data/tests/fixtures/{rrsisd,rrsisd_proto5,refsegrs,risbench}/` (see
-shared/design/DATASETS.md for the real formats). Dev-only; CI never runs it:
+the module docs of diffris-data/src/formats/ for the real formats). Dev-only; CI never runs it:
 
     python3.11 -m venv ../venv-data
     ../venv-data/bin/pip install numpy Pillow pycocotools   # versions: tools/requirements.txt

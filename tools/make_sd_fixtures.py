@@ -272,7 +272,7 @@ def run_vae(vae, image):
 
 
 def run_unet(unet, sample, timestep, context):
-    # taps (ARCHITECTURE.md section 4), finest level first
+    # taps (docs/DESIGN.md, the feature-tap row), finest level first
     taps = {}
     def keep(k, first=False):
         return lambda mod, args, out: taps.__setitem__(k, (out[0] if first else out).clone())

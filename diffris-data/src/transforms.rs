@@ -1,4 +1,4 @@
-//! Resizing of masks and images to the network size (DATASETS.md, "Sample construction").
+//! Resizing of masks and images to the network size (`docs/DESIGN.md`, section 5).
 
 /// Nearest-neighbour resize of a row-major `h x w` plane, with the source index
 /// `floor((i + 0.5) * in / out)` (PyTorch's `nearest-exact`, PIL's `NEAREST`).

@@ -3,7 +3,7 @@
 //! form a user may have.
 //!
 //! Tolerance: `max|a - b| <= 1e-4 * max(1, max|ref|)`. fp32 reimplementations of the same graph
-//! differ by reduction order only; REFERENCE.md measured ~2e-6 between fp32 and fp64 runs and up
+//! differ by reduction order only; the reference runs measured ~2e-6 between fp32 and fp64 and up
 //! to 2.4e-5 between diffusers and the original LDM code, so 1e-4 relative leaves margin without
 //! hiding a wrong op (those show up at 1e-2 and above).
 

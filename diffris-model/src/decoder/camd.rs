@@ -5,7 +5,7 @@
 //!
 //! CARIS uses multi-scale deformable attention for the visual self-attention. This
 //! implementation uses full self-attention over the concatenated multi-scale tokens instead
-//! (the documented fallback of ARCHITECTURE.md section 5): the same receptive field, more memory.
+//! (a documented departure, `docs/DESIGN.md`): the same receptive field, more memory.
 
 use burn::module::{Module, Param};
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};

@@ -1,4 +1,4 @@
-//! Training losses (paper section 3.4; `docs/DESIGN.md`): Dice + BCE on the mask logits plus the
+//! Training losses (the paper states none; `docs/DESIGN.md` says which and why): Dice + BCE on the mask logits plus the
 //! auxiliary Dice of the referent token's hit maps (PCMRD), or class-weighted cross-entropy over
 //! background/foreground (the comparison decoders, as in their papers).
 

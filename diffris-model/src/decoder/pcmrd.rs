@@ -1,5 +1,5 @@
 //! The progressive cross-modal reasoning decoder (PCMRD, paper section 3.4, Table 6), after
-//! CGFormer's decoder adapted to UNet features (ARCHITECTURE.md section 3).
+//! CGFormer's decoder adapted to UNet features (`docs/DESIGN.md`, section 3).
 //!
 //! Three stages fuse two feature levels each (`F8+F16`, `+F32`, `+F64`); after each fusion the
 //! object-aware query interaction layer (OAQIL) lets `N` learnable query tokens read the text,

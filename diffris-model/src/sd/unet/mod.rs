@@ -1,5 +1,5 @@
 //! diffusers `UNet2DConditionModel` (SD-1.x), with the VPD feature taps and the head-averaged
-//! cross-attention maps DiffRIS reads (ARCHITECTURE.md section 4).
+//! cross-attention maps DiffRIS reads (`docs/DESIGN.md`, the feature-tap and cross-attention rows).
 
 pub mod blocks;
 
