@@ -140,3 +140,46 @@ fn paper_profile_without_paths_names_the_flag() {
         .to_string();
     assert!(err.contains("--data rrsisd=DIR"), "{err}");
 }
+
+/// Table 6's rows before "+ hard assignment" draw no random numbers in a training-mode forward
+/// (the paper brings Gumbel-softmax in with the hard assignment); the full PCMRD does. Seen as:
+/// two training forwards under different backend seeds agree exactly, or not.
+#[test]
+fn table6_rows_draw_gumbel_noise_only_with_the_hard_assignment() {
+    let device = Default::default();
+    let file =
+        AblationFile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../ablations/pcmrd.ron"))
+            .unwrap();
+    let tiny = Resolver {
+        profile: ProfileName::Tiny,
+        setup: Setup::default(),
+        cache: "/cache".into(),
+    };
+    for v in &file.variants {
+        let mut spec = tiny
+            .resolve(&file.name, &v.name, &v.label, &v.recipe, 0)
+            .unwrap();
+        spec.model.adapter.dropout = 0.0; // the adapter's dropout is not what this test is about
+        Flex::seed(&device, 1);
+        let sd = spec.sd_arch.init::<Flex>(&device);
+        let model = spec.model.init(sd, &device);
+        let (h, w) = spec.model.image_size;
+        let image =
+            Tensor::<Flex, 4>::random([1, 3, h, w], Distribution::Uniform(-1.0, 1.0), &device);
+        let ids = Tensor::<Flex, 2, Int>::from_data(
+            TensorData::new(
+                [vec![49406i64, 518, 1158], vec![49407; 74]].concat(),
+                [1, 77],
+            ),
+            &device,
+        );
+        let eos = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![3i64], [1]), &device);
+        let forward = |seed: u64| -> Vec<f32> {
+            Flex::seed(&device, seed);
+            let out = model.forward(image.clone(), ids.clone(), eos.clone(), true);
+            out.logits.into_data().to_vec().unwrap()
+        };
+        let noisy = forward(2) != forward(3);
+        assert_eq!(noisy, v.name == "hard_assignment", "{}", v.name);
+    }
+}
