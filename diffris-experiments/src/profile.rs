@@ -251,6 +251,15 @@ impl Resolver {
         seeds: &[u64],
         overrides: &RunOverrides,
     ) -> anyhow::Result<Vec<RunSpec>> {
+        for (flag, limit) in [
+            ("--limit-train", overrides.limit_train),
+            ("--limit-eval", overrides.limit_eval),
+        ] {
+            anyhow::ensure!(
+                limit != Some(0),
+                "{flag} 0 leaves nothing to train or evaluate: give at least 1 sample"
+            );
+        }
         if let Some(unknown) = only
             .iter()
             .find(|o| !file.variants.iter().any(|v| &v.name == *o))
@@ -581,6 +590,20 @@ mod tests {
         // The run's config.ron carries the list.
         let text = crate::record::spec_ron(own).unwrap();
         assert!(text.contains("profile_changes") && text.contains("model.adapter.ffn_dim"));
+    }
+
+    #[test]
+    fn empty_sample_limits_are_refused_before_anything_runs() {
+        let file = AblationFile::parse(FILE, Path::new("p.ron")).unwrap();
+        let overrides = RunOverrides {
+            limit_eval: Some(0),
+            ..RunOverrides::default()
+        };
+        let err = tiny()
+            .resolve_file(&file, &[], &[], &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--limit-eval 0"), "{err}");
     }
 
     #[test]
