@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::fnv1a;
 use crate::metrics::Protocol;
-use crate::recipe::{AblationFile, RecipeSpec, TrainSpec, ron_error};
+use crate::recipe::{AblationFile, RecipeSpec, TrainSpec, Variant, ron_error};
 
 /// The profile a run resolves with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -277,33 +277,44 @@ impl Resolver {
                 continue;
             }
             for &seed in seeds {
-                let mut spec = self.resolve(&file.name, &v.name, &v.label, &v.recipe, seed)?;
-                if let Some(e) = overrides.epochs {
-                    spec.train.epochs = e;
-                }
-                if let Some(b) = overrides.batch_size {
-                    spec.train.batch_size = b;
-                }
-                if let Some(m) = overrides.micro_batch {
-                    spec.train.micro_batch = Some(m);
-                }
-                if let Some(lr) = overrides.lr {
-                    spec.train.lr = lr;
-                }
-                spec.train.validate().map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}/{}: {} (after the command-line settings)",
-                        file.name,
-                        v.name,
-                        e.within("train")
-                    )
-                })?;
-                spec.limit_train = overrides.limit_train;
-                spec.limit_eval = overrides.limit_eval;
-                specs.push(spec);
+                specs.push(self.resolve_variant(file, v, seed, overrides)?);
             }
         }
         Ok(specs)
+    }
+
+    /// The run spec of one variant and seed of `file`, with `overrides` applied.
+    pub fn resolve_variant(
+        &self,
+        file: &AblationFile,
+        v: &Variant,
+        seed: u64,
+        overrides: &RunOverrides,
+    ) -> anyhow::Result<RunSpec> {
+        let mut spec = self.resolve(&file.name, &v.name, &v.label, &v.recipe, seed)?;
+        if let Some(e) = overrides.epochs {
+            spec.train.epochs = e;
+        }
+        if let Some(b) = overrides.batch_size {
+            spec.train.batch_size = b;
+        }
+        if let Some(m) = overrides.micro_batch {
+            spec.train.micro_batch = Some(m);
+        }
+        if let Some(lr) = overrides.lr {
+            spec.train.lr = lr;
+        }
+        spec.train.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{}/{}: {} (after the command-line settings)",
+                file.name,
+                v.name,
+                e.within("train")
+            )
+        })?;
+        spec.limit_train = overrides.limit_train;
+        spec.limit_eval = overrides.limit_eval;
+        Ok(spec)
     }
 }
 

@@ -177,13 +177,31 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         assert!(img.width() > 100 && img.height() > 100, "{plot}");
     }
 
-    // `tables` regenerates the same table from the saved runs, without training.
+    // `tables` regenerates the same table from the saved runs, without training, given the
+    // settings the runs were made with.
     std::fs::remove_file(dir.path().join("results/mini/table.md")).unwrap();
-    diffris(&["tables", "mini", "--ablations", "."], dir.path());
+    let mut tables = vec!["tables", "mini"];
+    tables.extend(q.iter().map(String::as_str));
+    diffris(&tables, dir.path());
     assert_eq!(
         std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap(),
         table
     );
+    // Runs made with other settings are left out and named, never averaged in.
+    let mut other = tables.clone();
+    other.extend(["--lr", "0.5"]);
+    let printed = diffris(&other, dir.path());
+    assert!(
+        printed.contains("left 2 finished run(s) out of the mini table"),
+        "{printed}"
+    );
+    assert!(printed.contains("runs/mini/full/seed-0"), "{printed}");
+    let empty = std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap();
+    assert!(
+        !empty.contains(&format!("{:.2}", full.test.miou)),
+        "{empty}"
+    );
+    diffris(&tables, dir.path()); // and back
 
     // Interrupted after epoch 1 and resumed: the same final metrics as uninterrupted.
     let resumed = tempfile::tempdir().unwrap();

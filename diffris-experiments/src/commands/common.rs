@@ -13,8 +13,9 @@ use crate::metrics::{Metrics, PR_THRESHOLDS};
 use crate::parallel::default_jobs;
 use crate::profile::{ProfileName, Resolver, RunOverrides, Setup};
 use crate::progress::say;
-use crate::recipe::{AblationFile, locate};
+use crate::recipe::{AblationFile, Variant, locate};
 use crate::record::spec_ron;
+use crate::report::Written;
 use crate::run::run_specs;
 use crate::workspace::Workspace;
 
@@ -179,6 +180,33 @@ pub fn print_metrics(name: &str, m: &Metrics) {
     );
 }
 
+/// Writes the table and plots of `file` from the saved runs whose config is the one `resolver`
+/// and `overrides` resolve (the runs this command would make), and says which finished runs it
+/// left out.
+pub fn write_tables(
+    file: &AblationFile,
+    resolver: &Resolver,
+    overrides: &RunOverrides,
+    results: &std::path::Path,
+) -> anyhow::Result<Written> {
+    let expected =
+        |v: &Variant, seed: u64| spec_ron(&resolver.resolve_variant(file, v, seed, overrides)?);
+    let written = crate::report::write_ablation(file, results, &expected)?;
+    if !written.skipped.is_empty() {
+        eprintln!(
+            "left {} finished run(s) out of the {} table: their config differs from what this \
+             command resolves (another profile, recipe or --epochs/--batch-size/--micro-batch/--lr/\
+             --limit-* flags):",
+            written.skipped.len(),
+            file.name
+        );
+        for dir in &written.skipped {
+            eprintln!("  {}", dir.display());
+        }
+    }
+    Ok(written)
+}
+
 /// Runs the selected runs of an ablation file, then writes its table and plots.
 pub fn run_ablation(device: DeviceSpec, selection: Selection) -> anyhow::Result<()> {
     dispatch(device, Ablation(selection))?
@@ -251,7 +279,7 @@ impl BackendJob for Ablation {
         if ws.stop_after.is_some() {
             return Ok(());
         }
-        let written = crate::report::write_ablation(&file, &ws.results)?;
+        let written = write_tables(&file, &resolver, &a.run.overrides(), &ws.results)?;
         println!("{}", written.markdown);
         println!(
             "wrote {} in {:.1} min",

@@ -1,25 +1,28 @@
 //! `diffris tables [NAME...]`: regenerates the tables and plots of every ablation (or the named
 //! ones) from the saved runs, without training.
 
-use std::path::PathBuf;
+use indicatif::MultiProgress;
 
+use crate::commands::common::{RunArgs, write_tables};
 use crate::recipe::{AblationFile, locate};
 
-/// Arguments of `diffris tables`.
+/// Arguments of `diffris tables`: the ablations, and the settings the runs were made with (only
+/// runs whose config these settings resolve enter a table).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TablesArgs {
     /// Ablations to regenerate (default: every file in --ablations with saved runs).
     pub names: Vec<String>,
-    #[arg(long, default_value = "results")]
-    pub results: PathBuf,
-    #[arg(long, default_value = "ablations")]
-    pub ablations: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Runs the command.
 pub fn run(a: TablesArgs) -> anyhow::Result<()> {
+    let (ws, resolver) = a.run.resolve(MultiProgress::new())?;
+    let overrides = a.run.overrides();
+    let (results, ablations) = (&ws.results, &a.run.ablations);
     let names: Vec<String> = if a.names.is_empty() {
-        let mut v: Vec<String> = std::fs::read_dir(&a.ablations)?
+        let mut v: Vec<String> = std::fs::read_dir(ablations)?
             .flatten()
             .filter_map(|e| {
                 e.file_name()
@@ -27,7 +30,7 @@ pub fn run(a: TablesArgs) -> anyhow::Result<()> {
                     .strip_suffix(".ron")
                     .map(String::from)
             })
-            .filter(|n| a.results.join("runs").join(n).is_dir())
+            .filter(|n| results.join("runs").join(n).is_dir())
             .collect();
         v.sort();
         v
@@ -37,11 +40,11 @@ pub fn run(a: TablesArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         !names.is_empty(),
         "no saved runs under {}",
-        a.results.join("runs").display()
+        results.join("runs").display()
     );
     for name in names {
-        let file = AblationFile::load(&locate(&name, &a.ablations)?)?;
-        let written = crate::report::write_ablation(&file, &a.results)?;
+        let file = AblationFile::load(&locate(&name, ablations)?)?;
+        let written = write_tables(&file, &resolver, &overrides, results)?;
         println!("{}\n", written.markdown);
         for f in written.files {
             println!("  wrote {}", f.display());

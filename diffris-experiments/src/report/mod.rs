@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::recipe::AblationFile;
 use crate::tensor_file::write_atomic;
-use rows::collect;
+use rows::{Collected, Expected, collect};
 use tables::{csv, latex, markdown, notes};
 
 /// What [`write_ablation`] produced.
@@ -20,11 +20,22 @@ use tables::{csv, latex, markdown, notes};
 pub struct Written {
     pub markdown: String,
     pub files: Vec<PathBuf>,
+    /// Finished runs left out of the table (their config is not the command's).
+    pub skipped: Vec<PathBuf>,
 }
 
-/// Writes `results/NAME/table.{md,csv,tex}` and the plots from the saved runs.
-pub fn write_ablation(file: &AblationFile, results: &Path) -> anyhow::Result<Written> {
-    let (rows, profile) = collect(file, results)?;
+/// Writes `results/NAME/table.{md,csv,tex}` and the plots from the saved runs whose config is
+/// the `expected` one.
+pub fn write_ablation(
+    file: &AblationFile,
+    results: &Path,
+    expected: Expected<'_>,
+) -> anyhow::Result<Written> {
+    let Collected {
+        rows,
+        profile,
+        skipped,
+    } = collect(file, results, expected)?;
     let notes = notes(file, profile, &rows);
     let dir = results.join(&file.name);
     let md = markdown(file, &rows, &notes);
@@ -42,5 +53,6 @@ pub fn write_ablation(file: &AblationFile, results: &Path) -> anyhow::Result<Wri
     Ok(Written {
         markdown: md,
         files,
+        skipped,
     })
 }

@@ -1,6 +1,6 @@
 //! The saved runs of an ablation, one row per variant, and the statistics over their seeds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::profile::ProfileName;
 use crate::recipe::{AblationFile, Variant};
@@ -28,13 +28,29 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Reads every finished run of the file's variants and seeds (any seed found on disk).
+/// The config text (`config.ron`) a run of a variant and seed must hold to enter the table: the
+/// run spec the current command resolves for it.
+pub type Expected<'e> = &'e dyn Fn(&Variant, u64) -> anyhow::Result<String>;
+
+/// What [`collect`] found.
+pub struct Collected<'a> {
+    pub rows: Vec<Row<'a>>,
+    pub profile: Option<ProfileName>,
+    /// Finished runs left out because their config is not the one the command resolves
+    /// (another profile, flags or recipe).
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Reads every finished run of the file's variants (any seed found on disk) whose config is
+/// the `expected` one; the others are listed as skipped, never averaged in.
 pub fn collect<'a>(
     file: &'a AblationFile,
     results: &Path,
-) -> anyhow::Result<(Vec<Row<'a>>, Option<ProfileName>)> {
+    expected: Expected<'_>,
+) -> anyhow::Result<Collected<'a>> {
     let mut rows = Vec::new();
     let mut profile = None;
+    let mut skipped = Vec::new();
     for v in &file.variants {
         let vdir = results.join("runs").join(&file.name).join(&v.name);
         let mut seeds: Vec<u64> = std::fs::read_dir(&vdir)
@@ -51,6 +67,11 @@ pub fn collect<'a>(
             if !dir.join("result.json").is_file() {
                 continue;
             }
+            let saved = std::fs::read_to_string(dir.join("config.ron")).unwrap_or_default();
+            if saved != expected(v, seed)? {
+                skipped.push(dir);
+                continue;
+            }
             let r = read_result(&dir)?;
             if profile.is_none() {
                 profile = Some(read_spec(&dir)?.profile);
@@ -62,7 +83,11 @@ pub fn collect<'a>(
             results: results_v,
         });
     }
-    Ok((rows, profile))
+    Ok(Collected {
+        rows,
+        profile,
+        skipped,
+    })
 }
 
 #[cfg(test)]
