@@ -12,6 +12,22 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use diffris_experiments::profile::{ProfileName, Resolver, Setup};
 use diffris_experiments::recipe::AblationFile;
 
+/// A random image and a two-token expression (`[1, 3, H, W]`, `[1, 77]`, `[1]`) on the default
+/// CPU device.
+fn inputs((h, w): (usize, usize)) -> (Tensor<Flex, 4>, Tensor<Flex, 2, Int>, Tensor<Flex, 1, Int>) {
+    let device = &Default::default();
+    let image = Tensor::<Flex, 4>::random([1, 3, h, w], Distribution::Uniform(-1.0, 1.0), device);
+    let ids = Tensor::<Flex, 2, Int>::from_data(
+        TensorData::new(
+            [vec![49406i64, 518, 1158], vec![49407; 74]].concat(),
+            [1, 77],
+        ),
+        device,
+    );
+    let eos = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![3i64], [1]), device);
+    (image, ids, eos)
+}
+
 fn ablation_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ablations");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -102,16 +118,7 @@ fn every_variant_of_every_file_resolves_builds_and_runs() {
             let sd = spec.sd_arch.init::<Flex>(&device);
             let model = spec.model.init(sd, &device);
             let (h, w) = spec.model.image_size;
-            let image =
-                Tensor::<Flex, 4>::random([1, 3, h, w], Distribution::Uniform(-1.0, 1.0), &device);
-            let ids = Tensor::<Flex, 2, Int>::from_data(
-                TensorData::new(
-                    [vec![49406i64, 518, 1158], vec![49407; 74]].concat(),
-                    [1, 77],
-                ),
-                &device,
-            );
-            let eos = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![3i64], [1]), &device);
+            let (image, ids, eos) = inputs((h, w));
             let out = model.forward(image, ids, eos, false);
             assert_eq!(out.logits.dims(), [1, 1, h, w], "{}/{}", file.name, v.name);
             let v: f32 = out.logits.abs().sum().into_scalar();
@@ -163,17 +170,7 @@ fn table6_rows_draw_gumbel_noise_only_with_the_hard_assignment() {
         Flex::seed(&device, 1);
         let sd = spec.sd_arch.init::<Flex>(&device);
         let model = spec.model.init(sd, &device);
-        let (h, w) = spec.model.image_size;
-        let image =
-            Tensor::<Flex, 4>::random([1, 3, h, w], Distribution::Uniform(-1.0, 1.0), &device);
-        let ids = Tensor::<Flex, 2, Int>::from_data(
-            TensorData::new(
-                [vec![49406i64, 518, 1158], vec![49407; 74]].concat(),
-                [1, 77],
-            ),
-            &device,
-        );
-        let eos = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![3i64], [1]), &device);
+        let (image, ids, eos) = inputs(spec.model.image_size);
         let forward = |seed: u64| -> Vec<f32> {
             Flex::seed(&device, seed);
             let out = model.forward(image.clone(), ids.clone(), eos.clone(), true);

@@ -135,52 +135,41 @@ impl Node {
         match self {
             Node::Struct { name, fields } => {
                 out.push_str(name.as_deref().unwrap_or(""));
-                out.push('(');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
+                joined(out, ('(', ')'), fields, |out, (k, v)| {
                     let _ = write!(out, "{k}: ");
                     v.write(out);
-                }
-                out.push(')');
+                });
             }
             Node::Tuple { name, items } => {
                 out.push_str(name.as_deref().unwrap_or(""));
-                out.push('(');
-                for (i, n) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    n.write(out);
-                }
-                out.push(')');
+                joined(out, ('(', ')'), items, |out, n| n.write(out));
             }
-            Node::List(items) => {
-                out.push('[');
-                for (i, n) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    n.write(out);
-                }
-                out.push(']');
-            }
-            Node::Map(entries) => {
-                out.push('{');
-                for (i, (k, v)) in entries.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    k.write(out);
-                    out.push_str(": ");
-                    v.write(out);
-                }
-                out.push('}');
-            }
+            Node::List(items) => joined(out, ('[', ']'), items, |out, n| n.write(out)),
+            Node::Map(entries) => joined(out, ('{', '}'), entries, |out, (k, v)| {
+                k.write(out);
+                out.push_str(": ");
+                v.write(out);
+            }),
             Node::Atom(a) => out.push_str(a),
         }
     }
+}
+
+/// `items` written by `item`, separated by `, ` between the two brackets.
+fn joined<T>(
+    out: &mut String,
+    (open, close): (char, char),
+    items: &[T],
+    mut item: impl FnMut(&mut String, &T),
+) {
+    out.push(open);
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        item(out, x);
+    }
+    out.push(close);
 }
 
 struct Parser {
