@@ -330,32 +330,16 @@ impl Parser {
             Some('(') => self.parens(None),
             Some('[') => {
                 self.pos += 1;
-                let mut items = Vec::new();
-                loop {
-                    self.skip_ws()?;
-                    if self.peek() == Some(']') {
-                        self.pos += 1;
-                        return Ok(Node::List(items));
-                    }
-                    items.push(self.value()?);
-                    self.comma_or(']')?;
-                }
+                self.until(']', Self::value).map(Node::List)
             }
             Some('{') => {
                 self.pos += 1;
-                let mut entries = Vec::new();
-                loop {
-                    self.skip_ws()?;
-                    if self.peek() == Some('}') {
-                        self.pos += 1;
-                        return Ok(Node::Map(entries));
-                    }
-                    let k = self.value()?;
-                    self.expect(':')?;
-                    let v = self.value()?;
-                    entries.push((k, v));
-                    self.comma_or('}')?;
-                }
+                self.until('}', |p| {
+                    let k = p.value()?;
+                    p.expect(':')?;
+                    Ok((k, p.value()?))
+                })
+                .map(Node::Map)
             }
             Some(q @ ('"' | '\'')) => self.quoted(q).map(Node::Atom),
             Some('r')
@@ -437,32 +421,36 @@ impl Parser {
             });
         }
         if self.at_field() {
-            let mut fields = Vec::new();
-            loop {
-                self.skip_ws()?;
-                if self.peek() == Some(')') {
-                    self.pos += 1;
-                    return Ok(Node::Struct { name, fields });
+            let fields = self.until(')', |p| {
+                if !p.at_field() {
+                    return Err(p.error("expected `field: value`"));
                 }
-                if !self.at_field() {
-                    return Err(self.error("expected `field: value`"));
-                }
-                let key = self.ident();
-                self.expect(':')?;
-                let value = self.value()?;
-                fields.push((key, value));
-                self.comma_or(')')?;
-            }
+                let key = p.ident();
+                p.expect(':')?;
+                Ok((key, p.value()?))
+            })?;
+            return Ok(Node::Struct { name, fields });
         }
+        let items = self.until(')', Self::value)?;
+        Ok(Node::Tuple { name, items })
+    }
+
+    /// Items read by `item`, separated by commas (a trailing one allowed), up to and including
+    /// `close` (the opening bracket is already read).
+    fn until<T>(
+        &mut self,
+        close: char,
+        mut item: impl FnMut(&mut Self) -> Result<T, SyntaxError>,
+    ) -> Result<Vec<T>, SyntaxError> {
         let mut items = Vec::new();
         loop {
             self.skip_ws()?;
-            if self.peek() == Some(')') {
+            if self.peek() == Some(close) {
                 self.pos += 1;
-                return Ok(Node::Tuple { name, items });
+                return Ok(items);
             }
-            items.push(self.value()?);
-            self.comma_or(')')?;
+            items.push(item(self)?);
+            self.comma_or(close)?;
         }
     }
 }
