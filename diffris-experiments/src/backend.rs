@@ -1,14 +1,13 @@
 //! Which Burn backends are compiled in (cargo features) and which device runs (`--device`).
 //!
-//! Every command is written once, generic over `B: Backend`, as a [`BackendJob`]; [`dispatch`]
+//! Every command is written once, generic over `B: SdBackend`, as a [`BackendJob`]; [`dispatch`]
 //! monomorphises it for each compiled-in backend and runs the one the device names. Without a
 //! `--device` flag the first compiled-in backend of [`DEFAULT_ORDER`] runs: accelerators first,
 //! the CPU backend last, so `--features cuda` alone is enough to train on a GPU.
 
+use diffris_model::ops::SdBackend;
 use std::fmt;
 use std::str::FromStr;
-
-use burn::tensor::backend::Backend;
 
 #[cfg(not(any(feature = "flex", feature = "cuda", feature = "wgpu", feature = "tch")))]
 compile_error!(
@@ -159,7 +158,7 @@ pub struct RunTarget {
 pub trait BackendJob {
     type Output;
     /// Runs on backend `B` (the plain backend; training wraps it in `Autodiff<B>`).
-    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> Self::Output;
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> Self::Output;
 }
 
 /// Runs `job` on the device `spec` names, or explains why it cannot.
@@ -218,7 +217,7 @@ pub fn dispatch<J: BackendJob>(spec: DeviceSpec, job: J) -> Result<J::Output, Ba
     }
 }
 
-fn run_on<B: Backend, J: BackendJob>(spec: DeviceSpec, device: B::Device, job: J) -> J::Output {
+fn run_on<B: SdBackend, J: BackendJob>(spec: DeviceSpec, device: B::Device, job: J) -> J::Output {
     let target = RunTarget {
         spec,
         backend_name: B::name(&device),
@@ -306,7 +305,7 @@ mod tests {
     struct Name;
     impl BackendJob for Name {
         type Output = String;
-        fn run<B: Backend>(self, _device: B::Device, target: RunTarget) -> String {
+        fn run<B: SdBackend>(self, _device: B::Device, target: RunTarget) -> String {
             target.backend_name
         }
     }

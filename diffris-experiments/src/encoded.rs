@@ -3,10 +3,10 @@
 //! change during training: caching them removes the frozen encoders from every training step.
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use diffris_data::batch::{RisBatch, RisBatcher, prepare_all};
 use diffris_data::{ClipTokenizer, Sample};
+use diffris_model::ops::SdBackend;
 use diffris_model::sd::{ClipTextModel, StableDiffusion, VaeEncoder};
 use indicatif::ProgressBar;
 
@@ -42,7 +42,7 @@ impl EncodedSplit {
     /// own handle on the frozen weights). A sample's numbers do not depend on the thread count:
     /// the batches are the same either way.
     #[allow(clippy::too_many_arguments)]
-    pub fn encode<B: Backend>(
+    pub fn encode<B: SdBackend>(
         samples: Vec<Sample>,
         tokenizer: &ClipTokenizer,
         sd: &StableDiffusion<B>,
@@ -108,7 +108,7 @@ impl EncodedSplit {
     }
 
     /// The batch of the given sample indices.
-    pub fn batch<B: Backend>(&self, indices: &[usize], device: &B::Device) -> EncodedBatch<B> {
+    pub fn batch<B: SdBackend>(&self, indices: &[usize], device: &B::Device) -> EncodedBatch<B> {
         let n = indices.len();
         let [c, lh, lw] = self.latent_dims;
         let [t, d] = self.text_dims;
@@ -147,7 +147,7 @@ impl EncodedSplit {
 
 /// A batch of cached encoder outputs.
 #[derive(Clone, Debug)]
-pub struct EncodedBatch<B: Backend> {
+pub struct EncodedBatch<B: SdBackend> {
     /// `[B, C, h, w]`, already scaled (`C` latent channels: 4 for SD-1.x; `h, w` the input size
     /// over the VAE's downsampling factor: 8 for SD-1.x).
     pub latent: Tensor<B, 4>,
@@ -164,7 +164,7 @@ pub struct EncodedBatch<B: Backend> {
 }
 
 /// What one encoding thread shares with the others.
-struct Encoder<'a, B: Backend> {
+struct Encoder<'a, B: SdBackend> {
     samples: &'a [Sample],
     tokenizer: &'a ClipTokenizer,
     image_size: (usize, usize),
@@ -184,7 +184,7 @@ struct Part {
     masks: Vec<f32>,
 }
 
-impl<B: Backend> Encoder<'_, B> {
+impl<B: SdBackend> Encoder<'_, B> {
     /// Encodes the batches `chunks` (sample indices) in order.
     fn run(
         &self,

@@ -1,11 +1,11 @@
 //! Evaluation of a trained model on a split with the metric code of [`crate::metrics`], and the
 //! trivial baselines a model must beat (all background, whole image, a random object).
 
+use diffris_model::ops::SdBackend;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::activation::sigmoid;
-use burn::tensor::backend::Backend;
 use diffris_data::{DatasetFormat, MaskSource, Sample};
 use diffris_model::diffris::DiffRis;
 use indicatif::ProgressBar;
@@ -18,7 +18,7 @@ use diffris_data::transforms::resize_nearest;
 use crate::metrics::{MetricAccumulator, Metrics, PR_THRESHOLDS, Protocol, protocol_pair};
 
 /// Foreground probabilities of every sample, `H*W` each at the network size.
-pub fn predict<B: Backend>(
+pub fn predict<B: SdBackend>(
     model: &DiffRis<B>,
     data: &EncodedSplit,
     batch: usize,

@@ -2,10 +2,10 @@
 //! seeded random weights written to the cache once so they go through the same loader), loading
 //! them with the tokenizer that belongs to them, and the check that the two fit together.
 
+use diffris_model::ops::SdBackend;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use burn::tensor::backend::Backend;
 use diffris_data::ClipTokenizer;
 use diffris_model::sd::{SdConfig, StableDiffusion};
 
@@ -15,7 +15,7 @@ use crate::profile::{RunSpec, SdSource};
 /// The frozen SD stack at `path` and its tokenizer: a diffusers folder's own `tokenizer/` when
 /// it has one, else the embedded CLIP vocabulary. A diffusers folder's architecture comes from
 /// its `config.json` files; a single file uses `arch` (required then).
-pub fn load_frozen<B: Backend>(
+pub fn load_frozen<B: SdBackend>(
     path: &Path,
     arch: Option<&SdConfig>,
     device: &B::Device,
@@ -31,7 +31,7 @@ pub fn load_frozen<B: Backend>(
 }
 
 /// [`load_frozen`] with the architecture named by a preset (`sd15`, `tiny`), for single files.
-pub fn load_frozen_preset<B: Backend>(
+pub fn load_frozen_preset<B: SdBackend>(
     path: &Path,
     arch: Option<&str>,
     device: &B::Device,
@@ -58,7 +58,7 @@ pub fn check_vocab(ids: &[u32], vocab_size: usize) -> anyhow::Result<()> {
 }
 
 /// Writes seeded random weights of `arch` to `out` (a diffusers-style folder).
-pub fn write_random<B: Backend>(
+pub fn write_random<B: SdBackend>(
     arch: &SdConfig,
     seed: u64,
     out: &Path,
@@ -91,7 +91,7 @@ pub fn sd_location(spec: &RunSpec, cache: &Path) -> PathBuf {
 
 /// The SD weights folder or file of a run; random weights missing from the cache are written
 /// first (into a temporary folder moved into place, so a crash leaves nothing half-written).
-pub fn provision<B: Backend>(
+pub fn provision<B: SdBackend>(
     spec: &RunSpec,
     cache: &Path,
     device: &B::Device,

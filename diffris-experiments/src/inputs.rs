@@ -3,12 +3,12 @@
 //! VAE and CLIP, shared by the runs of one process and, where the cache owns every input, kept
 //! on disk for the runs of other processes.
 
+use diffris_model::ops::SdBackend;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use burn::tensor::backend::Backend;
 use diffris_data::ClipTokenizer;
 use diffris_model::sd::StableDiffusion;
 
@@ -20,12 +20,12 @@ use crate::progress::say;
 use crate::workspace::Workspace;
 
 /// State shared by the runs of one process: loaded SD weights and encoded splits.
-pub struct Shared<B: Backend> {
+pub struct Shared<B: SdBackend> {
     sd: HashMap<PathBuf, (StableDiffusion<B>, ClipTokenizer)>,
     encoded: HashMap<String, Arc<EncodedSplit>>,
 }
 
-impl<B: Backend> Default for Shared<B> {
+impl<B: SdBackend> Default for Shared<B> {
     fn default() -> Self {
         Self {
             sd: HashMap::new(),
@@ -34,7 +34,7 @@ impl<B: Backend> Default for Shared<B> {
     }
 }
 
-impl<B: Backend> Shared<B> {
+impl<B: SdBackend> Shared<B> {
     /// The frozen SD and tokenizer at `sd_key`, loaded on first use.
     pub fn frozen(
         &mut self,
@@ -151,7 +151,7 @@ fn cache_owned(spec: &RunSpec) -> bool {
 /// Makes sure what a run reads exists: its random SD weights and its SynthRS set are written to
 /// the cache when missing (for runs in their own processes, first in the parent, through
 /// [`prepare_for_processes`]). Returns the SD weights path.
-pub fn prepare_inputs<B: Backend>(
+pub fn prepare_inputs<B: SdBackend>(
     spec: &RunSpec,
     ws: &Workspace,
     device: &B::Device,
@@ -178,7 +178,7 @@ pub fn prepare_inputs<B: Backend>(
 /// Before runs start in their own processes: writes what they read that is still missing (see
 /// [`prepare_inputs`]) and, when their inputs are cache-owned, encodes their splits once into
 /// the cache (otherwise each process encodes its own).
-pub fn prepare_for_processes<B: Backend>(
+pub fn prepare_for_processes<B: SdBackend>(
     spec: &RunSpec,
     shared: &mut Shared<B>,
     ws: &Workspace,

@@ -9,8 +9,8 @@
 //! by their pixel count (an approximation: the self-attention scores of the finest level grow
 //! with its square). Other architectures have no measured figure.
 
-use burn::tensor::backend::Backend;
 use diffris_model::diffris::parameter_counts;
+use diffris_model::ops::SdBackend;
 use diffris_model::sd::SdConfig;
 
 use crate::profile::RunSpec;
@@ -36,7 +36,7 @@ pub struct MemoryEstimate {
 
 impl MemoryEstimate {
     /// What a run of `spec` holds at its peak on one device.
-    pub fn of<B: Backend>(spec: &RunSpec, device: &B::Device) -> Self {
+    pub fn of<B: SdBackend>(spec: &RunSpec, device: &B::Device) -> Self {
         let counts = parameter_counts::<B>(&spec.model, &spec.sd_arch, device);
         let bytes = |trainable: bool| -> f64 {
             counts

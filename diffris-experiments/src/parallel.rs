@@ -6,6 +6,7 @@
 //! spec on stdin, writing its log to `runs/ABLATION/VARIANT/seed-N.log`. A run computes exactly
 //! what it computes alone.
 
+use diffris_model::ops::SdBackend;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
@@ -13,7 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use burn::tensor::backend::Backend;
 use indicatif::ProgressBar;
 
 use crate::backend::{DeviceSpec, RunTarget};
@@ -49,7 +49,7 @@ struct Running {
 /// Runs `specs` with at most `jobs` processes at a time and returns each run's result in
 /// order (`None` for a run stopped early by `--stop-after`). Finished runs are reused. When a
 /// run fails, the others are stopped and the error quotes the end of its log.
-pub fn run_all<B: Backend>(
+pub fn run_all<B: SdBackend>(
     specs: &[RunSpec],
     jobs: usize,
     ws: &Workspace,

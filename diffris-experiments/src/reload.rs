@@ -1,9 +1,9 @@
 //! Reloading a finished run: its resolved config, the frozen SD weights it names, and the
 //! trained adapter and decoder from `model.safetensors`.
 
+use diffris_model::ops::SdBackend;
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_data::ClipTokenizer;
 use diffris_model::diffris::DiffRis;
@@ -14,14 +14,14 @@ use crate::record::read_spec;
 use crate::training::Trainee;
 
 /// A trained model with what it needs to read inputs.
-pub struct LoadedRun<B: Backend> {
+pub struct LoadedRun<B: SdBackend> {
     pub spec: RunSpec,
     pub model: DiffRis<B>,
     pub tokenizer: ClipTokenizer,
 }
 
 /// Loads the run in `dir` (which must have finished: `model.safetensors` present).
-pub fn load_run<B: Backend>(
+pub fn load_run<B: SdBackend>(
     dir: &Path,
     cache: &Path,
     device: &B::Device,

@@ -2,6 +2,7 @@
 //! anything starts, its inputs, training, evaluation of the selected model and the saved
 //! outputs; and a list of runs, in this process or one process each.
 
+use diffris_model::ops::SdBackend;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -24,7 +25,7 @@ use crate::training::{TrainOptions, Trainee, train};
 use crate::workspace::Workspace;
 
 /// Runs (or reuses) one run; `None` when `--stop-after` stopped it early.
-pub fn run_one<B: Backend>(
+pub fn run_one<B: SdBackend>(
     spec: &RunSpec,
     ws: &Workspace,
     shared: &mut Shared<B>,
@@ -142,7 +143,7 @@ pub fn run_one<B: Backend>(
 
 /// Runs `specs` in order: in this process when `jobs` is 1, else at most `jobs` at a time, one
 /// process each ([`crate::parallel`]). Returns each run's result (`None`: stopped early).
-pub fn run_specs<B: Backend>(
+pub fn run_specs<B: SdBackend>(
     specs: &[RunSpec],
     jobs: usize,
     ws: &Workspace,

@@ -10,12 +10,12 @@
 //! dropout, PCMRD's Gumbel noise) come from each backend's own generator and would differ, so
 //! [`ProbeSpec::tiny`] turns them off.
 
+use diffris_model::ops::{SdAutodiffBackend, SdBackend};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::TrainStep;
 use burn_store::{ModuleSnapshot, TensorSnapshot};
@@ -146,7 +146,7 @@ pub struct ProbeWeights {
 }
 
 /// Every tensor of `module` (parameters and buffers) by path.
-pub fn to_data<B: Backend, M: ModuleSnapshot<B>>(module: &M) -> Vec<(String, TensorData)> {
+pub fn to_data<B: SdBackend, M: ModuleSnapshot<B>>(module: &M) -> Vec<(String, TensorData)> {
     module
         .collect(None, None, false)
         .into_iter()
@@ -157,7 +157,7 @@ pub fn to_data<B: Backend, M: ModuleSnapshot<B>>(module: &M) -> Vec<(String, Ten
         .collect()
 }
 
-fn apply<B: Backend, M: ModuleSnapshot<B>>(
+fn apply<B: SdBackend, M: ModuleSnapshot<B>>(
     module: &mut M,
     weights: &[(String, TensorData)],
     what: &str,
@@ -182,7 +182,7 @@ fn apply<B: Backend, M: ModuleSnapshot<B>>(
 
 impl ProbeWeights {
     /// Seeded weights of the frozen stack and of the trained modules, drawn on backend `R`.
-    pub fn draw<R: Backend>(spec: &ProbeSpec, seed: u64, device: &R::Device) -> Self {
+    pub fn draw<R: SdBackend>(spec: &ProbeSpec, seed: u64, device: &R::Device) -> Self {
         R::seed(device, seed);
         let sd = spec.sd.init::<R>(device);
         let (unet, vae, text_encoder) = (
@@ -202,7 +202,7 @@ impl ProbeWeights {
     }
 
     /// The model of `spec` on backend `B` holding exactly these weights.
-    pub fn build<B: Backend>(
+    pub fn build<B: SdBackend>(
         &self,
         spec: &ProbeSpec,
         device: &B::Device,
@@ -282,7 +282,7 @@ struct GradsByPath<'a> {
     out: BTreeMap<String, Vec<f32>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradsByPath<'_> {
+impl<B: SdAutodiffBackend> ModuleVisitor<B> for GradsByPath<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -304,7 +304,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradsByPath<'_> {
 }
 
 /// The gradient of every float parameter of `trainee` in `grads`, by module path.
-pub fn grads_by_path<B: AutodiffBackend>(
+pub fn grads_by_path<B: SdAutodiffBackend>(
     trainee: &Trainee<B>,
     grads: &GradientsParams,
 ) -> BTreeMap<String, Vec<f32>> {
@@ -317,13 +317,13 @@ pub fn grads_by_path<B: AutodiffBackend>(
     visitor.out
 }
 
-fn frozen_values<B: Backend>(t: &Trainee<B>) -> Vec<(String, TensorData)> {
+fn frozen_values<B: SdBackend>(t: &Trainee<B>) -> Vec<(String, TensorData)> {
     let m = &t.model;
     [to_data(&m.unet), to_data(&m.vae), to_data(&m.text_encoder)].concat()
 }
 
 /// Runs `spec.steps` training steps on `device` from `weights`.
-pub fn probe<B: AutodiffBackend>(
+pub fn probe<B: SdAutodiffBackend>(
     spec: &ProbeSpec,
     weights: &ProbeWeights,
     device: &B::Device,
@@ -472,7 +472,7 @@ impl ProbeDiff {
 /// The forward pass of the probe batch in stages (training mode, no update): the VAE latent,
 /// the CLIP states, the adapted context, every UNet feature the decoder reads, the logits and
 /// the loss, in that order. Comparing them between backends finds the first stage that differs.
-pub fn forward_stages<B: Backend>(
+pub fn forward_stages<B: SdBackend>(
     spec: &ProbeSpec,
     weights: &ProbeWeights,
     device: &B::Device,

@@ -1,11 +1,12 @@
 //! Writing named tensors to a safetensors file, atomically (a temporary file renamed into place,
 //! so an interrupted write never leaves a half-written file under the final name).
 
+use diffris_model::ops::SdBackend;
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::Tensor;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
@@ -18,7 +19,7 @@ pub struct TensorFile {
 
 impl TensorFile {
     /// Adds a float tensor (stored as F32).
-    pub fn float<B: Backend, const D: usize>(&mut self, name: &str, t: Tensor<B, D>) {
+    pub fn float<B: SdBackend, const D: usize>(&mut self, name: &str, t: Tensor<B, D>) {
         let shape = t.dims().to_vec();
         let bytes = t
             .into_data()

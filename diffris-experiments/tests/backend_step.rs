@@ -42,7 +42,7 @@ fn copied_weights_reproduce_the_flex_step_exactly() {
 /// Every decoder's step on backend `B` against flex, within the tolerances of
 /// `diffris_experiments::step_probe` (measured margins are in the README).
 #[cfg(any(feature = "wgpu", feature = "tch"))]
-fn against_flex<B: burn::tensor::backend::AutodiffBackend>(device: &B::Device, backend: &str) {
+fn against_flex<B: diffris_model::ops::SdAutodiffBackend>(device: &B::Device, backend: &str) {
     use diffris_experiments::step_probe::{
         STAGE_REL_TOLERANCE, compare, compare_stages, forward_stages,
     };

@@ -3,6 +3,7 @@
 //! parameters of the trained module (not optimised, not checkpointed), yet the UNet stays in the
 //! autodiff graph so the CP-adapter learns through its cross-attention.
 
+use crate::ops::SdBackend;
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,7 @@ pub const MAP_LEVELS: [usize; 2] = [1, 2];
 
 /// The DiffRIS model.
 #[derive(Module, Debug)]
-pub struct DiffRis<B: Backend> {
+pub struct DiffRis<B: SdBackend> {
     pub adapter: CpAdapter<B>,
     pub decoder: Decoder<B>,
     #[module(skip)]
@@ -106,7 +107,7 @@ impl DiffRisConfig {
     }
 
     /// Assembles the model around loaded (or random) SD components, which are frozen here.
-    pub fn init<B: Backend>(&self, sd: StableDiffusion<B>, device: &B::Device) -> DiffRis<B> {
+    pub fn init<B: SdBackend>(&self, sd: StableDiffusion<B>, device: &B::Device) -> DiffRis<B> {
         let arch = sd.config();
         let text_dim = arch.clip.hidden_size;
         let levels: &[usize] = if self.cross_attention_maps {
@@ -130,7 +131,7 @@ impl DiffRisConfig {
     }
 }
 
-impl<B: Backend> DiffRis<B> {
+impl<B: SdBackend> DiffRis<B> {
     /// The scaled VAE latent (no gradient).
     ///
     /// # Shapes
@@ -251,7 +252,7 @@ pub struct ComponentParams {
 
 /// Parameters per component of the model `cfg` builds around the architecture `sd`, counted from
 /// shapes only (nothing is allocated, so the full-size model can be counted on any machine).
-pub fn parameter_counts<B: Backend>(
+pub fn parameter_counts<B: SdBackend>(
     cfg: &DiffRisConfig,
     sd: &SdConfig,
     device: &B::Device,

@@ -6,6 +6,7 @@ pub mod decoder;
 pub mod diffris;
 pub mod error;
 pub mod norm;
+pub mod ops;
 pub mod sd;
 pub mod weights;
 

@@ -1,29 +1,44 @@
 //! Benchmark of the frozen SD-1.5 UNet (on the CPU backend by default; `--device` picks any
-//! compiled-in one): forward, and forward + backward to the context with frozen weights, at
-//! latent 64x64, batch 1, context 77x768. Run each phase in its own process so the peak RSS
-//! belongs to that phase:
+//! compiled-in one) at latent 64x64, context 77x768, batch `--batch` (1). Phases:
+//!
+//! - `forward`: the UNet's forward pass;
+//! - `fwdbwd`: forward + backward to the context with frozen weights (what training does
+//!   through the UNet);
+//! - `step`: one whole DiffRIS training step at the paper's settings (image 8x the latent
+//!   side, 512x512 by default): frozen UNet, CP-adapter, PCMRD, loss, backward and AdamW, on an
+//!   encoded batch (as training reads it from the cache).
+//!
+//! Run each phase in its own process so the peak RSS belongs to that phase:
 //!
 //! ```sh
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase forward
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase fwdbwd
+//! cargo run --release -p diffris-experiments --bin bench_unet -- --phase step --batch 2
 //! python tools/bench_unet.py --phase forward     # the PyTorch reference, same machine
 //! ```
 //!
 //! Prints one JSON line: phase, arch, seconds of every repeat and their median, peak RSS (MiB).
 
+use diffris_model::ops::SdBackend;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::module::Module;
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::tensor::Int;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
+use burn::train::TrainStep;
 use clap::Parser;
 use diffris_experiments::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use diffris_experiments::encoded::EncodedBatch;
+use diffris_experiments::training::Trainee;
+use diffris_model::diffris::DiffRisConfig;
 use diffris_model::sd::{SdConfig, UNetRequest};
 
 #[derive(Parser)]
 struct Args {
-    /// forward or fwdbwd.
+    /// forward, fwdbwd or step.
     #[arg(long, default_value = "forward")]
     phase: String,
     /// sd15 or tiny.
@@ -89,7 +104,7 @@ struct Bench<'a> {
 impl BackendJob for Bench<'_> {
     type Output = anyhow::Result<(usize, Vec<f64>)>;
 
-    fn run<B: Backend>(self, device: B::Device, _target: RunTarget) -> Self::Output {
+    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> Self::Output {
         let args = self.args;
         let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
         type AB<B> = Autodiff<B>;
@@ -134,8 +149,52 @@ impl BackendJob for Bench<'_> {
                 let g = ctx.grad(&grads).expect("gradient reaches the context");
                 let _ = g.sum().into_scalar();
             }),
-            other => anyhow::bail!("unknown phase {other} (forward or fwdbwd)"),
+            "step" => {
+                drop(unet);
+                training_step::<B>(&arch, args, &device)?
+            }
+            other => anyhow::bail!("unknown phase {other} (forward, fwdbwd or step)"),
         };
         Ok((n, times))
     }
+}
+
+/// Timed DiffRIS training steps (`--phase step`): the paper's model (`DiffRisConfig::default()`,
+/// at an image 8x the latent side) around random frozen weights of `arch`, AdamW, one random
+/// encoded batch of `--batch` samples; each repeat is one `TrainStep` and one optimizer step.
+fn training_step<B: SdBackend>(
+    arch: &SdConfig,
+    args: &Args,
+    device: &B::Device,
+) -> anyhow::Result<Vec<f64>> {
+    type AB<B> = Autodiff<B>;
+    let config = DiffRisConfig {
+        image_size: (8 * args.latent, 8 * args.latent),
+        ..DiffRisConfig::default()
+    };
+    config.validate(arch)?;
+    let mut trainee = Some(Trainee {
+        model: config.init(arch.init::<AB<B>>(device), device),
+    });
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.01)
+        .init::<AB<B>, Trainee<AB<B>>>();
+    let (n, l) = (args.batch, args.latent);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let batch = EncodedBatch::<AB<B>> {
+        latent: Tensor::random([n, arch.unet.in_channels, l, l], normal, device),
+        text: Tensor::random([n, 77, arch.clip.hidden_size], normal, device),
+        eos: Tensor::<AB<B>, 1, Int>::from_ints(vec![8i64; n].as_slice(), device),
+        mask: Tensor::random([n, 1, 8 * l, 8 * l], Distribution::Bernoulli(0.3), device),
+        indices: (0..n).collect(),
+        loss_weight: 1.0,
+    };
+    Ok(time(args.repeats, || {
+        let model = trainee
+            .take()
+            .expect("the trainee is put back after each step");
+        let output = TrainStep::step(&model, batch.clone());
+        let _ = output.item.loss.clone().into_scalar();
+        trainee = Some(optim.step(1e-5, model, output.grads));
+    }))
 }

@@ -1,10 +1,10 @@
 //! What the subcommands share: the options of the commands that train, running the variants of
 //! an ablation file, and printing metrics.
 
+use diffris_model::ops::SdBackend;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use burn::tensor::backend::Backend;
 use indicatif::MultiProgress;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
@@ -217,7 +217,7 @@ struct Ablation(Selection);
 impl BackendJob for Ablation {
     type Output = anyhow::Result<()>;
 
-    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let progress = MultiProgress::new();
         let (ws, resolver) = a.run.resolve(progress.clone())?;

@@ -6,7 +6,7 @@
 //! decoder fails).
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
+use diffris_model::ops::SdBackend;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::step_probe::{
@@ -40,7 +40,7 @@ struct Doctor {
 impl BackendJob for Doctor {
     type Output = anyhow::Result<Vec<Row>>;
 
-    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> Self::Output {
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
         println!(
             "device {} ({}, {})",
             target.spec, target.backend_name, target.device_debug

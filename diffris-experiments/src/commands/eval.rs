@@ -1,9 +1,9 @@
 //! `diffris eval --run DIR`: evaluates a finished run on a split, with either protocol, and
 //! optionally saves its predicted masks (for `diffris score` or other tools).
 
+use diffris_model::ops::SdBackend;
 use std::path::PathBuf;
 
-use burn::tensor::backend::Backend;
 use image::GrayImage;
 use indicatif::ProgressBar;
 
@@ -38,7 +38,7 @@ struct Eval(EvalArgs);
 impl BackendJob for Eval {
     type Output = anyhow::Result<()>;
 
-    fn run<B: Backend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         let run = load_run::<B>(&a.run, &cache, &device)?;

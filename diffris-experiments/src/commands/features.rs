@@ -2,11 +2,11 @@
 //! sees (token ids, CLIP states, VAE latent, every UNet tap, cross-attention maps) to a
 //! safetensors file, for probing and for checking a checkpoint against another implementation.
 
+use diffris_model::ops::SdBackend;
 use std::path::PathBuf;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use diffris_data::batch::{RisBatch, RisBatcher, prepare_query};
 use diffris_data::sample::open_image;
 use diffris_model::sd::UNetRequest;
@@ -55,7 +55,7 @@ struct Features(FeaturesArgs);
 impl BackendJob for Features {
     type Output = anyhow::Result<()>;
 
-    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let (sd, tokenizer) = load_frozen_preset::<B>(&a.sd, a.arch.as_deref(), &device)?;
         let img = open_image(&a.image)?.into_rgb8();

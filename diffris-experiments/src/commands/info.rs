@@ -1,7 +1,7 @@
 //! `diffris info`: where and what this binary runs.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
+use diffris_model::ops::SdBackend;
 
 use diffris_model::diffris::{DiffRisConfig, parameter_counts};
 use diffris_model::sd::SdConfig;
@@ -23,7 +23,7 @@ struct Info(InfoArgs);
 impl BackendJob for Info {
     type Output = anyhow::Result<String>;
 
-    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> Self::Output {
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
         // One tiny computation proves the device actually works.
         let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
         let sum: f32 = x.sum().into_scalar().elem();

@@ -1,10 +1,10 @@
 //! `diffris init-sd`: writes seeded random weights of an SD architecture as a diffusers-style
 //! folder (what the `tiny` profile uses in place of real Stable Diffusion weights).
 
+use diffris_model::ops::SdBackend;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burn::tensor::backend::Backend;
 use diffris_model::sd::SdConfig;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
@@ -29,7 +29,7 @@ struct InitSd(InitSdArgs);
 impl BackendJob for InitSd {
     type Output = anyhow::Result<()>;
 
-    fn run<B: Backend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let arch =
             SdConfig::preset(&a.arch).with_context(|| format!("unknown --arch `{}`", a.arch))?;

@@ -3,11 +3,11 @@
 //! ([`crate::parallel`]); each process owns its backend RNG, so a run computes the same thing
 //! whether it ran alone, in sequence or beside others.
 
+use diffris_model::ops::SdBackend;
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burn::tensor::backend::Backend;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
@@ -42,7 +42,7 @@ struct RunSpecJob(RunSpecArgs, RunSpec);
 impl BackendJob for RunSpecJob {
     type Output = anyhow::Result<()>;
 
-    fn run<B: Backend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let (a, spec) = (self.0, self.1);
         let ws = Workspace {
             results: a.results,

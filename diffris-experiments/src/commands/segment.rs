@@ -1,12 +1,12 @@
 //! `diffris segment --run DIR --image X --text "..." --out DIR`: one prediction, written as a
 //! binary mask and an overlay.
 
+use diffris_model::ops::SdBackend;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::backend::Backend;
 use diffris_data::batch::{RisBatch, RisBatcher, prepare_query};
 use diffris_data::inspect::overlay;
 use diffris_data::rle::BinaryMask;
@@ -41,7 +41,7 @@ struct Segment(SegmentArgs);
 impl BackendJob for Segment {
     type Output = anyhow::Result<()>;
 
-    fn run<B: Backend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         let run = load_run::<B>(&a.run, &cache, &device)?;

@@ -1,12 +1,12 @@
 //! The batches of an [`EncodedSplit`] for burn-train, in a seeded order per epoch, and their
 //! split into micro-batches for gradient accumulation.
 
+use diffris_model::ops::SdBackend;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
-use burn::tensor::backend::Backend;
 use diffris_data::batch::epoch_order;
 
 use crate::encoded::{EncodedBatch, EncodedSplit};
@@ -18,7 +18,7 @@ use crate::encoded::{EncodedBatch, EncodedSplit};
 /// With gradient accumulation each optimizer batch of `batch_size` samples comes as `K`
 /// micro-batches (see [`micro_batches`]), each carrying the share of the batch it holds as its
 /// loss weight, so that the summed gradients of the `K` passes are those of the batch's mean loss.
-pub struct EpochLoader<B: Backend> {
+pub struct EpochLoader<B: SdBackend> {
     data: Arc<EncodedSplit>,
     range: (usize, usize),
     batch_size: usize,
@@ -30,7 +30,7 @@ pub struct EpochLoader<B: Backend> {
     device: B::Device,
 }
 
-impl<B: Backend> EpochLoader<B> {
+impl<B: SdBackend> EpochLoader<B> {
     /// Batches of `batch_size` samples, each passed as micro-batches of at most `micro_batch`.
     pub fn new(
         data: Arc<EncodedSplit>,
@@ -98,7 +98,7 @@ pub fn micro_batches(n: usize, batch_size: usize, micro_batch: usize) -> Vec<(Ra
     out
 }
 
-struct EpochIter<B: Backend> {
+struct EpochIter<B: SdBackend> {
     data: Arc<EncodedSplit>,
     order: Vec<usize>,
     passes: Vec<(Range<usize>, f64)>,
@@ -106,7 +106,7 @@ struct EpochIter<B: Backend> {
     device: B::Device,
 }
 
-impl<B: Backend> Iterator for EpochIter<B> {
+impl<B: SdBackend> Iterator for EpochIter<B> {
     type Item = EncodedBatch<B>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -118,14 +118,14 @@ impl<B: Backend> Iterator for EpochIter<B> {
     }
 }
 
-impl<B: Backend> DataLoaderIterator<EncodedBatch<B>> for EpochIter<B> {
+impl<B: SdBackend> DataLoaderIterator<EncodedBatch<B>> for EpochIter<B> {
     fn progress(&self) -> Progress {
         let done = self.next.checked_sub(1).map_or(0, |i| self.passes[i].0.end);
         Progress::new(done, self.order.len())
     }
 }
 
-impl<B: Backend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
+impl<B: SdBackend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<EncodedBatch<B>> + 'a> {
         let epoch = self.first_epoch + self.calls.fetch_add(1, Ordering::SeqCst);
         let (start, end) = self.range;

@@ -9,14 +9,13 @@ pub mod renderer;
 pub mod schedule;
 pub mod step;
 
+use diffris_model::ops::{SdAutodiffBackend, SdBackend};
 use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Module;
 use burn::optim::AdamWConfig;
 use burn::record::DefaultRecorder;
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::backend::Backend;
 use burn::train::checkpoint::{
     ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
 };
@@ -35,7 +34,7 @@ use schedule::PolyLr;
 pub use step::Trainee;
 
 /// The outcome of training.
-pub struct Trained<B: Backend> {
+pub struct Trained<B: SdBackend> {
     /// The model of the best validation epoch.
     pub model: Trainee<B>,
     pub best_epoch: usize,
@@ -72,7 +71,7 @@ pub struct TrainOptions {
 
 /// Trains `model` for `spec.epochs` epochs (or until `opts.stop_after`), resuming from the last
 /// checkpoint in `dir` when `opts.resume`, and returns the best-on-validation model.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: SdAutodiffBackend>(
     model: Trainee<B>,
     train_data: Arc<EncodedSplit>,
     val_data: Arc<EncodedSplit>,

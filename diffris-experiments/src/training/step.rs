@@ -3,21 +3,21 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::metric::{Adaptor, ItemLazy};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use diffris_model::diffris::DiffRis;
+use diffris_model::ops::{SdAutodiffBackend, SdBackend};
 
 use crate::encoded::EncodedBatch;
 
 /// The trained module: DiffRIS (whose frozen parts are not parameters).
 #[derive(Module, Debug)]
-pub struct Trainee<B: Backend> {
+pub struct Trainee<B: SdBackend> {
     pub model: DiffRis<B>,
 }
 
 /// Loss and per-sample intersection/union (at the network size) of one batch.
-pub struct SegOutput<B: Backend> {
+pub struct SegOutput<B: SdBackend> {
     pub loss: Tensor<B, 1>,
     pub intersection: Tensor<B, 1>,
     pub union: Tensor<B, 1>,
@@ -31,7 +31,7 @@ pub struct SegStats {
     pub union: Vec<f64>,
 }
 
-impl<B: Backend> ItemLazy for SegOutput<B> {
+impl<B: SdBackend> ItemLazy for SegOutput<B> {
     type ItemSync = SegStats;
 
     fn sync(self) -> SegStats {
@@ -54,7 +54,7 @@ impl Adaptor<SegStats> for SegStats {
 ///
 /// # Shapes
 /// `[B, 1, H, W]` both -> (`[B]`, `[B]`).
-pub fn intersection_union<B: Backend>(
+pub fn intersection_union<B: SdBackend>(
     logits: Tensor<B, 4>,
     mask: Tensor<B, 4>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
@@ -71,7 +71,7 @@ pub fn intersection_union<B: Backend>(
     (inter.clone(), total - inter)
 }
 
-impl<B: Backend> Trainee<B> {
+impl<B: SdBackend> Trainee<B> {
     fn seg_step(&self, batch: EncodedBatch<B>, training: bool) -> (Tensor<B, 1>, SegOutput<B>) {
         let out = self
             .model
@@ -87,7 +87,7 @@ impl<B: Backend> Trainee<B> {
     }
 }
 
-impl<B: AutodiffBackend> TrainStep for Trainee<B> {
+impl<B: SdAutodiffBackend> TrainStep for Trainee<B> {
     type Input = EncodedBatch<B>;
     type Output = SegOutput<B>;
 
@@ -106,7 +106,7 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
     }
 }
 
-impl<B: Backend> InferenceStep for Trainee<B> {
+impl<B: SdBackend> InferenceStep for Trainee<B> {
     type Input = EncodedBatch<B>;
     type Output = SegOutput<B>;
 

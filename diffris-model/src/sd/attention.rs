@@ -3,12 +3,11 @@
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
 use crate::norm::group_norm;
+use crate::ops::{SdBackend, sd_attention};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::resnet::conv1x1;
@@ -47,7 +46,7 @@ pub(crate) fn attention_with_probs<B: Backend>(
 /// Multi-head attention with bias-free q/k/v projections and a biased output projection
 /// (diffusers `Attention` as the SD UNet configures it).
 #[derive(Module, Debug)]
-pub struct CrossAttention<B: Backend> {
+pub struct CrossAttention<B: SdBackend> {
     pub to_q: Linear<B>,
     pub to_k: Linear<B>,
     pub to_v: Linear<B>,
@@ -56,7 +55,7 @@ pub struct CrossAttention<B: Backend> {
     heads: usize,
 }
 
-impl<B: Backend> CrossAttention<B> {
+impl<B: SdBackend> CrossAttention<B> {
     /// `context_dim` is the query width for self-attention.
     pub fn new(query_dim: usize, context_dim: usize, heads: usize, device: &B::Device) -> Self {
         let proj = |d_in| {
@@ -92,8 +91,7 @@ impl<B: Backend> CrossAttention<B> {
             let (out, probs) = attention_with_probs(q, k, v);
             (out, Some(probs))
         } else {
-            let opts = AttentionModuleOptions::default();
-            (attention(q, k, v, None, None, opts), None)
+            (sd_attention(q, k, v), None)
         };
         (self.to_out.forward(merge_heads(out)), probs)
     }
@@ -130,7 +128,7 @@ impl<B: Backend> FeedForward<B> {
 /// `BasicTransformerBlock`: self-attention, cross-attention to the text, GEGLU feed-forward,
 /// each pre-LayerNorm with a residual.
 #[derive(Module, Debug)]
-pub struct BasicTransformerBlock<B: Backend> {
+pub struct BasicTransformerBlock<B: SdBackend> {
     pub norm1: LayerNorm<B>,
     pub attn1: CrossAttention<B>,
     pub norm2: LayerNorm<B>,
@@ -139,7 +137,7 @@ pub struct BasicTransformerBlock<B: Backend> {
     pub ff: FeedForward<B>,
 }
 
-impl<B: Backend> BasicTransformerBlock<B> {
+impl<B: SdBackend> BasicTransformerBlock<B> {
     pub fn new(dim: usize, context_dim: usize, heads: usize, device: &B::Device) -> Self {
         let ln = || LayerNormConfig::new(dim).with_epsilon(1e-5).init(device);
         Self {
@@ -184,14 +182,14 @@ pub enum Projection<B: Backend> {
 
 /// `Transformer2DModel` with one `BasicTransformerBlock` per layer.
 #[derive(Module, Debug)]
-pub struct Transformer2D<B: Backend> {
+pub struct Transformer2D<B: SdBackend> {
     pub norm: GroupNorm<B>,
     pub proj_in: Projection<B>,
     pub transformer_blocks: Vec<BasicTransformerBlock<B>>,
     pub proj_out: Projection<B>,
 }
 
-impl<B: Backend> Transformer2D<B> {
+impl<B: SdBackend> Transformer2D<B> {
     pub fn new(
         channels: usize,
         context_dim: usize,

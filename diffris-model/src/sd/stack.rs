@@ -1,7 +1,7 @@
 //! The three frozen Stable Diffusion components DiffRIS uses, held together.
 
+use crate::ops::SdBackend;
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 
 use super::clip::ClipTextModel;
 use super::config::SdConfig;
@@ -10,7 +10,7 @@ use super::vae::VaeEncoder;
 
 /// CLIP text encoder, VAE encoder and UNet of one Stable Diffusion checkpoint.
 #[derive(Module, Debug)]
-pub struct StableDiffusion<B: Backend> {
+pub struct StableDiffusion<B: SdBackend> {
     pub text_encoder: ClipTextModel<B>,
     pub vae: VaeEncoder<B>,
     pub unet: UNet2DConditionModel<B>,
@@ -20,7 +20,7 @@ impl SdConfig {
     /// Builds the three components with freshly initialised (random) weights. Parameters are
     /// initialised lazily: building even the full-size model allocates nothing until used or
     /// overwritten by a checkpoint.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> StableDiffusion<B> {
+    pub fn init<B: SdBackend>(&self, device: &B::Device) -> StableDiffusion<B> {
         StableDiffusion {
             text_encoder: self.clip.init(device),
             vae: self.vae.init(device),
@@ -29,7 +29,7 @@ impl SdConfig {
     }
 }
 
-impl<B: Backend> StableDiffusion<B> {
+impl<B: SdBackend> StableDiffusion<B> {
     /// The architecture of the three components.
     pub fn config(&self) -> SdConfig {
         SdConfig {

@@ -28,6 +28,7 @@ pub mod checkpoint;
 pub mod keys;
 pub mod save;
 
+use crate::ops::SdBackend;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -94,7 +95,7 @@ pub enum KeyLayout {
 /// holding exactly `keys` (with their shapes) fills the architecture `arch`: every parameter
 /// finds its key with the right shape, and every key is used or skipped on purpose. Returns
 /// the number of keys used.
-pub fn verify_key_list<B: Backend>(
+pub fn verify_key_list<B: SdBackend>(
     arch: &SdConfig,
     layout: KeyLayout,
     keys: &std::collections::BTreeMap<String, Vec<usize>>,
@@ -146,7 +147,7 @@ fn ldm_candidates(
     }
 }
 
-impl<B: Backend> StableDiffusion<B> {
+impl<B: SdBackend> StableDiffusion<B> {
     /// Loads a diffusers folder (`arch` ignored) or a single-file checkpoint (`arch` required).
     pub fn load(path: &Path, arch: Option<&SdConfig>, device: &B::Device) -> Result<Self> {
         if path.is_dir() {

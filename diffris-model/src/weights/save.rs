@@ -3,6 +3,7 @@
 //! naming), readable by [`StableDiffusion::from_diffusers`]. Only the parts diffris builds are
 //! written: the VAE folder holds the encoder and `quant_conv`, not the decoder.
 
+use crate::ops::SdBackend;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
@@ -123,7 +124,7 @@ fn clip_json(c: &ClipConfig) -> serde_json::Value {
     })
 }
 
-impl<B: Backend> StableDiffusion<B> {
+impl<B: SdBackend> StableDiffusion<B> {
     /// Writes the components as a diffusers-style folder under `dir`.
     pub fn save_diffusers(&self, dir: &Path) -> Result<()> {
         let cfg = self.config();

@@ -2,8 +2,9 @@
 //! (`CrossAttnDownBlock2D` / `DownBlock2D`, `UNetMidBlock2DCrossAttn`,
 //! `CrossAttnUpBlock2D` / `UpBlock2D`). A block without attention has an empty `attentions`.
 
+use crate::ops::SdBackend;
 use burn::module::Module;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::Tensor;
 
 use crate::sd::attention::Transformer2D;
 use crate::sd::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
@@ -18,7 +19,7 @@ pub struct AttentionSpec {
 }
 
 impl AttentionSpec {
-    fn transformer<B: Backend>(&self, channels: usize, device: &B::Device) -> Transformer2D<B> {
+    fn transformer<B: SdBackend>(&self, channels: usize, device: &B::Device) -> Transformer2D<B> {
         Transformer2D::new(
             channels,
             self.context_dim,
@@ -39,7 +40,7 @@ pub struct ResnetSpec {
 }
 
 impl ResnetSpec {
-    fn block<B: Backend>(&self, cin: usize, cout: usize, device: &B::Device) -> ResnetBlock2D<B> {
+    fn block<B: SdBackend>(&self, cin: usize, cout: usize, device: &B::Device) -> ResnetBlock2D<B> {
         ResnetBlock2D::new(
             cin,
             cout,
@@ -54,13 +55,13 @@ impl ResnetSpec {
 /// A down block: `layers` resnets (each followed by a transformer when it has attention) and
 /// an optional stride-2 downsampler.
 #[derive(Module, Debug)]
-pub struct DownBlock<B: Backend> {
+pub struct DownBlock<B: SdBackend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     pub attentions: Vec<Transformer2D<B>>,
     pub downsamplers: Vec<Downsample2D<B>>,
 }
 
-impl<B: Backend> DownBlock<B> {
+impl<B: SdBackend> DownBlock<B> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cin: usize,
@@ -119,12 +120,12 @@ impl<B: Backend> DownBlock<B> {
 
 /// `UNetMidBlock2DCrossAttn`: resnet, transformer, resnet.
 #[derive(Module, Debug)]
-pub struct MidBlock<B: Backend> {
+pub struct MidBlock<B: SdBackend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     pub attentions: Vec<Transformer2D<B>>,
 }
 
-impl<B: Backend> MidBlock<B> {
+impl<B: SdBackend> MidBlock<B> {
     pub fn new(
         channels: usize,
         resnet: ResnetSpec,
@@ -160,7 +161,7 @@ impl<B: Backend> MidBlock<B> {
 /// An up block: `layers + 1` resnets over `cat(x, skip)` (each followed by a transformer when
 /// it has attention) and an optional nearest 2x upsampler.
 #[derive(Module, Debug)]
-pub struct UpBlock<B: Backend> {
+pub struct UpBlock<B: SdBackend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     pub attentions: Vec<Transformer2D<B>>,
     pub upsamplers: Vec<Upsample2D<B>>,
@@ -175,7 +176,7 @@ pub struct UpBlockWidths {
     pub skips: Vec<usize>,
 }
 
-impl<B: Backend> UpBlock<B> {
+impl<B: SdBackend> UpBlock<B> {
     pub fn new(
         widths: &UpBlockWidths,
         resnet: ResnetSpec,

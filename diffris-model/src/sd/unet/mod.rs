@@ -4,6 +4,7 @@
 pub mod blocks;
 
 use crate::norm::group_norm;
+use crate::ops::SdBackend;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
@@ -67,7 +68,7 @@ impl<B: Backend> UNetOutput<B> {
 
 /// The SD-1.x UNet. Field names are diffusers' so checkpoint keys map one to one.
 #[derive(Module, Debug)]
-pub struct UNet2DConditionModel<B: Backend> {
+pub struct UNet2DConditionModel<B: SdBackend> {
     pub conv_in: Conv2d<B>,
     pub time_embedding: TimestepEmbedding<B>,
     pub down_blocks: Vec<DownBlock<B>>,
@@ -80,7 +81,7 @@ pub struct UNet2DConditionModel<B: Backend> {
 
 impl UNetConfig {
     /// Builds the UNet with freshly initialised weights.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> UNet2DConditionModel<B> {
+    pub fn init<B: SdBackend>(&self, device: &B::Device) -> UNet2DConditionModel<B> {
         let ch = &self.block_out_channels;
         let n = ch.len();
         let resnet = ResnetSpec {
@@ -171,7 +172,7 @@ impl UNetConfig {
     }
 }
 
-impl<B: Backend> UNet2DConditionModel<B> {
+impl<B: SdBackend> UNet2DConditionModel<B> {
     /// The architecture this UNet was built from.
     pub fn config(&self) -> &UNetConfig {
         &self.config

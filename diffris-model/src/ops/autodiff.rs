@@ -1,0 +1,123 @@
+//! [`SdBackend`] for Burn's autodiff backend: attention as one graph node with its own backward.
+//!
+//! The forward runs in query blocks ([`attention::forward`]). When none of `q`, `k`, `v` is
+//! tracked the node is untracked and keeps nothing; otherwise it keeps
+//! `q`, `k`, `v`, the output and the row statistics; the backward ([`attention::backward`])
+//! recomputes the probabilities one block at a time and computes only the gradients of the
+//! tracked inputs.
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use super::SdBackend;
+use super::attention::{self, RowStats, Wanted, block_rows};
+
+/// What the backward of one attention node keeps: inputs, output and row statistics.
+#[derive(Debug, Clone)]
+struct SavedAttention<B: SdBackend> {
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    out: FloatTensor<B>,
+    rows: usize,
+    /// Per query block: row max and row sum of exponentials.
+    stats: Vec<(FloatTensor<B>, FloatTensor<B>)>,
+}
+
+#[derive(Debug)]
+struct MemoryEfficientAttention;
+
+fn tensor<B: SdBackend>(primitive: FloatTensor<B>) -> Tensor<B, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+fn primitive<B: SdBackend>(tensor: Tensor<B, 4>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}
+
+/// Query rows per block for these shapes.
+fn rows_for<B: SdBackend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>) -> usize {
+    let [b, h, _, _] = q.dims();
+    block_rows(b, h, k.dims()[2])
+}
+
+impl<B: SdBackend> Backward<B, 3> for MemoryEfficientAttention {
+    type State = SavedAttention<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let grad_out = tensor::<B>(grads.consume::<B>(&ops.node));
+        let saved = ops.state;
+        let wanted = Wanted {
+            q: node_q.is_some(),
+            k: node_k.is_some(),
+            v: node_v.is_some(),
+        };
+        let stats = RowStats {
+            rows: saved.rows,
+            blocks: (saved.stats.into_iter())
+                .map(|(max, sum)| (tensor::<B>(max), tensor::<B>(sum)))
+                .collect(),
+        };
+        let inputs = [saved.q, saved.k, saved.v].map(tensor::<B>);
+        let grads_in = attention::backward(inputs, tensor::<B>(saved.out), stats, grad_out, wanted);
+        for (node, grad) in [
+            (node_q, grads_in.q),
+            (node_k, grads_in.k),
+            (node_v, grads_in.v),
+        ] {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<B>(node.id, primitive(grad));
+            }
+        }
+    }
+}
+
+impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
+    fn sd_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match MemoryEfficientAttention
+            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (tq, tk) = (
+                    tensor::<B>(q.primitive.clone()),
+                    tensor::<B>(k.primitive.clone()),
+                );
+                let rows = rows_for(&tq, &tk);
+                let (out, stats) =
+                    attention::forward(tq, tk, tensor::<B>(v.primitive.clone()), rows);
+                let out = primitive(out);
+                let saved = SavedAttention {
+                    q: q.primitive,
+                    k: k.primitive,
+                    v: v.primitive,
+                    out: out.clone(),
+                    rows: stats.rows,
+                    stats: (stats.blocks.into_iter())
+                        .map(|(max, sum)| (primitive(max), primitive(sum)))
+                        .collect(),
+                };
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                // The same blocked computation, so that a training forward gives the same numbers
+                // whether or not a layer's inputs are tracked.
+                let (tq, tk) = (tensor::<B>(q.primitive), tensor::<B>(k.primitive));
+                let rows = rows_for(&tq, &tk);
+                let (out, _) = attention::forward(tq, tk, tensor::<B>(v.primitive), rows);
+                prep.finish(primitive(out))
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The memory-efficient attention (`diffris_model::ops`): its output equals Burn's attention, its
+//! gradients equal Burn's autodiff gradients and central finite differences (in f64), the query
+//! blocks do not change the result, and only tracked inputs get a gradient.
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Distribution, Tensor};
+use diffris_model::ops::attention::{self as blocked, Wanted};
+use diffris_model::ops::sd_attention;
+
+type AB = Autodiff<Flex>;
+
+fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Flex, D> {
+    use burn::tensor::backend::Backend;
+    let device = Default::default();
+    Flex::seed(&device, seed);
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
+}
+
+fn max_abs<const D: usize>(t: Tensor<Flex, D>) -> f64 {
+    t.abs().max().into_scalar() as f64
+}
+
+/// `max|a - b| / max(1e-12, max|b|)`.
+fn rel<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f64 {
+    max_abs(a - b.clone()) / max_abs(b).max(1e-12)
+}
+
+/// Self-attention-like and cross-attention-like shapes: `([B, H, Nq, D], Nk)`.
+const SHAPES: [([usize; 4], usize); 2] = [([2, 3, 37, 8], 37), ([1, 2, 45, 16], 7)];
+
+fn inputs(shape: [usize; 4], nk: usize, seed: u64) -> [Tensor<Flex, 4>; 3] {
+    let [b, h, _, d] = shape;
+    [
+        random(shape, seed),
+        random([b, h, nk, d], seed + 1),
+        random([b, h, nk, d], seed + 2),
+    ]
+}
+
+fn burn_attention<B: burn::tensor::backend::Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    attention(q, k, v, None, None, AttentionModuleOptions::default())
+}
+
+#[test]
+fn forward_equals_burn_attention() {
+    for (i, (shape, nk)) in SHAPES.into_iter().enumerate() {
+        let [q, k, v] = inputs(shape, nk, 10 * i as u64);
+        let reference = burn_attention(q.clone(), k.clone(), v.clone());
+        // Tracked inputs: the blocked forward with saved statistics.
+        let tracked = sd_attention(
+            Tensor::<AB, 4>::from_inner(q.clone()).require_grad(),
+            Tensor::<AB, 4>::from_inner(k.clone()).require_grad(),
+            Tensor::<AB, 4>::from_inner(v.clone()),
+        )
+        .inner();
+        // fp32 rounding of a softmax over <= 37 terms and a 37-term dot product: ~1e-7.
+        assert!(rel(tracked, reference.clone()) < 1e-5);
+        // Untracked and plain-backend paths.
+        let untracked = sd_attention(
+            Tensor::<AB, 4>::from_inner(q.clone()),
+            Tensor::<AB, 4>::from_inner(k.clone()),
+            Tensor::<AB, 4>::from_inner(v.clone()),
+        )
+        .inner();
+        assert!(rel(untracked, reference.clone()) < 1e-5);
+        assert!(rel(sd_attention(q, k, v), reference) < 1e-5);
+    }
+}
+
+#[test]
+fn query_blocks_do_not_change_the_result() {
+    let [q, k, v] = inputs([2, 2, 23, 8], 23, 3);
+    let g = random([2, 2, 23, 8], 9);
+    let all = Wanted {
+        q: true,
+        k: true,
+        v: true,
+    };
+    let (out_whole, stats_whole) = blocked::forward(q.clone(), k.clone(), v.clone(), 23);
+    let grads_whole = blocked::backward(
+        [q.clone(), k.clone(), v.clone()],
+        out_whole.clone(),
+        stats_whole,
+        g.clone(),
+        all,
+    );
+    // 5 rows per block: four full blocks and one of 3.
+    let (out, stats) = blocked::forward(q.clone(), k.clone(), v.clone(), 5);
+    assert_eq!(stats.blocks.len(), 5);
+    let grads = blocked::backward([q, k, v], out.clone(), stats, g, all);
+    assert!(rel(out, out_whole) < 1e-6);
+    for (a, b) in [
+        (grads.q, grads_whole.q),
+        (grads.k, grads_whole.k),
+        (grads.v, grads_whole.v),
+    ] {
+        // dk and dv sum five block contributions instead of one product: ~1e-7 apart.
+        assert!(rel(a.unwrap(), b.unwrap()) < 1e-6);
+    }
+}
+
+/// Gradients of `sum(attention(q, k, v) * w)` with respect to the tracked inputs, computed by
+/// `f` on the autodiff backend.
+fn gradients(
+    f: fn(Tensor<AB, 4>, Tensor<AB, 4>, Tensor<AB, 4>) -> Tensor<AB, 4>,
+    [q, k, v]: [Tensor<Flex, 4>; 3],
+    w: Tensor<Flex, 4>,
+    track: [bool; 3],
+) -> [Option<Tensor<Flex, 4>>; 3] {
+    let lift = |t: Tensor<Flex, 4>, tracked: bool| {
+        let t = Tensor::<AB, 4>::from_inner(t);
+        if tracked { t.require_grad() } else { t }
+    };
+    let (q, k, v) = (lift(q, track[0]), lift(k, track[1]), lift(v, track[2]));
+    let grads = (f(q.clone(), k.clone(), v.clone()) * Tensor::from_inner(w))
+        .sum()
+        .backward();
+    [q.grad(&grads), k.grad(&grads), v.grad(&grads)]
+}
+
+#[test]
+fn gradients_equal_burn_autodiff() {
+    for (i, (shape, nk)) in SHAPES.into_iter().enumerate() {
+        let x = inputs(shape, nk, 100 + 10 * i as u64);
+        let w = random(shape, 7);
+        for track in [[true; 3], [false, true, true], [true, false, false]] {
+            let ours = gradients(sd_attention, x.clone(), w.clone(), track);
+            let reference = gradients(burn_attention, x.clone(), w.clone(), track);
+            for (n, (a, b)) in ours.into_iter().zip(reference).enumerate() {
+                assert_eq!(
+                    a.is_some(),
+                    track[n],
+                    "input {n} gets a gradient iff tracked"
+                );
+                if let (Some(a), Some(b)) = (a, b) {
+                    // Same math, different order of fp32 operations: the 1e-4.
+                    let r = rel(a, b);
+                    assert!(r < 1e-4, "shape {shape:?}, input {n}: relative error {r}");
+                }
+            }
+        }
+    }
+}
+
+/// The value of a one-element f64 tensor, without a round trip through f32.
+fn scalar_f64(t: Tensor<Flex, 1>) -> f64 {
+    t.into_data().to_vec::<f64>().expect("an f64 tensor")[0]
+}
+
+#[test]
+fn gradients_equal_central_finite_differences_in_f64() {
+    let f64_of = |t: Tensor<Flex, 4>| t.cast(DType::F64);
+    let (shape, nk) = SHAPES[1];
+    let x = inputs(shape, nk, 42).map(f64_of);
+    let w = f64_of(random(shape, 43));
+    let analytic = gradients(sd_attention, x.clone(), w.clone(), [true; 3]);
+    let objective = |x: &[Tensor<Flex, 4>; 3]| -> f64 {
+        let out = sd_attention(x[0].clone(), x[1].clone(), x[2].clone());
+        scalar_f64((out * w.clone()).sum())
+    };
+    let eps = 1e-5;
+    for input in 0..3 {
+        let grad = analytic[input].clone().expect("tracked");
+        assert_eq!(grad.dtype(), DType::F64, "the op keeps the dtype");
+        // One random direction per input: (L(x + eps u) - L(x - eps u)) / 2 eps = <grad, u>.
+        let u = f64_of(random(x[input].dims(), 50 + input as u64));
+        let shifted = |sign: f64| {
+            let mut y = x.clone();
+            y[input] = y[input].clone() + u.clone().mul_scalar(sign * eps);
+            objective(&y)
+        };
+        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps);
+        let exact = scalar_f64((grad * u).sum());
+        // f64: truncation ~eps^2 and rounding ~1e-16 / eps, both far below 1e-8.
+        assert!(
+            (numeric - exact).abs() <= 1e-8 * exact.abs().max(1.0),
+            "input {input}: finite difference {numeric} vs analytic {exact}"
+        );
+    }
+}
+
+#[test]
+fn block_rows_bound_the_block_temporaries() {
+    // SD-1.5's 64x64 level: batch 1, 8 heads, 4096 keys -> 512 rows of 4096 (64 MiB in f32).
+    assert_eq!(blocked::block_rows(1, 8, 4096), 512);
+    assert_eq!(blocked::block_rows(4, 8, 4096), 128);
+    // Huge key counts still get one row.
+    assert_eq!(blocked::block_rows(64, 64, 1 << 20), 1);
+}
