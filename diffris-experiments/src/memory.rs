@@ -2,12 +2,12 @@
 //! launching whether a batch, micro-batch and device fit.
 //!
 //! Weights and optimizer state are counted from the model's shapes (f32). Activations come from
-//! one measured figure: a forward and backward pass of the frozen full-size SD-1.5 UNet on one
-//! 512x512 sample (latent 64x64, gradients to the text context) peaks at 13.7 GiB of resident
-//! memory on the CPU backend, 3.4 GiB of it the UNet's weights (`bench_unet --phase fwdbwd`, the
-//! README's Speed table): about 10.3 GiB of activations per sample. Other input sizes scale it
-//! by their pixel count (an approximation: the self-attention scores of the finest level grow
-//! with its square). Other architectures have no measured figure.
+//! one measured figure: a whole DiffRIS training step at the paper's settings (SD-1.5, 512x512,
+//! CP-adapter, PCMRD, loss, backward, AdamW; `bench_unet --phase step`, the README's Speed
+//! table) peaked at 9,440 MiB of resident memory on the CPU backend with one sample and 13,631
+//! MiB with two: about 4.1 GiB per sample. Other input sizes scale it by their pixel count.
+//! Other architectures have no measured figure. (Before the memory-efficient attention of
+//! `diffris_model::ops`, the UNet's forward and backward alone held about 10.3 GiB per sample.)
 
 use diffris_model::diffris::parameter_counts;
 use diffris_model::ops::SdBackend;
@@ -15,9 +15,9 @@ use diffris_model::sd::SdConfig;
 
 use crate::profile::RunSpec;
 
-/// Activation bytes per 512x512 sample of a training pass through the frozen SD-1.5 UNet on the
-/// CPU backend (see the module docs for the measurement).
-pub const SD15_ACTIVATIONS_PER_SAMPLE: f64 = 10.3 * GIB;
+/// Activation bytes per 512x512 sample of a DiffRIS training step with the frozen SD-1.5 UNet on
+/// the CPU backend (see the module docs for the measurement).
+pub const SD15_ACTIVATIONS_PER_SAMPLE: f64 = 4.1 * GIB;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -80,7 +80,7 @@ impl MemoryEstimate {
         match (self.activations, self.total()) {
             (Some(a), Some(t)) => format!(
                 "about {} per device: {parts} + {} of activations ({} sample(s) per pass, \
-                 10.3 GiB per 512x512 sample measured on the CPU backend)",
+                 4.1 GiB per 512x512 sample measured on the CPU backend)",
                 gib(t),
                 gib(a),
                 self.pass_size
@@ -143,9 +143,9 @@ mod tests {
             "{}",
             whole.frozen / GIB
         );
-        // Activations scale with the samples per pass: 32 x 10.3 GiB against 4 x 10.3 GiB.
-        assert!((whole.activations.unwrap() / GIB - 329.6).abs() < 1e-9);
-        assert!((four.activations.unwrap() / GIB - 41.2).abs() < 1e-9);
+        // Activations scale with the samples per pass: 32 x 4.1 GiB against 4 x 4.1 GiB.
+        assert!((whole.activations.unwrap() / GIB - 131.2).abs() < 1e-9);
+        assert!((four.activations.unwrap() / GIB - 16.4).abs() < 1e-9);
         assert_eq!(whole.trained, four.trained);
         assert!(
             four.describe().contains("4 sample(s) per pass"),

@@ -6,7 +6,9 @@
 //!   through the UNet);
 //! - `step`: one whole DiffRIS training step at the paper's settings (image 8x the latent
 //!   side, 512x512 by default): frozen UNet, CP-adapter, PCMRD, loss, backward and AdamW, on an
-//!   encoded batch (as training reads it from the cache).
+//!   encoded batch (as training reads it from the cache);
+//! - `profile`: the memory a training step's graph keeps, stage by stage (counted by the
+//!   allocator, not RSS), one JSON line per stage before the usual line.
 //!
 //! Run each phase in its own process so the peak RSS belongs to that phase:
 //!
@@ -33,12 +35,13 @@ use clap::Parser;
 use diffris_experiments::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use diffris_experiments::encoded::EncodedBatch;
 use diffris_experiments::training::Trainee;
-use diffris_model::diffris::DiffRisConfig;
+use diffris_model::decoder::{Decoder, DecoderInput};
+use diffris_model::diffris::{DiffRisConfig, DiffRisOutput, MAP_LEVELS};
 use diffris_model::sd::{SdConfig, UNetRequest};
 
 #[derive(Parser)]
 struct Args {
-    /// forward, fwdbwd or step.
+    /// forward, fwdbwd, step or profile.
     #[arg(long, default_value = "forward")]
     phase: String,
     /// sd15 or tiny.
@@ -153,7 +156,11 @@ impl BackendJob for Bench<'_> {
                 drop(unet);
                 training_step::<B>(&arch, args, &device)?
             }
-            other => anyhow::bail!("unknown phase {other} (forward, fwdbwd or step)"),
+            "profile" => {
+                drop(unet);
+                stage_profile::<B>(&arch, args, &device)?
+            }
+            other => anyhow::bail!("unknown phase {other} (forward, fwdbwd, step or profile)"),
         };
         Ok((n, times))
     }
@@ -167,18 +174,38 @@ fn training_step<B: SdBackend>(
     args: &Args,
     device: &B::Device,
 ) -> anyhow::Result<Vec<f64>> {
+    let (trainee, batch) = paper_trainee::<B>(arch, args, device)?;
+    let mut trainee = Some(trainee);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.01)
+        .init::<Autodiff<B>, Trainee<Autodiff<B>>>();
+    Ok(time(args.repeats, || {
+        let model = trainee
+            .take()
+            .expect("the trainee is put back after each step");
+        let output = TrainStep::step(&model, batch.clone());
+        let _ = output.item.loss.clone().into_scalar();
+        trainee = Some(optim.step(1e-5, model, output.grads));
+    }))
+}
+
+/// The paper's model (`DiffRisConfig::default()` at an image 8x the latent side) around random
+/// frozen weights of `arch`, and one random encoded batch of `--batch` samples.
+#[allow(clippy::type_complexity)]
+fn paper_trainee<B: SdBackend>(
+    arch: &SdConfig,
+    args: &Args,
+    device: &B::Device,
+) -> anyhow::Result<(Trainee<Autodiff<B>>, EncodedBatch<Autodiff<B>>)> {
     type AB<B> = Autodiff<B>;
     let config = DiffRisConfig {
         image_size: (8 * args.latent, 8 * args.latent),
         ..DiffRisConfig::default()
     };
     config.validate(arch)?;
-    let mut trainee = Some(Trainee {
+    let trainee = Trainee {
         model: config.init(arch.init::<AB<B>>(device), device),
-    });
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.01)
-        .init::<AB<B>, Trainee<AB<B>>>();
+    };
     let (n, l) = (args.batch, args.latent);
     let normal = Distribution::Normal(0.0, 1.0);
     let batch = EncodedBatch::<AB<B>> {
@@ -189,12 +216,82 @@ fn training_step<B: SdBackend>(
         indices: (0..n).collect(),
         loss_weight: 1.0,
     };
-    Ok(time(args.repeats, || {
-        let model = trainee
-            .take()
-            .expect("the trainee is put back after each step");
-        let output = TrainStep::step(&model, batch.clone());
-        let _ = output.item.loss.clone().into_scalar();
-        trainee = Some(optim.step(1e-5, model, output.grads));
-    }))
+    // Materialise the lazily initialised weights before anything is measured.
+    let _ = trainee.model.unet.num_params() + trainee.model.num_params();
+    Ok((trainee, batch))
+}
+
+/// What a training step's graph keeps alive, stage by stage (`--phase profile`): bytes counted
+/// by the allocator above the weights and the batch, while the graph up to that stage is held.
+/// Prints one JSON line per stage; returns the seconds of the whole measurement.
+fn stage_profile<B: SdBackend>(
+    arch: &SdConfig,
+    args: &Args,
+    device: &B::Device,
+) -> anyhow::Result<Vec<f64>> {
+    use diffris_experiments::allocator::{live_bytes, peak_bytes, reset_peak};
+    let start = Instant::now();
+    let (trainee, batch) = paper_trainee::<B>(arch, args, device)?;
+    let model = &trainee.model;
+    let mib = |bytes: usize| bytes as f64 / (1u64 << 20) as f64;
+    let report = |stage: &str, kept: usize| {
+        println!(
+            "{{\"stage\":\"{stage}\",\"batch\":{},\"kept_mib\":{:.0}}}",
+            args.batch,
+            mib(kept)
+        )
+    };
+    // Burn's autodiff keeps a graph until a backward pass consumes it (dropping its output does
+    // not free it), so the stages are measured on one growing graph, cumulatively, as
+    // `DiffRis::forward_encoded` chains them, and the graph ends in a backward pass.
+    let base = live_bytes();
+    report("weights and batch", base);
+    let adapted = model.adapter.forward(batch.text.clone());
+    report("CP-adapter", live_bytes() - base);
+    let t = Tensor::full([args.batch], model.config.timestep, device);
+    let maps = model.config.cross_attention_maps;
+    let req = UNetRequest {
+        sample: false,
+        attention_maps: maps,
+        attention_probs: false,
+    };
+    let out = model
+        .unet
+        .forward(batch.latent.clone(), t, adapted.clone(), req);
+    report("+ UNet taps", live_bytes() - base);
+    let levels: &[usize] = if maps { &MAP_LEVELS } else { &[] };
+    let dec = model.decoder.forward(DecoderInput {
+        features: &out.features_with_maps(levels),
+        text: &adapted,
+        eos_index: &batch.eos,
+        image_size: model.config.image_size,
+        training: true,
+    });
+    drop(out);
+    report("+ decoder", live_bytes() - base);
+    let output = DiffRisOutput {
+        logits: dec.logits,
+        class_logits: dec.class_logits,
+        hit_maps: dec.hit_maps,
+    };
+    let loss = model.loss(&output, batch.mask.clone());
+    drop(output);
+    report("+ loss", live_bytes() - base);
+    reset_peak();
+    let grads = loss.backward();
+    report("backward (peak)", peak_bytes() - base);
+    drop(grads);
+    if let Decoder::Pcmrd(pcmrd) = &model.decoder {
+        // The mask head alone, on a tracked finest-level map of the decoder's width.
+        let l = args.latent;
+        let d = pcmrd.head.proj.weight.dims()[0];
+        let normal = Distribution::Normal(0.0, 1.0);
+        let v = Tensor::random([args.batch, d, l, l], normal, device).require_grad();
+        let source = Tensor::random([args.batch, d], normal, device).require_grad();
+        let before = live_bytes();
+        let logits = pcmrd.head.forward(v, source);
+        report("PCMRD mask head alone", live_bytes() - before);
+        drop(logits.sum().backward());
+    }
+    Ok(vec![start.elapsed().as_secs_f64()])
 }

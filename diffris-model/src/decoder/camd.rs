@@ -7,12 +7,13 @@
 //! implementation uses full self-attention over the concatenated multi-scale tokens instead
 //! (a documented departure, `docs/DESIGN.md`): the same receptive field, more memory.
 
+use crate::ops::SdBackend;
 use burn::module::{Module, Param};
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::{Bool, Tensor, backend::Backend};
+use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
@@ -45,12 +46,12 @@ impl Default for CamdConfig {
 
 /// Pre-LN attention sub-layer with a residual.
 #[derive(Module, Debug)]
-pub struct AttnBlock<B: Backend> {
+pub struct AttnBlock<B: SdBackend> {
     pub norm: LayerNorm<B>,
     pub attn: MultiHeadAttention<B>,
 }
 
-impl<B: Backend> AttnBlock<B> {
+impl<B: SdBackend> AttnBlock<B> {
     fn new(d: usize, heads: usize, device: &B::Device) -> Self {
         Self {
             norm: LayerNormConfig::new(d).init(device),
@@ -80,13 +81,13 @@ impl<B: Backend> AttnBlock<B> {
 
 /// Pre-LN feed-forward with a residual.
 #[derive(Module, Debug)]
-pub struct FfnBlock<B: Backend> {
+pub struct FfnBlock<B: SdBackend> {
     pub norm: LayerNorm<B>,
     pub fc1: Linear<B>,
     pub fc2: Linear<B>,
 }
 
-impl<B: Backend> FfnBlock<B> {
+impl<B: SdBackend> FfnBlock<B> {
     fn new(d: usize, hidden: usize, device: &B::Device) -> Self {
         Self {
             norm: LayerNormConfig::new(d).init(device),
@@ -105,7 +106,7 @@ impl<B: Backend> FfnBlock<B> {
 
 /// One bidirectional vision-language layer.
 #[derive(Module, Debug)]
-pub struct CamdLayer<B: Backend> {
+pub struct CamdLayer<B: SdBackend> {
     pub lang_to_vision: AttnBlock<B>,
     pub lang_self: AttnBlock<B>,
     pub lang_ffn: FfnBlock<B>,
@@ -116,7 +117,7 @@ pub struct CamdLayer<B: Backend> {
 
 /// CAMD.
 #[derive(Module, Debug)]
-pub struct Camd<B: Backend> {
+pub struct Camd<B: SdBackend> {
     /// 1x1 projections of F32, F16, F8 to `D`.
     pub vision_proj: Vec<Conv2d<B>>,
     /// `[3, D]` level embeddings.
@@ -132,7 +133,7 @@ pub struct Camd<B: Backend> {
 }
 
 impl CamdConfig {
-    pub fn init<B: Backend>(
+    pub fn init<B: SdBackend>(
         &self,
         channels: &[usize],
         text_dim: usize,
@@ -172,7 +173,7 @@ impl CamdConfig {
     }
 }
 
-impl<B: Backend> Camd<B> {
+impl<B: SdBackend> Camd<B> {
     /// # Shapes
     /// See [`DecoderInput`]; `class_logits` `[B, 2, H, W]`, `logits` `[B, 1, H, W]`.
     pub fn forward(&self, input: DecoderInput<'_, B>) -> DecoderOutput<B> {

@@ -3,20 +3,20 @@
 
 use super::resize::resize_bilinear_matmul;
 use crate::norm::batch_norm;
+use crate::ops::{SdBackend, sd_relu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor};
 
 /// `Conv(k x k) -> BatchNorm -> ReLU` (bias-free conv, as BN follows).
 #[derive(Module, Debug)]
-pub struct ConvBnRelu<B: Backend> {
+pub struct ConvBnRelu<B: SdBackend> {
     pub conv: Conv2d<B>,
     pub bn: BatchNorm<B>,
 }
 
-impl<B: Backend> ConvBnRelu<B> {
+impl<B: SdBackend> ConvBnRelu<B> {
     pub fn new(cin: usize, cout: usize, kernel: usize, device: &B::Device) -> Self {
         let p = kernel / 2;
         Self {
@@ -31,18 +31,18 @@ impl<B: Backend> ConvBnRelu<B> {
     /// # Shapes
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(batch_norm(&self.bn, self.conv.forward(x)))
+        sd_relu(batch_norm(&self.bn, self.conv.forward(x)))
     }
 }
 
 /// Two `Conv3x3-BN-ReLU` layers: the fusion of an upsampled coarse map with a finer tap.
 #[derive(Module, Debug)]
-pub struct Fusion<B: Backend> {
+pub struct Fusion<B: SdBackend> {
     pub first: ConvBnRelu<B>,
     pub second: ConvBnRelu<B>,
 }
 
-impl<B: Backend> Fusion<B> {
+impl<B: SdBackend> Fusion<B> {
     pub fn new(cin: usize, cout: usize, device: &B::Device) -> Self {
         Self {
             first: ConvBnRelu::new(cin, cout, 3, device),
@@ -62,7 +62,7 @@ impl<B: Backend> Fusion<B> {
 ///
 /// # Shapes
 /// `[B, C, h, w]` -> `[B, C, size[0], size[1]]`.
-pub fn resize_bilinear_corners<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+pub fn resize_bilinear_corners<B: SdBackend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
     let [_, _, h, w] = x.dims();
     if [h, w] == size {
         return x;
@@ -75,7 +75,7 @@ pub fn resize_bilinear_corners<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) ->
 ///
 /// # Shapes
 /// `[B, C, h, w]` -> `[B, C, size[0], size[1]]`.
-pub fn resize_bilinear<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+pub fn resize_bilinear<B: SdBackend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
     let [_, _, h, w] = x.dims();
     if [h, w] == size {
         return x;
@@ -87,7 +87,10 @@ pub fn resize_bilinear<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<
 ///
 /// # Shapes
 /// `text`: `[B, T, D]`, `eos_index`: `[B]` -> `[B, D]`.
-pub fn gather_tokens<B: Backend>(text: Tensor<B, 3>, eos_index: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+pub fn gather_tokens<B: SdBackend>(
+    text: Tensor<B, 3>,
+    eos_index: Tensor<B, 1, Int>,
+) -> Tensor<B, 2> {
     let [b, _, d] = text.dims();
     let index = eos_index.reshape([b, 1, 1]).expand([b, 1, d]);
     text.gather(1, index).reshape([b, d])
@@ -97,7 +100,7 @@ pub fn gather_tokens<B: Backend>(text: Tensor<B, 3>, eos_index: Tensor<B, 1, Int
 ///
 /// # Shapes
 /// `eos_index`: `[B]` -> `[B, T]`.
-pub fn padding_mask<B: Backend>(
+pub fn padding_mask<B: SdBackend>(
     eos_index: Tensor<B, 1, Int>,
     len: usize,
 ) -> Tensor<B, 2, burn::tensor::Bool> {

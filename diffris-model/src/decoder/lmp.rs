@@ -4,9 +4,10 @@
 //! Three stages `cat(up(prev), F_next) -> Conv3x3-BN-ReLU x2` from F8 down to F64, then a 1x1
 //! conv to two classes (background, foreground) at the finest tap's resolution.
 
+use crate::ops::SdBackend;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::common::{ConvBnRelu, resize_bilinear, resize_bilinear_corners};
@@ -36,28 +37,28 @@ impl Default for LmpConfig {
 // Built once per model; boxing would only add an indirection to every forward.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum SecondConv<B: Backend> {
+pub enum SecondConv<B: SdBackend> {
     Plain(ConvBnRelu<B>),
     Rotated(RotatedConvBnRelu<B>),
 }
 
 /// One stage.
 #[derive(Module, Debug)]
-pub struct LmpStage<B: Backend> {
+pub struct LmpStage<B: SdBackend> {
     pub first: ConvBnRelu<B>,
     pub second: SecondConv<B>,
 }
 
 /// LMP, or OAD when the stages use rotated convolutions.
 #[derive(Module, Debug)]
-pub struct Lmp<B: Backend> {
+pub struct Lmp<B: SdBackend> {
     pub stages: Vec<LmpStage<B>>,
     pub classifier: Conv2d<B>,
 }
 
 impl LmpConfig {
     /// Builds LMP (`rotated = false`) or OAD (`rotated = true`) for taps of `channels`.
-    pub fn init<B: Backend>(
+    pub fn init<B: SdBackend>(
         &self,
         channels: &[usize],
         rotated: bool,
@@ -89,7 +90,7 @@ impl LmpConfig {
     }
 }
 
-impl<B: Backend> Lmp<B> {
+impl<B: SdBackend> Lmp<B> {
     /// # Shapes
     /// See [`DecoderInput`]; `class_logits` `[B, 2, H, W]`, `logits` = foreground minus
     /// background `[B, 1, H, W]`.

@@ -2,10 +2,11 @@
 //! auxiliary Dice of the referent token's hit maps (PCMRD), or class-weighted cross-entropy over
 //! background/foreground (the comparison decoders, as in their papers).
 
+use crate::ops::SdBackend;
+use burn::tensor::Tensor;
 use burn::tensor::activation::{log_softmax, sigmoid};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ensure};
@@ -66,7 +67,7 @@ impl LossConfig {
 ///
 /// # Shapes
 /// `prob`, `target`: `[B, 1, H, W]` in [0, 1] -> scalar `[1]`.
-pub fn dice<B: Backend>(prob: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
+pub fn dice<B: SdBackend>(prob: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
     let b = prob.dims()[0];
     let p = prob.reshape([b as i32, -1]);
     let t = target.reshape([b as i32, -1]);
@@ -80,7 +81,7 @@ pub fn dice<B: Backend>(prob: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1
 ///
 /// # Shapes
 /// `logits`, `target`: `[B, 1, H, W]` -> scalar `[1]`.
-pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
+pub fn bce_with_logits<B: SdBackend>(logits: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
     let softplus_neg_abs = logits.clone().abs().neg().exp().add_scalar(1.0).log();
     (logits.clone().clamp_min(0.0) - logits * target + softplus_neg_abs).mean()
 }
@@ -90,7 +91,7 @@ pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 4>, target: Tensor<B, 4>) -
 ///
 /// # Shapes
 /// `class_logits`: `[B, 2, H, W]`, `target`: `[B, 1, H, W]` in {0, 1} -> scalar `[1]`.
-pub fn weighted_ce<B: Backend>(
+pub fn weighted_ce<B: SdBackend>(
     class_logits: Tensor<B, 4>,
     target: Tensor<B, 4>,
     weights: [f64; 2],
@@ -110,7 +111,7 @@ pub fn weighted_ce<B: Backend>(
 ///
 /// # Shapes
 /// `[B, 1, H, W]` -> `[B, 1, h, w]`.
-pub fn downsample_mask<B: Backend>(mask: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+pub fn downsample_mask<B: SdBackend>(mask: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
     interpolate(
         mask,
         size,
@@ -123,7 +124,7 @@ pub fn downsample_mask<B: Backend>(mask: Tensor<B, 4>, size: [usize; 2]) -> Tens
 /// # Shapes
 /// `logits`: `[B, 1, H, W]`; `class_logits`: `[B, 2, H, W]` when the decoder has them;
 /// `hit_maps`: `[B, 1, h_s, w_s]` per stage; `target`: `[B, 1, H, W]` -> scalar `[1]`.
-pub fn training_loss<B: Backend>(
+pub fn training_loss<B: SdBackend>(
     cfg: &LossConfig,
     logits: Tensor<B, 4>,
     class_logits: Option<Tensor<B, 4>>,

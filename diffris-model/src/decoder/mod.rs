@@ -10,8 +10,8 @@ pub mod pcmrd;
 pub mod resize;
 pub mod rotated;
 
+use crate::ops::SdBackend;
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ensure};
@@ -44,7 +44,7 @@ impl Default for DecoderConfig {
 // Built once per model; boxing would only add an indirection to every forward.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum Decoder<B: Backend> {
+pub enum Decoder<B: SdBackend> {
     Pcmrd(Pcmrd<B>),
     /// LMP or OAD.
     Lmp(Lmp<B>),
@@ -88,7 +88,7 @@ impl DecoderConfig {
 
     /// Builds the decoder for taps of `channels` (finest first), text width `text_dim`, and a
     /// finest tap of nominal size `latent`.
-    pub fn init<B: Backend>(
+    pub fn init<B: SdBackend>(
         &self,
         channels: &[usize],
         text_dim: usize,
@@ -104,7 +104,7 @@ impl DecoderConfig {
     }
 }
 
-impl<B: Backend> Decoder<B> {
+impl<B: SdBackend> Decoder<B> {
     /// # Shapes
     /// See [`DecoderInput`] and [`DecoderOutput`].
     pub fn forward(&self, input: DecoderInput<'_, B>) -> DecoderOutput<B> {

@@ -2,21 +2,22 @@
 //! through cross-attention, then group the fused visual features through Gumbel-normalised
 //! attention with a straight-through hard assignment.
 
+use crate::ops::SdBackend;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::{Distribution, Int, Tensor, backend::Backend};
+use burn::tensor::{Distribution, Int, Tensor};
 
 use super::common::{padding_mask, resize_bilinear};
 
 /// `Linear(d -> 2d) -> GELU -> Linear(2d -> d)`.
 #[derive(Module, Debug)]
-pub struct Mlp<B: Backend> {
+pub struct Mlp<B: SdBackend> {
     pub fc1: Linear<B>,
     pub fc2: Linear<B>,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: SdBackend> Mlp<B> {
     pub fn new(d: usize, device: &B::Device) -> Self {
         Self {
             fc1: LinearConfig::new(d, 2 * d).init(device),
@@ -47,7 +48,7 @@ pub struct OaqilConfig {
 
 /// One OAQIL.
 #[derive(Module, Debug)]
-pub struct Oaqil<B: Backend> {
+pub struct Oaqil<B: SdBackend> {
     // Token-language cross-attention (1 head).
     pub norm_query: LayerNorm<B>,
     pub norm_text: LayerNorm<B>,
@@ -76,7 +77,7 @@ pub struct Oaqil<B: Backend> {
 }
 
 impl OaqilConfig {
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Oaqil<B> {
+    pub fn init<B: SdBackend>(&self, device: &B::Device) -> Oaqil<B> {
         let d = self.hidden;
         let ln = |n| LayerNormConfig::new(n).init(device);
         let lin = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
@@ -119,7 +120,7 @@ impl OaqilConfig {
 ///
 /// # Shapes
 /// `scores`: `[B, N, P]`, `noise`: `[B, N, P]` -> `[B, N, P]`.
-pub fn assignment<B: Backend>(
+pub fn assignment<B: SdBackend>(
     scores: Tensor<B, 3>,
     tau: Tensor<B, 1>,
     noise: Option<Tensor<B, 3>>,
@@ -142,13 +143,13 @@ pub fn assignment<B: Backend>(
 }
 
 /// Standard Gumbel(0, 1) samples.
-pub fn gumbel_noise<B: Backend>(shape: [usize; 3], device: &B::Device) -> Tensor<B, 3> {
+pub fn gumbel_noise<B: SdBackend>(shape: [usize; 3], device: &B::Device) -> Tensor<B, 3> {
     let u = Tensor::<B, 3>::random(shape, Distribution::Uniform(0.0, 1.0), device)
         .clamp(1e-9, 1.0 - 1e-7);
     u.log().neg().log().neg()
 }
 
-fn l2_normalize<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+fn l2_normalize<B: SdBackend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     let norm = x
         .clone()
         .powf_scalar(2.0)
@@ -158,7 +159,7 @@ fn l2_normalize<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     x / norm
 }
 
-impl<B: Backend> Oaqil<B> {
+impl<B: SdBackend> Oaqil<B> {
     /// The positional embedding at feature size `(h, w)` (bilinearly resized from the nominal
     /// size when they differ).
     ///

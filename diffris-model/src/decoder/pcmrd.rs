@@ -7,9 +7,10 @@
 //! assignment. The last token is the referent; its embedding becomes the kernel of a dynamic
 //! 1x1 convolution over the upsampled features. Table 6's rows are switches of [`PcmrdConfig`].
 
+use crate::ops::SdBackend;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{ConvBnRelu, Fusion, gather_tokens, resize_bilinear, resize_bilinear_corners};
@@ -51,7 +52,7 @@ impl Default for PcmrdConfig {
 
 /// What the UNet hands to a decoder.
 #[derive(Clone, Copy, Debug)]
-pub struct DecoderInput<'a, B: Backend> {
+pub struct DecoderInput<'a, B: SdBackend> {
     /// Feature taps, finest first: `F64, F32, F16, F8` (with attention maps concatenated).
     pub features: &'a [Tensor<B, 4>],
     /// The adapted text states `L'`, `[B, T, D_text]`.
@@ -66,7 +67,7 @@ pub struct DecoderInput<'a, B: Backend> {
 
 /// Logits and the referent token's hit maps.
 #[derive(Clone, Debug)]
-pub struct DecoderOutput<B: Backend> {
+pub struct DecoderOutput<B: SdBackend> {
     /// `[B, 1, H, W]` foreground logits at the input size.
     pub logits: Tensor<B, 4>,
     /// `[B, 2, H, W]` (background, foreground) logits, for decoders that produce two classes.
@@ -77,7 +78,7 @@ pub struct DecoderOutput<B: Backend> {
 
 /// The dynamic-convolution mask head (CGFormer's DProjector).
 #[derive(Module, Debug)]
-pub struct MaskHead<B: Backend> {
+pub struct MaskHead<B: SdBackend> {
     pub up1: ConvBnRelu<B>,
     pub up2: ConvBnRelu<B>,
     pub proj: burn::nn::conv::Conv2d<B>,
@@ -85,7 +86,7 @@ pub struct MaskHead<B: Backend> {
     pub kernel: Linear<B>,
 }
 
-impl<B: Backend> MaskHead<B> {
+impl<B: SdBackend> MaskHead<B> {
     fn new(hidden: usize, kernel_source: usize, device: &B::Device) -> Self {
         Self {
             up1: ConvBnRelu::new(hidden, hidden, 3, device),
@@ -116,7 +117,7 @@ impl<B: Backend> MaskHead<B> {
 
 /// The PCMRD (or one of its Table 6 ablations).
 #[derive(Module, Debug)]
-pub struct Pcmrd<B: Backend> {
+pub struct Pcmrd<B: SdBackend> {
     /// Row 1: `Conv1x1-BN-ReLU(F64 -> D)`.
     pub single: Option<ConvBnRelu<B>>,
     /// Rows 2-4: the three fusion stages (deepest first).
@@ -133,7 +134,7 @@ impl PcmrdConfig {
     /// Builds the decoder for taps of `channels` (finest first) and text states of width
     /// `text_dim`; `latent` is the finest tap's nominal size, from which the positional
     /// embeddings are sized.
-    pub fn init<B: Backend>(
+    pub fn init<B: SdBackend>(
         &self,
         channels: &[usize],
         text_dim: usize,
@@ -189,7 +190,7 @@ impl PcmrdConfig {
     }
 }
 
-impl<B: Backend> Pcmrd<B> {
+impl<B: SdBackend> Pcmrd<B> {
     /// # Shapes
     /// See [`DecoderInput`]; logits `[B, 1, H, W]`, hit maps `[B, 1, h_s, w_s]` (rows 3-4).
     pub fn forward(&self, input: DecoderInput<'_, B>) -> DecoderOutput<B> {

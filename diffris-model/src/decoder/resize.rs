@@ -11,7 +11,8 @@
 //! (`coord = (o + 0.5) * in / out - 0.5` clamped at 0, or `o * (in - 1) / (out - 1)` with
 //! `align_corners`), so the forward equals Burn's `interpolate` up to float rounding.
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use crate::ops::SdBackend;
+use burn::tensor::{Tensor, TensorData};
 
 /// The `[out, in]` matrix (row-major) of 1-D linear interpolation from `input` samples to
 /// `output` samples: row `o` holds the weights of the two input samples around `o`'s source
@@ -43,7 +44,7 @@ pub fn linear_weights(input: usize, output: usize, align_corners: bool) -> Vec<f
 ///
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, C, size[0], size[1]]`.
-pub fn resize_bilinear_matmul<B: Backend>(
+pub fn resize_bilinear_matmul<B: SdBackend>(
     x: Tensor<B, 4>,
     size: [usize; 2],
     align_corners: bool,

@@ -4,16 +4,17 @@
 //! convolution with one group per sample.
 
 use crate::norm::batch_norm;
+use crate::ops::{SdBackend, sd_relu};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
     PaddingConfig2d,
 };
+use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid, softsign};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Tensor, backend::Backend};
 
 /// Offsets `(x, y)` of the 3x3 taps in row-major order (`y` grows downwards).
 const TAPS: [(f32, f32); 9] = [
@@ -34,7 +35,7 @@ const TAPS: [(f32, f32); 9] = [
 ///
 /// # Shapes
 /// `theta` (radians): `[B]` -> `[B, 9, 9]`.
-pub fn rotation_matrices<B: Backend>(theta: Tensor<B, 1>) -> Tensor<B, 3> {
+pub fn rotation_matrices<B: SdBackend>(theta: Tensor<B, 1>) -> Tensor<B, 3> {
     let b = theta.dims()[0];
     let device = theta.device();
     let (cos, sin) = (
@@ -55,7 +56,7 @@ pub fn rotation_matrices<B: Backend>(theta: Tensor<B, 1>) -> Tensor<B, 3> {
 
 /// Rotated, gated 3x3 conv -> BN -> ReLU.
 #[derive(Module, Debug)]
-pub struct RotatedConvBnRelu<B: Backend> {
+pub struct RotatedConvBnRelu<B: SdBackend> {
     /// `[C_out, C_in, 3, 3]`.
     pub weight: Param<Tensor<B, 4>>,
     pub routing_conv: Conv2d<B>,
@@ -65,7 +66,7 @@ pub struct RotatedConvBnRelu<B: Backend> {
     max_angle: f64,
 }
 
-impl<B: Backend> RotatedConvBnRelu<B> {
+impl<B: SdBackend> RotatedConvBnRelu<B> {
     pub fn new(cin: usize, cout: usize, max_angle_deg: f64, device: &B::Device) -> Self {
         let fan_in = cin * 9;
         let bound = 1.0 / (fan_in as f64).sqrt();
@@ -139,7 +140,7 @@ impl<B: Backend> RotatedConvBnRelu<B> {
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let (theta, alpha) = self.route(x.clone());
-        relu(batch_norm(&self.bn, self.rotated_conv(x, theta, alpha)))
+        sd_relu(batch_norm(&self.bn, self.rotated_conv(x, theta, alpha)))
     }
 }
 

@@ -1,12 +1,20 @@
 //! Backend operations the Stable Diffusion stack needs beyond what Burn provides.
 //!
-//! [`SdBackend`] extends Burn's `Backend` with a memory-efficient attention: under autodiff it
-//! keeps for the backward pass only its inputs, its output and two numbers per query row, and
-//! recomputes the attention probabilities block by block in the backward pass (see
-//! [`attention`]). Burn 0.21's own autodiff attention is built from differentiable matmul and
-//! softmax ops, so it keeps the `[B, H, N, N]` scores, exponentials and probabilities until the
-//! backward pass: at SD-1.5's 64x64 latent level (N = 4096, 8 heads) that is 512 MiB per tensor
-//! per sample, in every self-attention layer.
+//! [`SdBackend`] extends Burn's `Backend` with three operations that, under autodiff, keep less
+//! for the backward pass than Burn's own:
+//!
+//! - a memory-efficient attention: it keeps only its inputs, its output and two numbers per
+//!   query row, and recomputes the attention probabilities block by block in the backward pass
+//!   (see [`attention`]). Burn 0.21's autodiff attention is built from differentiable matmul and
+//!   softmax ops, so it keeps the `[B, H, N, N]` scores, exponentials and probabilities: at
+//!   SD-1.5's 64x64 latent level (N = 4096, 8 heads) 512 MiB per tensor per sample, in every
+//!   self-attention layer;
+//! - SiLU keeping only its input (Burn's `x * sigmoid(x)` keeps `sigmoid(x)` too);
+//! - a convolution with a frozen weight keeping only its input's shape (Burn's keeps the input);
+//! - ReLU keeping its output, which the next layer keeps anyway (Burn's keeps the input; the
+//!   gradient mask `x > 0` is the same as `relu(x) > 0`).
+//!
+//! The last three give Burn's gradients bit for bit on the CPU backend.
 //!
 //! Model code that runs the UNet is generic over `B: SdBackend`. Every backend
 //! `diffris-experiments` can compile in implements it (a plain backend with Burn's own
@@ -16,8 +24,10 @@
 pub mod attention;
 mod autodiff;
 
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
+use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorPrimitive};
 
 /// A Burn backend with the operations of the SD stack.
@@ -35,6 +45,31 @@ pub trait SdBackend: Backend {
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         Self::attention(q, k, v, None, None, AttentionModuleOptions::default())
+    }
+
+    /// `x * sigmoid(x)`; `Autodiff<B>` keeps only `x` for the backward pass.
+    fn sd_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(x.clone(), Self::sigmoid(x))
+    }
+
+    /// `max(x, 0)`; `Autodiff<B>` keeps the output (not the input) for the backward pass.
+    fn sd_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::relu(x)
+    }
+
+    /// Burn's `conv2d`; `Autodiff<B>` keeps only the input's shape when neither the weight nor
+    /// the bias is tracked.
+    ///
+    /// # Shapes
+    /// `x`: `[B, C_in, H, W]`, `weight`: `[C_out, C_in / groups, kH, kW]`, `bias`: `[C_out]`
+    /// -> `[B, C_out, H', W']`.
+    fn sd_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, bias, options)
     }
 }
 
@@ -61,6 +96,51 @@ pub fn sd_attention<B: SdBackend>(
         q.into_primitive().tensor(),
         k.into_primitive().tensor(),
         v.into_primitive().tensor(),
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// SiLU through [`SdBackend::sd_silu`].
+///
+/// # Shapes
+/// any -> the same.
+pub fn sd_silu<B: SdBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::sd_silu(
+        x.into_primitive().tensor(),
+    )))
+}
+
+/// ReLU through [`SdBackend::sd_relu`].
+///
+/// # Shapes
+/// any -> the same.
+pub fn sd_relu<B: SdBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::sd_relu(
+        x.into_primitive().tensor(),
+    )))
+}
+
+/// `conv.forward(x)` through [`SdBackend::sd_conv2d`] (Burn's module path for `Same` or
+/// asymmetric padding, which the SD stack does not use).
+///
+/// # Shapes
+/// `[B, C_in, H, W]` -> `[B, C_out, H', W']`.
+pub fn sd_conv2d<B: SdBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            [top, left]
+        }
+        _ => return conv.forward(x),
+    };
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    let out = B::sd_conv2d(
+        x.into_primitive().tensor(),
+        conv.weight.val().into_primitive().tensor(),
+        conv.bias
+            .as_ref()
+            .map(|b| b.val().into_primitive().tensor()),
+        options,
     );
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }

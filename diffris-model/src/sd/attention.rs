@@ -3,7 +3,7 @@
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
 use crate::norm::group_norm;
-use crate::ops::{SdBackend, sd_attention};
+use crate::ops::{SdBackend, sd_attention, sd_conv2d};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -233,7 +233,7 @@ impl<B: SdBackend> Transformer2D<B> {
         let normed = group_norm(&self.norm, x.clone());
         let to_tokens = |t: Tensor<B, 4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let mut tokens = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv.forward(normed)),
+            Projection::Conv(conv) => to_tokens(sd_conv2d(conv, normed)),
             Projection::Linear(lin) => lin.forward(to_tokens(normed)),
         };
         let mut probs = None;
@@ -244,7 +244,7 @@ impl<B: SdBackend> Transformer2D<B> {
         }
         let to_map = |t: Tensor<B, 3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(to_map(tokens)),
+            Projection::Conv(conv) => sd_conv2d(conv, to_map(tokens)),
             Projection::Linear(lin) => to_map(lin.forward(tokens)),
         };
         (out + x, probs)

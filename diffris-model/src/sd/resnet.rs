@@ -2,10 +2,10 @@
 //! optional timestep embedding, and the 2x down- and upsamplers of the UNet and the VAE.
 
 use crate::norm::group_norm;
+use crate::ops::{SdBackend, sd_conv2d, sd_silu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
@@ -25,7 +25,7 @@ pub(crate) fn conv1x1<B: Backend>(cin: usize, cout: usize, device: &B::Device) -
 /// `ResnetBlock2D`: `GN -> SiLU -> conv -> (+ temb) -> GN -> SiLU -> conv`, plus a 1x1
 /// shortcut when the width changes.
 #[derive(Module, Debug)]
-pub struct ResnetBlock2D<B: Backend> {
+pub struct ResnetBlock2D<B: SdBackend> {
     pub norm1: GroupNorm<B>,
     pub conv1: Conv2d<B>,
     pub time_emb_proj: Option<Linear<B>>,
@@ -34,7 +34,7 @@ pub struct ResnetBlock2D<B: Backend> {
     pub conv_shortcut: Option<Conv2d<B>>,
 }
 
-impl<B: Backend> ResnetBlock2D<B> {
+impl<B: SdBackend> ResnetBlock2D<B> {
     /// `temb_dim` is `None` for the VAE's blocks, which take no timestep.
     pub fn new(
         cin: usize,
@@ -61,14 +61,14 @@ impl<B: Backend> ResnetBlock2D<B> {
     /// # Shapes
     /// `x`: `[B, C_in, H, W]`, `temb`: `[B, T]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = self.conv1.forward(silu(group_norm(&self.norm1, x.clone())));
+        let mut h = sd_conv2d(&self.conv1, sd_silu(group_norm(&self.norm1, x.clone())));
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let [b, c] = [h.dims()[0], h.dims()[1]];
-            h = h + proj.forward(silu(t)).reshape([b, c, 1, 1]);
+            h = h + proj.forward(sd_silu(t)).reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(group_norm(&self.norm2, h)));
+        let h = sd_conv2d(&self.conv2, sd_silu(group_norm(&self.norm2, h)));
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => sd_conv2d(conv, x),
             None => x,
         };
         shortcut + h
@@ -78,11 +78,11 @@ impl<B: Backend> ResnetBlock2D<B> {
 /// `Downsample2D`: a 3x3 convolution of stride 2. The UNet pads by 1 on every side; the VAE
 /// pads only bottom and right by 1 (LDM's asymmetric padding).
 #[derive(Module, Debug)]
-pub struct Downsample2D<B: Backend> {
+pub struct Downsample2D<B: SdBackend> {
     pub conv: Conv2d<B>,
 }
 
-impl<B: Backend> Downsample2D<B> {
+impl<B: SdBackend> Downsample2D<B> {
     pub fn new(channels: usize, asymmetric: bool, device: &B::Device) -> Self {
         // Explicit padding is (top, left, bottom, right).
         let padding = if asymmetric {
@@ -101,17 +101,17 @@ impl<B: Backend> Downsample2D<B> {
     /// # Shapes
     /// `[B, C, H, W]` -> `[B, C, H/2, W/2]` (H, W even).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv.forward(x)
+        sd_conv2d(&self.conv, x)
     }
 }
 
 /// `Upsample2D`: nearest-neighbour upsampling to a target size, then a 3x3 convolution.
 #[derive(Module, Debug)]
-pub struct Upsample2D<B: Backend> {
+pub struct Upsample2D<B: SdBackend> {
     pub conv: Conv2d<B>,
 }
 
-impl<B: Backend> Upsample2D<B> {
+impl<B: SdBackend> Upsample2D<B> {
     pub fn new(channels: usize, device: &B::Device) -> Self {
         Self {
             conv: conv3x3(channels, channels, device),
@@ -127,6 +127,6 @@ impl<B: Backend> Upsample2D<B> {
             size,
             InterpolateOptions::new(InterpolateMode::Nearest).with_align_corners(false),
         );
-        self.conv.forward(up)
+        sd_conv2d(&self.conv, up)
     }
 }

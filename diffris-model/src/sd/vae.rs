@@ -2,6 +2,7 @@
 //! mean (the decoder is never run by DiffRIS and is not built).
 
 use crate::norm::group_norm;
+use crate::ops::SdBackend;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
@@ -19,7 +20,7 @@ const VAE_EPS: f64 = 1e-6;
 
 /// `DownEncoderBlock2D`: resnets without timestep, then an asymmetric-padding downsampler.
 #[derive(Module, Debug)]
-pub struct DownEncoderBlock<B: Backend> {
+pub struct DownEncoderBlock<B: SdBackend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     pub downsamplers: Vec<Downsample2D<B>>,
 }
@@ -68,14 +69,14 @@ impl<B: Backend> VaeAttention<B> {
 
 /// `UNetMidBlock2D` of the VAE: resnet, attention (optional), resnet.
 #[derive(Module, Debug)]
-pub struct VaeMidBlock<B: Backend> {
+pub struct VaeMidBlock<B: SdBackend> {
     pub resnets: Vec<ResnetBlock2D<B>>,
     pub attentions: Vec<VaeAttention<B>>,
 }
 
 /// diffusers `Encoder`.
 #[derive(Module, Debug)]
-pub struct Encoder<B: Backend> {
+pub struct Encoder<B: SdBackend> {
     pub conv_in: Conv2d<B>,
     pub down_blocks: Vec<DownEncoderBlock<B>>,
     pub mid_block: VaeMidBlock<B>,
@@ -85,7 +86,7 @@ pub struct Encoder<B: Backend> {
 
 /// The VAE encoder with `quant_conv`; paths match diffusers' `AutoencoderKL` keys.
 #[derive(Module, Debug)]
-pub struct VaeEncoder<B: Backend> {
+pub struct VaeEncoder<B: SdBackend> {
     pub encoder: Encoder<B>,
     pub quant_conv: Conv2d<B>,
     config: VaeConfig,
@@ -93,7 +94,7 @@ pub struct VaeEncoder<B: Backend> {
 
 impl VaeConfig {
     /// Builds the encoder with freshly initialised weights.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> VaeEncoder<B> {
+    pub fn init<B: SdBackend>(&self, device: &B::Device) -> VaeEncoder<B> {
         let ch = &self.block_out_channels;
         let g = self.norm_num_groups;
         let last = *ch.last().expect("validated: at least one block");
@@ -136,7 +137,7 @@ impl VaeConfig {
     }
 }
 
-impl<B: Backend> VaeEncoder<B> {
+impl<B: SdBackend> VaeEncoder<B> {
     /// The architecture this encoder was built from.
     pub fn config(&self) -> &VaeConfig {
         &self.config

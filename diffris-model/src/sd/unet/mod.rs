@@ -5,10 +5,10 @@ pub mod blocks;
 
 use crate::norm::group_norm;
 use crate::ops::SdBackend;
+use crate::ops::{sd_conv2d, sd_silu};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
 
 use self::blocks::{AttentionSpec, DownBlock, MidBlock, ResnetSpec, UpBlock, UpBlockWidths};
@@ -201,7 +201,7 @@ impl<B: SdBackend> UNet2DConditionModel<B> {
         );
         let temb = self.time_embedding.forward(t);
 
-        let mut x = self.conv_in.forward(latent);
+        let mut x = sd_conv2d(&self.conv_in, latent);
         let mut skips = vec![x.clone()];
         let mut probs: Vec<(String, usize, Tensor<B, 3>)> = Vec::new();
         for (i, block) in self.down_blocks.iter().enumerate() {
@@ -247,10 +247,9 @@ impl<B: SdBackend> UNet2DConditionModel<B> {
         } else {
             vec![None; n]
         };
-        let sample = request.sample.then(|| {
-            self.conv_out
-                .forward(silu(group_norm(&self.conv_norm_out, x)))
-        });
+        let sample = request
+            .sample
+            .then(|| sd_conv2d(&self.conv_out, sd_silu(group_norm(&self.conv_norm_out, x))));
         UNetOutput {
             sample,
             taps: taps

@@ -1,4 +1,4 @@
-//! [`SdBackend`] for Burn's autodiff backend: attention as one graph node with its own backward.
+//! Attention as one autodiff graph node with its own backward.
 //!
 //! The forward runs in query blocks ([`attention::forward`]). When none of `q`, `k`, `v` is
 //! tracked the node is untracked and keeps nothing; otherwise it keeps
@@ -11,11 +11,11 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::Tensor;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
 
-use super::SdBackend;
-use super::attention::{self, RowStats, Wanted, block_rows};
+use crate::ops::SdBackend;
+use crate::ops::attention::{self, RowStats, Wanted, block_rows};
 
 /// What the backward of one attention node keeps: inputs, output and row statistics.
 #[derive(Debug, Clone)]
@@ -32,13 +32,7 @@ struct SavedAttention<B: SdBackend> {
 #[derive(Debug)]
 struct MemoryEfficientAttention;
 
-fn tensor<B: SdBackend>(primitive: FloatTensor<B>) -> Tensor<B, 4> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
-}
-
-fn primitive<B: SdBackend>(tensor: Tensor<B, 4>) -> FloatTensor<B> {
-    tensor.into_primitive().tensor()
-}
+use super::{primitive, tensor};
 
 /// Query rows per block for these shapes.
 fn rows_for<B: SdBackend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>) -> usize {
@@ -51,7 +45,7 @@ impl<B: SdBackend> Backward<B, 3> for MemoryEfficientAttention {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_q, node_k, node_v] = ops.parents;
-        let grad_out = tensor::<B>(grads.consume::<B>(&ops.node));
+        let grad_out = tensor::<B, 4>(grads.consume::<B>(&ops.node));
         let saved = ops.state;
         let wanted = Wanted {
             q: node_q.is_some(),
@@ -61,11 +55,12 @@ impl<B: SdBackend> Backward<B, 3> for MemoryEfficientAttention {
         let stats = RowStats {
             rows: saved.rows,
             blocks: (saved.stats.into_iter())
-                .map(|(max, sum)| (tensor::<B>(max), tensor::<B>(sum)))
+                .map(|(max, sum)| (tensor::<B, 4>(max), tensor::<B, 4>(sum)))
                 .collect(),
         };
-        let inputs = [saved.q, saved.k, saved.v].map(tensor::<B>);
-        let grads_in = attention::backward(inputs, tensor::<B>(saved.out), stats, grad_out, wanted);
+        let inputs = [saved.q, saved.k, saved.v].map(tensor::<B, 4>);
+        let grads_in =
+            attention::backward(inputs, tensor::<B, 4>(saved.out), stats, grad_out, wanted);
         for (node, grad) in [
             (node_q, grads_in.q),
             (node_k, grads_in.k),
@@ -78,12 +73,13 @@ impl<B: SdBackend> Backward<B, 3> for MemoryEfficientAttention {
     }
 }
 
-impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
-    fn sd_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
+/// [`SdBackend::sd_attention`] on `Autodiff<B, C>`.
+pub(super) fn sd_attention<B: SdBackend, C: CheckpointStrategy>(
+    q: FloatTensor<Autodiff<B, C>>,
+    k: FloatTensor<Autodiff<B, C>>,
+    v: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    {
         match MemoryEfficientAttention
             .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
             .compute_bound()
@@ -91,12 +87,12 @@ impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => {
                 let (tq, tk) = (
-                    tensor::<B>(q.primitive.clone()),
-                    tensor::<B>(k.primitive.clone()),
+                    tensor::<B, 4>(q.primitive.clone()),
+                    tensor::<B, 4>(k.primitive.clone()),
                 );
                 let rows = rows_for(&tq, &tk);
                 let (out, stats) =
-                    attention::forward(tq, tk, tensor::<B>(v.primitive.clone()), rows);
+                    attention::forward(tq, tk, tensor::<B, 4>(v.primitive.clone()), rows);
                 let out = primitive(out);
                 let saved = SavedAttention {
                     q: q.primitive,
@@ -113,9 +109,9 @@ impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 // The same blocked computation, so that a training forward gives the same numbers
                 // whether or not a layer's inputs are tracked.
-                let (tq, tk) = (tensor::<B>(q.primitive), tensor::<B>(k.primitive));
+                let (tq, tk) = (tensor::<B, 4>(q.primitive), tensor::<B, 4>(k.primitive));
                 let rows = rows_for(&tq, &tk);
-                let (out, _) = attention::forward(tq, tk, tensor::<B>(v.primitive), rows);
+                let (out, _) = attention::forward(tq, tk, tensor::<B, 4>(v.primitive), rows);
                 prep.finish(primitive(out))
             }
         }

@@ -1,0 +1,50 @@
+//! [`SdBackend`] for Burn's autodiff backend: each operation is one graph node with its own
+//! backward, keeping less for the backward pass than Burn's composition of differentiable ops.
+
+mod activation;
+mod attention;
+mod conv;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use super::SdBackend;
+
+impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
+    fn sd_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        attention::sd_attention::<B, C>(q, k, v)
+    }
+
+    fn sd_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        activation::sd_silu::<B, C>(x)
+    }
+
+    fn sd_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        activation::sd_relu::<B, C>(x)
+    }
+
+    fn sd_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        conv::sd_conv2d::<B, C>(x, weight, bias, options)
+    }
+}
+
+/// An inner primitive as a tensor of rank `D`.
+fn tensor<B: SdBackend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// A tensor's inner primitive.
+fn primitive<B: SdBackend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}

@@ -1,0 +1,112 @@
+//! SiLU, ReLU and the frozen-weight convolution of `diffris_model::ops` give Burn's own outputs and
+//! gradients bit for bit on the CPU backend, while keeping less for the backward pass; a tracked
+//! weight takes Burn's path and gets its gradient.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::activation::{relu, silu};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor, TensorData};
+use diffris_model::ops::{sd_conv2d, sd_relu, sd_silu};
+
+type AB = Autodiff<Flex>;
+
+fn random(shape: [usize; 4], seed: u64) -> Tensor<AB, 4> {
+    let device = Default::default();
+    AB::seed(&device, seed);
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
+}
+
+fn data(t: Tensor<Flex, 4>) -> TensorData {
+    t.into_data()
+}
+
+/// Output and input gradient of `sum(f(x) * w)`.
+fn run(f: impl Fn(Tensor<AB, 4>) -> Tensor<AB, 4>, x: &Tensor<AB, 4>) -> (TensorData, TensorData) {
+    let x = x.clone().require_grad();
+    let out = f(x.clone());
+    let w = random(out.dims(), 99);
+    let grads = (out.clone() * w).sum().backward();
+    (
+        data(out.inner()),
+        data(x.grad(&grads).expect("x is tracked")),
+    )
+}
+
+#[test]
+fn silu_matches_burn_bit_for_bit() {
+    let x = random([2, 3, 5, 7], 1);
+    let ours = run(sd_silu, &x);
+    let burn = run(silu, &x);
+    assert_eq!(ours.0, burn.0, "forward");
+    assert_eq!(ours.1, burn.1, "input gradient");
+}
+
+#[test]
+fn relu_matches_burn_bit_for_bit() {
+    // Exact zeros and negative zeros too: the gradient mask must agree at the boundary.
+    let x = random([2, 3, 5, 7], 2);
+    let x = x.clone().mask_fill(x.clone().abs().lower_elem(0.3), 0.0);
+    let x = x.clone().mask_fill(x.clone().greater_elem(1.5), -0.0);
+    let ours = run(sd_relu, &x);
+    let burn = run(relu, &x);
+    assert_eq!(ours.0, burn.0, "forward");
+    assert_eq!(ours.1, burn.1, "input gradient");
+}
+
+/// SD's convolutions: 3x3 padding 1, 3x3 stride 2 (the UNet's downsampling), 1x1 with bias.
+fn convs() -> Vec<Conv2d<AB>> {
+    let device = Default::default();
+    AB::seed(&device, 3);
+    vec![
+        Conv2dConfig::new([4, 6], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device),
+        Conv2dConfig::new([4, 4], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device),
+        Conv2dConfig::new([4, 8], [1, 1]).init(&device),
+    ]
+}
+
+#[test]
+fn frozen_convolution_matches_burn_bit_for_bit() {
+    // Odd and even sizes: the stride-2 case needs the output padding of the transposed conv.
+    for (h, w) in [(9, 8), (8, 8)] {
+        let x = random([2, 4, h, w], 5);
+        for conv in convs() {
+            let conv = conv.no_grad();
+            let ours = run(|x| sd_conv2d(&conv, x), &x);
+            let burn = run(|x| conv.forward(x), &x);
+            assert_eq!(ours.0, burn.0, "forward, {h}x{w}, stride {:?}", conv.stride);
+            assert_eq!(
+                ours.1, burn.1,
+                "input gradient, {h}x{w}, stride {:?}",
+                conv.stride
+            );
+        }
+    }
+}
+
+#[test]
+fn trained_convolution_keeps_its_weight_gradient() {
+    let x = random([2, 4, 8, 8], 6);
+    for conv in convs() {
+        let weight_grad = |f: &dyn Fn(Tensor<AB, 4>) -> Tensor<AB, 4>| {
+            let out = f(x.clone().require_grad());
+            let grads = out.sum().backward();
+            data(
+                conv.weight
+                    .val()
+                    .grad(&grads)
+                    .expect("the weight is tracked"),
+            )
+        };
+        let ours = weight_grad(&|x| sd_conv2d(&conv, x));
+        let burn = weight_grad(&|x| conv.forward(x));
+        assert_eq!(ours, burn);
+    }
+}
