@@ -4,8 +4,9 @@
 //! Weights and optimizer state are counted from the model's shapes (f32). Activations come from
 //! one measured figure: a whole DiffRIS training step at the paper's settings (SD-1.5, 512x512,
 //! CP-adapter, PCMRD, loss, backward, AdamW; `bench_unet --phase step`, the README's Speed
-//! table) peaked at 9,440 MiB of resident memory on the CPU backend with one sample and 13,631
-//! MiB with two: about 4.1 GiB per sample. Other input sizes scale it by their pixel count.
+//! table) peaked at 9,088 MiB of resident memory on the CPU backend with one sample, 12,244 MiB
+//! with two and 19,577 MiB with four: about 3.4 GiB per sample from one to four (3.1 from one to
+//! two, 3.6 from two to four). Other input sizes scale it by their pixel count.
 //! Other architectures have no measured figure. (Before the memory-efficient attention of
 //! `diffris_model::ops`, the UNet's forward and backward alone held about 10.3 GiB per sample.)
 
@@ -17,7 +18,7 @@ use crate::profile::RunSpec;
 
 /// Activation bytes per 512x512 sample of a DiffRIS training step with the frozen SD-1.5 UNet on
 /// the CPU backend (see the module docs for the measurement).
-pub const SD15_ACTIVATIONS_PER_SAMPLE: f64 = 4.1 * GIB;
+pub const SD15_ACTIVATIONS_PER_SAMPLE: f64 = 3.4 * GIB;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -80,7 +81,7 @@ impl MemoryEstimate {
         match (self.activations, self.total()) {
             (Some(a), Some(t)) => format!(
                 "about {} per device: {parts} + {} of activations ({} sample(s) per pass, \
-                 4.1 GiB per 512x512 sample measured on the CPU backend)",
+                 3.4 GiB per 512x512 sample measured on the CPU backend)",
                 gib(t),
                 gib(a),
                 self.pass_size
@@ -143,9 +144,9 @@ mod tests {
             "{}",
             whole.frozen / GIB
         );
-        // Activations scale with the samples per pass: 32 x 4.1 GiB against 4 x 4.1 GiB.
-        assert!((whole.activations.unwrap() / GIB - 131.2).abs() < 1e-9);
-        assert!((four.activations.unwrap() / GIB - 16.4).abs() < 1e-9);
+        // Activations scale with the samples per pass: 32 x 3.4 GiB against 4 x 3.4 GiB.
+        assert!((whole.activations.unwrap() / GIB - 108.8).abs() < 1e-9);
+        assert!((four.activations.unwrap() / GIB - 13.6).abs() < 1e-9);
         assert_eq!(whole.trained, four.trained);
         assert!(
             four.describe().contains("4 sample(s) per pass"),
