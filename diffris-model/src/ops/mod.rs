@@ -1,6 +1,6 @@
 //! Backend operations the Stable Diffusion stack needs beyond what Burn provides.
 //!
-//! [`SdBackend`] extends Burn's `Backend` with three operations that, under autodiff, keep less
+//! [`SdBackend`] extends Burn's `Backend` with four operations that, under autodiff, keep less
 //! for the backward pass than Burn's own:
 //!
 //! - a memory-efficient attention: it keeps only its inputs, its output and two numbers per
