@@ -9,6 +9,8 @@ use diffris_model::ops::SdBackend;
 use std::fmt;
 use std::str::FromStr;
 
+use burn::tensor::backend::{DeviceId, DeviceOps};
+
 #[cfg(not(any(feature = "flex", feature = "cuda", feature = "wgpu", feature = "tch")))]
 compile_error!(
     "diffris-experiments needs at least one backend: build with `--features flex` (CPU, the \
@@ -125,6 +127,100 @@ impl FromStr for DeviceSpec {
     }
 }
 
+impl DeviceSpec {
+    /// The device's index among its backend's devices (0 where there is one).
+    pub fn index(self) -> usize {
+        match self {
+            Self::Cuda(i) | Self::TchCuda(i) => i,
+            Self::Flex | Self::Wgpu | Self::TchCpu => 0,
+        }
+    }
+}
+
+/// The devices of a run as `--device` names them: one, or several of one backend separated by
+/// commas (`cuda:0,cuda:1`), over which training shares each batch (data parallel).
+///
+/// Several devices must be CUDA GPUs (`cuda:N` or `tch:cuda:N`, each once), or `flex` repeated:
+/// the CPU backend has one device, and `flex,flex` runs two workers on it, which is how the
+/// multi-device path is tested without a GPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceList(Vec<DeviceSpec>);
+
+impl DeviceList {
+    pub fn one(spec: DeviceSpec) -> Self {
+        Self(vec![spec])
+    }
+
+    /// The list of a [`RunTarget`]'s devices (already checked when parsed).
+    pub fn from_specs(specs: &[DeviceSpec]) -> Self {
+        Self(specs.to_vec())
+    }
+
+    /// The first device: the one that runs everything but the training passes.
+    pub fn first(&self) -> DeviceSpec {
+        self.0[0]
+    }
+
+    pub fn specs(&self) -> &[DeviceSpec] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.0.iter().map(|d| d.to_string()).collect();
+        write!(f, "{}", names.join(","))
+    }
+}
+
+impl FromStr for DeviceList {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let specs = s
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<DeviceSpec>, _>>()?;
+        let bad = |reason: String| BackendError::BadDeviceList {
+            list: s.to_string(),
+            reason,
+        };
+        if specs.len() > 1 {
+            let first = specs[0];
+            if let Some(other) = specs.iter().find(|d| d.kind() != first.kind()) {
+                return Err(bad(format!(
+                    "`{first}` and `{other}` are different backends; a run's devices share one"
+                )));
+            }
+            if !matches!(
+                first,
+                DeviceSpec::Flex | DeviceSpec::Cuda(_) | DeviceSpec::TchCuda(_)
+            ) {
+                return Err(bad(format!(
+                    "several devices must be cuda:N or tch:cuda:N GPUs (or flex repeated, to test \
+                     the multi-device path on the CPU); `{first}` has one device"
+                )));
+            }
+            if first != DeviceSpec::Flex {
+                for (i, d) in specs.iter().enumerate() {
+                    if specs[..i].contains(d) {
+                        return Err(bad(format!("`{d}` is named twice")));
+                    }
+                }
+            }
+        }
+        Ok(Self(specs))
+    }
+}
+
 /// Why a device cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -141,6 +237,8 @@ pub enum BackendError {
     },
     #[error("device `{device}`: {reason}")]
     Unavailable { device: String, reason: String },
+    #[error("--device {list}: {reason}")]
+    BadDeviceList { list: String, reason: String },
 }
 
 /// What a job learns about where it runs.
@@ -152,6 +250,20 @@ pub struct RunTarget {
     pub backend_name: String,
     /// Burn's debug form of the device.
     pub device_debug: String,
+    /// Every device of the run (the first is `spec`).
+    pub devices: Vec<DeviceSpec>,
+}
+
+impl RunTarget {
+    /// Burn's devices of the run, the first being `main` (the device a job was given).
+    pub fn burn_devices<D: DeviceOps>(&self, main: &D) -> Vec<D> {
+        let type_id = main.to_id().type_id;
+        let mut out = vec![main.clone()];
+        for spec in self.devices.iter().skip(1) {
+            out.push(D::from_id(DeviceId::new(type_id, spec.index() as u16)));
+        }
+        out
+    }
 }
 
 /// A command written once for every backend.
@@ -163,6 +275,13 @@ pub trait BackendJob {
 
 /// Runs `job` on the device `spec` names, or explains why it cannot.
 pub fn dispatch<J: BackendJob>(spec: DeviceSpec, job: J) -> Result<J::Output, BackendError> {
+    dispatch_on(&DeviceList::one(spec), job)
+}
+
+/// Runs `job` on the first of `devices` (the job finds all of them in its [`RunTarget`]), or
+/// explains why it cannot.
+pub fn dispatch_on<J: BackendJob>(devices: &DeviceList, job: J) -> Result<J::Output, BackendError> {
+    let spec = devices.first();
     let kind = spec.kind();
     if !kind.compiled() {
         return Err(BackendError::NotCompiled {
@@ -178,37 +297,39 @@ pub fn dispatch<J: BackendJob>(spec: DeviceSpec, job: J) -> Result<J::Output, Ba
     match spec {
         #[cfg(feature = "flex")]
         DeviceSpec::Flex => Ok(run_on::<burn::backend::Flex, J>(
-            spec,
+            devices,
             burn::backend::flex::FlexDevice,
             job,
         )),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(index) => {
-            cuda_check::usable(index).map_err(|reason| BackendError::Unavailable {
-                device: spec.to_string(),
-                reason,
-            })?;
+            for d in devices.specs() {
+                cuda_check::usable(d.index()).map_err(|reason| BackendError::Unavailable {
+                    device: d.to_string(),
+                    reason,
+                })?;
+            }
             Ok(run_on::<burn::backend::Cuda, J>(
-                spec,
+                devices,
                 burn::backend::cuda::CudaDevice { index },
                 job,
             ))
         }
         #[cfg(feature = "wgpu")]
         DeviceSpec::Wgpu => Ok(run_on::<burn::backend::Wgpu, J>(
-            spec,
+            devices,
             burn::backend::wgpu::WgpuDevice::DefaultDevice,
             job,
         )),
         #[cfg(feature = "tch")]
         DeviceSpec::TchCpu => Ok(run_on::<burn::backend::LibTorch, J>(
-            spec,
+            devices,
             burn::backend::libtorch::LibTorchDevice::Cpu,
             job,
         )),
         #[cfg(feature = "tch")]
         DeviceSpec::TchCuda(i) => Ok(run_on::<burn::backend::LibTorch, J>(
-            spec,
+            devices,
             burn::backend::libtorch::LibTorchDevice::Cuda(i),
             job,
         )),
@@ -217,11 +338,16 @@ pub fn dispatch<J: BackendJob>(spec: DeviceSpec, job: J) -> Result<J::Output, Ba
     }
 }
 
-fn run_on<B: SdBackend, J: BackendJob>(spec: DeviceSpec, device: B::Device, job: J) -> J::Output {
+fn run_on<B: SdBackend, J: BackendJob>(
+    devices: &DeviceList,
+    device: B::Device,
+    job: J,
+) -> J::Output {
     let target = RunTarget {
-        spec,
+        spec: devices.first(),
         backend_name: B::name(&device),
         device_debug: format!("{device:?}"),
+        devices: devices.specs().to_vec(),
     };
     job.run::<B>(device, target)
 }
@@ -300,6 +426,52 @@ mod tests {
         ] {
             assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);
         }
+    }
+
+    #[test]
+    fn parses_device_lists_and_refuses_mixed_or_repeated_gpus() {
+        let list: DeviceList = "cuda:0,cuda:1".parse().unwrap();
+        assert_eq!(list.specs(), [DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]);
+        assert_eq!(list.to_string(), "cuda:0,cuda:1");
+        assert_eq!("flex".parse::<DeviceList>().unwrap().len(), 1);
+        assert_eq!("flex,flex".parse::<DeviceList>().unwrap().len(), 2);
+        for (bad, says) in [
+            ("cuda:0,flex", "different backends"),
+            ("cuda:1,cuda:1", "named twice"),
+            ("wgpu,wgpu", "one device"),
+            ("tch,tch", "one device"),
+            ("cuda:0,", "unknown device"),
+        ] {
+            let msg = bad.parse::<DeviceList>().unwrap_err().to_string();
+            assert!(msg.contains(says), "{bad}: {msg}");
+        }
+    }
+
+    #[test]
+    fn a_targets_burn_devices_follow_its_list() {
+        let target = RunTarget {
+            spec: DeviceSpec::Cuda(2),
+            backend_name: String::new(),
+            device_debug: String::new(),
+            devices: vec![
+                DeviceSpec::Cuda(2),
+                DeviceSpec::Cuda(0),
+                DeviceSpec::Cuda(5),
+            ],
+        };
+        // A stand-in device type with an index, as CUDA's.
+        #[derive(Clone, Debug, Default, PartialEq)]
+        struct Gpu(u16);
+        impl burn::tensor::backend::Device for Gpu {
+            fn from_id(id: DeviceId) -> Self {
+                Gpu(id.index_id)
+            }
+            fn to_id(&self) -> DeviceId {
+                DeviceId::new(0, self.0)
+            }
+        }
+        impl DeviceOps for Gpu {}
+        assert_eq!(target.burn_devices(&Gpu(2)), [Gpu(2), Gpu(0), Gpu(5)]);
     }
 
     struct Name;

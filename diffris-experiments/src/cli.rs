@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::backend::DeviceSpec;
+use crate::backend::{DeviceList, DeviceSpec};
 use crate::commands;
 
 /// DiffRIS: referring remote-sensing image segmentation on a frozen Stable Diffusion.
@@ -10,9 +10,11 @@ use crate::commands;
 #[command(name = "diffris", version, about)]
 pub struct Cli {
     /// Device to run on: flex, cuda, cuda:N, wgpu, tch, tch:cuda:N. Default: the first
-    /// compiled-in backend of cuda, wgpu, tch, flex.
+    /// compiled-in backend of cuda, wgpu, tch, flex. Training (train, ablation) takes several
+    /// GPUs of one backend, comma-separated (cuda:0,cuda:1,...), and shares each batch over
+    /// them; `flex,flex` runs two CPU workers.
     #[arg(long, global = true)]
-    pub device: Option<DeviceSpec>,
+    pub device: Option<DeviceList>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -53,28 +55,42 @@ pub enum Command {
 }
 
 impl Cli {
-    /// The device the user asked for, or the default one.
-    pub fn device(&self) -> DeviceSpec {
-        self.device.unwrap_or_else(DeviceSpec::default_compiled)
+    /// The devices the user asked for, or the default one.
+    pub fn devices(&self) -> DeviceList {
+        self.device
+            .clone()
+            .unwrap_or_else(|| DeviceList::one(DeviceSpec::default_compiled()))
+    }
+
+    /// The device of a command that runs on one.
+    pub fn device(&self) -> anyhow::Result<DeviceSpec> {
+        let devices = self.devices();
+        anyhow::ensure!(
+            devices.len() == 1,
+            "--device {devices}: this command runs on one device; several devices are for \
+             training (`train`, `ablation`)"
+        );
+        Ok(devices.first())
     }
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let device = cli.device();
+    let devices = cli.devices();
+    let one = cli.device();
     match cli.command {
-        Command::Info(args) => commands::info::run(device, &args),
-        Command::Doctor(args) => commands::doctor::run(device, args),
+        Command::Info(args) => commands::info::run(one?, &args),
+        Command::Doctor(args) => commands::doctor::run(one?, args),
         Command::Tokenize(args) => commands::tokenize::run(&args),
-        Command::Features(args) => commands::features::run(device, args),
-        Command::InitSd(args) => commands::init_sd::run(device, args),
-        Command::Ablation(args) => commands::ablation::run(device, args),
-        Command::Train(args) => commands::train::run(device, args),
-        Command::Eval(args) => commands::eval::run(device, args),
-        Command::Segment(args) => commands::segment::run(device, args),
+        Command::Features(args) => commands::features::run(one?, args),
+        Command::InitSd(args) => commands::init_sd::run(one?, args),
+        Command::Ablation(args) => commands::ablation::run(devices, args),
+        Command::Train(args) => commands::train::run(devices, args),
+        Command::Eval(args) => commands::eval::run(one?, args),
+        Command::Segment(args) => commands::segment::run(one?, args),
         Command::Score(args) => commands::score::run(args),
         Command::Tables(args) => commands::tables::run(args),
         Command::Data(cmd) => commands::data::run(cmd),
-        Command::RunSpec(args) => commands::run_spec::run(device, args),
+        Command::RunSpec(args) => commands::run_spec::run(devices, args),
     }
 }

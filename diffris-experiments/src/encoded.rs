@@ -141,6 +141,7 @@ impl EncodedSplit {
             ),
             indices: indices.to_vec(),
             loss_weight: 1.0,
+            ticket: None,
         }
     }
 }
@@ -161,6 +162,9 @@ pub struct EncodedBatch<B: SdBackend> {
     /// The factor of this batch's loss: 1, or a micro-batch's share of its optimizer batch
     /// under gradient accumulation.
     pub loss_weight: f64,
+    /// The pass's place in its epoch when the epoch's passes are shared over several devices:
+    /// its forward waits for the passes before it (see [`crate::training::turnstile`]).
+    pub ticket: Option<crate::training::turnstile::Ticket>,
 }
 
 /// What one encoding thread shares with the others.

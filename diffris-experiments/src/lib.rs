@@ -13,6 +13,7 @@ pub mod build_info;
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod device_memory;
 pub mod encoded;
 pub mod encoded_cache;
 pub mod evaluate;

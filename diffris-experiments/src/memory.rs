@@ -36,8 +36,10 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
-    /// What a run of `spec` holds at its peak on one device.
-    pub fn of<B: SdBackend>(spec: &RunSpec, device: &B::Device) -> Self {
+    /// What a run of `spec` holds at its peak on each of `devices` devices (every device keeps
+    /// the frozen stack, the trained parameters with their gradients and runs passes of its
+    /// share of each batch; the optimizer's moments live on the first, counted on each).
+    pub fn of<B: SdBackend>(spec: &RunSpec, device: &B::Device, devices: usize) -> Self {
         let counts = parameter_counts::<B>(&spec.model, &spec.sd_arch, device);
         let bytes = |trainable: bool| -> f64 {
             counts
@@ -47,7 +49,11 @@ impl MemoryEstimate {
                 .sum()
         };
         let (h, w) = spec.model.image_size;
-        let pass_size = spec.train.pass_size();
+        let pass_size = crate::training::loader::largest_pass(
+            spec.train.batch_size,
+            spec.train.pass_size(),
+            devices,
+        );
         let activations = (spec.sd_arch == SdConfig::sd15()).then(|| {
             SD15_ACTIVATIONS_PER_SAMPLE * pass_size as f64 * (h * w) as f64 / (512.0 * 512.0)
         });
@@ -135,8 +141,8 @@ mod tests {
     #[test]
     fn the_paper_setting_needs_its_micro_batches() {
         let device = Default::default();
-        let whole = MemoryEstimate::of::<Flex>(&spec(None), &device);
-        let four = MemoryEstimate::of::<Flex>(&spec(Some(4)), &device);
+        let whole = MemoryEstimate::of::<Flex>(&spec(None), &device, 1);
+        let four = MemoryEstimate::of::<Flex>(&spec(Some(4)), &device, 1);
         // SD-1.5's frozen UNet, VAE encoder and CLIP text encoder: 859.5M + 34.2M + 123.1M
         // parameters in f32, about 3.8 GiB.
         assert!(
@@ -152,6 +158,27 @@ mod tests {
             four.describe().contains("4 sample(s) per pass"),
             "{}",
             four.describe()
+        );
+    }
+
+    #[test]
+    fn on_eight_devices_each_holds_its_share_of_the_batch() {
+        let device = Default::default();
+        // Batch 32 on 8 GPUs: 4 samples per pass on each, with or without a micro-batch of 4.
+        for micro in [None, Some(4)] {
+            let eight = MemoryEstimate::of::<Flex>(&spec(micro), &device, 8);
+            assert_eq!(eight.pass_size, 4, "{micro:?}");
+            assert!((eight.activations.unwrap() / GIB - 13.6).abs() < 1e-9);
+        }
+        // Micro-batch 2 on 8 GPUs: two passes of 2 on each.
+        assert_eq!(
+            MemoryEstimate::of::<Flex>(&spec(Some(2)), &device, 8).pass_size,
+            2
+        );
+        // Micro-batch 3 on 2 GPUs: ceil(32 / 6) = 6 passes each, 32 in 12 parts: at most 3.
+        assert_eq!(
+            MemoryEstimate::of::<Flex>(&spec(Some(3)), &device, 2).pass_size,
+            3
         );
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::ProgressBar;
 
-use crate::backend::{DeviceSpec, RunTarget};
+use crate::backend::{DeviceList, DeviceSpec, RunTarget};
 use crate::inputs::{Shared, prepare_for_processes};
 use crate::profile::{ProfileName, RunSpec};
 use crate::progress::{report_run, spinner_style};
@@ -24,16 +24,16 @@ use crate::record::{RunResult, finished, log_path, spec_dir, spec_ron};
 use crate::workspace::Workspace;
 
 /// How many runs to train at once when the user does not say: two per core for the tiny profile
-/// on the CPU backend, one otherwise (a GPU or a full-size model is already used whole by one
-/// run).
+/// on the CPU backend, one otherwise (a GPU, several devices or a full-size model are already used
+/// whole by one run).
 ///
 /// A tiny-profile run keeps about one core busy, so one per core would do, but runs differ in
 /// length (Table 4's row without the adapter needs no backward pass through the UNet) and one
 /// per core leaves a core idle once the short run is done. The OS shares cores fairly between
 /// more processes: four runs on 2 cores took 2.1x as long per batch as one alone (measured),
 /// so the ablation takes about its total CPU time over the cores.
-pub fn default_jobs(device: &DeviceSpec, profile: ProfileName) -> usize {
-    if *device == DeviceSpec::Flex && profile == ProfileName::Tiny {
+pub fn default_jobs(devices: &[DeviceSpec], profile: ProfileName) -> usize {
+    if devices == [DeviceSpec::Flex] && profile == ProfileName::Tiny {
         2 * std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         1
@@ -158,7 +158,7 @@ fn spawn(
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--device")
-        .arg(target.spec.to_string())
+        .arg(DeviceList::from_specs(&target.devices).to_string())
         .arg("run-spec")
         .arg("--results")
         .arg(&ws.results)

@@ -135,7 +135,11 @@ impl EnvRecord {
             git_revision: GIT_REVISION.into(),
             burn_version: BURN_VERSION.into(),
             backend: target.backend_name.clone(),
-            device: format!("{} ({})", target.spec, target.device_debug),
+            device: format!(
+                "{} ({})",
+                crate::backend::DeviceList::from_specs(&target.devices),
+                target.device_debug
+            ),
             cpu: CpuRecord::detect(),
             seed,
             started_unix: std::time::SystemTime::now()

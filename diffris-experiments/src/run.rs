@@ -89,7 +89,7 @@ pub fn run_one<B: SdBackend>(
         val_data,
         &spec.train,
         &dir,
-        device,
+        &target.burn_devices(device),
         TrainOptions {
             seed: spec.seed,
             resume: ws.resume,

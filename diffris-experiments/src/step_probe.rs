@@ -360,6 +360,7 @@ pub fn probe<B: SdAutodiffBackend>(
             mask: Tensor::from_data(mask.clone(), device),
             indices: (0..spec.batch).collect(),
             loss_weight: 1.0,
+            ticket: None,
         };
         let output = TrainStep::step(&trainee, batch);
         out.losses

@@ -158,7 +158,7 @@ fn trained(micro_batch: Option<usize>) -> (usize, Vec<(String, Vec<f32>)>) {
         data,
         &settings,
         dir.path(),
-        &device,
+        &[device],
         TrainOptions {
             seed: 0,
             resume: false,

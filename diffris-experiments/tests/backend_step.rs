@@ -120,7 +120,16 @@ fn doctor_passes(device: &str) {
             .find(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"));
         assert!(row.trim_end().ends_with("ok"), "{row}");
+        // The device's memory (the column before the verdict): a tiny step's weights,
+        // gradients and activations, more than 1 MiB and less than this machine's 24 GiB.
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let mib: f64 = cells[cells.len() - 2].parse().unwrap_or(f64::NAN);
+        assert!(
+            mib > 1.0 && mib < 24.0 * 1024.0,
+            "memory {mib} MiB in {row}"
+        );
     }
+    assert!(stdout.contains("mem MiB: "), "{stdout}");
     assert!(
         stdout.contains(&format!("verdict: {device} trains DiffRIS")),
         "{stdout}"

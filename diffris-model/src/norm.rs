@@ -71,6 +71,14 @@ pub fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B,
         norm.running_var.update(
             (running_var.mul_scalar(1.0 - m) + var.clone().detach().mul_scalar(m)).detach(),
         );
+        // Burn's running state keeps one pending update per thread and averages the pending
+        // updates of all threads when one of them reads again. Folding this update in at once
+        // leaves none pending, so the statistics are the same sequence of updates whichever
+        // threads the passes run on: data-parallel workers that take their forwards in turn
+        // (`diffris-experiments`' turnstile) update them exactly as one device does, pass after
+        // pass. On one thread this is the fold the next pass's `value_sync` would do.
+        let _ = norm.running_mean.value_sync();
+        let _ = norm.running_var.value_sync();
         (centred, var)
     } else {
         let mean = norm.running_mean.value().to_device(&device);
@@ -141,9 +149,11 @@ mod tests {
                 &x.grad(&g_burn).unwrap().into_data(),
                 Tolerance::absolute(1e-5),
             );
+        // Burn's module leaves its update pending (`value` is still the old statistics until a
+        // `value_sync` folds it in); ours folds it in at once, so `value` is already the new one.
         for (a, b) in [
-            (ours.running_mean.value(), burns.running_mean.value()),
-            (ours.running_var.value(), burns.running_var.value()),
+            (ours.running_mean.value(), burns.running_mean.value_sync()),
+            (ours.running_var.value(), burns.running_var.value_sync()),
         ] {
             a.into_data()
                 .assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-6));

@@ -8,15 +8,27 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::{relu, silu};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use diffris_model::ops::{sd_conv2d, sd_relu, sd_silu};
 
 type AB = Autodiff<Flex>;
 
+/// Values in (-2, 2) from a seeded splitmix64 stream. Not the backend RNG: it is one per process,
+/// and the tests of this file run on parallel threads, so a seed-then-draw could interleave with
+/// another test's and give the two sides of a comparison different data.
 fn random(shape: [usize; 4], seed: u64) -> Tensor<AB, 4> {
-    let device = Default::default();
-    AB::seed(&device, seed);
-    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
+    let mut state = seed;
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 
 fn data(t: Tensor<Flex, 4>) -> TensorData {

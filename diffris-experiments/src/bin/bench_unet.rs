@@ -215,6 +215,7 @@ fn paper_trainee<B: SdBackend>(
         mask: Tensor::random([n, 1, 8 * l, 8 * l], Distribution::Bernoulli(0.3), device),
         indices: (0..n).collect(),
         loss_weight: 1.0,
+        ticket: None,
     };
     // Materialise the lazily initialised weights before anything is measured.
     let _ = trainee.model.unet.num_params() + trainee.model.num_params();

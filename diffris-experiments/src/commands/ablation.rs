@@ -1,7 +1,7 @@
 //! `diffris ablation NAME`: runs every variant (and seed) of `ablations/NAME.ron`, then writes
 //! the table in the paper's layout and the plots under `results/NAME/`.
 
-use crate::backend::DeviceSpec;
+use crate::backend::DeviceList;
 use crate::commands::common::{RunArgs, Selection, run_ablation};
 
 /// Arguments of `diffris ablation`.
@@ -23,9 +23,9 @@ pub struct AblationArgs {
 }
 
 /// Runs the command.
-pub fn run(device: DeviceSpec, a: AblationArgs) -> anyhow::Result<()> {
+pub fn run(devices: DeviceList, a: AblationArgs) -> anyhow::Result<()> {
     run_ablation(
-        device,
+        devices,
         Selection {
             name: a.name,
             dry_run: a.dry_run,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::MultiProgress;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
 use crate::cache::default_cache;
 use crate::metrics::{Metrics, PR_THRESHOLDS};
 use crate::parallel::default_jobs;
@@ -208,8 +208,8 @@ pub fn write_tables(
 }
 
 /// Runs the selected runs of an ablation file, then writes its table and plots.
-pub fn run_ablation(device: DeviceSpec, selection: Selection) -> anyhow::Result<()> {
-    dispatch(device, Ablation(selection))?
+pub fn run_ablation(devices: DeviceList, selection: Selection) -> anyhow::Result<()> {
+    dispatch_on(&devices, Ablation(selection))?
 }
 
 struct Ablation(Selection);
@@ -235,7 +235,8 @@ impl BackendJob for Ablation {
                 );
                 println!(
                     "# memory: {}\n",
-                    crate::memory::MemoryEstimate::of::<B>(s, &device).describe()
+                    crate::memory::MemoryEstimate::of::<B>(s, &device, target.devices.len())
+                        .describe()
                 );
                 if !s.profile_changes.is_empty() {
                     println!(
@@ -257,13 +258,13 @@ impl BackendJob for Ablation {
             path.display(),
             specs.len(),
             resolver.profile,
-            target.spec
+            DeviceList::from_specs(&target.devices)
         );
         let started = std::time::Instant::now();
         let jobs = a
             .run
             .jobs
-            .unwrap_or_else(|| default_jobs(&target.spec, resolver.profile))
+            .unwrap_or_else(|| default_jobs(&target.devices, resolver.profile))
             .clamp(1, specs.len().max(1));
         if jobs > 1 {
             say(

@@ -2,13 +2,14 @@
 //!
 //! For each decoder it runs the tiny training step of [`crate::step_probe`] on the chosen device
 //! and on the flex CPU backend from the same weights and batch, compares loss and gradients
-//! within the probe's tolerances, times the steps, and prints a verdict (exit status 1 when a
-//! decoder fails).
+//! within the probe's tolerances, times the steps, reports the device's memory where its backend
+//! says ([`crate::device_memory`]), and prints a verdict (exit status 1 when a decoder fails).
 
 use burn::backend::Autodiff;
 use diffris_model::ops::SdBackend;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device_memory::{DeviceMemory, query};
 use crate::step_probe::{
     GRAD_REL_TOLERANCE, LATER_LOSS_REL_TOLERANCE, LOSS_REL_TOLERANCE, ProbeSpec, ProbeWeights,
     StepProbe, compare, probe, probe_decoders,
@@ -31,6 +32,8 @@ struct Row {
     probe: StepProbe,
     /// The CPU reference, when this binary has the flex backend and the device is not flex.
     reference: Option<StepProbe>,
+    /// The device's memory after its step (`None` where the backend does not say).
+    memory: Option<DeviceMemory>,
 }
 
 struct Doctor {
@@ -56,11 +59,13 @@ impl BackendJob for Doctor {
                 Some((w, _)) => w.clone(),
                 None => ProbeWeights::draw::<B>(&spec, self.args.seed, &device),
             };
+            crate::allocator::reset_peak();
             let probe = probe::<Autodiff<B>>(&spec, &weights, &device)?;
             rows.push(Row {
                 name,
                 probe,
                 reference: reference.map(|(_, p)| p),
+                memory: query(target.spec),
             });
         }
         Ok(rows)
@@ -105,8 +110,8 @@ pub fn run(device: DeviceSpec, args: DoctorArgs) -> anyhow::Result<()> {
          {LATER_LOSS_REL_TOLERANCE:.0e}), gradients {GRAD_REL_TOLERANCE:.0e} of each tensor's scale"
     );
     println!(
-        "{:<15} {:>10} {:>11} {:>11} {:>10} {:>10} {:>9}  verdict",
-        "decoder", "loss", "loss rel", "grad rel", "first s", "step s", "flex s"
+        "{:<15} {:>10} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9}  verdict",
+        "decoder", "loss", "loss rel", "grad rel", "first s", "step s", "flex s", "mem MiB"
     );
     let mut failed = vec![];
     for row in &rows {
@@ -145,16 +150,27 @@ pub fn run(device: DeviceSpec, args: DoctorArgs) -> anyhow::Result<()> {
             failed.push(row.name);
             format!("FAIL: {}", problems.join("; "))
         };
+        let memory = row.memory.map_or("-".into(), |m| format!("{:.1}", m.mib()));
         println!(
-            "{:<15} {:>10.5} {:>11} {:>11} {:>10.3} {:>10.3} {:>9}  {verdict}",
+            "{:<15} {:>10.5} {:>11} {:>11} {:>10.3} {:>10.3} {:>9} {:>9}  {verdict}",
             row.name,
             p.losses[0],
             loss_rel,
             grad_rel,
             p.step_seconds[0],
             steady(p),
-            flex_s
+            flex_s,
+            memory
         );
+    }
+    match rows.last().and_then(|r| r.memory) {
+        Some(m @ DeviceMemory::Pool { in_use, .. }) => println!(
+            "mem MiB: {} (of which {:.1} MiB held by live tensors after the last step)",
+            m.meaning(),
+            in_use as f64 / (1u64 << 20) as f64
+        ),
+        Some(m) => println!("mem MiB: {}", m.meaning()),
+        None => println!("mem MiB: not reported by this backend"),
     }
     if rows.iter().all(|r| r.reference.is_none()) {
         println!(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
 use crate::inputs::Shared;
 use crate::profile::RunSpec;
 use crate::record::parse_spec;
@@ -70,11 +70,11 @@ impl BackendJob for RunSpecJob {
 }
 
 /// Runs the command.
-pub fn run(device: DeviceSpec, args: RunSpecArgs) -> anyhow::Result<()> {
+pub fn run(devices: DeviceList, args: RunSpecArgs) -> anyhow::Result<()> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
         .context("reading the run spec from stdin")?;
     let spec = parse_spec(&text, std::path::Path::new("<stdin>"))?;
-    dispatch(device, RunSpecJob(args, spec))?
+    dispatch_on(&devices, RunSpecJob(args, spec))?
 }

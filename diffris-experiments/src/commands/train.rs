@@ -1,6 +1,6 @@
 //! `diffris train ABLATION [--variant NAME] [--seed N]`: one run of one variant.
 
-use crate::backend::DeviceSpec;
+use crate::backend::DeviceList;
 use crate::commands::common::{RunArgs, Selection, run_ablation};
 use crate::recipe::{AblationFile, locate};
 
@@ -23,7 +23,7 @@ pub struct TrainArgs {
 }
 
 /// Runs the command (an ablation restricted to one variant and seed).
-pub fn run(device: DeviceSpec, a: TrainArgs) -> anyhow::Result<()> {
+pub fn run(devices: DeviceList, a: TrainArgs) -> anyhow::Result<()> {
     let variant = match a.variant {
         Some(v) => v,
         None => {
@@ -32,7 +32,7 @@ pub fn run(device: DeviceSpec, a: TrainArgs) -> anyhow::Result<()> {
         }
     };
     run_ablation(
-        device,
+        devices,
         Selection {
             name: a.ablation,
             dry_run: a.dry_run,

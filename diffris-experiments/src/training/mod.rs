@@ -1,13 +1,15 @@
 //! Training on burn-train's supervised learner: the steps ([`step`]), the epoch metrics that
 //! drive best-checkpoint selection ([`epoch_log`]), the learning-rate decay ([`schedule`]), the
-//! batches of each epoch ([`loader`]), a progress renderer ([`renderer`]) and the entry point
-//! [`train`].
+//! batches of each epoch ([`loader`]), several devices ([`multi_device`], with the order of their
+//! forwards in [`turnstile`]), a progress renderer ([`renderer`]) and the entry point [`train`].
 
 pub mod epoch_log;
 pub mod loader;
+pub mod multi_device;
 pub mod renderer;
 pub mod schedule;
 pub mod step;
+pub mod turnstile;
 
 use diffris_model::ops::{SdAutodiffBackend, SdBackend};
 use std::path::Path;
@@ -20,7 +22,7 @@ use burn::train::checkpoint::{
     ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
 };
 use burn::train::metric::store::{Aggregate, Direction, Split};
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use indicatif::ProgressBar;
 
 use crate::progress::Heartbeat;
@@ -71,15 +73,26 @@ pub struct TrainOptions {
 
 /// Trains `model` for `spec.epochs` epochs (or until `opts.stop_after`), resuming from the last
 /// checkpoint in `dir` when `opts.resume`, and returns the best-on-validation model.
+///
+/// With several `devices` every optimizer batch is shared over them (burn-train's
+/// `MultiDevice` loop with its gradients summed in plan order, [`multi_device`]; the optimizer
+/// on the first device, which also validates): each
+/// device runs `ceil(batch_size / (devices * micro_batch))` passes per step. The epoch's passes
+/// are those of one device (see [`loader::micro_batches`]), their random draws come in the same
+/// order ([`turnstile`]), so two devices with one pass each compute what one device computes
+/// with the same two micro-batches.
 pub fn train<B: SdAutodiffBackend>(
     model: Trainee<B>,
     train_data: Arc<EncodedSplit>,
     val_data: Arc<EncodedSplit>,
     spec: &TrainSpec,
     dir: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
     opts: TrainOptions,
 ) -> anyhow::Result<Trained<B::InnerBackend>> {
+    let device = devices
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("training needs at least one device"))?;
     let TrainOptions {
         seed,
         resume,
@@ -87,20 +100,35 @@ pub fn train<B: SdAutodiffBackend>(
         bar,
         heartbeat,
     } = opts;
-    let plan = loader::micro_batches(train_data.len(), spec.batch_size, spec.pass_size());
+    let n_dev = devices.len();
+    let plan = loader::micro_batches(train_data.len(), spec.batch_size, spec.pass_size(), n_dev);
     let (passes, samples) = (plan.len(), plan.last().map_or(0, |p| p.0.end));
-    let per_step = spec.passes_per_step();
+    anyhow::ensure!(
+        passes > 0,
+        "{} training samples make no optimizer batch of {} on {n_dev} device(s) (each batch is \
+         cut in {} passes)",
+        train_data.len(),
+        spec.batch_size,
+        n_dev * loader::passes_per_device(spec.batch_size, spec.pass_size(), n_dev)
+    );
+    // burn-train steps the schedule once per pass on one device and once per round of the
+    // devices on several, and accumulates `per_device` of those before each optimizer step.
+    let per_device = loader::passes_per_device(spec.batch_size, spec.pass_size(), n_dev);
+    let per_step = n_dev * per_device;
     let start = if resume { last_checkpoint(dir) } else { None };
     let log = EpochLog::persisted(dir.join("epochs.json"))?;
     log.truncate(start.unwrap_or(0));
-    let train_loader = Arc::new(EpochLoader::<B>::new(
-        train_data,
-        spec.batch_size,
-        spec.pass_size(),
-        Some(seed),
-        start.unwrap_or(0),
-        device.clone(),
-    ));
+    let train_loader = Arc::new(
+        EpochLoader::<B>::new(
+            train_data,
+            spec.batch_size,
+            spec.pass_size(),
+            Some(seed),
+            start.unwrap_or(0),
+            device.clone(),
+        )
+        .shared_over(n_dev),
+    );
     let val_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
         val_data,
         spec.pass_size(),
@@ -130,7 +158,7 @@ pub fn train<B: SdAutodiffBackend>(
         base: spec.lr,
         power: spec.lr_power,
         total: spec.epochs * (passes / per_step),
-        passes_per_step: per_step,
+        passes_per_step: per_device,
         iteration: 0,
     };
     bar.set_length((spec.epochs * samples) as u64);
@@ -146,7 +174,7 @@ pub fn train<B: SdAutodiffBackend>(
         .with_application_logger(None)
         .renderer(BarRenderer::new(
             bar.clone(),
-            (spec.epochs, samples, passes),
+            (spec.epochs, samples, passes, per_step),
             heartbeat,
             log.clone(),
             scheduler.clone(),
@@ -159,8 +187,13 @@ pub fn train<B: SdAutodiffBackend>(
         .with_weight_decay(spec.weight_decay as f32)
         .with_epsilon(1e-8)
         .init();
-    if per_step > 1 {
-        training = training.grads_accumulation(per_step);
+    if per_device > 1 {
+        training = training.grads_accumulation(per_device);
+    }
+    if n_dev > 1 {
+        training = training.with_training_strategy(TrainingStrategy::Custom(Arc::new(
+            multi_device::OrderedMultiDevice::<B>::new(devices.to_vec()),
+        )));
     }
     let result = training.launch(Learner::new(model, optim, scheduler));
     bar.finish_and_clear();

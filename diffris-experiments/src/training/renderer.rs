@@ -17,9 +17,10 @@ use crate::training::schedule::PolyLr;
 pub struct BarRenderer {
     bar: ProgressBar,
     epochs: usize,
-    /// Samples and passes of one epoch.
+    /// Samples and passes of one epoch, and passes per optimizer step (over all devices).
     per_epoch: usize,
     passes: usize,
+    per_step: usize,
     heartbeat: Option<Heartbeat>,
     log: EpochLog,
     schedule: PolyLr,
@@ -29,7 +30,7 @@ impl BarRenderer {
     /// `schedule` is the run's learning-rate schedule (read, not stepped: the rate of each line).
     pub fn new(
         bar: ProgressBar,
-        (epochs, per_epoch, passes): (usize, usize, usize),
+        (epochs, per_epoch, passes, per_step): (usize, usize, usize, usize),
         heartbeat: Option<Heartbeat>,
         log: EpochLog,
         schedule: PolyLr,
@@ -39,6 +40,7 @@ impl BarRenderer {
             epochs,
             per_epoch,
             passes,
+            per_step,
             heartbeat,
             log,
             schedule,
@@ -60,15 +62,18 @@ impl MetricsRendererTraining for BarRenderer {
             .set_message(format!("epoch {epoch}/{}", self.epochs));
         if let Some(h) = &mut self.heartbeat {
             let pass = epoch.saturating_sub(1) * self.passes + item.iteration.unwrap_or(0);
-            let per_step = self.schedule.passes_per_step.max(1);
+            let per_step = self.per_step.max(1);
             let (log, schedule, epochs) = (&self.log, &self.schedule, self.epochs);
+            // The optimizer step this pass belongs to, and the schedule's count at its start.
+            let step = pass.saturating_sub(1) / per_step;
+            let calls = step * schedule.passes_per_step.max(1);
             h.beat(position as u64, (epochs * self.per_epoch) as u64, || {
                 let loss = log.split("train").get(&epoch).map_or(0.0, |s| s.loss());
                 format!(
                     " | epoch {epoch}/{epochs}, step {}/{}, loss {loss:.4} (epoch mean), lr {:.3e}",
                     pass / per_step,
                     schedule.total,
-                    schedule.rate_at(pass.saturating_sub(1)),
+                    schedule.rate_at(calls),
                 )
             });
         }

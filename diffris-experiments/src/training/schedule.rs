@@ -4,18 +4,20 @@ use burn::optim::lr_scheduler::LrScheduler;
 use burn::tensor::backend::Backend;
 
 /// `lr = base * (1 - t / total)^power` with `t` the optimizer step (burn-train has no polynomial
-/// scheduler). burn-train advances the schedule once per pass, so with `K` passes per optimizer
-/// step (gradient accumulation) `t` is the pass count over `K`: every pass of a step, and the
-/// step itself, see the same rate.
+/// scheduler). burn-train advances the schedule once per pass (on several devices: once per
+/// round of one pass on each), so with `K` such calls per optimizer step (gradient
+/// accumulation) `t` is the call count over `K`: every pass of a step, and the step itself, see
+/// the same rate. Checkpoints record optimizer steps, so a run resumes on any number of devices
+/// or micro-batch size.
 #[derive(Clone, Debug)]
 pub struct PolyLr {
     pub base: f64,
     pub power: f64,
     /// Optimizer steps of the whole run.
     pub total: usize,
-    /// Passes per optimizer step.
+    /// Schedule calls per optimizer step (passes per device).
     pub passes_per_step: usize,
-    /// Passes so far.
+    /// Calls so far.
     pub iteration: usize,
 }
 
@@ -37,12 +39,13 @@ impl LrScheduler for PolyLr {
         lr
     }
 
+    /// Optimizer steps so far (checkpoints are written between steps).
     fn to_record<B: Backend>(&self) -> usize {
-        self.iteration
+        self.iteration / self.passes_per_step.max(1)
     }
 
-    fn load_record<B: Backend>(mut self, record: usize) -> Self {
-        self.iteration = record;
+    fn load_record<B: Backend>(mut self, steps: usize) -> Self {
+        self.iteration = steps * self.passes_per_step.max(1);
         self
     }
 }
@@ -99,5 +102,28 @@ mod tests {
         let mut resumed = fresh.load_record::<Flex>(record);
         let rest: Vec<f64> = (3..10).map(|_| resumed.step()).collect();
         assert_eq!(rest, expected[3..]);
+    }
+
+    /// A run checkpointed after 2 optimizer steps of 3 passes each resumes at step 2 on a
+    /// layout of 2 passes per step (another micro-batch size or device count).
+    #[cfg(feature = "flex")]
+    #[test]
+    fn a_checkpoint_counts_optimizer_steps_not_passes() {
+        use burn::backend::Flex;
+
+        let at = |k: usize| PolyLr {
+            base: 1.0,
+            power: 2.0,
+            total: 4,
+            passes_per_step: k,
+            iteration: 0,
+        };
+        let mut three = at(3);
+        let _ = (0..6).map(|_| three.step()).count();
+        assert_eq!(three.to_record::<Flex>(), 2);
+        let mut two = at(2).load_record::<Flex>(three.to_record::<Flex>());
+        // (1 - 2/4)^2 for both passes of step 2, then (1 - 3/4)^2.
+        let got: Vec<f64> = (0..3).map(|_| two.step()).collect();
+        assert_eq!(got, [0.25, 0.25, 0.0625]);
     }
 }

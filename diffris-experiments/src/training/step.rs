@@ -18,6 +18,8 @@ pub struct Trainee<B: SdBackend> {
 
 /// Loss and per-sample intersection/union (at the network size) of one batch.
 pub struct SegOutput<B: SdBackend> {
+    /// The pass's index in its epoch's plan (0 where the plan is not shared over devices).
+    pub pass: usize,
     pub loss: Tensor<B, 1>,
     pub intersection: Tensor<B, 1>,
     pub union: Tensor<B, 1>,
@@ -79,6 +81,7 @@ impl<B: SdBackend> Trainee<B> {
         let loss = self.model.loss(&out, batch.mask.clone());
         let (intersection, union) = intersection_union(out.logits.detach(), batch.mask);
         let output = SegOutput {
+            pass: batch.ticket.as_ref().map_or(0, |t| t.pass),
             loss: loss.clone().detach(),
             intersection,
             union,
@@ -93,7 +96,12 @@ impl<B: SdAutodiffBackend> TrainStep for Trainee<B> {
 
     fn step(&self, batch: EncodedBatch<B>) -> TrainOutput<SegOutput<B>> {
         let weight = batch.loss_weight;
+        // On several devices the forward (every random draw) waits for the passes before it in
+        // the epoch's plan; the backward overlaps with the other devices' passes.
+        let ticket = batch.ticket.clone();
+        let turn = ticket.as_ref().map(|t| t.wait());
         let (loss, output) = self.seg_step(batch, true);
+        drop(turn);
         // A micro-batch's gradients are summed with the other passes of its batch (burn-train's
         // accumulation), so its loss counts by its share of the batch. Without accumulation the
         // weight is 1 and the graph is left as it is.

@@ -1,0 +1,105 @@
+//! What a device's memory holds, where its backend says: the process heap for the CPU backend
+//! (counted by [`crate::allocator`]), the memory pool of Burn's cubecl backends (wgpu, cuda).
+//! Burn 0.21's `Backend` has no memory query of its own, and libtorch's is not exposed by it.
+
+use crate::backend::DeviceSpec;
+
+/// A device's memory, as far as its backend reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceMemory {
+    /// The CPU backend's tensors live on the process heap: bytes allocated now, and the most
+    /// allocated at once since [`crate::allocator::reset_peak`].
+    Heap { live: u64, peak: u64 },
+    /// cubecl's pool on the device: bytes held by live tensors, and bytes reserved from the
+    /// driver (what the device has lent this process).
+    Pool { in_use: u64, reserved: u64 },
+}
+
+impl DeviceMemory {
+    /// The figure `doctor` prints: the heap's peak, or the pool's reservation, in MiB.
+    pub fn mib(&self) -> f64 {
+        let b = match *self {
+            Self::Heap { peak, .. } => peak,
+            Self::Pool { reserved, .. } => reserved,
+        };
+        b as f64 / (1u64 << 20) as f64
+    }
+
+    /// What [`Self::mib`] counts.
+    pub fn meaning(&self) -> &'static str {
+        match self {
+            Self::Heap { .. } => "peak of the process heap during the device's step",
+            Self::Pool { .. } => "device memory reserved by the backend's pool after the step",
+        }
+    }
+}
+
+/// The memory of `device` now, or `None` where its backend does not say.
+pub fn query(device: DeviceSpec) -> Option<DeviceMemory> {
+    match device {
+        DeviceSpec::Flex => Some(DeviceMemory::Heap {
+            live: crate::allocator::live_bytes() as u64,
+            peak: crate::allocator::peak_bytes() as u64,
+        }),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(index) => {
+            use cubecl::Runtime;
+            let device = cubecl::cuda::CudaDevice { index };
+            pool(
+                cubecl::cuda::CudaRuntime::client(&device)
+                    .memory_usage()
+                    .ok()?,
+            )
+        }
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu => {
+            use cubecl::Runtime;
+            let device = cubecl::wgpu::WgpuDevice::DefaultDevice;
+            pool(
+                cubecl::wgpu::WgpuRuntime::client(&device)
+                    .memory_usage()
+                    .ok()?,
+            )
+        }
+        _ => None,
+    }
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn pool(usage: cubecl::MemoryUsage) -> Option<DeviceMemory> {
+    Some(DeviceMemory::Pool {
+        in_use: usage.bytes_in_use,
+        reserved: usage.bytes_reserved,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The heap figure follows what is allocated: a 64 MiB buffer raises the live bytes and the
+    /// peak by at least its size while it lives.
+    #[test]
+    fn the_heap_figure_counts_an_allocation() {
+        let before = match query(DeviceSpec::Flex) {
+            Some(DeviceMemory::Heap { live, .. }) => live,
+            other => panic!("{other:?}"),
+        };
+        crate::allocator::reset_peak();
+        let buffer = vec![1u8; 64 << 20];
+        let during = query(DeviceSpec::Flex).unwrap();
+        drop(buffer);
+        match during {
+            // Other test threads allocate too: the bound is one-sided.
+            DeviceMemory::Heap { live, peak } => {
+                assert!(peak >= live);
+                assert!(
+                    live + (1 << 20) >= before + (64 << 20),
+                    "{before} -> {live}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(during.mib() >= 64.0 - 1.0);
+    }
+}

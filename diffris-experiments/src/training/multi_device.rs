@@ -1,0 +1,153 @@
+//! Data-parallel training on several devices: burn-train's `MultiDevice` strategy with the
+//! gradients summed in the order of the epoch's plan.
+//!
+//! burn-train 0.21's `ExecutionStrategy::MultiDevice` (optimizer on the main device) sends one
+//! pass to each device's worker (its `MultiDevicesTrainStep`), collects the workers' gradients
+//! **in the order the workers finish**, sums them with a `GradientsAccumulator` and steps the
+//! optimizer. f32 addition is not associative, so with three or more passes per optimizer step
+//! (three devices, or two with accumulation) the sum, and every weight after it, depends on
+//! thread timing: two runs with the same seed drift apart in the last bits and then further.
+//! That is the one thing it cannot express that diffris needs (a run is reproducible on its
+//! machine), and the strategy cannot be configured to order the sum. [`OrderedMultiDevice`] is
+//! that strategy's loop with one change: each round's outputs are sorted by their pass index
+//! in the epoch's plan before they are summed and logged. Everything else is burn-train's: its
+//! worker threads and the split of the loader over the devices, its accumulator, learner,
+//! optimizer step, checkpointer, early stopping and event processor. No gradient crosses
+//! devices except through burn's `GradientsParams::to_device`, as in its own strategy.
+
+use std::marker::PhantomData;
+
+use burn::data::dataloader::Progress;
+use burn::data::dataloader::split::split_dataloader;
+use burn::module::AutodiffModule;
+use burn::optim::GradientsAccumulator;
+use burn::tensor::backend::DeviceOps;
+use burn::train::train::MultiDevicesTrainStep;
+use burn::train::{
+    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningComponentsTypes,
+    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents,
+    TrainingItem, TrainingModel, ValidLoader,
+};
+use diffris_model::ops::SdAutodiffBackend;
+
+use super::step::Trainee;
+
+/// burn-train's multi-device loop (optimizer on the first device, which also validates) with
+/// each round's gradients summed in plan order.
+pub struct OrderedMultiDevice<B: SdAutodiffBackend> {
+    devices: Vec<B::Device>,
+    _backend: PhantomData<B>,
+}
+
+impl<B: SdAutodiffBackend> OrderedMultiDevice<B> {
+    pub fn new(devices: Vec<B::Device>) -> Self {
+        Self {
+            devices,
+            _backend: PhantomData,
+        }
+    }
+}
+
+impl<B, LC> SupervisedLearningStrategy<LC> for OrderedMultiDevice<B>
+where
+    B: SdAutodiffBackend,
+    LC: LearningComponentsTypes<
+            Backend = B,
+            TrainingModel = Trainee<B>,
+            InferenceModel = Trainee<B::InnerBackend>,
+        >,
+{
+    fn fit(
+        &self,
+        components: TrainingComponents<LC>,
+        mut learner: Learner<LC>,
+        train: TrainLoader<LC>,
+        valid: ValidLoader<LC>,
+        starting_epoch: usize,
+    ) -> (TrainingModel<LC>, SupervisedTrainingEventProcessor<LC>) {
+        let main = self.devices[0].clone();
+        let train = split_dataloader(train, &self.devices);
+        let valid = valid.to_device(main.inner());
+        learner.fork(&main);
+        let mut events = components.event_processor;
+        let mut checkpointer = components.checkpointer;
+        let mut early_stopping = components.early_stopping;
+        let interrupter = components.interrupter;
+        let accumulation = components.grad_accumulation.unwrap_or(1);
+        let step = MultiDevicesTrainStep::<LC>::new(&self.devices);
+
+        for epoch in starting_epoch..=components.num_epochs {
+            let global = Progress::new(epoch, components.num_epochs);
+            let mut iterators: Vec<_> = train.iter().map(|d| d.iter()).collect();
+            let mut accumulator = GradientsAccumulator::new();
+            let (mut iteration, mut accumulated) = (0, 0);
+            loop {
+                let (mut items, progress) = step.step(iterators.as_mut_slice(), &learner.model());
+                if items.is_empty() {
+                    break;
+                }
+                // The one change to burn-train's loop: plan order, not arrival order.
+                items.sort_by_key(|item| item.output.item.pass);
+                learner.lr_step();
+                let mut outputs = Vec::with_capacity(items.len());
+                for item in items {
+                    let grads = item.output.grads.to_device(&main, &learner.model());
+                    accumulator.accumulate(&learner.model(), grads);
+                    outputs.push(item.output.item);
+                }
+                accumulated += 1;
+                if accumulated >= accumulation {
+                    learner.optimizer_step(accumulator.grads());
+                    accumulated = 0;
+                }
+                for output in outputs {
+                    iteration += 1;
+                    events.process_train(LearnerEvent::ProcessedItem(TrainingItem::new(
+                        output,
+                        progress.clone(),
+                        global.clone(),
+                        Some(iteration),
+                        Some(learner.lr_current()),
+                    )));
+                }
+                if interrupter.should_stop() {
+                    break;
+                }
+            }
+            events.process_train(LearnerEvent::EndEpoch(epoch));
+            if interrupter.should_stop() {
+                break;
+            }
+
+            let model = learner.model().valid();
+            let mut iterator = valid.iter();
+            let mut iteration = 0;
+            while let Some(batch) = iterator.next() {
+                let progress = iterator.progress();
+                iteration += 1;
+                let output = model.step(batch);
+                events.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(
+                    output,
+                    progress,
+                    global.clone(),
+                    Some(iteration),
+                    None,
+                )));
+                if interrupter.should_stop() {
+                    break;
+                }
+            }
+            events.process_valid(LearnerEvent::EndEpoch(epoch));
+
+            if let Some(checkpointer) = &mut checkpointer {
+                checkpointer.checkpoint(&learner, epoch, &components.event_store);
+            }
+            if let Some(early) = &mut early_stopping
+                && early.should_stop(epoch, &components.event_store)
+            {
+                break;
+            }
+        }
+        (learner.model(), events)
+    }
+}
