@@ -50,6 +50,10 @@ pub enum RleError {
     NegativeRun { index: usize, value: i64 },
     #[error("RLE counts sum to {sum} but the mask has {h}x{w} = {} pixels", h * w)]
     WrongTotal { sum: u64, h: usize, w: usize },
+    #[error("RLE counts sum past 2^64")]
+    Overflow,
+    #[error("polygon {index}: {reason}")]
+    BadPolygon { index: usize, reason: String },
 }
 
 /// Decodes a compressed counts string into run lengths.
@@ -109,7 +113,11 @@ pub fn encode_counts(counts: &[u64]) -> String {
 
 /// Expands run lengths into an `h x w` mask; the runs must cover exactly `h * w` pixels.
 pub fn counts_to_mask(counts: &[u64], h: usize, w: usize) -> Result<BinaryMask, RleError> {
-    let sum: u64 = counts.iter().sum();
+    // Checked: a sum that wrapped around could equal `h * w` and send the runs out of bounds.
+    let sum = counts
+        .iter()
+        .try_fold(0u64, |a, &c| a.checked_add(c))
+        .ok_or(RleError::Overflow)?;
     if sum != (h * w) as u64 {
         return Err(RleError::WrongTotal { sum, h, w });
     }
@@ -239,14 +247,27 @@ pub fn polygon_counts(xy: &[f64], h: usize, w: usize) -> Vec<u64> {
 }
 
 /// The union of several polygons of one object, as a mask (pycocotools `frPyObjects` + `merge`).
-pub fn polygons_to_mask(polygons: &[Vec<f64>], h: usize, w: usize) -> BinaryMask {
+///
+/// Each polygon must hold pairs of finite coordinates within `MARGIN` image sizes of the image:
+/// the rasteriser walks the outline point by point, so one coordinate of 4e8 would mean billions
+/// of points (pycocotools takes them all; here it is an error).
+pub fn polygons_to_mask(polygons: &[Vec<f64>], h: usize, w: usize) -> Result<BinaryMask, RleError> {
+    const MARGIN: f64 = 4.0;
+    let limit = MARGIN * h.max(w) as f64;
     let mut mask = BinaryMask::empty(h, w);
-    for poly in polygons {
-        let part = counts_to_mask(&polygon_counts(poly, h, w), h, w)
-            .expect("polygon runs always cover the mask");
-        mask.union_with(&part);
+    for (index, poly) in polygons.iter().enumerate() {
+        let bad = |reason: String| RleError::BadPolygon { index, reason };
+        if poly.len() % 2 == 1 {
+            return Err(bad(format!("{} coordinates, not x, y pairs", poly.len())));
+        }
+        if let Some(v) = poly.iter().find(|v| !v.is_finite() || v.abs() > limit) {
+            return Err(bad(format!(
+                "coordinate {v} is not within {MARGIN} image sizes of a {h}x{w} image"
+            )));
+        }
+        mask.union_with(&counts_to_mask(&polygon_counts(poly, h, w), h, w)?);
     }
-    mask
+    Ok(mask)
 }
 
 #[cfg(test)]
@@ -299,7 +320,25 @@ mod tests {
     fn axis_aligned_rectangle_polygon_covers_its_pixels() {
         // Rectangle with corners on pixel edges (1,1)-(3,2) in continuous coordinates covers the
         // pixels whose centres lie inside: columns 1..3, row 1.
-        let m = polygons_to_mask(&[vec![1.0, 1.0, 3.0, 1.0, 3.0, 2.0, 1.0, 2.0]], 4, 5);
+        let m = polygons_to_mask(&[vec![1.0, 1.0, 3.0, 1.0, 3.0, 2.0, 1.0, 2.0]], 4, 5).unwrap();
         assert_eq!(m, mask(&["00000", "01100", "00000", "00000"]));
+    }
+
+    /// Crafted annotations are errors, not panics or unbounded allocations.
+    #[test]
+    fn hostile_counts_and_polygons_are_errors() {
+        // Runs whose u64 sum wraps around to exactly 2x3 = 6.
+        let wrap = [u64::MAX, 7];
+        assert_eq!(counts_to_mask(&wrap, 2, 3), Err(RleError::Overflow));
+        // (A 0x0 size decodes to an empty mask, as in pycocotools; a dataset record with that
+        // size is refused where it is read, `Sample::load_mask`.)
+        let far = polygons_to_mask(&[vec![0.0, 0.0, 4e8, 0.0, 4e8, 2.0]], 4, 5).unwrap_err();
+        assert!(far.to_string().contains("coordinate 400000000"), "{far}");
+        let odd = polygons_to_mask(&[vec![1.0, 1.0, 3.0, 1.0, 3.0]], 4, 5).unwrap_err();
+        assert!(odd.to_string().contains("5 coordinates"), "{odd}");
+        let nan = polygons_to_mask(&[vec![1.0, f64::NAN, 3.0, 1.0, 3.0, 2.0]], 4, 5);
+        assert!(nan.is_err());
+        // Just outside the image is still a polygon (pycocotools clips it).
+        assert!(polygons_to_mask(&[vec![-1.0, -1.0, 6.0, -1.0, 6.0, 5.0]], 4, 5).is_ok());
     }
 }

@@ -56,6 +56,13 @@ impl Sample {
                 parts,
             } => {
                 let (h, w) = (*height, *width);
+                if h == 0 || w == 0 {
+                    return Err(DataError::record(
+                        &self.origin,
+                        &self.id,
+                        format!("the annotation's size is {h}x{w}: a mask needs pixels"),
+                    ));
+                }
                 let mut mask = BinaryMask::empty(h, w);
                 let mut polygons = Vec::new();
                 for part in parts {
@@ -74,17 +81,20 @@ impl Sample {
                     mask.union_with(&m);
                 }
                 if !polygons.is_empty() {
-                    mask.union_with(&polygons_to_mask(&polygons, h, w));
+                    mask.union_with(
+                        &polygons_to_mask(&polygons, h, w).map_err(|e| {
+                            DataError::record(&self.origin, &self.id, e.to_string())
+                        })?,
+                    );
                 }
                 Ok(mask)
             }
             MaskSource::File { path, threshold } => {
-                let img = open_image(path)?.into_luma8();
-                let (w, h) = img.dimensions();
+                let (h, w, values) = mask_values(path)?;
                 Ok(BinaryMask {
-                    height: h as usize,
-                    width: w as usize,
-                    data: img.pixels().map(|p| p.0[0] > *threshold).collect(),
+                    height: h,
+                    width: w,
+                    data: values.iter().map(|&v| v > u32::from(*threshold)).collect(),
                 })
             }
         }
@@ -94,6 +104,57 @@ impl Sample {
     pub fn load_image(&self) -> Result<RgbImage> {
         Ok(open_image(&self.image)?.into_rgb8())
     }
+}
+
+/// A mask file's values at their stored bit depth, `(height, width, values)`: the gray level of
+/// 8- and 16-bit grayscale images (with or without alpha), and of colour images whose three
+/// channels agree. A 16-bit mask keeps its values (a 0/1 or 0/255 mask stored in 16 bits reads
+/// as 0/1 or 0/255, where converting it to 8 bits would divide it by 257 and empty it); a colour
+/// mask with differing channels is an error naming the file, since no gray level is its own.
+pub fn mask_values(path: &Path) -> Result<(usize, usize, Vec<u32>)> {
+    use image::DynamicImage as D;
+    let img = open_image(path)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let values: Vec<u32> = match &img {
+        D::ImageLuma8(g) => g.pixels().map(|p| u32::from(p.0[0])).collect(),
+        D::ImageLumaA8(g) => g.pixels().map(|p| u32::from(p.0[0])).collect(),
+        D::ImageLuma16(g) => g.pixels().map(|p| u32::from(p.0[0])).collect(),
+        D::ImageLumaA16(g) => g.pixels().map(|p| u32::from(p.0[0])).collect(),
+        D::ImageRgb8(_) | D::ImageRgba8(_) => {
+            let rgb = img.to_rgb8();
+            gray_levels(path, rgb.pixels().map(|p| p.0.map(u32::from)))?
+        }
+        D::ImageRgb16(_) | D::ImageRgba16(_) => {
+            let rgb = img.to_rgb16();
+            gray_levels(path, rgb.pixels().map(|p| p.0.map(u32::from)))?
+        }
+        other => {
+            return Err(DataError::Image {
+                path: path.to_path_buf(),
+                message: format!("a {:?} image is not a mask", other.color()),
+            });
+        }
+    };
+    Ok((h, w, values))
+}
+
+/// The gray level of each pixel of a colour mask, or an error at the first coloured pixel.
+fn gray_levels(path: &Path, pixels: impl Iterator<Item = [u32; 3]>) -> Result<Vec<u32>> {
+    pixels
+        .enumerate()
+        .map(|(i, [r, g, b])| {
+            if r == g && g == b {
+                Ok(r)
+            } else {
+                Err(DataError::Image {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "a colour mask (pixel {i} is ({r}, {g}, {b})); masks are gray levels"
+                    ),
+                })
+            }
+        })
+        .collect()
 }
 
 /// Opens and decodes an image; a missing or corrupt file is an error naming it.

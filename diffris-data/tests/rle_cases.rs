@@ -90,7 +90,7 @@ fn masks_encode_and_decode_like_pycocotools() {
 #[test]
 fn polygons_rasterise_like_pycocotools() {
     for c in cases().polygons {
-        let got = polygons_to_mask(&c.polygons, c.h, c.w);
+        let got = polygons_to_mask(&c.polygons, c.h, c.w).unwrap();
         let want = mask_of(&c.mask_rows, c.h, c.w);
         assert_eq!(got, want, "{}", c.name);
         assert_eq!(got.area(), c.area, "{}", c.name);

@@ -102,18 +102,34 @@ pub fn load(
             ms[1], ms[2]
         )));
     }
+    // An encoder output is finite; a NaN or infinity is a damaged file (or a diverged encoder)
+    // and would make every loss it reaches NaN.
+    let finite = |name: &str, values: Vec<f32>| -> anyhow::Result<Vec<f32>> {
+        match values.iter().position(|v| !v.is_finite()) {
+            None => Ok(values),
+            Some(i) => Err(bad(format!(
+                "tensor `{name}` holds {} at sample {} (`{}`)",
+                values[i],
+                i / (values.len() / n.max(1)).max(1),
+                samples[i / (values.len() / n.max(1)).max(1)].id
+            ))),
+        }
+    };
+    let latents = finite("latents", f32s(latents))?;
+    let text = finite("text", f32s(text))?;
+    let masks = finite("masks", f32s(masks))?;
     Ok(Some(EncodedSplit {
         samples,
         image_size,
         latent_dims: [ls[1], ls[2], ls[3]],
         text_dims: [ts[1], ts[2]],
-        latents: f32s(latents),
-        text: f32s(text),
+        latents,
+        text,
         eos: eos
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect(),
-        masks: f32s(masks),
+        masks,
     }))
 }
 
@@ -180,6 +196,14 @@ mod tests {
         assert!(wrong_len.contains("`latents`"), "{wrong_len}");
         let wrong_size = load(&p, "a", samples(3), (2, 4)).unwrap_err().to_string();
         assert!(wrong_size.contains("4x2"), "{wrong_size}");
+        let mut nan = split(3);
+        nan.text[5] = f32::NAN; // sample 1 (4 values per sample)
+        save(&nan, "a", &p).unwrap();
+        let msg = load(&p, "a", samples(3), (4, 2)).unwrap_err().to_string();
+        assert!(
+            msg.contains("tensor `text` holds NaN at sample 1 (`line 1`)"),
+            "{msg}"
+        );
         std::fs::write(&p, b"not a file").unwrap();
         let junk = load(&p, "a", samples(3), (4, 2)).unwrap_err().to_string();
         assert!(junk.contains("not a safetensors file"), "{junk}");

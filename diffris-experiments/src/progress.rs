@@ -103,8 +103,15 @@ impl Heartbeat {
         let memory = peak_rss_bytes().map_or("-".into(), |b| {
             format!("{:.2} GiB", b as f64 / f64::from(1u32 << 30))
         });
+        // Full-size training on a CPU runs at a fraction of a sample per second: say how long
+        // one sample takes instead of printing 0.0.
+        let speed = if rate > 0.0 && rate < 0.1 {
+            format!("{:.1} s/sample", 1.0 / rate)
+        } else {
+            format!("{rate:.1} samples/s")
+        };
         let line = format!(
-            "{}: {done}/{total} samples ({:.0}%), {rate:.1} samples/s, ETA {eta}, peak RSS {memory}{}",
+            "{}: {done}/{total} samples ({:.0}%), {speed}, ETA {eta}, peak RSS {memory}{}",
             self.label,
             100.0 * done as f64 / total.max(1) as f64,
             extra()

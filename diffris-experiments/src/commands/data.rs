@@ -98,11 +98,13 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("inspect-{}", a.format.name())));
     println!("{} at {}", a.format.name(), a.root.display());
     let mut written = 0;
+    let mut failures = Vec::new();
     for split in &a.splits {
         let samples = match a.format.read_split(&a.root, split) {
             Ok(s) => s,
             Err(e) => {
                 println!("\n[{split}] not available: {e}");
+                failures.push(format!("{split}: {e}"));
                 continue;
             }
         };
@@ -136,6 +138,15 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
             written += 1;
         }
     }
+    // A missing split is normal (RISBench may have no val file); no readable split at all is
+    // a wrong root or format.
+    anyhow::ensure!(
+        failures.len() < a.splits.len(),
+        "no split of {} could be read at {}:\n  {}",
+        a.format.name(),
+        a.root.display(),
+        failures.join("\n  ")
+    );
     println!("\n{written} overlay(s) in {}", out.display());
     Ok(())
 }

@@ -69,8 +69,29 @@ impl BackendJob for RunSpecJob {
     }
 }
 
+/// Ends this process when the process that started it is gone (killed with `kill -9`, say):
+/// an orphaned run would go on training into a results folder nobody reads, and hold the
+/// machine while the user relaunches. Its checkpoints are written atomically, so `--resume`
+/// continues from the last whole one.
+fn exit_with_parent() {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if std::os::unix::process::parent_id() != parent {
+                    eprintln!("diffris run-spec: the ablation process {parent} is gone; stopping");
+                    std::process::exit(1);
+                }
+            }
+        });
+    }
+}
+
 /// Runs the command.
 pub fn run(devices: DeviceList, args: RunSpecArgs) -> anyhow::Result<()> {
+    exit_with_parent();
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)

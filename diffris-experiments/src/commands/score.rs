@@ -1,8 +1,14 @@
 //! `diffris score --pred DIR --format F --root R --split S`: scores any method's saved masks
-//! (`NNNNNN.png`, one per sample in the split's order; foreground = value > 127) with the same
-//! metric code as the runner, under either protocol.
+//! (`NNNNNN.png`, one per sample in the split's order) with the same metric code as the runner,
+//! under either protocol.
+//!
+//! The command exists to compare methods fairly, so it takes only what it can score without
+//! guessing: 8-bit grayscale masks holding 0 (background) and 255 (foreground), at the network
+//! size (`--size`) for the LAVT protocol and at each ground truth's size for CGFormer's. Anything
+//! else (another size, 16-bit or colour images, other values) is an error naming the file,
+//! never a silently resized or mis-thresholded mask.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use diffris_data::DatasetFormat;
@@ -24,27 +30,88 @@ pub struct ScoreArgs {
     pub root: PathBuf,
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// lavt: at the prediction's size against the nearest-resized ground truth; cgformer: at the
-    /// ground truth's size, the prediction resized with nearest neighbour.
+    /// lavt: at the network's input size (`--size`) against the nearest-resized ground truth;
+    /// cgformer: at each ground truth's size.
     #[arg(long, value_enum, default_value_t = Protocol::Lavt)]
     pub protocol: Protocol,
+    /// The network's input size the masks were predicted at, `HxW` or `N` (512 for the paper
+    /// profile, 64 for the tiny one); needed by the lavt protocol.
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(usize, usize)>,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{s}` is not a size: expected HxW or N, e.g. 512x512");
+    let dims: Vec<usize> = s
+        .split('x')
+        .map(|d| d.trim().parse::<usize>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match dims.as_slice() {
+        [n] if *n > 0 => Ok((*n, *n)),
+        [h, w] if *h > 0 && *w > 0 => Ok((*h, *w)),
+        _ => Err(bad()),
+    }
+}
+
+/// A predicted mask: its size and foreground pixels, or why it cannot be scored.
+pub fn read_prediction(path: &Path) -> anyhow::Result<(usize, usize, Vec<bool>)> {
+    let image = open_image(path)?;
+    let gray = match image {
+        image::DynamicImage::ImageLuma8(g) => g,
+        other => anyhow::bail!(
+            "{}: a {:?} image; a predicted mask must be 8-bit grayscale, 0 for background and 255 \
+             for foreground",
+            path.display(),
+            other.color()
+        ),
+    };
+    if let Some(v) = gray.pixels().map(|p| p.0[0]).find(|&v| v != 0 && v != 255) {
+        anyhow::bail!(
+            "{}: holds the value {v}; a predicted mask holds only 0 (background) and 255 \
+             (foreground)",
+            path.display()
+        );
+    }
+    let (w, h) = (gray.width() as usize, gray.height() as usize);
+    Ok((h, w, gray.pixels().map(|p| p.0[0] == 255).collect()))
 }
 
 /// Runs the command.
 pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
+    let network = match (a.protocol, a.size) {
+        (Protocol::Lavt, None) => anyhow::bail!(
+            "the lavt protocol scores at the network's input size: pass --size (512 for the \
+             paper profile, 64 for the tiny one), or use --protocol cgformer for masks at the \
+             ground truth's size"
+        ),
+        (_, size) => size,
+    };
     let samples = a.format.read_split(&a.root, &a.split)?;
     let mut acc = MetricAccumulator::default();
     for (i, s) in samples.iter().enumerate() {
         let path = a.pred.join(format!("{i:06}.png"));
-        let pred = open_image(&path)
-            .with_context(|| format!("prediction for sample {i} ({})", s.id))?
-            .into_luma8();
-        let (pw, ph) = (pred.width() as usize, pred.height() as usize);
-        let p: Vec<bool> = pred.pixels().map(|v| v.0[0] > 127).collect();
+        let (ph, pw, p) = read_prediction(&path)
+            .with_context(|| format!("prediction for sample {i} ({})", s.id))?;
         let gt = s.load_mask()?;
-        let (p, g) = match a.protocol {
-            Protocol::Lavt => (p, resize_nearest(&gt.data, gt.height, gt.width, ph, pw)),
-            Protocol::Cgformer => (resize_nearest(&p, ph, pw, gt.height, gt.width), gt.data),
+        let expected = match a.protocol {
+            Protocol::Lavt => network.expect("checked above"),
+            Protocol::Cgformer => (gt.height, gt.width),
+        };
+        anyhow::ensure!(
+            (ph, pw) == expected,
+            "{}: the mask is {ph}x{pw}, the {} protocol scores sample {i} ({}) at {}x{}",
+            path.display(),
+            match a.protocol {
+                Protocol::Lavt => "lavt",
+                Protocol::Cgformer => "cgformer",
+            },
+            s.id,
+            expected.0,
+            expected.1
+        );
+        let g = match a.protocol {
+            Protocol::Lavt => resize_nearest(&gt.data, gt.height, gt.width, ph, pw),
+            Protocol::Cgformer => gt.data,
         };
         acc.add_masks(&p, &g)
             .with_context(|| format!("sample {i} ({})", s.id))?;

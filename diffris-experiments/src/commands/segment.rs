@@ -87,5 +87,9 @@ impl BackendJob for Segment {
 
 /// Runs the command.
 pub fn run(device: DeviceSpec, args: SegmentArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.text.trim().is_empty(),
+        "--text is empty: give the expression that refers to the object to segment"
+    );
     dispatch(device, Segment(args))?
 }

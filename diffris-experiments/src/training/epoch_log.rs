@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use burn::train::Interrupter;
 use burn::train::metric::{
     Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry,
     SerializedEntry,
@@ -84,7 +85,15 @@ impl EpochLog {
     /// A log persisted to `file` (read back if it exists).
     pub fn persisted(file: PathBuf) -> anyhow::Result<Self> {
         let map = if file.is_file() {
-            serde_json::from_str(&std::fs::read_to_string(&file)?)?
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e} (a damaged epoch record, or one of a run that diverged; rerun with \
+                     --restart)",
+                    file.display()
+                )
+            })?
         } else {
             BTreeMap::new()
         };
@@ -94,7 +103,8 @@ impl EpochLog {
         })
     }
 
-    fn record(&self, split: &str, epoch: usize, stats: &SegStats) {
+    /// Adds one batch of `split` in `epoch` (and writes the file, best effort).
+    pub(crate) fn record(&self, split: &str, epoch: usize, stats: &SegStats) {
         let mut map = self.inner.lock().expect("epoch log lock");
         let e = map
             .entry(split.to_string())
@@ -186,6 +196,8 @@ pub struct RisMetric {
     split: &'static str,
     log: EpochLog,
     records: bool,
+    /// Stops training at a non-finite loss (the training loss instance).
+    divergence: Option<Interrupter>,
     sums: EpochSums,
     last: f64,
 }
@@ -197,9 +209,17 @@ impl RisMetric {
             split,
             log,
             records: kind == RisMetricKind::Loss,
+            divergence: None,
             sums: EpochSums::default(),
             last: 0.0,
         }
+    }
+
+    /// Stops the training through `stop` when a batch's loss is not finite; the message names
+    /// the epoch and the pass.
+    pub fn stopping_on_divergence(mut self, stop: Interrupter) -> Self {
+        self.divergence = Some(stop);
+        self
     }
 
     fn current(&self) -> f64 {
@@ -237,6 +257,18 @@ impl Metric for RisMetric {
         if self.records {
             self.log
                 .record(self.split, meta.global_progress.items_processed, s);
+        }
+        if let Some(stop) = &self.divergence
+            && !s.loss.is_finite()
+            && !stop.should_stop()
+        {
+            stop.stop(Some(&format!(
+                "the {} loss is {} at epoch {}, pass {} (diverged: try a lower learning rate)",
+                self.split,
+                s.loss,
+                meta.global_progress.items_processed,
+                meta.iteration.unwrap_or(0)
+            )));
         }
         let batch = EpochSums::of_batch(s);
         self.sums.add(s);

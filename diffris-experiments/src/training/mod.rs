@@ -3,6 +3,7 @@
 //! batches of each epoch ([`loader`]), several devices ([`multi_device`], with the order of their
 //! forwards in [`turnstile`]), a progress renderer ([`renderer`]) and the entry point [`train`].
 
+pub mod checkpoint;
 pub mod epoch_log;
 pub mod loader;
 pub mod multi_device;
@@ -17,11 +18,6 @@ use std::sync::Arc;
 
 use burn::module::Module;
 use burn::optim::AdamWConfig;
-use burn::record::DefaultRecorder;
-use burn::train::checkpoint::{
-    ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
-};
-use burn::train::metric::store::{Aggregate, Direction, Split};
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use indicatif::ProgressBar;
 
@@ -29,6 +25,8 @@ use crate::progress::Heartbeat;
 
 use crate::encoded::EncodedSplit;
 use crate::recipe::{SelectBy, TrainSpec};
+pub use checkpoint::last_checkpoint;
+use checkpoint::{AtomicRecorder, BestAndLast};
 use epoch_log::{EpochLog, RisMetric, RisMetricKind, best_epoch};
 use loader::EpochLoader;
 use renderer::BarRenderer;
@@ -41,21 +39,6 @@ pub struct Trained<B: SdBackend> {
     pub model: Trainee<B>,
     pub best_epoch: usize,
     pub log: EpochLog,
-}
-
-/// The last epoch with a saved checkpoint in `dir/checkpoint`, if any.
-pub fn last_checkpoint(dir: &Path) -> Option<usize> {
-    std::fs::read_dir(dir.join("checkpoint"))
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("model-")?
-                .strip_suffix(".mpk")?
-                .parse()
-                .ok()
-        })
-        .max()
 }
 
 /// How one training run behaves besides its recipe.
@@ -129,6 +112,7 @@ pub fn train<B: SdAutodiffBackend>(
         )
         .shared_over(n_dev),
     );
+    let val_samples = val_data.len();
     let val_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
         val_data,
         spec.pass_size(),
@@ -145,15 +129,6 @@ pub fn train<B: SdAutodiffBackend>(
         "valid",
         log.clone(),
     );
-    let strategy = ComposedCheckpointingStrategy::builder()
-        .add(KeepLastNCheckpoints::new(1))
-        .add(MetricCheckpointingStrategy::new(
-            &select,
-            Aggregate::Mean,
-            Direction::Highest,
-            Split::Valid,
-        ))
-        .build();
     let scheduler = PolyLr {
         base: spec.lr,
         power: spec.lr_power,
@@ -163,13 +138,21 @@ pub fn train<B: SdAutodiffBackend>(
     };
     bar.set_length((spec.epochs * samples) as u64);
     let epochs = stop_after.unwrap_or(spec.epochs).min(spec.epochs);
-    let mut training = SupervisedTraining::new(dir, train_loader, val_loader)
-        .metric_train_numeric(RisMetric::new(RisMetricKind::Loss, "train", log.clone()))
+    let training = SupervisedTraining::new(dir, train_loader, val_loader);
+    let stop = training.interrupter();
+    // The newest checkpoint (for resume) and the best one by the epoch log (the final model).
+    let strategy = BestAndLast::new(dir, log.clone(), spec.select_by, val_samples)
+        .unless_stopped(stop.clone());
+    let mut training = training
+        .metric_train_numeric(
+            RisMetric::new(RisMetricKind::Loss, "train", log.clone())
+                .stopping_on_divergence(stop.clone()),
+        )
         .metric_train_numeric(RisMetric::new(RisMetricKind::Miou, "train", log.clone()))
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Loss, "valid", log.clone()))
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Oiou, "valid", log.clone()))
         .metric_valid_numeric(select)
-        .with_file_checkpointer(DefaultRecorder::new())
+        .with_file_checkpointer(AtomicRecorder)
         .with_checkpointing_strategy(strategy)
         .with_application_logger(None)
         .renderer(BarRenderer::new(
@@ -197,6 +180,14 @@ pub fn train<B: SdAutodiffBackend>(
     }
     let result = training.launch(Learner::new(model, optim, scheduler));
     bar.finish_and_clear();
+    if stop.should_stop() {
+        log.save()?;
+        anyhow::bail!(
+            "training stopped: {}",
+            stop.get_message()
+                .unwrap_or_else(|| "no reason given".into())
+        );
+    }
 
     let best_epoch = best_epoch(&log.split("valid"), spec.select_by)
         .ok_or_else(|| anyhow::anyhow!("training produced no validation epoch"))?;
@@ -204,7 +195,7 @@ pub fn train<B: SdAutodiffBackend>(
         .model
         .load_file(
             dir.join("checkpoint").join(format!("model-{best_epoch}")),
-            &DefaultRecorder::new(),
+            &AtomicRecorder,
             device,
         )
         .map_err(|e| anyhow::anyhow!("loading the best checkpoint (epoch {best_epoch}): {e}"))?;

@@ -1,0 +1,105 @@
+//! A diverging run stops with an error naming the epoch and pass of its first non-finite loss,
+//! instead of finishing with a result of zeros.
+
+#![cfg(feature = "flex")] // runs on the CPU reference backend
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use burn::backend::{Autodiff, Flex};
+use diffris_data::{MaskSource, Sample};
+use diffris_experiments::encoded::EncodedSplit;
+use diffris_experiments::recipe::{SelectBy, TrainSpec};
+use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights};
+use diffris_experiments::training::{TrainOptions, Trainee, train};
+use diffris_model::decoder::{DecoderConfig, LmpConfig};
+use indicatif::ProgressBar;
+
+type AB = Autodiff<Flex>;
+
+/// `n` samples of ones with a half-image mask; the mask of sample `bad` holds a NaN, which the
+/// loss reads directly (a NaN in a latent can be absorbed on the way: max-based ops such as
+/// clamps return the other operand).
+fn data(spec: &ProbeSpec, n: usize, bad: usize) -> Arc<EncodedSplit> {
+    let (h, w) = spec.model.image_size;
+    let f = spec.sd.vae.downsampling();
+    let c = spec.sd.unet.in_channels;
+    let d = spec.sd.clip.hidden_size;
+    let sample = Sample {
+        id: "s".into(),
+        image: PathBuf::from("s.png"),
+        mask: MaskSource::File {
+            path: PathBuf::from("m.png"),
+            threshold: 127,
+        },
+        sentence: "the object".into(),
+        category: None,
+        origin: PathBuf::from("test"),
+    };
+    let mut masks: Vec<f32> = (0..n * h * w)
+        .map(|i| ((i % (h * w)) < h * w / 2) as u8 as f32)
+        .collect();
+    masks[bad * h * w + 3] = f32::NAN;
+    Arc::new(EncodedSplit {
+        samples: vec![sample; n],
+        image_size: (h, w),
+        latent_dims: [c, h / f, w / f],
+        text_dims: [77, d],
+        latents: vec![1.0; n * c * (h / f) * (w / f)],
+        text: vec![1.0; n * 77 * d],
+        eos: vec![4; n],
+        masks,
+    })
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_with_an_error_naming_the_pass() {
+    let device = Default::default();
+    let spec = ProbeSpec::tiny(DecoderConfig::Lmp(LmpConfig {
+        hidden: 16,
+        ..LmpConfig::default()
+    }));
+    let model: Trainee<AB> = ProbeWeights::draw::<Flex>(&spec, 5, &device)
+        .build::<AB>(&spec, &device)
+        .unwrap();
+    let data = data(&spec, 8, 5);
+    let settings = TrainSpec {
+        epochs: 3,
+        batch_size: 2,
+        micro_batch: None,
+        lr: 1e-3,
+        weight_decay: 0.0,
+        lr_power: 0.9,
+        select_by: SelectBy::Miou,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = train::<AB>(
+        model,
+        data.clone(),
+        data,
+        &settings,
+        dir.path(),
+        &[device],
+        TrainOptions {
+            seed: 0,
+            resume: false,
+            stop_after: None,
+            bar: ProgressBar::hidden(),
+            heartbeat: None,
+        },
+    )
+    .err()
+    .unwrap_or_else(|| {
+        panic!(
+            "a NaN in a mask makes the loss NaN; the log: {}",
+            std::fs::read_to_string(dir.path().join("epochs.json")).unwrap_or_default()
+        )
+    });
+    let msg = err.to_string();
+    // Sample 5 falls in some pass of epoch 1 (every epoch visits every sample): the error names
+    // that epoch and its pass, and the run returns no model.
+    assert!(
+        msg.contains("the train loss is NaN at epoch 1, pass "),
+        "{msg}"
+    );
+}
