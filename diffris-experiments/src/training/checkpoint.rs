@@ -266,6 +266,7 @@ mod tests {
     }
 
     /// Only whole files count: a truncated or missing part makes the resume use the epoch before.
+    #[cfg(feature = "flex")] // a recorder is called for a backend type
     #[test]
     fn a_resume_starts_from_the_newest_whole_checkpoint() {
         #[derive(Serialize)]
