@@ -107,12 +107,13 @@ pub fn load(
     let finite = |name: &str, values: Vec<f32>| -> anyhow::Result<Vec<f32>> {
         match values.iter().position(|v| !v.is_finite()) {
             None => Ok(values),
-            Some(i) => Err(bad(format!(
-                "tensor `{name}` holds {} at sample {} (`{}`)",
-                values[i],
-                i / (values.len() / n.max(1)).max(1),
-                samples[i / (values.len() / n.max(1)).max(1)].id
-            ))),
+            Some(i) => {
+                let sample = i / (values.len() / n).max(1);
+                Err(bad(format!(
+                    "tensor `{name}` holds {} at sample {sample} (`{}`)",
+                    values[i], samples[sample].id
+                )))
+            }
         }
     };
     let latents = finite("latents", f32s(latents))?;

@@ -93,11 +93,6 @@ impl TrainSpec {
             .unwrap_or(self.batch_size)
             .clamp(1, self.batch_size.max(1))
     }
-
-    /// Passes per optimizer step.
-    pub fn passes_per_step(&self) -> usize {
-        self.batch_size.max(1).div_ceil(self.pass_size())
-    }
 }
 
 /// The validation metric used for best-checkpoint selection.
