@@ -5,13 +5,14 @@
 
 use crate::ops::SdBackend;
 use burn::module::Module;
-use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use burn::tensor::{Bool, DType, Int, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::{CpAdapter, CpAdapterConfig};
 use crate::decoder::loss::{LossConfig, training_loss};
 use crate::decoder::{Decoder, DecoderConfig, DecoderInput};
 use crate::error::{ConfigError, ensure};
+use crate::precision::{Precision, cast_module, to_dtype};
 use crate::sd::clip::ClipTextModel;
 use crate::sd::config::SdConfig;
 use crate::sd::stack::StableDiffusion;
@@ -33,6 +34,11 @@ pub struct DiffRisConfig {
     pub adapter: CpAdapterConfig,
     pub decoder: DecoderConfig,
     pub loss: LossConfig,
+    /// Precision of the frozen VAE, CLIP and UNet (weights and arithmetic); the adapter,
+    /// decoder and loss stay f32 (see [`crate::precision`]). Left out of a serialised config
+    /// when f32, so configs written before the field existed read back unchanged.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Default for DiffRisConfig {
@@ -45,6 +51,7 @@ impl Default for DiffRisConfig {
             adapter: CpAdapterConfig::default(),
             decoder: DecoderConfig::default(),
             loss: LossConfig::default(),
+            precision: Precision::F32,
         }
     }
 }
@@ -106,7 +113,8 @@ impl DiffRisConfig {
         self.loss.validate().map_err(|e| e.within("loss"))
     }
 
-    /// Assembles the model around loaded (or random) SD components, which are frozen here.
+    /// Assembles the model around loaded (or random) SD components, which are frozen here and
+    /// cast to [`DiffRisConfig::precision`] (a no-op when they already have it).
     pub fn init<B: SdBackend>(&self, sd: StableDiffusion<B>, device: &B::Device) -> DiffRis<B> {
         let arch = sd.config();
         let text_dim = arch.clip.hidden_size;
@@ -123,9 +131,9 @@ impl DiffRisConfig {
         DiffRis {
             adapter: self.adapter.init(text_dim, device),
             decoder: self.decoder.init(&channels, text_dim, latent, device),
-            text_encoder: sd.text_encoder.no_grad(),
-            vae: sd.vae.no_grad(),
-            unet: sd.unet.no_grad(),
+            text_encoder: cast_module(sd.text_encoder.no_grad(), self.precision),
+            vae: cast_module(sd.vae.no_grad(), self.precision),
+            unet: cast_module(sd.unet.no_grad(), self.precision),
             config: self.clone(),
         }
     }
@@ -138,10 +146,7 @@ impl<B: SdBackend> DiffRis<B> {
     /// `[B, 3, H, W]` in [-1, 1] -> `[B, C, H/f, W/f]`: `C` latent channels and downsampling
     /// factor `f` of the VAE (SD-1.x: 4 and 8; the tiny profile's VAE: 32 and 4).
     pub fn encode_image(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.vae
-            .forward(image)
-            .mul_scalar(self.config.latent_scale)
-            .detach()
+        encode_latent(&self.vae, image, self.config.latent_scale)
     }
 
     /// The CLIP text states `L` (no gradient).
@@ -149,7 +154,7 @@ impl<B: SdBackend> DiffRis<B> {
     /// # Shapes
     /// `[B, 77]` -> `[B, 77, D]`.
     pub fn encode_text(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.text_encoder.forward(ids).detach()
+        encode_text(&self.text_encoder, ids)
     }
 
     /// Adapter, UNet and decoder on already-encoded inputs (VAE and CLIP outputs do not depend
@@ -184,7 +189,12 @@ impl<B: SdBackend> DiffRis<B> {
         } else {
             &[]
         };
-        let features = out.features_with_maps(levels);
+        // The decoder reads f32 (a no-op at f32 precision; differentiable otherwise).
+        let features: Vec<Tensor<B, 4>> = out
+            .features_with_maps(levels)
+            .into_iter()
+            .map(|f| to_dtype(f, DType::F32))
+            .collect();
         let dec = self.decoder.forward(DecoderInput {
             features: &features,
             text: &adapted,
@@ -240,6 +250,29 @@ impl<B: SdBackend> DiffRis<B> {
             .logits
             .greater_elem(0.0)
     }
+}
+
+/// The scaled VAE latent of `image` in f32, without gradient: what [`DiffRis::encode_image`]
+/// computes, for callers holding only the encoder.
+///
+/// # Shapes
+/// `[B, 3, H, W]` in [-1, 1] -> `[B, C, H/f, W/f]`.
+pub fn encode_latent<B: SdBackend>(
+    vae: &VaeEncoder<B>,
+    image: Tensor<B, 4>,
+    latent_scale: f64,
+) -> Tensor<B, 4> {
+    to_dtype(vae.forward(image), DType::F32)
+        .mul_scalar(latent_scale)
+        .detach()
+}
+
+/// The CLIP text states of `ids` in f32, without gradient ([`DiffRis::encode_text`]).
+///
+/// # Shapes
+/// `[B, 77]` -> `[B, 77, D]`.
+pub fn encode_text<B: SdBackend>(clip: &ClipTextModel<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    to_dtype(clip.forward(ids), DType::F32).detach()
 }
 
 /// Parameter count of one component.

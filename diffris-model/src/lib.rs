@@ -7,6 +7,7 @@ pub mod diffris;
 pub mod error;
 pub mod norm;
 pub mod ops;
+pub mod precision;
 pub mod sd;
 pub mod weights;
 

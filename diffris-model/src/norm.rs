@@ -9,9 +9,11 @@
 //! contiguous `[B, C, 1, 1]`, a pattern the backend vectorises (one scalar per row of `H * W`).
 //! The arithmetic is the same as Burn's: biased variance, `(x - mean) / sqrt(var + eps)`.
 
-use burn::nn::{BatchNorm, GroupNorm};
+use burn::nn::{BatchNorm, GroupNorm, LayerNorm};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+
+use crate::precision::{Precision, cast_module, in_f32, is_half, param_dtype, to_dtype};
 
 /// A per-channel vector `[C]` as a contiguous `[B, C, 1, 1]`.
 fn per_sample_channel<B: Backend>(v: Tensor<B, 1>, batch: usize) -> Tensor<B, 4> {
@@ -28,19 +30,40 @@ fn affine<B: Backend>(x: Tensor<B, 4>, gamma: Tensor<B, 1>, beta: Tensor<B, 1>) 
 }
 
 /// Group normalisation with the parameters of `norm`.
+/// A half-precision input is normalised in f32 (its statistics overflow or lose digits in
+/// half precision; see [`crate::precision`]) and the result cast back.
 ///
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, C, H, W]`.
 pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, c, h, w] = x.dims();
-    let g = norm.num_groups;
-    let x = x.reshape([b, g, (c / g) * h * w]);
-    let centred = x.clone() - x.mean_dim(2);
-    let var = centred.clone().square().mean_dim(2);
-    let normed = (centred / var.add_scalar(norm.epsilon).sqrt()).reshape([b, c, h, w]);
-    match (&norm.gamma, &norm.beta) {
-        (Some(gamma), Some(beta)) if norm.affine => affine(normed, gamma.val(), beta.val()),
-        _ => normed,
+    in_f32(x, |x| {
+        let [b, c, h, w] = x.dims();
+        let dtype = x.dtype();
+        let g = norm.num_groups;
+        let x = x.reshape([b, g, (c / g) * h * w]);
+        let centred = x.clone() - x.mean_dim(2);
+        let var = centred.clone().square().mean_dim(2);
+        let normed = (centred / var.add_scalar(norm.epsilon).sqrt()).reshape([b, c, h, w]);
+        match (&norm.gamma, &norm.beta) {
+            (Some(gamma), Some(beta)) if norm.affine => affine(
+                normed,
+                to_dtype(gamma.val(), dtype),
+                to_dtype(beta.val(), dtype),
+            ),
+            _ => normed,
+        }
+    })
+}
+
+/// Burn's `LayerNorm::forward`, in f32 for a half-precision input (as [`group_norm`]).
+///
+/// # Shapes
+/// `[..., C]` -> `[..., C]`.
+pub fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    if is_half(x.dtype()) || is_half(param_dtype(&norm.gamma)) {
+        in_f32(x, |x| cast_module(norm.clone(), Precision::F32).forward(x))
+    } else {
+        norm.forward(x)
     }
 }
 

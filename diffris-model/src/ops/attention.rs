@@ -16,9 +16,14 @@
 //! attention fallback (`burn-backend` `attention_fallback`: max, shift, exp, sum, divide), so
 //! the output equals Burn's autodiff attention bit for bit when the backend's matmul of a row
 //! block equals the same rows of the whole product; the backward recomputes `P` the same way.
+//!
+//! Half-precision inputs are computed in f32 (the statistics stay f32; the output and the
+//! gradients are cast back to the inputs' dtype), as fused attention kernels accumulate.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+
+use crate::precision::{to_dtype, widen};
 
 /// Elements of one `[B, H, rows, Nk]` block temporary: 2^24 f32 values, 64 MiB.
 const BLOCK_ELEMENTS: usize = 1 << 24;
@@ -61,6 +66,8 @@ pub fn forward<B: Backend>(
     rows: usize,
 ) -> (Tensor<B, 4>, RowStats<B>) {
     let rows = rows.max(1);
+    let dtype = q.dtype();
+    let (q, k, v) = (widen(q), widen(k), widen(v));
     let [_, _, nq, d] = q.dims();
     let scale = (d as f64).powf(-0.5);
     let k_t = k.swap_dims(2, 3);
@@ -82,7 +89,10 @@ pub fn forward<B: Backend>(
         outs.push((numerator / sum.clone()).matmul(v.clone()));
         blocks.push((max, sum));
     }
-    (Tensor::cat(outs, 2), RowStats { rows, blocks })
+    (
+        to_dtype(Tensor::cat(outs, 2), dtype),
+        RowStats { rows, blocks },
+    )
 }
 
 /// Which input gradients to compute.
@@ -119,6 +129,8 @@ pub fn backward<B: Backend>(
     grad_out: Tensor<B, 4>,
     wanted: Wanted,
 ) -> InputGrads<B> {
+    let dtype = q.dtype();
+    let [q, k, v, out, grad_out] = [q, k, v, out, grad_out].map(widen);
     let [_, _, _, d] = q.dims();
     let scale = (d as f64).powf(-0.5);
     let need_ds = wanted.q || wanted.k;
@@ -159,8 +171,8 @@ pub fn backward<B: Backend>(
     InputGrads {
         q: wanted
             .q
-            .then(|| Tensor::cat(dq_blocks, 2).mul_scalar(scale)),
-        k: dk.map(|dk| dk.mul_scalar(scale)),
-        v: dv,
+            .then(|| to_dtype(Tensor::cat(dq_blocks, 2).mul_scalar(scale), dtype)),
+        k: dk.map(|dk| to_dtype(dk.mul_scalar(scale), dtype)),
+        v: dv.map(|dv| to_dtype(dv, dtype)),
     }
 }

@@ -120,16 +120,23 @@ pub fn sd_relu<B: SdBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     )))
 }
 
-/// `conv.forward(x)` through [`SdBackend::sd_conv2d`] (Burn's module path for `Same` or
-/// asymmetric padding, which the SD stack does not use).
+/// `conv.forward(x)` through [`SdBackend::sd_conv2d`] (Burn's module path for `Same`
+/// padding, which the SD stack does not use).
+///
+/// Asymmetric padding (the VAE's downsamplers pad right and bottom only) is applied here, as
+/// Burn does it (a zero tensor with the input assigned into it), but with zeros of the input's
+/// dtype: Burn 0.21's `pad` makes an f32 tensor whatever the input's dtype.
 ///
 /// # Shapes
 /// `[B, C_in, H, W]` -> `[B, C_out, H', W']`.
 pub fn sd_conv2d<B: SdBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let padding = match conv.padding {
-        PaddingConfig2d::Valid => [0, 0],
+    let (x, padding) = match conv.padding {
+        PaddingConfig2d::Valid => (x, [0, 0]),
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
-            [top, left]
+            (x, [top, left])
+        }
+        PaddingConfig2d::Explicit(top, left, bottom, right) => {
+            (pad_zeros(x, [top, bottom], [left, right]), [0, 0])
         }
         _ => return conv.forward(x),
     };
@@ -143,6 +150,24 @@ pub fn sd_conv2d<B: SdBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4
         options,
     );
     Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// `x` padded with zeros of its own dtype: `rows` before and after the height axis, `cols`
+/// before and after the width axis.
+///
+/// # Shapes
+/// `[B, C, H, W]` -> `[B, C, H + rows[0] + rows[1], W + cols[0] + cols[1]]`.
+fn pad_zeros<B: Backend>(x: Tensor<B, 4>, rows: [usize; 2], cols: [usize; 2]) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let zeros = Tensor::<B, 4>::zeros(
+        [b, c, h + rows[0] + rows[1], w + cols[0] + cols[1]],
+        &x.device(),
+    );
+    let zeros = crate::precision::to_dtype(zeros, x.dtype());
+    zeros.slice_assign(
+        [0..b, 0..c, rows[0]..rows[0] + h, cols[0]..cols[0] + w],
+        x,
+    )
 }
 
 #[cfg(feature = "flex")]

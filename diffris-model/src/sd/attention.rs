@@ -2,12 +2,15 @@
 //! attention, the GEGLU feed-forward, `BasicTransformerBlock` and the spatial transformer
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
-use crate::norm::group_norm;
+use crate::norm::{group_norm, layer_norm};
+use crate::precision::{to_dtype, widen};
 use crate::ops::{SdBackend, sd_attention, sd_conv2d};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::resnet::conv1x1;
@@ -24,6 +27,22 @@ pub(crate) fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     x.swap_dims(1, 2).reshape([b, n, h * d])
 }
 
+/// Burn's attention kernel, run in f32 for half-precision inputs and cast back (CLIP's causal
+/// attention and the VAE's mid-block attention; neither is trained through).
+///
+/// # Shapes
+/// `q`: `[B, H, Nq, D]`, `k`, `v`: `[B, H, Nk, D]` -> `[B, H, Nq, D]`.
+pub(crate) fn frozen_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    options: AttentionModuleOptions,
+) -> Tensor<B, 4> {
+    let dtype = q.dtype();
+    let out = attention(widen(q), widen(k), widen(v), None, None, options);
+    to_dtype(out, dtype)
+}
+
 /// `softmax(Q K^T / sqrt(d)) V` per head, also returning the probabilities averaged over heads.
 ///
 /// # Shapes
@@ -35,12 +54,14 @@ pub(crate) fn attention_with_probs<B: Backend>(
 ) -> (Tensor<B, 4>, Tensor<B, 3>) {
     let [b, _, nq, d] = q.dims();
     let nk = k.dims()[2];
+    let dtype = q.dtype();
     let scores = q
         .matmul(k.swap_dims(2, 3))
         .mul_scalar((d as f64).powf(-0.5));
-    let probs = softmax(scores, 3);
+    // Half-precision scores get their softmax and head mean in f32, cast back.
+    let probs = softmax(widen(scores), 3);
     let mean = probs.clone().mean_dim(1).reshape([b, nq, nk]);
-    (probs.matmul(v), mean)
+    (to_dtype(probs, dtype).matmul(v), to_dtype(mean, dtype))
 }
 
 /// Multi-head attention with bias-free q/k/v projections and a biased output projection
@@ -161,13 +182,13 @@ impl<B: SdBackend> BasicTransformerBlock<B> {
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let (h, _) = self
             .attn1
-            .forward(self.norm1.forward(x.clone()), None, false);
+            .forward(layer_norm(&self.norm1, x.clone()), None, false);
         let x = x + h;
         let (h, probs) =
             self.attn2
-                .forward(self.norm2.forward(x.clone()), Some(context), want_probs);
+                .forward(layer_norm(&self.norm2, x.clone()), Some(context), want_probs);
         let x = x + h;
-        let x = x.clone() + self.ff.forward(self.norm3.forward(x));
+        let x = x.clone() + self.ff.forward(layer_norm(&self.norm3, x));
         (x, probs)
     }
 }

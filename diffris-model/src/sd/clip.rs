@@ -4,11 +4,11 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, backend::Backend};
 
-use super::attention::{merge_heads, split_heads};
+use super::attention::{frozen_attention, merge_heads, split_heads};
+use crate::norm::layer_norm;
 use super::config::{ClipActivation, ClipConfig};
 
 /// Token and position embeddings.
@@ -106,7 +106,7 @@ impl<B: Backend> ClipTextModel<B> {
         &self.config
     }
 
-    /// `last_hidden_state`: the output after `final_layer_norm`.
+    /// `last_hidden_state`: the output after `final_layer_norm`, in the dtype of the weights.
     ///
     /// # Shapes
     /// `ids`: `[B, T]` (`T <= max_position_embeddings`) -> `[B, T, hidden_size]`.
@@ -121,7 +121,7 @@ impl<B: Backend> ClipTextModel<B> {
         let act = self.config().hidden_act;
         for layer in &self.encoder.layers {
             let a = &layer.self_attn;
-            let h = layer.layer_norm1.forward(x.clone());
+            let h = layer_norm(&layer.layer_norm1, x.clone());
             let q = split_heads(a.q_proj.forward(h.clone()), a.heads);
             let k = split_heads(a.k_proj.forward(h.clone()), a.heads);
             let v = split_heads(a.v_proj.forward(h), a.heads);
@@ -131,15 +131,15 @@ impl<B: Backend> ClipTextModel<B> {
             };
             let h = a
                 .out_proj
-                .forward(merge_heads(attention(q, k, v, None, None, opts)));
+                .forward(merge_heads(frozen_attention(q, k, v, opts)));
             x = x + h;
-            let h = layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone()));
+            let h = layer.mlp.fc1.forward(layer_norm(&layer.layer_norm2, x.clone()));
             let h = match act {
                 ClipActivation::QuickGelu => h.clone() * sigmoid(h.mul_scalar(1.702)),
                 ClipActivation::Gelu => gelu(h),
             };
             x = x + layer.mlp.fc2.forward(h);
         }
-        self.final_layer_norm.forward(x)
+        layer_norm(&self.final_layer_norm, x)
     }
 }

@@ -7,11 +7,11 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
 
-use super::attention::{merge_heads, split_heads};
+use super::attention::{frozen_attention, merge_heads, split_heads};
+use crate::precision::{param_dtype, to_dtype};
 use super::config::VaeConfig;
 use super::resnet::{Downsample2D, ResnetBlock2D, conv1x1, conv3x3};
 
@@ -61,7 +61,7 @@ impl<B: Backend> VaeAttention<B> {
         let q = split_heads(self.to_q.forward(tokens.clone()), 1);
         let k = split_heads(self.to_k.forward(tokens.clone()), 1);
         let v = split_heads(self.to_v.forward(tokens), 1);
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = frozen_attention(q, k, v, AttentionModuleOptions::default());
         let out = self.to_out.forward(merge_heads(out));
         out.swap_dims(1, 2).reshape([b, c, h, w]) + x
     }
@@ -143,13 +143,15 @@ impl<B: SdBackend> VaeEncoder<B> {
         &self.config
     }
 
-    /// The posterior mean (unscaled: multiply by the latent scale before the UNet).
+    /// The posterior mean (unscaled: multiply by the latent scale before the UNet), in the
+    /// dtype of the encoder's weights (the image is cast to it).
     ///
     /// # Shapes
     /// `image`: `[B, 3, H, W]` in [-1, 1] (`H`, `W` multiples of the downsampling factor)
     /// -> `[B, latent_channels, H/f, W/f]`.
     pub fn forward(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
         let e = &self.encoder;
+        let image = to_dtype(image, param_dtype(&e.conv_in.weight));
         let mut x = e.conv_in.forward(image);
         for block in &e.down_blocks {
             for resnet in &block.resnets {

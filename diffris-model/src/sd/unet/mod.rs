@@ -6,10 +6,11 @@ pub mod blocks;
 use crate::norm::group_norm;
 use crate::ops::SdBackend;
 use crate::ops::{sd_conv2d, sd_silu};
+use crate::precision::{param_dtype, to_dtype};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{DType, Tensor, backend::Backend};
 
 use self::blocks::{AttentionSpec, DownBlock, MidBlock, ResnetSpec, UpBlock, UpBlockWidths};
 use super::config::UNetConfig;
@@ -58,7 +59,7 @@ impl<B: Backend> UNetOutput<B> {
             .enumerate()
             .map(|(k, tap)| match self.attention_maps.get(k) {
                 Some(Some(maps)) if levels.contains(&k) => {
-                    Tensor::cat(vec![tap.clone(), maps.clone()], 1)
+                    Tensor::cat(vec![tap.clone(), to_dtype(maps.clone(), tap.dtype())], 1)
                 }
                 _ => tap.clone(),
             })
@@ -178,7 +179,8 @@ impl<B: SdBackend> UNet2DConditionModel<B> {
         &self.config
     }
 
-    /// One denoising pass without noise, as DiffRIS uses it.
+    /// One denoising pass without noise, as DiffRIS uses it. Float inputs are cast to the
+    /// dtype of the weights (see [`crate::precision`]); every output is in that dtype.
     ///
     /// # Shapes
     /// `latent`: `[B, C_in, h, w]` (`h`, `w` multiples of `2^(levels-1)`), `timesteps`: `[B]`,
@@ -193,13 +195,16 @@ impl<B: SdBackend> UNet2DConditionModel<B> {
         let cfg = self.config();
         let n = self.down_blocks.len();
         let want_probs = request.attention_maps || request.attention_probs;
+        // Inputs in the weights' dtype; the sinusoidal features in f32 first (as diffusers).
+        let dtype = param_dtype(&self.conv_in.weight);
+        let (latent, context) = (to_dtype(latent, dtype), to_dtype(context, dtype));
         let t = timestep_features(
-            timesteps,
+            to_dtype(timesteps, DType::F32),
             cfg.block_out_channels[0],
             cfg.flip_sin_to_cos,
             cfg.freq_shift,
         );
-        let temb = self.time_embedding.forward(t);
+        let temb = self.time_embedding.forward(to_dtype(t, dtype));
 
         let mut x = sd_conv2d(&self.conv_in, latent);
         let mut skips = vec![x.clone()];
