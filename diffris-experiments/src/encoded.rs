@@ -6,6 +6,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Int, Tensor, TensorData};
 use diffris_data::batch::{RisBatch, RisBatcher, prepare_all};
 use diffris_data::{ClipTokenizer, Sample};
+use diffris_model::diffris::{encode_latent, encode_text};
 use diffris_model::ops::SdBackend;
 use diffris_model::sd::{ClipTextModel, StableDiffusion, VaeEncoder};
 use indicatif::ProgressBar;
@@ -212,8 +213,8 @@ impl<B: SdBackend> Encoder<'_, B> {
                 .collect();
             let batch: RisBatch<B> = RisBatcher.batch(items, self.device);
             let (image, ids) = (batch.image, batch.ids);
-            let latent = vae.forward(image).mul_scalar(self.latent_scale);
-            let text = clip.forward(ids);
+            let latent = encode_latent(vae, image, self.latent_scale);
+            let text = encode_text(clip, ids);
             let [_, c, lh, lw] = latent.dims();
             let [_, t, d] = text.dims();
             out.latent_dims = [c, lh, lw];

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use diffris_data::ClipTokenizer;
+use diffris_model::precision::{Precision, cast_module};
 use diffris_model::sd::StableDiffusion;
 
 use crate::encoded::EncodedSplit;
@@ -21,7 +22,7 @@ use crate::workspace::Workspace;
 
 /// State shared by the runs of one process: loaded SD weights and encoded splits.
 pub struct Shared<B: SdBackend> {
-    sd: HashMap<PathBuf, (StableDiffusion<B>, ClipTokenizer)>,
+    sd: HashMap<(PathBuf, Precision), (StableDiffusion<B>, ClipTokenizer)>,
     encoded: HashMap<String, Arc<EncodedSplit>>,
 }
 
@@ -35,18 +36,23 @@ impl<B: SdBackend> Default for Shared<B> {
 }
 
 impl<B: SdBackend> Shared<B> {
-    /// The frozen SD and tokenizer at `sd_key`, loaded on first use.
+    /// The frozen SD at `sd_key`, in the precision of `spec`'s model, and its tokenizer,
+    /// loaded on first use.
     pub fn frozen(
         &mut self,
         spec: &RunSpec,
         sd_key: &Path,
         device: &B::Device,
     ) -> anyhow::Result<&(StableDiffusion<B>, ClipTokenizer)> {
-        if !self.sd.contains_key(sd_key) {
-            let frozen = load_frozen::<B>(sd_key, Some(&spec.sd_arch), device)?;
-            self.sd.insert(sd_key.to_path_buf(), frozen);
+        let key = (sd_key.to_path_buf(), spec.model.precision);
+        if !self.sd.contains_key(&key) {
+            let (sd, tokenizer) = load_frozen::<B>(sd_key, Some(&spec.sd_arch), device)?;
+            self.sd.insert(
+                key.clone(),
+                (cast_module(sd, spec.model.precision), tokenizer),
+            );
         }
-        Ok(&self.sd[sd_key])
+        Ok(&self.sd[&key])
     }
 
     /// Reads and encodes one split, reusing it across runs with the same weights and data.
@@ -63,7 +69,7 @@ impl<B: SdBackend> Shared<B> {
         } else {
             spec.limit_eval
         };
-        let key = format!(
+        let mut key = format!(
             "{}|{}|{}|{split}|{:?}|{}|{limit:?}",
             sd_key.display(),
             spec.dataset.name(),
@@ -71,6 +77,10 @@ impl<B: SdBackend> Shared<B> {
             spec.model.image_size,
             spec.model.latent_scale
         );
+        // Half-precision encoders give other numbers (f32 keys stay as they were).
+        if !spec.model.precision.is_f32() {
+            key.push_str(&format!("|{}", spec.model.precision));
+        }
         if let Some(e) = self.encoded.get(&key) {
             return Ok(e.clone());
         }

@@ -12,6 +12,7 @@
 
 use diffris_model::diffris::parameter_counts;
 use diffris_model::ops::SdBackend;
+use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 
 use crate::profile::RunSpec;
@@ -19,6 +20,21 @@ use crate::profile::RunSpec;
 /// Activation bytes per 512x512 sample of a DiffRIS training step with the frozen SD-1.5 UNet on
 /// the CPU backend (see the module docs for the measurement).
 pub const SD15_ACTIVATIONS_PER_SAMPLE: f64 = 3.4 * GIB;
+
+/// The same with the frozen stack in f16 or bf16 (`model.precision`): `bench_unet --phase
+/// step --precision f16` peaked at 7,042 MiB with one sample and 8,926 MiB with two, 1.84 GiB
+/// for the second sample (f32: 3.1 GiB from one to two). The decoder, at f32, keeps the same
+/// 0.9 GiB per sample at either precision.
+pub const SD15_HALF_ACTIVATIONS_PER_SAMPLE: f64 = 1.84 * GIB;
+
+/// The measured activation bytes per 512x512 sample at `precision`.
+pub fn sd15_activations_per_sample(precision: Precision) -> f64 {
+    if precision.is_f32() {
+        SD15_ACTIVATIONS_PER_SAMPLE
+    } else {
+        SD15_HALF_ACTIVATIONS_PER_SAMPLE
+    }
+}
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -33,6 +49,8 @@ pub struct MemoryEstimate {
     pub activations: Option<f64>,
     /// Samples per pass.
     pub pass_size: usize,
+    /// The frozen stack's precision (what the activation figure was measured at).
+    pub precision: Precision,
 }
 
 impl MemoryEstimate {
@@ -41,11 +59,17 @@ impl MemoryEstimate {
     /// share of each batch; the optimizer's moments live on the first, counted on each).
     pub fn of<B: SdBackend>(spec: &RunSpec, device: &B::Device, devices: usize) -> Self {
         let counts = parameter_counts::<B>(&spec.model, &spec.sd_arch, device);
+        // Trained parameters are f32; the frozen stack is stored at the model's precision.
         let bytes = |trainable: bool| -> f64 {
+            let per = if trainable {
+                4.0
+            } else {
+                spec.model.precision.bytes() as f64
+            };
             counts
                 .iter()
                 .filter(|c| c.trainable == trainable)
-                .map(|c| c.count as f64 * 4.0)
+                .map(|c| c.count as f64 * per)
                 .sum()
         };
         let (h, w) = spec.model.image_size;
@@ -55,13 +79,15 @@ impl MemoryEstimate {
             devices,
         );
         let activations = (spec.sd_arch == SdConfig::sd15()).then(|| {
-            SD15_ACTIVATIONS_PER_SAMPLE * pass_size as f64 * (h * w) as f64 / (512.0 * 512.0)
+            sd15_activations_per_sample(spec.model.precision) * pass_size as f64 * (h * w) as f64
+                / (512.0 * 512.0)
         });
         Self {
             frozen: bytes(false),
             trained: 4.0 * bytes(true),
             activations,
             pass_size,
+            precision: spec.model.precision,
         }
     }
 
@@ -87,10 +113,12 @@ impl MemoryEstimate {
         match (self.activations, self.total()) {
             (Some(a), Some(t)) => format!(
                 "about {} per device: {parts} + {} of activations ({} sample(s) per pass, \
-                 3.4 GiB per 512x512 sample measured on the CPU backend)",
+                 {:.2} GiB per 512x512 sample at {} measured on the CPU backend)",
                 gib(t),
                 gib(a),
-                self.pass_size
+                self.pass_size,
+                sd15_activations_per_sample(self.precision) / GIB,
+                self.precision
             ),
             _ => format!(
                 "{parts}, plus activations (no measured figure for this architecture; \
@@ -159,6 +187,22 @@ mod tests {
             "{}",
             four.describe()
         );
+    }
+
+    #[test]
+    fn half_precision_halves_the_frozen_weights_and_uses_its_own_activation_figure() {
+        let device = Default::default();
+        let full = MemoryEstimate::of::<Flex>(&spec(Some(4)), &device, 1);
+        let mut half_spec = spec(Some(4));
+        half_spec.model.precision = Precision::Bf16;
+        let half = MemoryEstimate::of::<Flex>(&half_spec, &device, 1);
+        assert!(
+            (half.frozen * 2.0 - full.frozen).abs() < 1.0,
+            "2 bytes per weight, not 4"
+        );
+        assert_eq!(half.trained, full.trained, "trained parameters stay f32");
+        assert!((half.activations.unwrap() / GIB - 4.0 * 1.84).abs() < 1e-9);
+        assert!(half.describe().contains("at bf16"), "{}", half.describe());
     }
 
     #[test]

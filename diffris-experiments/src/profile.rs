@@ -18,6 +18,7 @@ use diffris_data::synth::SynthConfig;
 use diffris_model::adapter::CpAdapterConfig;
 use diffris_model::decoder::{CamdConfig, DecoderConfig, LmpConfig, PcmrdConfig};
 use diffris_model::diffris::DiffRisConfig;
+use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +132,7 @@ pub struct RunOverrides {
     pub batch_size: Option<usize>,
     pub micro_batch: Option<usize>,
     pub lr: Option<f64>,
+    pub precision: Option<Precision>,
     pub limit_train: Option<usize>,
     pub limit_eval: Option<usize>,
 }
@@ -303,6 +305,9 @@ impl Resolver {
         }
         if let Some(lr) = overrides.lr {
             spec.train.lr = lr;
+        }
+        if let Some(p) = overrides.precision {
+            spec.model.precision = p;
         }
         spec.train.validate().map_err(|e| {
             anyhow::anyhow!(
@@ -601,6 +606,49 @@ mod tests {
         // The run's config.ron carries the list.
         let text = crate::record::spec_ron(own).unwrap();
         assert!(text.contains("profile_changes") && text.contains("model.adapter.ffn_dim"));
+    }
+
+    #[test]
+    fn precision_comes_from_the_file_or_the_flag_and_f32_configs_read_as_before() {
+        let file = AblationFile::parse(FILE, Path::new("p.ron")).unwrap();
+        let plain = tiny()
+            .resolve_file(&file, &[], &[], &RunOverrides::default())
+            .unwrap();
+        assert_eq!(plain[0].model.precision, Precision::F32);
+        // A config at f32 is written as before the field existed.
+        let text = crate::record::spec_ron(&plain[0]).unwrap();
+        assert!(!text.contains("precision"), "{text}");
+        let flagged = tiny()
+            .resolve_file(
+                &file,
+                &[],
+                &[],
+                &RunOverrides {
+                    precision: Some(Precision::Bf16),
+                    ..RunOverrides::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(flagged[1].model.precision, Precision::Bf16);
+        let text = crate::record::spec_ron(&flagged[1]).unwrap();
+        assert!(text.contains("precision: Bf16"), "{text}");
+        assert_eq!(
+            crate::record::parse_spec(&text, Path::new("config.ron")).unwrap(),
+            flagged[1]
+        );
+        // A variant sets it like any model field.
+        let half = FILE.replace(
+            "model: (adapter: (heads: 2),",
+            "model: (precision: F16, adapter: (heads: 2),",
+        );
+        let file = AblationFile::parse(&half, Path::new("p.ron")).unwrap();
+        let specs = tiny()
+            .resolve_file(&file, &[], &[], &RunOverrides::default())
+            .unwrap();
+        assert_eq!(
+            (specs[0].model.precision, specs[1].model.precision),
+            (Precision::F32, Precision::F16)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::precision::{Precision, cast_module, to_dtype};
 use crate::sd::clip::ClipTextModel;
 use crate::sd::config::SdConfig;
 use crate::sd::stack::StableDiffusion;
-use crate::sd::unet::{UNet2DConditionModel, UNetRequest};
+use crate::sd::unet::{UNet2DConditionModel, UNetOutput, UNetRequest};
 use crate::sd::vae::VaeEncoder;
 
 /// Everything that defines a DiffRIS model besides the SD weights.
@@ -184,17 +184,7 @@ impl<B: SdBackend> DiffRis<B> {
                 attention_probs: false,
             },
         );
-        let levels: &[usize] = if self.config.cross_attention_maps {
-            &MAP_LEVELS
-        } else {
-            &[]
-        };
-        // The decoder reads f32 (a no-op at f32 precision; differentiable otherwise).
-        let features: Vec<Tensor<B, 4>> = out
-            .features_with_maps(levels)
-            .into_iter()
-            .map(|f| to_dtype(f, DType::F32))
-            .collect();
+        let features = self.decoder_features(&out);
         let dec = self.decoder.forward(DecoderInput {
             features: &features,
             text: &adapted,
@@ -207,6 +197,24 @@ impl<B: SdBackend> DiffRis<B> {
             class_logits: dec.class_logits,
             hit_maps: dec.hit_maps,
         }
+    }
+
+    /// What the decoder reads from a UNet pass: the taps, with the cross-attention maps at
+    /// [`MAP_LEVELS`] when the config asks for them, in f32 (a no-op at f32 precision, a
+    /// differentiable cast otherwise).
+    ///
+    /// # Shapes
+    /// tap `k` `[B, C_k, h_k, w_k]` -> `[B, C_k (+ 77), h_k, w_k]`.
+    pub fn decoder_features(&self, out: &UNetOutput<B>) -> Vec<Tensor<B, 4>> {
+        let levels: &[usize] = if self.config.cross_attention_maps {
+            &MAP_LEVELS
+        } else {
+            &[]
+        };
+        out.features_with_maps(levels)
+            .into_iter()
+            .map(|f| to_dtype(f, DType::F32))
+            .collect()
     }
 
     /// The whole model from pixels and token ids.

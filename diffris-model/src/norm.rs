@@ -59,7 +59,10 @@ pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B,
 ///
 /// # Shapes
 /// `[..., C]` -> `[..., C]`.
-pub fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+pub fn layer_norm<B: Backend, const D: usize>(
+    norm: &LayerNorm<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
     if is_half(x.dtype()) || is_half(param_dtype(&norm.gamma)) {
         in_f32(x, |x| cast_module(norm.clone(), Precision::F32).forward(x))
     } else {

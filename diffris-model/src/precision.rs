@@ -102,11 +102,7 @@ pub fn is_half(dtype: DType) -> bool {
 /// # Shapes
 /// any -> the same.
 pub fn to_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
-    if x.dtype() == dtype {
-        x
-    } else {
-        x.cast(dtype)
-    }
+    if x.dtype() == dtype { x } else { x.cast(dtype) }
 }
 
 /// `x` in f32 when it is half precision; `x` itself otherwise.

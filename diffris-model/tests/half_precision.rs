@@ -125,7 +125,11 @@ fn check(p: Precision) {
     assert_eq!(param_dtype(&sd.unet.conv_in.weight), dtype);
     let r = Reference::load();
     let clip = sd.text_encoder.forward(r.ids("clip.input_ids"));
-    assert_eq!(clip.dtype(), dtype, "outputs come back in the weights' dtype");
+    assert_eq!(
+        clip.dtype(),
+        dtype,
+        "outputs come back in the weights' dtype"
+    );
     let torch = torch_errors(p);
     let found = errors(&sd, &r);
     assert!(found.len() > 8, "every reference output compared");
@@ -145,7 +149,11 @@ fn check(p: Precision) {
         };
         assert!(*e <= limit, "{p} {name}: relative error {e:e} > {limit:e}");
     }
-    assert_eq!(compared, torch.len() - 1, "every tensor of the JSON but the gradient");
+    assert_eq!(
+        compared,
+        torch.len() - 1,
+        "every tensor of the JSON but the gradient"
+    );
 }
 
 #[test]
@@ -227,6 +235,10 @@ fn context_gradient_through_a_half_unet_is_as_close_as_pytorch() {
         let e = (g - reference.clone()).abs().max().into_scalar() / scale;
         let t = torch_errors(p)["unet.context_gradient"];
         println!("{p}: context gradient relative error {e:.2e} (PyTorch {t:.2e})");
-        assert!(e <= allowed(t), "{p}: gradient relative error {e:e} > {:e}", allowed(t));
+        assert!(
+            e <= allowed(t),
+            "{p}: gradient relative error {e:e} > {:e}",
+            allowed(t)
+        );
     }
 }

@@ -16,6 +16,7 @@
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase forward
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase fwdbwd
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase step --batch 2
+//! cargo run --release -p diffris-experiments --bin bench_unet -- --phase step --precision f16
 //! python tools/bench_unet.py --phase forward     # the PyTorch reference, same machine
 //! ```
 //!
@@ -33,10 +34,12 @@ use burn::tensor::{Distribution, Tensor};
 use burn::train::TrainStep;
 use clap::Parser;
 use diffris_experiments::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use diffris_experiments::commands::common::parse_precision;
 use diffris_experiments::encoded::EncodedBatch;
 use diffris_experiments::training::Trainee;
 use diffris_model::decoder::{Decoder, DecoderInput};
-use diffris_model::diffris::{DiffRisConfig, DiffRisOutput, MAP_LEVELS};
+use diffris_model::diffris::{DiffRisConfig, DiffRisOutput};
+use diffris_model::precision::{Precision, cast_module};
 use diffris_model::sd::{SdConfig, UNetRequest};
 
 #[derive(Parser)]
@@ -59,6 +62,10 @@ struct Args {
     /// Device (as for `diffris --device`); default: the first compiled-in backend.
     #[arg(long)]
     device: Option<DeviceSpec>,
+    /// Precision of the frozen UNet (and, for `step`/`profile`, of the whole frozen stack):
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MiB.
@@ -88,9 +95,10 @@ fn main() -> anyhow::Result<()> {
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     println!(
-        "{{\"phase\":\"{}\",\"arch\":\"{}\",\"device\":\"{device}\",\"params\":{n},\"latent\":{},\"seconds\":{:?},\"median_s\":{:.3},\"peak_rss_mib\":{:.0}}}",
+        "{{\"phase\":\"{}\",\"arch\":\"{}\",\"precision\":\"{}\",\"device\":\"{device}\",\"params\":{n},\"latent\":{},\"seconds\":{:?},\"median_s\":{:.3},\"peak_rss_mib\":{:.0}}}",
         args.phase,
         args.arch,
+        args.precision,
         args.latent,
         times,
         sorted[sorted.len() / 2],
@@ -112,7 +120,7 @@ impl BackendJob for Bench<'_> {
         let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
         type AB<B> = Autodiff<B>;
         AB::<B>::seed(&device, 0);
-        let unet = arch.unet.init::<AB<B>>(&device).no_grad();
+        let unet = cast_module(arch.unet.init::<AB<B>>(&device).no_grad(), args.precision);
         let n = unet.num_params(); // materialise the weights before timing
         let l = args.latent;
         let latent = Tensor::<AB<B>, 4>::random(
@@ -200,6 +208,7 @@ fn paper_trainee<B: SdBackend>(
     type AB<B> = Autodiff<B>;
     let config = DiffRisConfig {
         image_size: (8 * args.latent, 8 * args.latent),
+        precision: args.precision,
         ..DiffRisConfig::default()
     };
     config.validate(arch)?;
@@ -260,9 +269,8 @@ fn stage_profile<B: SdBackend>(
         .unet
         .forward(batch.latent.clone(), t, adapted.clone(), req);
     report("+ UNet taps", live_bytes() - base);
-    let levels: &[usize] = if maps { &MAP_LEVELS } else { &[] };
     let dec = model.decoder.forward(DecoderInput {
-        features: &out.features_with_maps(levels),
+        features: &model.decoder_features(&out),
         text: &adapted,
         eos_index: &batch.eos,
         image_size: model.config.image_size,

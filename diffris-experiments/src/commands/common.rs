@@ -2,6 +2,7 @@
 //! an ablation file, and printing metrics.
 
 use diffris_model::ops::SdBackend;
+use diffris_model::precision::Precision;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +67,10 @@ pub struct RunArgs {
     /// Override the learning rate of every run.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Precision of the frozen VAE, CLIP and UNet: f32, f16 or bf16 (the recipe's
+    /// `model.precision`). The adapter, decoder, optimizer and loss stay f32.
+    #[arg(long, value_parser = parse_precision)]
+    pub precision: Option<Precision>,
     /// Train on the first N samples only (quick checks; recorded in the run's config).
     #[arg(long)]
     pub limit_train: Option<usize>,
@@ -86,6 +91,11 @@ pub struct RunArgs {
     pub stop_after: Option<usize>,
 }
 
+/// `--precision f32|f16|bf16`.
+pub fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse()
+}
+
 impl RunArgs {
     /// The command-line settings that apply to every run.
     pub fn overrides(&self) -> RunOverrides {
@@ -94,6 +104,7 @@ impl RunArgs {
             batch_size: self.batch_size,
             micro_batch: self.micro_batch,
             lr: self.lr,
+            precision: self.precision,
             limit_train: self.limit_train,
             limit_eval: self.limit_eval,
         }
@@ -195,7 +206,7 @@ pub fn write_tables(
     if !written.skipped.is_empty() {
         eprintln!(
             "left {} finished run(s) out of the {} table: their config differs from what this \
-             command resolves (another profile, recipe or --epochs/--batch-size/--micro-batch/--lr/\
+             command resolves (another profile, recipe or --epochs/--batch-size/--micro-batch/--lr/--precision/\
              --limit-* flags):",
             written.skipped.len(),
             file.name

@@ -164,10 +164,7 @@ fn pad_zeros<B: Backend>(x: Tensor<B, 4>, rows: [usize; 2], cols: [usize; 2]) ->
         &x.device(),
     );
     let zeros = crate::precision::to_dtype(zeros, x.dtype());
-    zeros.slice_assign(
-        [0..b, 0..c, rows[0]..rows[0] + h, cols[0]..cols[0] + w],
-        x,
-    )
+    zeros.slice_assign([0..b, 0..c, rows[0]..rows[0] + h, cols[0]..cols[0] + w], x)
 }
 
 #[cfg(feature = "flex")]

@@ -3,8 +3,8 @@
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
 use crate::norm::{group_norm, layer_norm};
-use crate::precision::{to_dtype, widen};
 use crate::ops::{SdBackend, sd_attention, sd_conv2d};
+use crate::precision::{to_dtype, widen};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -184,9 +184,11 @@ impl<B: SdBackend> BasicTransformerBlock<B> {
             .attn1
             .forward(layer_norm(&self.norm1, x.clone()), None, false);
         let x = x + h;
-        let (h, probs) =
-            self.attn2
-                .forward(layer_norm(&self.norm2, x.clone()), Some(context), want_probs);
+        let (h, probs) = self.attn2.forward(
+            layer_norm(&self.norm2, x.clone()),
+            Some(context),
+            want_probs,
+        );
         let x = x + h;
         let x = x.clone() + self.ff.forward(layer_norm(&self.norm3, x));
         (x, probs)

@@ -8,8 +8,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 use super::attention::{frozen_attention, merge_heads, split_heads};
-use crate::norm::layer_norm;
 use super::config::{ClipActivation, ClipConfig};
+use crate::norm::layer_norm;
 
 /// Token and position embeddings.
 #[derive(Module, Debug)]
@@ -133,7 +133,10 @@ impl<B: Backend> ClipTextModel<B> {
                 .out_proj
                 .forward(merge_heads(frozen_attention(q, k, v, opts)));
             x = x + h;
-            let h = layer.mlp.fc1.forward(layer_norm(&layer.layer_norm2, x.clone()));
+            let h = layer
+                .mlp
+                .fc1
+                .forward(layer_norm(&layer.layer_norm2, x.clone()));
             let h = match act {
                 ClipActivation::QuickGelu => h.clone() * sigmoid(h.mul_scalar(1.702)),
                 ClipActivation::Gelu => gelu(h),

@@ -11,9 +11,9 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::attention::{frozen_attention, merge_heads, split_heads};
-use crate::precision::{param_dtype, to_dtype};
 use super::config::VaeConfig;
 use super::resnet::{Downsample2D, ResnetBlock2D, conv1x1, conv3x3};
+use crate::precision::{param_dtype, to_dtype};
 
 /// The VAE's GroupNorm epsilon (diffusers hard-codes 1e-6 in the encoder).
 const VAE_EPS: f64 = 1e-6;
