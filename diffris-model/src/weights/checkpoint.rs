@@ -1,6 +1,7 @@
 //! Reading checkpoint files into named tensor snapshots (data stays on disk until applied):
 //! safetensors (F32/F16/BF16) and PyTorch zip pickles (`.ckpt`, `.pt`, `.pth`, `.bin`; a
-//! `state_dict` entry is used when present). Pickles are parsed, never executed.
+//! `state_dict` entry is used when present). Pickles are parsed, never executed; zip archives
+//! are checked strictly first (`archive.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,8 @@ impl Checkpoint {
 }
 
 fn read_pickle(path: &Path) -> Result<BTreeMap<String, TensorSnapshot>> {
+    // burn-store zero-fills missing or short storages: refuse those (and bad CRCs) first.
+    super::archive::check(path)?;
     // Sequential-index compaction would rename `time_embed.2` to `time_embed.1`: keep keys as they are.
     let nested = PytorchStore::from_file(path)
         .with_top_level_key("state_dict")

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod apply;
+pub mod archive;
 pub mod checkpoint;
 pub mod keys;
 pub mod save;
