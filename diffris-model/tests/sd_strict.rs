@@ -99,3 +99,34 @@ fn position_ids_buffer_is_skipped() {
             .unwrap();
     sd.load_text_encoder_file(&path).unwrap();
 }
+
+#[test]
+fn non_finite_weights_are_an_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "text_model.encoder.layers.0.mlp.fc1.bias";
+    let path = edited_text_encoder(dir.path(), |m| {
+        let (d, _, bytes) = m.get_mut(key).unwrap();
+        assert_eq!(*d, Dtype::BF16);
+        // bf16 NaN (0x7fc0), little-endian, in the fourth element.
+        bytes[6..8].copy_from_slice(&0x7fc0u16.to_le_bytes());
+    });
+    let err = load_error(&path);
+    assert!(
+        err.contains(key) && err.contains("non-finite") && err.contains("index 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn integer_weights_are_an_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "text_model.final_layer_norm.bias";
+    let path = edited_text_encoder(dir.path(), |m| {
+        let (d, shape, _) = m.remove(key).unwrap();
+        assert_eq!(d, Dtype::BF16);
+        let n: usize = shape.iter().product();
+        m.insert(key.into(), (Dtype::I32, shape, vec![0; 4 * n]));
+    });
+    let err = load_error(&path);
+    assert!(err.contains(key) && err.contains("I32"), "{err}");
+}

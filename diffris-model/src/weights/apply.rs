@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{DType, Shape, Tensor, TensorData, backend::Backend};
-use burn_store::{ModuleSnapshot, TensorSnapshot};
+use burn_store::{ModuleSnapshot, TensorSnapshot, TensorSnapshotError};
 
 use crate::error::{ModelError, Result};
 
@@ -100,6 +100,19 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
     sources: &[&TensorSnapshot],
     file: &Path,
 ) -> Result<()> {
+    // A weight must be stored as floats: an integer tensor would be cast without a word.
+    for s in sources {
+        if !matches!(s.dtype, DType::F16 | DType::BF16 | DType::F32 | DType::F64) {
+            return Err(ModelError::checkpoint(
+                file,
+                format!(
+                    "key `{}` holds {:?} values; a weight must be F16, BF16, F32 or F64",
+                    s.full_path(),
+                    s.dtype
+                ),
+            ));
+        }
+    }
     let snapshots: Vec<TensorSnapshot> = params
         .iter()
         .zip(sources)
@@ -107,9 +120,17 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
             let data_fn = s.clone_data_fn();
             let transpose = p.in_linear && p.shape.len() == 2;
             let target = p.shape.clone();
+            let key = s.full_path();
             let closure = move || {
                 let data = data_fn()?.convert::<f32>();
                 let values: Vec<f32> = data.to_vec().expect("converted to f32");
+                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                    let count = values.iter().filter(|v| !v.is_finite()).count();
+                    return Err(TensorSnapshotError::DataError(format!(
+                        "key `{key}` holds {count} non-finite value(s), the first {} at index {i}",
+                        values[i]
+                    )));
+                }
                 let values = if transpose {
                     // Checkpoint layout [out, in] (row-major) -> Burn's [in, out].
                     let (d_in, d_out) = (target[0], target[1]);
