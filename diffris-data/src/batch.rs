@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use image::RgbImage;
 
-use crate::error::Result;
+use crate::error::{DataError, Result};
 use crate::rle::BinaryMask;
 use crate::sample::Sample;
 use crate::tokenizer::{CONTEXT_LENGTH, ClipTokenizer};
@@ -42,17 +42,26 @@ pub fn prepare(
     width: usize,
 ) -> Result<RisItem> {
     let gt: BinaryMask = sample.load_mask()?;
+    let image = sample.load_image()?;
+    let (ih, iw) = (image.height() as usize, image.width() as usize);
+    if (gt.height, gt.width) != (ih, iw) {
+        return Err(DataError::record(
+            &sample.origin,
+            &sample.id,
+            format!(
+                "its mask is {}x{} but its image {} is {ih}x{iw} (height x width): the mask \
+                 must cover the image pixel for pixel",
+                gt.height,
+                gt.width,
+                sample.image.display()
+            ),
+        ));
+    }
     let mask = resize_nearest(&gt.data, gt.height, gt.width, height, width)
         .into_iter()
         .map(|b| b as u8 as f32)
         .collect();
-    let mut item = prepare_query(
-        &sample.load_image()?,
-        &sample.sentence,
-        tokenizer,
-        height,
-        width,
-    )?;
+    let mut item = prepare_query(&image, &sample.sentence, tokenizer, height, width)?;
     item.mask = Some(mask);
     item.index = index;
     Ok(item)

@@ -157,15 +157,29 @@ fn gray_levels(path: &Path, pixels: impl Iterator<Item = [u32; 3]>) -> Result<Ve
         .collect()
 }
 
-/// Opens and decodes an image; a missing or corrupt file is an error naming it.
+/// Opens and decodes an image; a missing, corrupt or truncated file is an error naming it.
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    image::ImageReader::new(std::io::Cursor::new(bytes))
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?
-        .decode()
-        .map_err(|e| DataError::Image {
+        .map_err(|e| DataError::io(path, e))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !ends_with_jpeg_eoi(&bytes) {
+        // The decoder fills a cut-off JPEG's missing rows with gray and reports nothing.
+        return Err(DataError::Image {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+            message: "the JPEG is truncated (no end-of-image marker in its last 4 KiB)".into(),
+        });
+    }
+    reader.decode().map_err(|e| DataError::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Whether a JPEG's end-of-image marker (`FF D9`) is in its last 4 KiB. A complete file ends
+/// with it (some writers pad a few bytes after); a cut-off one has lost it, and the only other
+/// one, that of an embedded EXIF thumbnail, sits near the start of any real image.
+fn ends_with_jpeg_eoi(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }

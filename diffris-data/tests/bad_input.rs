@@ -219,3 +219,44 @@ fn empty_expression_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn truncated_jpeg_is_an_error_and_a_whole_one_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jpg");
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]));
+    img.save(&path).unwrap();
+    let whole = diffris_data::sample::open_image(&path).unwrap();
+    assert_eq!((whole.width(), whole.height()), (64, 48));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let err = diffris_data::sample::open_image(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a.jpg") && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn mask_of_another_size_than_its_image_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // The image is 4x4; the annotation describes a 4x5 mask (uncompressed RLE over 20 pixels).
+    let instances = serde_json::json!({
+        "images": [{"id": 1, "file_name": "00001.jpg", "height": 4, "width": 4}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                         "segmentation": {"size": [4, 5], "counts": [5, 2, 13]},
+                         "bbox": [0,0,1,1], "area": 2, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "ship"}]
+    });
+    rrsisd(dir.path(), None, Some(instances), "the ship");
+    let samples = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap();
+    let tokenizer = diffris_data::ClipTokenizer::embedded().unwrap();
+    let err = diffris_data::batch::prepare(&samples[0], 0, &tokenizer, 8, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4x5") && err.contains("4x4") && err.contains("00001.jpg"),
+        "{err}"
+    );
+}
