@@ -15,7 +15,9 @@ use crate::encoded::EncodedSplit;
 use crate::progress::Heartbeat;
 use diffris_data::transforms::resize_nearest;
 
-use crate::metrics::{MetricAccumulator, Metrics, PR_THRESHOLDS, Protocol, protocol_pair};
+use crate::metrics::{
+    MetricAccumulator, Metrics, PR_THRESHOLDS, Protocol, SampleScore, protocol_pair,
+};
 
 /// Foreground probabilities of every sample, `H*W` each at the network size.
 pub fn predict<B: SdBackend>(
@@ -50,27 +52,56 @@ pub fn score(
     data: &EncodedSplit,
     protocol: Protocol,
 ) -> anyhow::Result<Metrics> {
+    Ok(score_samples(probs, data, protocol)?.0)
+}
+
+/// [`score`] with each sample's score, in split order.
+pub fn score_samples(
+    probs: &[Vec<f32>],
+    data: &EncodedSplit,
+    protocol: Protocol,
+) -> anyhow::Result<(Metrics, Vec<SampleScore>)> {
     let (h, w) = data.image_size;
     let mut acc = MetricAccumulator::default();
+    let mut each = Vec::with_capacity(probs.len());
     for (i, p) in probs.iter().enumerate() {
-        match protocol {
+        let s = match protocol {
             Protocol::Lavt => {
                 let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
                 let gt: Vec<bool> = data.masks[i * h * w..(i + 1) * h * w]
                     .iter()
                     .map(|&v| v > 0.5)
                     .collect();
-                acc.add_masks(&pred, &gt)?;
+                acc.add_masks(&pred, &gt)?
             }
             Protocol::Cgformer => {
                 let gt = data.samples[i].load_mask()?;
                 let (pred, gt) =
                     protocol_pair(p, (h, w), &gt.data, (gt.height, gt.width), protocol);
-                acc.add_masks(&pred, &gt)?;
+                acc.add_masks(&pred, &gt)?
             }
-        }
+        };
+        each.push(s);
     }
-    Ok(acc.summary())
+    Ok((acc.summary(), each))
+}
+
+/// One CSV line per sample: `index,image,expression,iou,intersection,union` (IoU in percent,
+/// as the tables; text fields quoted, quotes doubled).
+pub fn per_sample_csv(data: &EncodedSplit, scores: &[SampleScore]) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut out = String::from("index,image,expression,iou,intersection,union\n");
+    for (i, (sample, s)) in data.samples.iter().zip(scores).enumerate() {
+        out.push_str(&format!(
+            "{i},{},{},{:.4},{},{}\n",
+            quote(&sample.image.display().to_string()),
+            quote(&sample.sentence),
+            100.0 * s.iou,
+            s.intersection,
+            s.union
+        ));
+    }
+    out
 }
 
 /// Scores of the trivial predictors on a split.

@@ -30,6 +30,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The name the CLI uses (`lavt`, `cgformer`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lavt => "lavt",
+            Self::Cgformer => "cgformer",
+        }
+    }
+
     /// A short label for tables.
     pub fn label(self) -> &'static str {
         match self {

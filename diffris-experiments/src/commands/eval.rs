@@ -1,5 +1,6 @@
-//! `diffris eval --run DIR`: evaluates a finished run on a split, with either protocol, and
-//! optionally saves its predicted masks (for `diffris score` or other tools).
+//! `diffris eval --run DIR`: evaluates a finished run on a split, with either protocol, writes
+//! each sample's score to `DIR/per_sample-SPLIT-PROTOCOL.csv`, and optionally saves its
+//! predicted masks (for `diffris score` or other tools).
 
 use diffris_model::ops::SdBackend;
 use std::path::PathBuf;
@@ -11,9 +12,10 @@ use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::cache::default_cache;
 use crate::commands::common::print_metrics;
 use crate::encoded::EncodedSplit;
-use crate::evaluate::{baselines, predict, score};
+use crate::evaluate::{baselines, per_sample_csv, predict, score_samples};
 use crate::metrics::Protocol;
 use crate::reload::load_run;
+use crate::tensor_file::write_atomic;
 
 /// Arguments of `diffris eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +33,10 @@ pub struct EvalArgs {
     pub save_masks: Option<PathBuf>,
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Evaluate the first N samples of the split (default: as many as the run's own
+    /// evaluation read, i.e. its `--limit-eval`, else all).
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 struct Eval(EvalArgs);
@@ -45,7 +51,10 @@ impl BackendJob for Eval {
         let spec = &run.spec;
         let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());
         let protocol = a.protocol.unwrap_or(spec.protocol);
-        let samples = spec.dataset.read_split(&spec.data_root, &split)?;
+        let mut samples = spec.dataset.read_split(&spec.data_root, &split)?;
+        if let Some(n) = a.limit.or(spec.limit_eval) {
+            samples.truncate(n);
+        }
         let sd = diffris_model::sd::StableDiffusion {
             text_encoder: run.model.text_encoder.clone(),
             vae: run.model.vae.clone(),
@@ -72,7 +81,11 @@ impl BackendJob for Eval {
             None,
         );
         bar.finish_and_clear();
-        let m = score(&probs, &data, protocol)?;
+        let (m, each) = score_samples(&probs, &data, protocol)?;
+        let csv_path = a
+            .run
+            .join(format!("per_sample-{split}-{}.csv", protocol.name()));
+        write_atomic(&csv_path, per_sample_csv(&data, &each).as_bytes())?;
         println!(
             "{} / {} / {split} ({})",
             spec.ablation,
@@ -80,6 +93,7 @@ impl BackendJob for Eval {
             protocol.label()
         );
         print_metrics("DiffRIS", &m);
+        println!("per-sample scores: {}", csv_path.display());
         let b = baselines(&data, spec.dataset, &spec.data_root)?;
         print_metrics("all background", &b.all_background);
         print_metrics("whole image", &b.whole_image);
