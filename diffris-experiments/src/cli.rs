@@ -42,6 +42,9 @@ pub enum Command {
     Eval(commands::eval::EvalArgs),
     /// Segment one image with a finished run: writes the mask and an overlay.
     Segment(commands::segment::SegmentArgs),
+    /// Draw the best, median and worst samples of a split with each run's prediction (the
+    /// paper's qualitative figures).
+    Figures(commands::figures::FiguresArgs),
     /// Score saved masks of any method with the same metric code.
     Score(commands::score::ScoreArgs),
     /// Regenerate tables and plots from saved runs.
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => commands::train::run(devices, args),
         Command::Eval(args) => commands::eval::run(one?, args),
         Command::Segment(args) => commands::segment::run(one?, args),
+        Command::Figures(args) => commands::figures::run(one?, args),
         Command::Score(args) => commands::score::run(args),
         Command::Tables(args) => commands::tables::run(args),
         Command::Data(cmd) => commands::data::run(cmd),

@@ -229,6 +229,43 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         full.test.oiou
     );
 
+    // `figures` draws the best, median and worst samples of the first run (by the IoUs the
+    // per-sample CSV holds) with both runs' predictions.
+    let best = (0..ious.len())
+        .max_by(|&a, &b| ious[a].total_cmp(&ious[b]).then(b.cmp(&a)))
+        .unwrap();
+    let fig = dir.path().join("fig.png");
+    let off_dir = dir.path().join("results/runs/mini/off/seed-0");
+    let printed = diffris(
+        &[
+            "figures",
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--run",
+            off_dir.to_str().unwrap(),
+            "--panel",
+            "96",
+            "--out",
+            fig.to_str().unwrap(),
+            "--cache",
+            cache.path().to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(
+        printed.contains(&format!("best: sample {best} ")),
+        "{printed}"
+    );
+    let rows = printed.lines().filter(|l| l.contains(": sample ")).count();
+    assert!((1..=3).contains(&rows), "{printed}");
+    let img = image::open(&fig).unwrap();
+    // Four panels of 96 px (image, ground truth, two runs); a 22 px band above the panels
+    // and under each row (the tiny profile's images are square).
+    assert_eq!(
+        (img.width(), img.height()),
+        (4 * 96, 22 + rows as u32 * (96 + 22))
+    );
+
     // `tables` regenerates the same table from the saved runs, without training, given the
     // settings the runs were made with.
     std::fs::remove_file(dir.path().join("results/mini/table.md")).unwrap();

@@ -306,3 +306,46 @@ impl BackendJob for Ablation {
         Ok(())
     }
 }
+
+/// A finished run's predictions on the first `limit` samples of `split` (default: as many as
+/// its own evaluation read, its `--limit-eval`, else all): the encoded split and each
+/// sample's foreground probabilities at the network size.
+pub fn predict_split<B: SdBackend>(
+    run: &crate::reload::LoadedRun<B>,
+    split: &str,
+    limit: Option<usize>,
+    device: &B::Device,
+) -> anyhow::Result<(crate::encoded::EncodedSplit, Vec<Vec<f32>>)> {
+    let spec = &run.spec;
+    let mut samples = spec.dataset.read_split(&spec.data_root, split)?;
+    if let Some(n) = limit.or(spec.limit_eval) {
+        samples.truncate(n);
+    }
+    let sd = diffris_model::sd::StableDiffusion {
+        text_encoder: run.model.text_encoder.clone(),
+        vae: run.model.vae.clone(),
+        unet: run.model.unet.clone(),
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    let data = crate::encoded::EncodedSplit::encode(
+        samples,
+        &run.tokenizer,
+        &sd,
+        spec.model.image_size,
+        spec.model.latent_scale,
+        device,
+        spec.train.pass_size(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        &bar,
+    )?;
+    let probs = crate::evaluate::predict(
+        &run.model,
+        &data,
+        spec.train.pass_size(),
+        device,
+        &bar,
+        None,
+    );
+    bar.finish_and_clear();
+    Ok((data, probs))
+}

@@ -6,13 +6,11 @@ use diffris_model::ops::SdBackend;
 use std::path::PathBuf;
 
 use image::GrayImage;
-use indicatif::ProgressBar;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::cache::default_cache;
-use crate::commands::common::print_metrics;
-use crate::encoded::EncodedSplit;
-use crate::evaluate::{baselines, per_sample_csv, predict, score_samples};
+use crate::commands::common::{predict_split, print_metrics};
+use crate::evaluate::{baselines, per_sample_csv, score_samples};
 use crate::metrics::Protocol;
 use crate::reload::load_run;
 use crate::tensor_file::write_atomic;
@@ -51,36 +49,7 @@ impl BackendJob for Eval {
         let spec = &run.spec;
         let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());
         let protocol = a.protocol.unwrap_or(spec.protocol);
-        let mut samples = spec.dataset.read_split(&spec.data_root, &split)?;
-        if let Some(n) = a.limit.or(spec.limit_eval) {
-            samples.truncate(n);
-        }
-        let sd = diffris_model::sd::StableDiffusion {
-            text_encoder: run.model.text_encoder.clone(),
-            vae: run.model.vae.clone(),
-            unet: run.model.unet.clone(),
-        };
-        let bar = ProgressBar::new(0);
-        let data = EncodedSplit::encode(
-            samples,
-            &run.tokenizer,
-            &sd,
-            spec.model.image_size,
-            spec.model.latent_scale,
-            &device,
-            spec.train.pass_size(),
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-            &bar,
-        )?;
-        let probs = predict(
-            &run.model,
-            &data,
-            spec.train.pass_size(),
-            &device,
-            &bar,
-            None,
-        );
-        bar.finish_and_clear();
+        let (data, probs) = predict_split(&run, &split, a.limit, &device)?;
         let (m, each) = score_samples(&probs, &data, protocol)?;
         let csv_path = a
             .run

@@ -6,6 +6,7 @@ pub mod data;
 pub mod doctor;
 pub mod eval;
 pub mod features;
+pub mod figures;
 pub mod info;
 pub mod init_sd;
 pub mod run_spec;

@@ -16,7 +16,7 @@ use crate::report::rows::{Row, mean_std};
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The embedded font is valid; a failure here would only lose text, never data.
