@@ -169,8 +169,8 @@ fn gradient_cosine(a: &StepProbe, b: &StepProbe, prefix: &str) -> f64 {
     dot / (na.sqrt() * nb.sqrt())
 }
 
-/// Steps with the frozen stack in half precision on backend `B` against flex's f32 step, from
-/// the same weights (drawn in f32) and batch, for every decoder: the step's invariants hold, the first loss,
+/// Steps with the frozen stack in half precision on backend `B` against its f32 step, from the
+/// same weights (drawn in f32) and batch, for every decoder: the step's invariants hold, the first loss,
 /// the loss after one AdamW update and the direction of the whole gradient stay within the
 /// tolerances below of f32's. The frozen stack's parity with PyTorch's own half precision is
 /// `diffris-model`'s `tests/half_precision.rs`; this checks the boundaries (casts into and out
@@ -184,12 +184,14 @@ fn half_steps_stay_close_to_f32<B: diffris_model::ops::SdAutodiffBackend>(
     device: &B::Device,
     backend: &str,
     precisions: &[diffris_model::precision::Precision],
+    (f16_loss_tol, min_f16_cosine): (f64, f64),
 ) {
     use diffris_model::precision::Precision;
     for (name, decoder) in probe_decoders() {
         let spec = ProbeSpec::tiny(decoder);
         let weights = ProbeWeights::draw::<Flex>(&spec, 7, &Default::default());
-        let reference = probe::<Autodiff<Flex>>(&spec, &weights, &Default::default()).unwrap();
+        // The f32 step on the same backend: what changes is the precision only.
+        let reference = probe::<B>(&spec, &weights, device).unwrap();
         // Measured worst over the decoders on flex, f16 / bf16: first loss 1.9e-4 / 1.1e-3
         // relative, second loss 9.2e-4 / 4.5e-3; gradient cosine 0.992 / 0.913 (adapter),
         // 0.995 / 0.940 (decoder). The bounds leave about 2x margin on the losses and on
@@ -198,7 +200,7 @@ fn half_steps_stay_close_to_f32<B: diffris_model::ops::SdAutodiffBackend>(
         for &precision in precisions {
             let (loss_tol, min_cosine) = match precision {
                 Precision::Bf16 => (1e-2, 0.9),
-                _ => (2e-3, 0.98),
+                _ => (f16_loss_tol, min_f16_cosine),
             };
             let mut half = spec.clone();
             half.model.precision = precision;
@@ -234,10 +236,13 @@ fn half_precision_steps_stay_close_to_f32() {
         &Default::default(),
         "flex",
         &[Precision::F16, Precision::Bf16],
+        (2e-3, 0.98),
     );
 }
 
-/// WGSL has f16 (where the adapter offers it) but no bf16.
+/// WGSL has f16 (where the adapter offers it) but no bf16. cubecl's f16 arithmetic lands
+/// further from its f32 than flex's on lavapipe (measured worst over the decoders: loss 3.7e-3
+/// relative, gradient cosine 0.964), so the f16 bounds here are bf16's on flex.
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_f16_step_stays_close_to_f32() {
@@ -245,5 +250,6 @@ fn wgpu_f16_step_stays_close_to_f32() {
         &burn::backend::wgpu::WgpuDevice::DefaultDevice,
         "wgpu",
         &[diffris_model::precision::Precision::F16],
+        (1e-2, 0.9),
     );
 }
