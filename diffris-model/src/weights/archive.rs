@@ -497,7 +497,7 @@ pub fn check(path: &Path) -> Result<()> {
         })?;
         let elem = storage_type_to_element_size(&s.storage_type)
             .map_err(|e| bad(format!("`{entry}`{used_by}: {e}")))?;
-        let want = s.numel.checked_mul(elem as u64).unwrap_or(u64::MAX);
+        let want = s.numel.saturating_mul(elem as u64);
         if *size != want {
             return Err(bad(format!(
                 "storage entry `{entry}`{used_by} holds {size} bytes, but its {} {} elements \
