@@ -22,6 +22,7 @@ pub mod inputs;
 pub mod memory;
 pub mod metrics;
 pub mod parallel;
+pub mod png;
 pub mod profile;
 pub mod progress;
 pub mod recipe;

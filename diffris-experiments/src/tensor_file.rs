@@ -75,6 +75,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {} (as {})", path.display(), tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+        });
+    if written.is_err() {
+        // Nothing half-written stays behind (on a full disk, the space is given back).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -12,13 +12,11 @@
 
 #![cfg(feature = "flex")] // runs on the CPU reference backend
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
-use diffris_data::{MaskSource, Sample};
 use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, to_data};
@@ -39,54 +37,6 @@ fn probe(dropout: f64) -> ProbeSpec {
     }));
     spec.model.adapter.dropout = dropout;
     spec
-}
-
-/// `n` encoded samples: distinct random latents and text states (`distinct`), or `n` copies of
-/// the first; masks are rectangles of different heights.
-fn samples(spec: &ProbeSpec, n: usize, distinct: bool) -> Arc<EncodedSplit> {
-    let device = Default::default();
-    let (h, w) = spec.model.image_size;
-    let f = spec.sd.vae.downsampling();
-    let c = spec.sd.unet.in_channels;
-    let d = spec.sd.clip.hidden_size;
-    let k = if distinct { n } else { 1 };
-    Flex::seed(&device, 11);
-    let draw = |shape: [usize; 3]| -> Vec<f32> {
-        Tensor::<Flex, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device)
-            .into_data()
-            .to_vec()
-            .unwrap()
-    };
-    let latents = draw([k * c, h / f, w / f]).repeat(n / k);
-    let text = draw([k, 77, d]).repeat(n / k);
-    let masks: Vec<f32> = (0..n)
-        .flat_map(|s| {
-            let top = if distinct { s % (h / 2) } else { h / 4 };
-            (0..h * w)
-                .map(move |i| ((i / w) > top && (i / w) < h / 2 && (i % w) < w / 2) as u8 as f32)
-        })
-        .collect();
-    let sample = |i: usize| Sample {
-        id: format!("s{i}"),
-        image: PathBuf::from(format!("s{i}.png")),
-        mask: MaskSource::File {
-            path: PathBuf::from(format!("s{i}-mask.png")),
-            threshold: 127,
-        },
-        sentence: "the object".into(),
-        category: None,
-        origin: PathBuf::from("test"),
-    };
-    Arc::new(EncodedSplit {
-        samples: (0..n).map(sample).collect(),
-        image_size: (h, w),
-        latent_dims: [c, h / f, w / f],
-        text_dims: [77, d],
-        latents,
-        text,
-        eos: vec![4; n],
-        masks,
-    })
 }
 
 struct Outcome {
@@ -147,7 +97,7 @@ fn trained(
 fn workers_train_bit_for_bit_as_one_device_with_the_same_micro_batches() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let spec = probe(0.1);
-    let data = samples(&spec, 12, true);
+    let data = common::encoded_samples(&spec, 12, true);
     // (workers, batch, micro-batch): one pass per worker per step; three passes per step, whose
     // sum depends on its order; two rounds of two workers per step (accumulation).
     for (workers, batch, micro) in [(2, 4, 2), (3, 6, 2), (2, 4, 1)] {
@@ -191,7 +141,7 @@ fn workers_train_bit_for_bit_as_one_device_with_the_same_micro_batches() {
 fn two_workers_train_as_one_device_with_whole_batches() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let spec = probe(0.0);
-    let data = samples(&spec, 16, false);
+    let data = common::encoded_samples(&spec, 16, false);
     let whole = trained(&spec, data.clone(), (4, 1, None), 1);
     let two = trained(&spec, data, (4, 1, None), 2);
     assert_eq!(two.best_epoch, whole.best_epoch);

@@ -7,6 +7,8 @@ use diffris_data::inspect::{overlay, split_stats};
 use diffris_data::synth::{SynthConfig, write};
 use diffris_data::{ClipTokenizer, DatasetFormat};
 
+use crate::png::save_png;
+
 /// `diffris data ...`
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum DataCommand {
@@ -131,9 +133,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
             let img = s.load_image()?;
             let mask = s.load_mask()?;
             let path = out.join(format!("{split}-{i:03}.png"));
-            overlay(&img, &mask)
-                .save(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
+            save_png(&path, overlay(&img, &mask))?;
             println!("  overlay {} : {}", path.display(), s.sentence);
             written += 1;
         }

@@ -12,6 +12,7 @@ use crate::cache::default_cache;
 use crate::commands::common::{predict_split, print_metrics};
 use crate::evaluate::{baselines, per_sample_csv, score_samples};
 use crate::metrics::Protocol;
+use crate::png::save_png;
 use crate::reload::load_run;
 use crate::tensor_file::write_atomic;
 
@@ -80,7 +81,7 @@ impl BackendJob for Eval {
                         0
                     }])
                 });
-                img.save(dir.join(format!("{i:06}.png")))?;
+                save_png(&dir.join(format!("{i:06}.png")), img)?;
             }
             println!("saved {} masks to {}", probs.len(), dir.display());
         }

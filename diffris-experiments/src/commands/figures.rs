@@ -18,6 +18,7 @@ use crate::commands::common::predict_split;
 use crate::encoded::EncodedSplit;
 use crate::evaluate::score_samples;
 use crate::metrics::{Protocol, SampleScore};
+use crate::png::save_png;
 use crate::reload::load_run;
 
 /// Arguments of `diffris figures`.
@@ -219,12 +220,7 @@ fn draw(runs: &[Predicted], rows: &[(&str, usize)], panel: u32, out: &Path) -> a
         root.present().map_err(err)?;
     }
     let canvas = RgbImage::from_raw(width, height, raw).expect("the buffer keeps its size");
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    canvas
-        .save(out)
-        .with_context(|| format!("writing {}", out.display()))
+    save_png(out, canvas)
 }
 
 /// Runs the command.

@@ -17,6 +17,7 @@ use image::GrayImage;
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::cache::default_cache;
 use crate::frozen::check_vocab;
+use crate::png::save_png;
 use crate::reload::load_run;
 
 /// Arguments of `diffris segment`.
@@ -71,8 +72,8 @@ impl BackendJob for Segment {
                 0
             }])
         });
-        gray.save(a.out.join("mask.png"))?;
-        overlay(&img, &mask).save(a.out.join("overlay.png"))?;
+        save_png(&a.out.join("mask.png"), gray)?;
+        save_png(&a.out.join("overlay.png"), overlay(&img, &mask))?;
         println!(
             "\"{}\": {} foreground pixels of {}; wrote {} and {}",
             a.text,

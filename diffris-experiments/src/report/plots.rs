@@ -3,12 +3,15 @@
 //! ablations a Fig. 8-style line plot.
 
 use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use std::sync::Once;
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::png::save_drawing;
 use crate::recipe::{AblationFile, Column, Figure};
 use crate::record::run_dir;
 use crate::report::curves::Curves;
@@ -27,7 +30,7 @@ pub(crate) fn register_font() {
 type PlotResult<T> = anyhow::Result<T>;
 
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("plotting: {e:?}")
+    anyhow::anyhow!("{e:?}")
 }
 
 /// The series of the bar and line plots: name, column, whether it is the paper's number, colour.
@@ -83,56 +86,60 @@ fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> PlotResult<()> {
 
 /// Grouped bars: per variant, our mean and the paper's value for mIoU and oIoU.
 fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
-    let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let n = rows.len().max(1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(&file.title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(70)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..n as f64, 0f64..100f64)
-        .map_err(err)?;
-    let labels: Vec<String> = rows.iter().map(|r| r.variant.label.clone()).collect();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        // Ticks every half unit; only the group centres (i + 0.5) carry a label.
-        .x_labels(2 * n + 1)
-        .x_label_formatter(&|x| {
-            if (x - x.floor() - 0.5).abs() > 1e-6 {
-                return String::new();
-            }
-            labels
-                .get(x.floor() as usize)
-                .map(|l| l.chars().take(30).collect())
-                .unwrap_or_default()
-        })
-        .y_desc("percent")
-        .draw()
-        .map_err(err)?;
-    let width = 0.8 / SERIES.len() as f64;
-    for (k, (name, col, paper, color)) in SERIES.into_iter().enumerate() {
-        let rects: Vec<_> = rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, row)| {
-                let v = series_value(row, col, paper)?;
-                let x0 = i as f64 + 0.1 + k as f64 * width;
-                Some(Rectangle::new(
-                    [(x0, 0.0), (x0 + width * 0.9, v)],
-                    color.filled(),
-                ))
-            })
-            .collect();
+    save_drawing(path, (1000, 560), |buf| {
+        let root = BitMapBackend::with_buffer(buf, (1000, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let n = rows.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&file.title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(70)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..n as f64, 0f64..100f64)
+            .map_err(err)?;
+        let labels: Vec<String> = rows.iter().map(|r| r.variant.label.clone()).collect();
         chart
-            .draw_series(rects)
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-    }
-    legend(&mut chart)?;
-    root.present().map_err(err)
+            .configure_mesh()
+            .disable_x_mesh()
+            // Ticks every half unit; only the group centres (i + 0.5) carry a label.
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&|x| {
+                if (x - x.floor() - 0.5).abs() > 1e-6 {
+                    return String::new();
+                }
+                labels
+                    .get(x.floor() as usize)
+                    .map(|l| l.chars().take(30).collect())
+                    .unwrap_or_default()
+            })
+            .y_desc("percent")
+            .draw()
+            .map_err(err)?;
+        let width = 0.8 / SERIES.len() as f64;
+        for (k, (name, col, paper, color)) in SERIES.into_iter().enumerate() {
+            let rects: Vec<_> = rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, row)| {
+                    let v = series_value(row, col, paper)?;
+                    let x0 = i as f64 + 0.1 + k as f64 * width;
+                    Some(Rectangle::new(
+                        [(x0, 0.0), (x0 + width * 0.9, v)],
+                        color.filled(),
+                    ))
+                })
+                .collect();
+            chart
+                .draw_series(rects)
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        legend(&mut chart)?;
+        root.present().map_err(err)
+    })
 }
 
 /// Validation mIoU per epoch and the smoothed training loss per iteration, one line per variant
@@ -166,83 +173,87 @@ fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) ->
         .iter()
         .flat_map(|c| c.iter().map(|p| p.1))
         .fold(1e-6, f64::max);
-    let root = BitMapBackend::new(path, (1000, 450)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let (left, right) = root.split_horizontally(500);
-    let loss_title = format!("training loss (mean of {window} iterations)");
-    for (area, title, series, top) in [
-        (&left, "validation mIoU", &val, 100.0),
-        (&right, loss_title.as_str(), &loss, max_loss * 1.05),
-    ] {
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0f64..max_epoch, 0f64..top)
-            .map_err(err)?;
-        // Whole epochs when there are several (at most 11 labels), tenths of one otherwise.
-        let whole = max_epoch >= 2.0;
-        chart
-            .configure_mesh()
-            .x_desc("epochs")
-            .x_labels(if whole {
-                (max_epoch as usize).min(10) + 1
-            } else {
-                11
-            })
-            .x_label_formatter(&|x| {
-                if !whole {
-                    format!("{x:.1}")
-                } else if x.fract() == 0.0 {
-                    format!("{x:.0}")
+    save_drawing(path, (1000, 450), |buf| {
+        let root = BitMapBackend::with_buffer(buf, (1000, 450)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (left, right) = root.split_horizontally(500);
+        let loss_title = format!("training loss (mean of {window} iterations)");
+        for (area, title, series, top) in [
+            (&left, "validation mIoU", &val, 100.0),
+            (&right, loss_title.as_str(), &loss, max_loss * 1.05),
+        ] {
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(45)
+                .build_cartesian_2d(0f64..max_epoch, 0f64..top)
+                .map_err(err)?;
+            // Whole epochs when there are several (at most 11 labels), tenths of one otherwise.
+            let whole = max_epoch >= 2.0;
+            chart
+                .configure_mesh()
+                .x_desc("epochs")
+                .x_labels(if whole {
+                    (max_epoch as usize).min(10) + 1
                 } else {
-                    String::new()
-                }
-            })
-            .draw()
-            .map_err(err)?;
-        for (i, ((label, _), pts)) in runs.iter().zip(series.iter()).enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            // Dots on per-epoch points; a loss traced per iteration is a plain line.
-            let dot = if pts.len() <= 50 { 3 } else { 0 };
-            marked_line(&mut chart, pts.clone(), label, color, dot)?;
+                    11
+                })
+                .x_label_formatter(&|x| {
+                    if !whole {
+                        format!("{x:.1}")
+                    } else if x.fract() == 0.0 {
+                        format!("{x:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
+                .draw()
+                .map_err(err)?;
+            for (i, ((label, _), pts)) in runs.iter().zip(series.iter()).enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                // Dots on per-epoch points; a loss traced per iteration is a plain line.
+                let dot = if pts.len() <= 50 { 3 } else { 0 };
+                marked_line(&mut chart, pts.clone(), label, color, dot)?;
+            }
+            legend(&mut chart)?;
         }
-        legend(&mut chart)?;
-    }
-    root.present().map_err(err)
+        root.present().map_err(err)
+    })
 }
 
 /// Fig. 8 style: mIoU and oIoU across the variants in order (ours and the paper's).
 fn line(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
-    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let n = rows.len();
-    let labels: Vec<String> = rows.iter().map(|r| r.variant.label.clone()).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(&file.title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..100f64)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
-        .y_desc("percent")
-        .draw()
-        .map_err(err)?;
-    for (name, col, paper, color) in SERIES {
-        let pts: Vec<(f64, f64)> = rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| Some((i as f64, series_value(r, col, paper)?)))
-            .collect();
-        marked_line(&mut chart, pts, name, color.to_rgba(), 4)?;
-    }
-    legend(&mut chart)?;
-    root.present().map_err(err)
+    save_drawing(path, (800, 500), |buf| {
+        let root = BitMapBackend::with_buffer(buf, (800, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let n = rows.len();
+        let labels: Vec<String> = rows.iter().map(|r| r.variant.label.clone()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&file.title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..100f64)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
+            .y_desc("percent")
+            .draw()
+            .map_err(err)?;
+        for (name, col, paper, color) in SERIES {
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((i as f64, series_value(r, col, paper)?)))
+                .collect();
+            marked_line(&mut chart, pts, name, color.to_rgba(), 4)?;
+        }
+        legend(&mut chart)?;
+        root.present().map_err(err)
+    })
 }
 
 /// Writes every plot of an ablation into `dir`; returns their paths.
@@ -255,11 +266,12 @@ pub fn write_all(
     register_font();
     std::fs::create_dir_all(dir)?;
     let mut out = vec![dir.join("bars.png"), dir.join("curves.png")];
-    bars(file, rows, &out[0])?;
-    curves(file, rows, results, &out[1])?;
+    let named = |p: &Path| format!("plotting {}", p.display());
+    bars(file, rows, &out[0]).with_context(|| named(&out[0]))?;
+    curves(file, rows, results, &out[1]).with_context(|| named(&out[1]))?;
     if file.figure == Figure::Line {
         let p = dir.join("line.png");
-        line(file, rows, &p)?;
+        line(file, rows, &p).with_context(|| named(&p))?;
         out.push(p);
     }
     Ok(out)

@@ -10,7 +10,7 @@
 //! its final name is always complete.
 
 use std::collections::BTreeSet;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,22 @@ const PARTS: [&str; 3] = ["model", "optim", "scheduler"];
 
 /// Burn's named MessagePack format (what `DefaultRecorder` writes, so older checkpoints load),
 /// written to `NAME.mpk.partial`, synced and renamed to `NAME.mpk`.
+/// The first failed write's message is kept ([`AtomicRecorder::failure`]): burn-train passes it
+/// on only inside its own error's debug form.
 #[derive(Clone, Debug, Default)]
-pub struct AtomicRecorder;
+pub struct AtomicRecorder {
+    failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl AtomicRecorder {
+    /// The message of the first write that failed, if any did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
 
 impl<B: Backend> Recorder<B> for AtomicRecorder {
     type Settings = FullPrecisionSettings;
@@ -48,16 +62,38 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io(e, "creating the folder of"))?;
         }
-        let out = std::fs::File::create(&partial).map_err(|e| io(e, "creating"))?;
-        let mut writer = BufWriter::new(out);
-        rmp_serde::encode::write_named(&mut writer, &item)
-            .map_err(|e| RecorderError::Unknown(format!("writing {}: {e}", partial.display())))?;
-        let out = writer
-            .into_inner()
-            .map_err(|e| io(e.into_error(), "writing"))?;
-        out.sync_all().map_err(|e| io(e, "syncing"))?;
-        std::fs::rename(&partial, &file).map_err(|e| io(e, "renaming"))?;
-        Ok(())
+        let written = (|| {
+            let out = std::fs::File::create(&partial).map_err(|e| io(e, "creating"))?;
+            let mut writer = KeepsError {
+                inner: BufWriter::new(out),
+                error: None,
+            };
+            rmp_serde::encode::write_named(&mut writer, &item).map_err(|e| {
+                // rmp_serde's message leaves out the I/O error ("No space left on device").
+                let cause = writer.error.take().unwrap_or_else(|| e.to_string());
+                RecorderError::Unknown(format!("writing {}: {cause}", partial.display()))
+            })?;
+            let out = writer
+                .inner
+                .into_inner()
+                .map_err(|e| io(e.into_error(), "writing"))?;
+            out.sync_all().map_err(|e| io(e, "syncing"))?;
+            std::fs::rename(&partial, &file).map_err(|e| io(e, "renaming"))
+        })();
+        if let Err(e) = &written {
+            let message = match e {
+                RecorderError::Unknown(m) => m.clone(),
+                other => other.to_string(),
+            };
+            self.failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(message);
+            // Give the space back (a full disk is the usual cause); the final name was never
+            // written.
+            let _ = std::fs::remove_file(&partial);
+        }
+        written
     }
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
@@ -68,6 +104,30 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
         })?;
         rmp_serde::decode::from_read(BufReader::new(f))
             .map_err(|e| RecorderError::Unknown(format!("{}: {e}", file.display())))
+    }
+}
+
+/// A writer that keeps the message of the first I/O error it passed on.
+struct KeepsError<W> {
+    inner: W,
+    error: Option<String>,
+}
+
+impl<W: Write> Write for KeepsError<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf);
+        if let Err(e) = &written {
+            self.error.get_or_insert_with(|| e.to_string());
+        }
+        written
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let flushed = self.inner.flush();
+        if let Err(e) = &flushed {
+            self.error.get_or_insert_with(|| e.to_string());
+        }
+        flushed
     }
 }
 
@@ -275,7 +335,7 @@ mod tests {
             name: String,
         }
         let dir = tempfile::tempdir().unwrap();
-        let recorder = AtomicRecorder;
+        let recorder = AtomicRecorder::default();
         let checkpoint = dir.path().join("checkpoint");
         for e in [1, 2, 3] {
             for part in PARTS {

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod epoch_log;
 pub mod loader;
+pub mod metric_files;
 pub mod multi_device;
 pub mod renderer;
 pub mod schedule;
@@ -29,6 +30,7 @@ pub use checkpoint::last_checkpoint;
 use checkpoint::{AtomicRecorder, BestAndLast};
 use epoch_log::{EpochLog, RisMetric, RisMetricKind, best_epoch};
 use loader::EpochLoader;
+use metric_files::MetricFiles;
 use renderer::BarRenderer;
 use schedule::PolyLr;
 pub use step::Trainee;
@@ -141,6 +143,7 @@ pub fn train<B: SdAutodiffBackend>(
     let training = SupervisedTraining::new(dir, train_loader, val_loader);
     let stop = training.interrupter();
     // The newest checkpoint (for resume) and the best one by the epoch log (the final model).
+    let recorder = AtomicRecorder::default();
     let strategy = BestAndLast::new(dir, log.clone(), spec.select_by, val_samples)
         .unless_stopped(stop.clone());
     let mut training = training
@@ -152,7 +155,8 @@ pub fn train<B: SdAutodiffBackend>(
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Loss, "valid", log.clone()))
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Oiou, "valid", log.clone()))
         .metric_valid_numeric(select)
-        .with_file_checkpointer(AtomicRecorder)
+        .with_metric_logger(MetricFiles::new(dir, start.unwrap_or(0), stop.clone()))
+        .with_file_checkpointer(recorder.clone())
         .with_checkpointing_strategy(strategy)
         .with_application_logger(None)
         .renderer(BarRenderer::new(
@@ -181,12 +185,18 @@ pub fn train<B: SdAutodiffBackend>(
     let result = training.launch(Learner::new(model, optim, scheduler));
     bar.finish_and_clear();
     if stop.should_stop() {
-        log.save()?;
-        anyhow::bail!(
-            "training stopped: {}",
-            stop.get_message()
-                .unwrap_or_else(|| "no reason given".into())
-        );
+        // A failed checkpoint write is named by the recorder (burn-train's message wraps it).
+        let reason = recorder
+            .failure()
+            .or_else(|| stop.get_message())
+            .unwrap_or_else(|| "no reason given".into());
+        // The reason comes first: on a full disk saving the log fails too.
+        return Err(match log.save() {
+            Ok(()) => anyhow::anyhow!("training stopped: {reason}"),
+            Err(e) => anyhow::anyhow!(
+                "training stopped: {reason} (and the epoch record could not be saved: {e:#})"
+            ),
+        });
     }
 
     let best_epoch = best_epoch(&log.split("valid"), spec.select_by)
@@ -195,7 +205,7 @@ pub fn train<B: SdAutodiffBackend>(
         .model
         .load_file(
             dir.join("checkpoint").join(format!("model-{best_epoch}")),
-            &AtomicRecorder,
+            &recorder,
             device,
         )
         .map_err(|e| anyhow::anyhow!("loading the best checkpoint (epoch {best_epoch}): {e}"))?;

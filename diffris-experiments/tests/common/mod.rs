@@ -1,0 +1,59 @@
+//! What several test files build: small encoded splits for training runs on the CPU backend.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+use diffris_data::{MaskSource, Sample};
+use diffris_experiments::encoded::EncodedSplit;
+use diffris_experiments::step_probe::ProbeSpec;
+
+/// `n` encoded samples: distinct random latents and text states (`distinct`), or `n` copies of
+/// the first; masks are rectangles of different heights.
+pub fn encoded_samples(spec: &ProbeSpec, n: usize, distinct: bool) -> Arc<EncodedSplit> {
+    let device = Default::default();
+    let (h, w) = spec.model.image_size;
+    let f = spec.sd.vae.downsampling();
+    let c = spec.sd.unet.in_channels;
+    let d = spec.sd.clip.hidden_size;
+    let k = if distinct { n } else { 1 };
+    Flex::seed(&device, 11);
+    let draw = |shape: [usize; 3]| -> Vec<f32> {
+        Tensor::<Flex, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+            .into_data()
+            .to_vec()
+            .unwrap()
+    };
+    let latents = draw([k * c, h / f, w / f]).repeat(n / k);
+    let text = draw([k, 77, d]).repeat(n / k);
+    let masks: Vec<f32> = (0..n)
+        .flat_map(|s| {
+            let top = if distinct { s % (h / 2) } else { h / 4 };
+            (0..h * w)
+                .map(move |i| ((i / w) > top && (i / w) < h / 2 && (i % w) < w / 2) as u8 as f32)
+        })
+        .collect();
+    let sample = |i: usize| Sample {
+        id: format!("s{i}"),
+        image: PathBuf::from(format!("s{i}.png")),
+        mask: MaskSource::File {
+            path: PathBuf::from(format!("s{i}-mask.png")),
+            threshold: 127,
+        },
+        sentence: "the object".into(),
+        category: None,
+        origin: PathBuf::from("test"),
+    };
+    Arc::new(EncodedSplit {
+        samples: (0..n).map(sample).collect(),
+        image_size: (h, w),
+        latent_dims: [c, h / f, w / f],
+        text_dims: [77, d],
+        latents,
+        text,
+        eos: vec![4; n],
+        masks,
+    })
+}
