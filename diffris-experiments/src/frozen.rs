@@ -10,6 +10,7 @@ use diffris_data::ClipTokenizer;
 use diffris_model::sd::{SdConfig, StableDiffusion};
 
 use crate::cache::fnv1a;
+use crate::lock::{lock_path, lock_waiting};
 use crate::profile::{RunSpec, SdSource};
 
 /// The frozen SD stack at `path` and its tokenizer: a diffusers folder's own `tokenizer/` when
@@ -97,9 +98,17 @@ pub fn provision<B: SdBackend>(
     device: &B::Device,
 ) -> anyhow::Result<PathBuf> {
     let dir = sd_location(spec, cache);
+    let present = |dir: &Path| dir.join("unet").join("config.json").is_file();
     if let SdSource::Random { seed } = &spec.sd_source
-        && !dir.join("unet").join("config.json").is_file()
+        && !present(&dir)
     {
+        // Another process may be writing the same weights: wait for it, then reuse them.
+        let _lock = lock_waiting(&lock_path(&dir), |owner| {
+            eprintln!("waiting for {owner}, which is writing {}", dir.display())
+        })?;
+        if present(&dir) {
+            return Ok(dir);
+        }
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("sd");
         let tmp = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);

@@ -16,6 +16,7 @@ use diffris_model::sd::StableDiffusion;
 use crate::encoded::EncodedSplit;
 use crate::encoded_cache;
 use crate::frozen::{load_frozen, provision};
+use crate::lock::{lock_path, lock_waiting};
 use crate::profile::{RunSpec, SdSource};
 use crate::progress::say;
 use crate::workspace::Workspace;
@@ -97,13 +98,26 @@ impl<B: SdBackend> Shared<B> {
         // can be kept on disk and shared by the runs' processes; a user's files could change
         // under the same path, so theirs are encoded in every process.
         let disk = cache_owned(spec).then(|| encoded_cache::path(&ws.cache, &key));
-        if let Some(path) = &disk
-            && let Some(enc) =
-                encoded_cache::load(path, &key, samples.clone(), spec.model.image_size)?
-        {
-            let enc = Arc::new(enc);
-            self.encoded.insert(key, enc.clone());
-            return Ok(enc);
+        let load =
+            |path: &Path| encoded_cache::load(path, &key, samples.clone(), spec.model.image_size);
+        let mut _lock = None;
+        if let Some(path) = &disk {
+            let mut cached = load(path)?;
+            if cached.is_none() {
+                // Another process may be encoding the same split: wait for it, then reuse it.
+                _lock = Some(lock_waiting(&lock_path(path), |owner| {
+                    say(
+                        &ws.progress,
+                        format!("waiting for {owner}, which is encoding {}", path.display()),
+                    )
+                })?);
+                cached = load(path)?;
+            }
+            if let Some(enc) = cached {
+                let enc = Arc::new(enc);
+                self.encoded.insert(key, enc.clone());
+                return Ok(enc);
+            }
         }
         let (sd, tokenizer) = self.frozen(spec, sd_key, device)?;
         let bar = ws.bar(format!("encoding {split}"));
@@ -169,6 +183,20 @@ pub fn prepare_inputs<B: SdBackend>(
     let sd = provision::<B>(spec, &ws.cache, device)?;
     if let Some(synth) = &spec.synth {
         let parent = spec.data_root.parent().unwrap_or(&ws.cache);
+        // Another process may be generating the same set: wait for it, then reuse it.
+        let _lock = if spec.data_root.exists() {
+            None
+        } else {
+            Some(lock_waiting(&lock_path(&spec.data_root), |owner| {
+                say(
+                    &ws.progress,
+                    format!(
+                        "waiting for {owner}, which is generating {}",
+                        spec.data_root.display()
+                    ),
+                )
+            })?)
+        };
         let (root, created) = diffris_data::synth::ensure_cached(parent, synth)?;
         anyhow::ensure!(
             root == spec.data_root,

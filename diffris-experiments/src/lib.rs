@@ -19,6 +19,7 @@ pub mod encoded_cache;
 pub mod evaluate;
 pub mod frozen;
 pub mod inputs;
+pub mod lock;
 pub mod memory;
 pub mod metrics;
 pub mod parallel;

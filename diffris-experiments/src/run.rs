@@ -16,6 +16,7 @@ use crate::backend::RunTarget;
 use crate::encoded::EncodedSplit;
 use crate::evaluate::{baselines, predict, score};
 use crate::inputs::{Shared, prepare_inputs};
+use crate::lock::{lock_path, try_lock};
 use crate::metrics::Metrics;
 use crate::profile::RunSpec;
 use crate::progress::report_run;
@@ -36,6 +37,21 @@ pub fn run_one<B: SdBackend>(
     if let Some(done) = finished(&dir, spec)?
         && !ws.restart
     {
+        return Ok(Some(done));
+    }
+    // One process per run directory (a second one would interleave its checkpoints and logs
+    // with the first's). The lock sits beside the directory, so `--restart` can remove it.
+    let _lock = try_lock(&lock_path(&dir))?.map_err(|owner| {
+        anyhow::anyhow!(
+            "{} is being trained by {owner}: wait for it to finish, or write this run \
+             elsewhere (--results)",
+            dir.display()
+        )
+    })?;
+    if let Some(done) = finished(&dir, spec)?
+        && !ws.restart
+    {
+        // It finished while this process waited for nothing: reuse it.
         return Ok(Some(done));
     }
     let config_text = spec_ron(spec)?;
