@@ -38,6 +38,33 @@ impl EncodedSplit {
         self.eos.is_empty()
     }
 
+    /// The samples whose network-size mask holds no foreground pixel.
+    pub fn empty_masks(&self) -> usize {
+        let (h, w) = self.image_size;
+        if h * w == 0 {
+            return self.len();
+        }
+        self.masks
+            .chunks(h * w)
+            .filter(|m| m.iter().all(|&v| v <= 0.0))
+            .count()
+    }
+
+    /// A warning when every mask of this split (`name`, read from `root`) is empty: most often
+    /// masks stored so that no pixel reads as foreground (another encoding or bit depth than
+    /// the format's), which would train towards all-background and score 0.
+    pub fn empty_mask_warning(&self, name: &str, root: &std::path::Path) -> Option<String> {
+        (!self.is_empty() && self.empty_masks() == self.len()).then(|| {
+            format!(
+                "warning: all {} masks of the {name} split of {} are empty (no foreground \
+                 pixel at the network size); check how the masks are stored (`diffris data \
+                 inspect --overlays N` draws some)",
+                self.len(),
+                root.display()
+            )
+        })
+    }
+
     /// Decodes, tokenises and encodes every sample, in batches of `batch` on `device`, split
     /// into `threads` contiguous parts encoded at once (each part on its own thread with its
     /// own handle on the frozen weights). A sample's numbers do not depend on the thread count:
@@ -226,5 +253,53 @@ impl<B: SdBackend> Encoder<'_, B> {
             self.bar.inc(n as u64);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn split(masks: Vec<f32>) -> EncodedSplit {
+        let n = masks.len() / 4;
+        let sample = Sample {
+            id: "s".into(),
+            image: PathBuf::from("s.png"),
+            mask: diffris_data::MaskSource::File {
+                path: PathBuf::from("m.png"),
+                threshold: 127,
+            },
+            sentence: "the object".into(),
+            category: None,
+            origin: PathBuf::from("test"),
+        };
+        EncodedSplit {
+            samples: vec![sample; n],
+            image_size: (2, 2),
+            latent_dims: [1, 1, 1],
+            text_dims: [1, 1],
+            latents: vec![0.0; n],
+            text: vec![0.0; n],
+            eos: vec![0; n],
+            masks,
+        }
+    }
+
+    #[test]
+    fn a_split_of_empty_masks_is_warned_about() {
+        let root = Path::new("/data/RefSegRS");
+        // One foreground pixel in the second sample: nothing to warn about.
+        let some = split(vec![0., 0., 0., 0., 0., 0., 1., 0.]);
+        assert_eq!(some.empty_masks(), 1);
+        assert_eq!(some.empty_mask_warning("test", root), None);
+        let none = split(vec![0.; 8]);
+        assert_eq!(none.empty_masks(), 2);
+        let w = none.empty_mask_warning("test", root).unwrap();
+        assert!(
+            w.starts_with("warning: all 2 masks of the test split of /data/RefSegRS are empty"),
+            "{w}"
+        );
+        assert_eq!(split(vec![]).empty_mask_warning("test", root), None);
     }
 }

@@ -114,6 +114,9 @@ impl<B: SdBackend> Shared<B> {
                 cached = load(path)?;
             }
             if let Some(enc) = cached {
+                if let Some(w) = enc.empty_mask_warning(split, &spec.data_root) {
+                    say(&ws.progress, w);
+                }
                 let enc = Arc::new(enc);
                 self.encoded.insert(key, enc.clone());
                 return Ok(enc);
@@ -133,6 +136,9 @@ impl<B: SdBackend> Shared<B> {
             &bar,
         )?;
         bar.finish_and_clear();
+        if let Some(w) = enc.empty_mask_warning(split, &spec.data_root) {
+            say(&ws.progress, w);
+        }
         if let Some(path) = &disk {
             encoded_cache::save(&enc, &key, path)?;
             say(
