@@ -20,7 +20,7 @@ use crate::backend::{DeviceList, DeviceSpec, RunTarget};
 use crate::inputs::{Shared, prepare_for_processes};
 use crate::profile::{ProfileName, RunSpec};
 use crate::progress::{report_run, spinner_style};
-use crate::record::{RunResult, finished, log_path, spec_dir, spec_ron};
+use crate::record::{Outcome, finished, log_path, spec_dir, spec_ron};
 use crate::workspace::Workspace;
 
 /// How many runs to train at once when the user does not say: two per core for the tiny profile
@@ -55,8 +55,8 @@ pub fn run_all<B: SdBackend>(
     ws: &Workspace,
     target: &RunTarget,
     device: &B::Device,
-) -> anyhow::Result<Vec<Option<RunResult>>> {
-    let mut results: Vec<Option<RunResult>> = vec![None; specs.len()];
+) -> anyhow::Result<Vec<Option<Outcome>>> {
+    let mut results: Vec<Option<Outcome>> = vec![None; specs.len()];
     let mut pending = VecDeque::new();
     let mut shared = Shared::<B>::default();
     for (i, spec) in specs.iter().enumerate() {

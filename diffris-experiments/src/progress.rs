@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::record::RunResult;
+use crate::record::Outcome;
 
 /// The style of a bar with a known length.
 pub fn bar_style() -> ProgressStyle {
@@ -40,10 +40,14 @@ pub fn say(progress: &MultiProgress, line: String) {
     }
 }
 
-/// The one-line summary of a finished run (`None`: stopped early by `--stop-after`).
-pub fn report_run(progress: &MultiProgress, variant: &str, r: Option<&RunResult>) {
+/// The one-line summary of a run's outcome (`None`: stopped early by `--stop-after`).
+pub fn report_run(progress: &MultiProgress, variant: &str, r: Option<&Outcome>) {
     let line = match r {
-        Some(r) => format!(
+        Some(Outcome::Diverged(d)) => format!(
+            "{:>24}  seed {}  diverged: {}",
+            d.variant, d.seed, d.diverged
+        ),
+        Some(Outcome::Finished(r)) => format!(
             "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s training)",
             r.variant, r.seed, r.best_epoch, r.test.miou, r.test.oiou, r.train_seconds
         ),

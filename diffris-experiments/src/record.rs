@@ -12,6 +12,7 @@ use crate::evaluate::Baselines;
 use crate::metrics::Metrics;
 use crate::profile::RunSpec;
 use crate::tensor_file::write_atomic;
+use crate::training::divergence::Divergence;
 
 /// What a finished run reports (`result.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,6 +28,47 @@ pub struct RunResult {
     pub baselines: Baselines,
     pub train_seconds: f64,
     pub protocol: String,
+}
+
+/// What `result.json` holds for a run whose loss stopped being finite: where, and no metrics
+/// (its training ended without a model to select). Reruns with the same config reuse this
+/// record (the same seed diverges at the same pass); `--restart` trains it again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DivergedRun {
+    pub ablation: String,
+    pub variant: String,
+    pub label: String,
+    pub seed: u64,
+    pub diverged: Divergence,
+    pub train_seconds: f64,
+}
+
+/// How a run ended, as its `result.json` says.
+// One per run of a command: not worth a box for the size difference.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Finished(RunResult),
+    Diverged(DivergedRun),
+}
+
+impl Outcome {
+    /// The metrics of a finished run.
+    pub fn finished(&self) -> Option<&RunResult> {
+        match self {
+            Self::Finished(r) => Some(r),
+            Self::Diverged(_) => None,
+        }
+    }
+
+    /// Writes `dir/result.json`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join("result.json");
+        match self {
+            Self::Finished(r) => write_json(&path, r),
+            Self::Diverged(d) => write_json(&path, d),
+        }
+    }
 }
 
 /// The environment record of a run (`env.json`).
@@ -195,16 +237,23 @@ pub fn read_spec(dir: &Path) -> anyhow::Result<RunSpec> {
     parse_spec(&text, &path)
 }
 
-/// Reads `dir/result.json`.
-pub fn read_result(dir: &Path) -> anyhow::Result<RunResult> {
+/// Reads `dir/result.json`: a finished run's metrics, or where a diverged run stopped.
+pub fn read_result(dir: &Path) -> anyhow::Result<Outcome> {
     let path = dir.join("result.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let outcome = if value.get("diverged").is_some() {
+        serde_json::from_value(value).map(Outcome::Diverged)
+    } else {
+        serde_json::from_value(value).map(Outcome::Finished)
+    };
+    outcome.with_context(|| format!("reading {}", path.display()))
 }
 
-/// Loads a finished run's result, if the run directory holds one for exactly this spec.
-pub fn finished(dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<RunResult>> {
+/// Loads a run's outcome, if the run directory holds one for exactly this spec.
+pub fn finished(dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<Outcome>> {
     if !dir.join("result.json").is_file() {
         return Ok(None);
     }
@@ -218,6 +267,34 @@ pub fn finished(dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<RunResult>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_diverged_outcome_reads_back_and_a_bad_result_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = Outcome::Diverged(DivergedRun {
+            ablation: "a".into(),
+            variant: "v".into(),
+            label: "V".into(),
+            seed: 3,
+            diverged: Divergence {
+                split: "train".into(),
+                epoch: 2,
+                pass: 5,
+                loss: "inf".into(),
+            },
+            train_seconds: 1.5,
+        });
+        outcome.save(dir.path()).unwrap();
+        assert_eq!(read_result(dir.path()).unwrap(), outcome);
+        assert!(outcome.finished().is_none());
+        // Neither shape: the error names the file and what is missing.
+        std::fs::write(dir.path().join("result.json"), r#"{"ablation": "a"}"#).unwrap();
+        let err = format!("{:#}", read_result(dir.path()).unwrap_err());
+        assert!(
+            err.contains("result.json") && err.contains("missing field"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn the_cpu_record_names_this_machine() {

@@ -10,7 +10,7 @@ use diffris_model::diffris::DiffRis;
 
 use crate::frozen::{load_frozen, sd_location};
 use crate::profile::RunSpec;
-use crate::record::read_spec;
+use crate::record::{Outcome, read_result, read_spec};
 use crate::training::Trainee;
 
 /// A trained model with what it needs to read inputs.
@@ -27,6 +27,15 @@ pub fn load_run<B: SdBackend>(
     device: &B::Device,
 ) -> anyhow::Result<LoadedRun<B>> {
     let spec = read_spec(dir)?;
+    if dir.join("result.json").is_file()
+        && let Outcome::Diverged(d) = read_result(dir)?
+    {
+        anyhow::bail!(
+            "{} diverged ({}): it has no trained model; --restart it with a lower learning rate",
+            dir.display(),
+            d.diverged
+        );
+    }
     let config = dir.join("config.ron");
     let sd_path = sd_location(&spec, cache);
     anyhow::ensure!(

@@ -20,19 +20,23 @@ use crate::lock::{lock_path, try_lock};
 use crate::metrics::Metrics;
 use crate::profile::RunSpec;
 use crate::progress::report_run;
-use crate::record::{EnvRecord, RunResult, finished, spec_dir, spec_ron, write_json};
+use crate::record::{
+    DivergedRun, EnvRecord, Outcome, RunResult, finished, spec_dir, spec_ron, write_json,
+};
 use crate::tensor_file::write_atomic;
+use crate::training::divergence::Diverged;
 use crate::training::{TrainOptions, Trainee, train};
 use crate::workspace::Workspace;
 
-/// Runs (or reuses) one run; `None` when `--stop-after` stopped it early.
+/// Runs (or reuses) one run: its outcome (finished, or diverged), `None` when `--stop-after`
+/// stopped it early.
 pub fn run_one<B: SdBackend>(
     spec: &RunSpec,
     ws: &Workspace,
     shared: &mut Shared<B>,
     device: &B::Device,
     target: &RunTarget,
-) -> anyhow::Result<Option<RunResult>> {
+) -> anyhow::Result<Option<Outcome>> {
     let dir = spec_dir(&ws.results, spec);
     if let Some(done) = finished(&dir, spec)?
         && !ws.restart
@@ -99,7 +103,7 @@ pub fn run_one<B: SdBackend>(
         spec.ablation, spec.variant, spec.seed
     ));
     let label = format!("{}/{} seed {}", spec.ablation, spec.variant, spec.seed);
-    let trained = train::<AB<B>>(
+    let trained = match train::<AB<B>>(
         model,
         train_data,
         val_data,
@@ -113,7 +117,24 @@ pub fn run_one<B: SdBackend>(
             bar,
             heartbeat: Some(ws.heartbeat(format!("{label} training"), &dir)),
         },
-    )?;
+    ) {
+        Ok(trained) => trained,
+        Err(e) => {
+            let Some(Diverged(d)) = e.downcast_ref::<Diverged>() else {
+                return Err(e);
+            };
+            let outcome = Outcome::Diverged(DivergedRun {
+                ablation: spec.ablation.clone(),
+                variant: spec.variant.clone(),
+                label: spec.label.clone(),
+                seed: spec.seed,
+                diverged: d.clone(),
+                train_seconds: started.elapsed().as_secs_f64(),
+            });
+            outcome.save(&dir)?;
+            return Ok(Some(outcome));
+        }
+    };
     let train_seconds = started.elapsed().as_secs_f64();
     trained.log.write_csv(&dir.join("metrics.csv"))?;
     if ws.stop_after.is_some_and(|s| s < spec.train.epochs) {
@@ -153,19 +174,21 @@ pub fn run_one<B: SdBackend>(
         .model
         .save_into(&mut store)
         .map_err(|e| anyhow::anyhow!("saving the trained adapter and decoder: {e}"))?;
-    write_json(&dir.join("result.json"), &result)?;
-    Ok(Some(result))
+    let outcome = Outcome::Finished(result);
+    outcome.save(&dir)?;
+    Ok(Some(outcome))
 }
 
 /// Runs `specs` in order: in this process when `jobs` is 1, else at most `jobs` at a time, one
-/// process each ([`crate::parallel`]). Returns each run's result (`None`: stopped early).
+/// process each ([`crate::parallel`]). Returns each run's outcome (`None`: stopped early); a
+/// diverged run does not stop the others.
 pub fn run_specs<B: SdBackend>(
     specs: &[RunSpec],
     jobs: usize,
     ws: &Workspace,
     target: &RunTarget,
     device: &B::Device,
-) -> anyhow::Result<Vec<Option<RunResult>>> {
+) -> anyhow::Result<Vec<Option<Outcome>>> {
     if jobs > 1 {
         return crate::parallel::run_all::<B>(specs, jobs, ws, target, device);
     }

@@ -11,6 +11,7 @@ use diffris_data::{MaskSource, Sample};
 use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights};
+use diffris_experiments::training::divergence::Diverged;
 use diffris_experiments::training::{TrainOptions, Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
 use indicatif::ProgressBar;
@@ -101,5 +102,80 @@ fn a_non_finite_loss_stops_the_run_with_an_error_naming_the_pass() {
     assert!(
         msg.contains("the train loss is NaN at epoch 1, pass "),
         "{msg}"
+    );
+    // The same, as the record a run directory keeps.
+    let Diverged(d) = err.downcast_ref::<Diverged>().expect("a typed divergence");
+    assert_eq!(
+        (d.split.as_str(), d.epoch, d.loss.as_str()),
+        ("train", 1, "NaN")
+    );
+    // Passes of 2 samples: sample 5 is in the third pass of some order of 4 passes.
+    assert!((1..=4).contains(&d.pass), "{d:?}");
+}
+
+/// Through the binary: a diverging run is recorded as diverged in its `result.json`, the table
+/// says `diverged` and names it, the command fails; a rerun reuses the record (the same seed
+/// diverges at the same pass) instead of training again.
+#[test]
+fn a_diverged_run_is_recorded_shown_in_the_table_and_reused() {
+    let results = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let ablations = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffris"))
+            .args(["train", "cp_adapter", "--variant", "none", "--lr", "1e9"])
+            .args(["--epochs", "2", "--limit-train", "16", "--limit-eval", "4"])
+            .args(["--ablations", ablations, "--results"])
+            .arg(results.path())
+            .arg("--cache")
+            .arg(cache.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run();
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("1 run(s) diverged")
+            && text.contains("cp_adapter/none seed 0: the train loss is NaN at epoch 1, pass"),
+        "{text}"
+    );
+    let dir = results.path().join("runs/cp_adapter/none/seed-0");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["diverged"]["split"], "train");
+    assert_eq!(result["diverged"]["loss"], "NaN");
+    assert!(result.get("test").is_none(), "no metrics: {result}");
+    let table = std::fs::read_to_string(results.path().join("cp_adapter/table.md")).unwrap();
+    assert!(
+        table.contains("| 1 | w/o CP-adapter | diverged | 61.43 | diverged | 75.52 |")
+            && table.contains("Diverged, left out of the means: w/o CP-adapter seed 0"),
+        "{table}"
+    );
+
+    // Nothing to evaluate, said as such.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffris"))
+        .args(["eval", "--run"])
+        .arg(&dir)
+        .arg("--cache")
+        .arg(cache.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("diverged (the train loss is NaN"),
+        "{stderr}"
+    );
+
+    let (ok, again) = run();
+    assert!(!ok && again.contains("1 run(s) diverged"), "{again}");
+    assert!(
+        !again.contains(" training: "),
+        "reused, not trained again: {again}"
     );
 }

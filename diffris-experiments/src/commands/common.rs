@@ -287,10 +287,21 @@ impl BackendJob for Ablation {
                 ),
             );
         }
-        run_specs::<B>(&specs, jobs, &ws, &target, &device)?;
+        let outcomes = run_specs::<B>(&specs, jobs, &ws, &target, &device)?;
         if ws.stop_after.is_some() {
             return Ok(());
         }
+        let diverged: Vec<String> = outcomes
+            .iter()
+            .flatten()
+            .filter_map(|o| match o {
+                crate::record::Outcome::Diverged(d) => Some(format!(
+                    "{}/{} seed {}: {}",
+                    d.ablation, d.variant, d.seed, d.diverged
+                )),
+                crate::record::Outcome::Finished(_) => None,
+            })
+            .collect();
         let written = write_tables(&file, &resolver, &a.run.overrides(), &ws.results)?;
         println!("{}", written.markdown);
         println!(
@@ -302,6 +313,14 @@ impl BackendJob for Ablation {
                 .collect::<Vec<_>>()
                 .join(", "),
             started.elapsed().as_secs_f64() / 60.0
+        );
+        // The table holds what finished; the command still fails, as each of these runs did.
+        anyhow::ensure!(
+            diverged.is_empty(),
+            "{} run(s) diverged: try a lower learning rate (recorded in their result.json; \
+             --restart trains them again):\n  {}",
+            diverged.len(),
+            diverged.join("\n  ")
         );
         Ok(())
     }

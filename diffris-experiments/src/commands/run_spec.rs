@@ -13,7 +13,7 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 use crate::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
 use crate::inputs::Shared;
 use crate::profile::RunSpec;
-use crate::record::parse_spec;
+use crate::record::{Outcome, parse_spec};
 use crate::run::run_one;
 use crate::workspace::Workspace;
 
@@ -56,7 +56,12 @@ impl BackendJob for RunSpecJob {
         };
         let mut shared = Shared::<B>::default();
         match run_one::<B>(&spec, &ws, &mut shared, &device, &target)? {
-            Some(r) => println!(
+            // A divergence is an outcome (in result.json) the parent reads and reports.
+            Some(Outcome::Diverged(d)) => println!(
+                "{}/{} seed {}: diverged: {}",
+                d.ablation, d.variant, d.seed, d.diverged
+            ),
+            Some(Outcome::Finished(r)) => println!(
                 "{}/{} seed {}: best epoch {}, test mIoU {:.2}, oIoU {:.2}",
                 r.ablation, r.variant, r.seed, r.best_epoch, r.test.miou, r.test.oiou
             ),

@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 
 use crate::profile::ProfileName;
 use crate::recipe::{AblationFile, Variant};
-use crate::record::{RunResult, read_result, read_spec, run_dir};
+use crate::record::{DivergedRun, Outcome, RunResult, read_result, read_spec, run_dir};
 
-/// The runs of one variant that have finished.
+/// The runs of one variant that have ended: finished (with metrics) or diverged.
 #[derive(Clone, Debug)]
 pub struct Row<'a> {
     pub variant: &'a Variant,
     pub results: Vec<RunResult>,
+    pub diverged: Vec<DivergedRun>,
 }
 
 /// Mean and sample standard deviation.
@@ -61,7 +62,7 @@ pub fn collect<'a>(
             })
             .unwrap_or_default();
         seeds.sort_unstable();
-        let mut results_v = Vec::new();
+        let (mut results_v, mut diverged) = (Vec::new(), Vec::new());
         for seed in seeds {
             let dir = run_dir(results, &file.name, &v.name, seed);
             if !dir.join("result.json").is_file() {
@@ -76,11 +77,15 @@ pub fn collect<'a>(
             if profile.is_none() {
                 profile = Some(read_spec(&dir)?.profile);
             }
-            results_v.push(r);
+            match r {
+                Outcome::Finished(r) => results_v.push(r),
+                Outcome::Diverged(d) => diverged.push(d),
+            }
         }
         rows.push(Row {
             variant: v,
             results: results_v,
+            diverged,
         });
     }
     Ok(Collected {

@@ -107,7 +107,26 @@ pub fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]
         }
         notes.push(s + ".");
     }
+    let diverged: Vec<String> = rows
+        .iter()
+        .flat_map(|r| &r.diverged)
+        .map(|d| format!("{} seed {} ({})", d.label, d.seed, d.diverged))
+        .collect();
+    if !diverged.is_empty() {
+        notes.push(format!(
+            "Diverged, left out of the means: {}.",
+            diverged.join("; ")
+        ));
+    }
     notes
+}
+
+/// Our cell of a row: its seeds' numbers, or `diverged` when every run of it diverged.
+fn our_cell(row: &Row<'_>, c: Column, split: SplitCol) -> String {
+    if row.results.is_empty() && !row.diverged.is_empty() {
+        return "diverged".into();
+    }
+    cell(&values(row, c, split))
 }
 
 /// The table as Markdown.
@@ -128,7 +147,7 @@ pub fn markdown(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> Stri
         for &(s, c) in &cols {
             out.push_str(&format!(
                 " {} | {} |",
-                cell(&values(row, c, s)),
+                our_cell(row, c, s),
                 paper_cell(paper_value(row, c, s))
             ));
         }
@@ -199,7 +218,7 @@ pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String 
     for (i, row) in rows.iter().enumerate() {
         out.push_str(&format!("{} & {}", i + 1, latex_escape(&row.variant.label)));
         for &(s, c) in &cols {
-            let ours = cell(&values(row, c, s)).replace('±', "$\\pm$");
+            let ours = our_cell(row, c, s).replace('±', "$\\pm$");
             out.push_str(&format!(
                 " & {ours} & {}",
                 paper_cell(paper_value(row, c, s))

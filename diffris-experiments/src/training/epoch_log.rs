@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use burn::train::Interrupter;
+use super::divergence::DivergenceWatch;
 use burn::train::metric::{
     Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry,
     SerializedEntry,
@@ -197,7 +197,7 @@ pub struct RisMetric {
     log: EpochLog,
     records: bool,
     /// Stops training at a non-finite loss (the training loss instance).
-    divergence: Option<Interrupter>,
+    divergence: Option<DivergenceWatch>,
     sums: EpochSums,
     last: f64,
 }
@@ -217,8 +217,8 @@ impl RisMetric {
 
     /// Stops the training through `stop` when a batch's loss is not finite; the message names
     /// the epoch and the pass.
-    pub fn stopping_on_divergence(mut self, stop: Interrupter) -> Self {
-        self.divergence = Some(stop);
+    pub fn stopping_on_divergence(mut self, watch: DivergenceWatch) -> Self {
+        self.divergence = Some(watch);
         self
     }
 
@@ -258,17 +258,13 @@ impl Metric for RisMetric {
             self.log
                 .record(self.split, meta.global_progress.items_processed, s);
         }
-        if let Some(stop) = &self.divergence
-            && !s.loss.is_finite()
-            && !stop.should_stop()
-        {
-            stop.stop(Some(&format!(
-                "the {} loss is {} at epoch {}, pass {} (diverged: try a lower learning rate)",
+        if let Some(watch) = &self.divergence {
+            watch.check(
                 self.split,
-                s.loss,
                 meta.global_progress.items_processed,
-                meta.iteration.unwrap_or(0)
-            )));
+                meta.iteration.unwrap_or(0),
+                s.loss,
+            );
         }
         let batch = EpochSums::of_batch(s);
         self.sums.add(s);

@@ -4,6 +4,7 @@
 //! forwards in [`turnstile`]), a progress renderer ([`renderer`]) and the entry point [`train`].
 
 pub mod checkpoint;
+pub mod divergence;
 pub mod epoch_log;
 pub mod loader;
 pub mod metric_files;
@@ -28,6 +29,7 @@ use crate::encoded::EncodedSplit;
 use crate::recipe::{SelectBy, TrainSpec};
 pub use checkpoint::last_checkpoint;
 use checkpoint::{AtomicRecorder, BestAndLast};
+use divergence::{Diverged, DivergenceWatch};
 use epoch_log::{EpochLog, RisMetric, RisMetricKind, best_epoch};
 use loader::EpochLoader;
 use metric_files::MetricFiles;
@@ -144,12 +146,13 @@ pub fn train<B: SdAutodiffBackend>(
     let stop = training.interrupter();
     // The newest checkpoint (for resume) and the best one by the epoch log (the final model).
     let recorder = AtomicRecorder::default();
+    let divergence = DivergenceWatch::new(stop.clone());
     let strategy = BestAndLast::new(dir, log.clone(), spec.select_by, val_samples)
         .unless_stopped(stop.clone());
     let mut training = training
         .metric_train_numeric(
             RisMetric::new(RisMetricKind::Loss, "train", log.clone())
-                .stopping_on_divergence(stop.clone()),
+                .stopping_on_divergence(divergence.clone()),
         )
         .metric_train_numeric(RisMetric::new(RisMetricKind::Miou, "train", log.clone()))
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Loss, "valid", log.clone()))
@@ -184,6 +187,10 @@ pub fn train<B: SdAutodiffBackend>(
     }
     let result = training.launch(Learner::new(model, optim, scheduler));
     bar.finish_and_clear();
+    if let Some(d) = divergence.found() {
+        log.save()?;
+        return Err(Diverged(d).into());
+    }
     if stop.should_stop() {
         // A failed checkpoint write is named by the recorder (burn-train's message wraps it).
         let reason = recorder
