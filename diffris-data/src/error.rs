@@ -5,12 +5,12 @@ use std::path::PathBuf;
 /// Everything that can go wrong while reading text, datasets or images.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. (The I/O error is in the message, not a
+    /// `source`: error reports that print the chain would say it twice.)
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A JSON file did not parse or had the wrong structure.
     #[error("{path}: invalid JSON: {message}")]
@@ -48,7 +48,7 @@ impl DataError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

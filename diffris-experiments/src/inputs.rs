@@ -178,6 +178,30 @@ fn cache_owned(spec: &RunSpec) -> bool {
     matches!(spec.sd_source, SdSource::Random { .. }) && spec.synth.is_some()
 }
 
+/// Checks, before anything runs (also for `--dry-run`), that the files a run reads from outside
+/// the cache exist: its SD weights and its dataset root. (Random weights and SynthRS are made
+/// in the cache when missing.)
+pub fn check_inputs_exist(spec: &RunSpec) -> anyhow::Result<()> {
+    let run = format!("{}/{}", spec.ablation, spec.variant);
+    if let SdSource::Path(p) = &spec.sd_source {
+        anyhow::ensure!(
+            p.exists(),
+            "{run}: the SD weights `{}` are set to {}, which does not exist",
+            spec.sd_weights,
+            p.display()
+        );
+    }
+    if spec.synth.is_none() {
+        anyhow::ensure!(
+            spec.data_root.is_dir(),
+            "{run}: the {} root {} is not a directory",
+            spec.dataset.name(),
+            spec.data_root.display()
+        );
+    }
+    Ok(())
+}
+
 /// Makes sure what a run reads exists: its random SD weights and its SynthRS set are written to
 /// the cache when missing (for runs in their own processes, first in the parent, through
 /// [`prepare_for_processes`]). Returns the SD weights path.

@@ -61,7 +61,12 @@ pub fn run_one<B: SdBackend>(
     let config_text = spec_ron(spec)?;
     if dir.exists() {
         let saved = std::fs::read_to_string(dir.join("config.ron")).unwrap_or_default();
-        if ws.restart {
+        // A run that failed before its first epoch ended (unreadable data, say) left only its
+        // records: nothing to resume or lose, so it starts over without --restart.
+        let never_trained = ["epochs.json", "checkpoint", "result.json"]
+            .iter()
+            .all(|f| !dir.join(f).exists());
+        if ws.restart || never_trained {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         } else if !ws.resume || saved != config_text {
             anyhow::bail!(

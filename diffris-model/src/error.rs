@@ -5,11 +5,12 @@ use std::path::PathBuf;
 /// Everything that can go wrong while building models or loading checkpoints.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
+    /// A file could not be read. (The I/O error is in the message, not a `source`: error
+    /// reports that print the chain would say it twice.)
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A `config.json` (or an in-code config) describes something diffris cannot build.
     #[error("{path}: {message}")]
@@ -84,7 +85,7 @@ impl ModelError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

@@ -235,6 +235,9 @@ impl BackendJob for Ablation {
         let path = locate(&a.name, &a.run.ablations)?;
         let file = AblationFile::load(&path)?;
         let specs = resolver.resolve_file(&file, &a.only, &a.seeds, &a.run.overrides())?;
+        for s in &specs {
+            crate::inputs::check_inputs_exist(s)?;
+        }
         if a.dry_run {
             for s in &specs {
                 println!(

@@ -1,0 +1,272 @@
+//! A corpus of bad inputs given to the binary as a user would: each must end with a failing
+//! exit status (not a signal), no panic, and an error that names what is wrong (the file, the
+//! field, the flag). The cases that start a run also check that the failure leaves nothing that
+//! blocks a corrected rerun.
+//!
+//! Further cases live next to the code they exercise: dataset files and images in
+//! `diffris-data/tests/bad_input.rs`, checkpoints in `diffris-model/tests/sd_strict.rs` and
+//! `ckpt_archive.rs`, `score` in `score_strict.rs`, full disks in `full_disk.rs`, concurrent
+//! processes in `concurrent.rs`, kills in `e2e_kill.rs`, divergence in `divergence.rs`.
+
+use std::path::Path;
+use std::process::Command;
+
+const ABLATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
+/// Some existing SD weights folder (the data errors come before the weights are read).
+const SD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../diffris-model/tests/fixtures/sd_tiny/diffusers"
+);
+
+const RECIPE: &str = r#"(
+    version: 2,
+    name: "NAME",
+    title: "T",
+    columns: [miou],
+    base: (dataset: rrsisd, BASE),
+    variants: [(name: "a", label: "A")],
+)"#;
+
+/// Runs the binary in `dir`; returns (exit code, stdout + stderr).
+fn diffris(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffris"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// The command fails cleanly with an error containing every one of `expected`.
+fn refused(dir: &Path, args: &[&str], expected: &[&str]) -> String {
+    let (code, text) = diffris(dir, args);
+    let case = args.join(" ");
+    assert!(!text.contains("panicked"), "{case}: a panic:\n{text}");
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "{case}: exit {code:?}, expected a failure:\n{text}"
+    );
+    for e in expected {
+        assert!(text.contains(e), "{case}: no `{e}` in:\n{text}");
+    }
+    text
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn recipe(dir: &Path, name: &str, base: &str) {
+    let text = RECIPE.replace("NAME", name).replace("BASE", base);
+    std::fs::write(dir.join(format!("{name}.ron")), text).unwrap();
+}
+
+#[test]
+fn bad_configs_and_flags_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    recipe(d, "typo", "trian: (epochs: 2)");
+    recipe(d, "dropout", "model: (adapter: (dropout: 1.5))");
+    recipe(d, "zero_lr", "train: (lr: 0.0)");
+    std::fs::write(d.join("bad_setup.ron"), "(sd: {\"sd15\": \"/x\"").unwrap();
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let dry = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["train", "cp_adapter", "--ablations", ABLATIONS, "--dry-run"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            ["ablation", "typo", "--ablations", ".", "--dry-run"]
+                .map(String::from)
+                .to_vec(),
+            vec!["typo.ron:6:", "`trian`"],
+        ),
+        (
+            ["ablation", "dropout", "--ablations", ".", "--dry-run"]
+                .map(String::from)
+                .to_vec(),
+            vec!["model.adapter.dropout: 1.5 is not in [0, 1)"],
+        ),
+        (
+            ["ablation", "zero_lr", "--ablations", ".", "--dry-run"]
+                .map(String::from)
+                .to_vec(),
+            vec!["train.lr"],
+        ),
+        (
+            dry(&["--batch-size", "0"]),
+            vec!["train.batch_size: must be at least 1"],
+        ),
+        (
+            dry(&["--epochs", "0"]),
+            vec!["train.epochs: must be at least 1"],
+        ),
+        (dry(&["--limit-eval", "0"]), vec!["--limit-eval 0"]),
+        (dry(&["--limit-train", "0"]), vec!["--limit-train 0"]),
+        (dry(&["--micro-batch", "0"]), vec!["train.micro_batch: 0"]),
+        (dry(&["--lr", "nan"]), vec!["train.lr"]),
+        (dry(&["--precision", "f8"]), vec!["--precision", "f8"]),
+        (dry(&["--variant", "nope"]), vec!["no variant `nope`"]),
+        (dry(&["--setup", "bad_setup.ron"]), vec!["bad_setup.ron:1:"]),
+        (
+            dry(&["--device", "cuda"]),
+            vec!["built without", "--features cuda"],
+        ),
+        (
+            dry(&["--device", "flex,flex,wgpu"]),
+            vec!["different backends"],
+        ),
+        (
+            dry(&["--profile", "paper", "--data", "rrsisd=empty"]),
+            vec!["--sd"],
+        ),
+        (
+            dry(&[
+                "--profile",
+                "paper",
+                "--data",
+                "rrsisd=empty",
+                "--sd",
+                "sd15=/no/such.safetensors",
+            ]),
+            vec!["/no/such.safetensors", "does not exist"],
+        ),
+        (
+            dry(&[
+                "--profile",
+                "paper",
+                "--data",
+                "rrsisd=/no/such/dir",
+                "--sd",
+                &format!("sd15={SD}"),
+            ]),
+            vec!["/no/such/dir", "is not a directory"],
+        ),
+        (
+            [
+                "ablation",
+                "no_such_ablation",
+                "--ablations",
+                ABLATIONS,
+                "--dry-run",
+            ]
+            .map(String::from)
+            .to_vec(),
+            vec!["no ablation `no_such_ablation`", "available:"],
+        ),
+        (
+            ["eval", "--run", "/no/such/run"].map(String::from).to_vec(),
+            vec!["/no/such/run/config.ron"],
+        ),
+        (
+            ["eval", "--run", "/no/such/run", "--device", "flex,flex"]
+                .map(String::from)
+                .to_vec(),
+            vec!["runs on one device"],
+        ),
+        (
+            [
+                "segment", "--run", "r", "--image", "i.png", "--text", "", "--out", "o",
+            ]
+            .map(String::from)
+            .to_vec(),
+            vec!["--text is empty"],
+        ),
+    ];
+    for (args, expected) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(d, &args, expected);
+    }
+    // Nothing above wrote a run.
+    assert!(!d.join("results").exists());
+}
+
+/// A run whose data cannot be read fails naming the file once (not the OS error twice), and
+/// leaves no directory that makes a rerun refuse with "holds an unfinished run".
+#[test]
+fn a_run_on_unreadable_data_fails_and_can_be_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let sd = format!("sd15={SD}");
+    let args = [
+        "train",
+        "cp_adapter",
+        "--ablations",
+        ABLATIONS,
+        "--profile",
+        "paper",
+        "--data",
+        "rrsisd=empty",
+        "--sd",
+        &sd,
+        "--results",
+        "results",
+    ];
+    for attempt in 0..2 {
+        let text = refused(d, &args, &["empty/rrsisd/refs(unc).p"]);
+        assert_eq!(
+            text.matches("No such file or directory").count(),
+            1,
+            "attempt {attempt}: the cause once:\n{text}"
+        );
+        assert!(
+            !text.contains("unfinished run"),
+            "attempt {attempt}:\n{text}"
+        );
+    }
+}
+
+/// A damaged epoch record or config in a run directory is an error naming the file.
+#[test]
+fn damaged_run_records_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let cache = cache.to_str().unwrap();
+    let train = |extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<&str> = vec![
+            "train",
+            "cp_adapter",
+            "--ablations",
+            ABLATIONS,
+            "--epochs",
+            "2",
+            "--limit-train",
+            "8",
+            "--limit-eval",
+            "4",
+            "--results",
+            "results",
+            "--cache",
+            cache,
+        ];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect()
+    };
+    let (code, text) = diffris(d, &strs(&train(&["--stop-after", "1"])));
+    assert_eq!(code, Some(0), "{text}");
+    let run = d.join("results/runs/cp_adapter/none/seed-0");
+    std::fs::write(run.join("epochs.json"), "{\"train\": {\"1\": ").unwrap();
+    refused(
+        d,
+        &strs(&train(&["--resume"])),
+        &["epochs.json", "--restart"],
+    );
+
+    std::fs::write(run.join("config.ron"), "(ablation: \"cp_adapter\",").unwrap();
+    refused(
+        d,
+        &["eval", "--run", run.to_str().unwrap(), "--cache", cache],
+        &["config.ron:1:"],
+    );
+}
