@@ -81,6 +81,13 @@ pub fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]
             r.protocol
         ));
     }
+    if profile == Some(ProfileName::Paper) {
+        notes.push(
+            "Paper profile: the SD weights and dataset given by --sd/--data or setup.ron (each \
+             run's config.ron names them)."
+                .into(),
+        );
+    }
     if profile == Some(ProfileName::Tiny) {
         notes.push(
             "Tiny profile: a small model of the SD architecture with seeded random frozen weights \
@@ -232,4 +239,59 @@ pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String 
     }
     out.push_str("\\end{table}\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::DivergedRun;
+    use crate::training::divergence::Divergence;
+
+    const FILE: &str = r#"(
+        version: 2,
+        name: "mini",
+        title: "Mini",
+        columns: [miou],
+        base: (dataset: rrsisd),
+        variants: [(name: "off", label: "no adapter", paper: (miou: 61.43))],
+    )"#;
+
+    #[test]
+    fn a_variant_whose_runs_all_diverged_shows_diverged_and_the_profile_is_named() {
+        let file = AblationFile::parse(FILE, std::path::Path::new("mini.ron")).unwrap();
+        assert_eq!(file.variants.len(), 1);
+        let rows = vec![Row {
+            variant: &file.variants[0],
+            results: vec![],
+            diverged: vec![DivergedRun {
+                ablation: "mini".into(),
+                variant: "off".into(),
+                label: "no adapter".into(),
+                seed: 2,
+                diverged: Divergence {
+                    split: "train".into(),
+                    epoch: 3,
+                    pass: 7,
+                    loss: "NaN".into(),
+                },
+                train_seconds: 1.0,
+            }],
+        }];
+        let notes = notes(&file, Some(ProfileName::Paper), &rows);
+        assert!(
+            notes.iter().any(|n| n.starts_with("Paper profile")),
+            "{notes:?}"
+        );
+        assert!(
+            notes.contains(
+                &"Diverged, left out of the means: no adapter seed 2 (the train loss is NaN at \
+              epoch 3, pass 7)."
+                    .to_string()
+            )
+        );
+        let md = markdown(&file, &rows, &notes);
+        assert!(md.contains("| 1 | no adapter | diverged | 61.43 |"), "{md}");
+        // The CSV leaves our mean empty (no finished seed) and keeps the paper's number.
+        assert!(csv(&file, &rows).ends_with("off,\"no adapter\",0,,,61.43\n"));
+    }
 }
