@@ -18,7 +18,7 @@ use crate::error::{ConfigError, ensure};
 
 pub use camd::{Camd, CamdConfig};
 pub use lmp::{Lmp, LmpConfig};
-pub use pcmrd::{DecoderInput, DecoderOutput, Pcmrd, PcmrdConfig};
+pub use pcmrd::{DecoderInput, DecoderOutput, Pcmrd, PcmrdConfig, Temperature};
 
 /// Which decoder reads the UNet features.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

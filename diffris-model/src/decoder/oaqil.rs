@@ -9,6 +9,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Distribution, Int, Tensor};
 
 use super::common::{padding_mask, resize_bilinear};
+use super::pcmrd::Temperature;
 
 /// `Linear(d -> 2d) -> GELU -> Linear(2d -> d)`.
 #[derive(Module, Debug)]
@@ -44,6 +45,7 @@ pub struct OaqilConfig {
     /// Gumbel noise while training.
     pub gumbel: bool,
     pub tau_init: f64,
+    pub temperature: Temperature,
 }
 
 /// One OAQIL.
@@ -69,8 +71,11 @@ pub struct Oaqil<B: SdBackend> {
     pub assign_proj: Linear<B>,
     pub norm_update: LayerNorm<B>,
     pub update_mlp: Mlp<B>,
-    /// `tau_p`; the temperature is `exp(min(tau_p, 0))`.
+    /// `tau_p`; the temperature is `exp(tau_p)`, or `exp(min(tau_p, 0))` under CGFormer's
+    /// clamp ([`Temperature`]).
     pub tau: Param<Tensor<B, 1>>,
+    /// CGFormer's clamp ([`Temperature::ClampedCgformer`]).
+    clamped: bool,
     hard: bool,
     gumbel: bool,
     pe_size: (usize, usize),
@@ -105,9 +110,13 @@ impl OaqilConfig {
             norm_update: ln(d),
             update_mlp: Mlp::new(d, device),
             tau: Initializer::Constant {
-                value: self.tau_init,
+                value: match self.temperature {
+                    Temperature::Learned => self.tau_init.ln(),
+                    Temperature::ClampedCgformer => self.tau_init,
+                },
             }
             .init([1], device),
+            clamped: self.temperature == Temperature::ClampedCgformer,
             hard: self.hard,
             gumbel: self.gumbel,
             pe_size: self.pe_size,
@@ -160,6 +169,16 @@ fn l2_normalize<B: SdBackend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
 }
 
 impl<B: SdBackend> Oaqil<B> {
+    /// The temperature `tau`, `[1]`.
+    pub fn temperature(&self) -> Tensor<B, 1> {
+        let tau_p = self.tau.val();
+        if self.clamped {
+            tau_p.clamp_max(0.0).exp()
+        } else {
+            tau_p.exp()
+        }
+    }
+
     /// The positional embedding at feature size `(h, w)` (bilinearly resized from the nominal
     /// size when they differ).
     ///
@@ -221,7 +240,7 @@ impl<B: SdBackend> Oaqil<B> {
         let gk = l2_normalize(self.group_k.forward(x.clone()));
         let u = self.group_v.forward(x);
         let similarity = gq.matmul(gk.swap_dims(1, 2));
-        let tau = self.tau.val().clamp_max(0.0).exp();
+        let tau = self.temperature();
         let noise =
             (training && self.gumbel).then(|| gumbel_noise([b, n, h * w], &similarity.device()));
         let assigned = assignment(similarity, tau, noise, self.hard);

@@ -32,8 +32,25 @@ pub struct PcmrdConfig {
     pub hard_assignment: bool,
     /// Gumbel noise on the grouping logits while training.
     pub gumbel_noise: bool,
-    /// Initial value of each stage's temperature parameter (`tau = exp(min(tau_p, 0))`).
+    /// Each stage's initial temperature (see [`Temperature`] for how it is held).
     pub tau_init: f64,
+    /// How the temperature is parametrised: learned (the paper's "learnable coefficient"), or
+    /// CGFormer's clamp, under which it does not learn.
+    pub temperature: Temperature,
+}
+
+/// The parametrisation of OAQIL's Gumbel-softmax temperature `tau` (paper Eqs. 17-20).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Temperature {
+    /// `tau = exp(tau_p)` with `tau_p` learned from `ln(tau_init)`: every step's gradient
+    /// reaches it, as the paper's "learnable coefficient" asks.
+    #[default]
+    Learned,
+    /// CGFormer's code: `tau = exp(min(tau_p, 0))` with `tau_p` starting at `tau_init` (1 there).
+    /// At `tau_p >= 0` the clamp passes no gradient, so tau stays 1 for the whole run (only
+    /// weight decay moves `tau_p`, towards 0 and no further).
+    ClampedCgformer,
 }
 
 impl Default for PcmrdConfig {
@@ -46,6 +63,7 @@ impl Default for PcmrdConfig {
             hard_assignment: true,
             gumbel_noise: true,
             tau_init: 1.0,
+            temperature: Temperature::Learned,
         }
     }
 }
@@ -166,6 +184,7 @@ impl PcmrdConfig {
                         hard: self.hard_assignment,
                         gumbel: self.gumbel_noise,
                         tau_init: self.tau_init,
+                        temperature: self.temperature,
                     }
                     .init(device)
                 })

@@ -104,6 +104,60 @@ fn eval_has_no_noise_and_training_has() {
     assert_ne!(hits(true), hits(true), "training draws fresh noise");
 }
 
+/// The paper calls tau "a learnable coefficient": under the default parametrisation a few
+/// optimizer steps move every stage's tau; under CGFormer's clamp (kept as an option) they
+/// cannot, since `exp(min(tau_p, 0))` passes no gradient at `tau_p = 1`.
+#[test]
+fn the_temperature_learns_and_cgformers_clamp_keeps_it_at_one() {
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    let device = Default::default();
+    for (temperature, learns) in [
+        (Temperature::Learned, true),
+        (Temperature::ClampedCgformer, false),
+    ] {
+        AB::seed(&device, 4);
+        let cfg = PcmrdConfig {
+            temperature,
+            ..small_pcmrd()
+        };
+        let mut dec = cfg.init::<AB>(&CHANNELS, 32, (16, 16), &device);
+        let taus = |dec: &Pcmrd<AB>| -> Vec<f32> {
+            dec.layers
+                .iter()
+                .map(|l| l.temperature().into_scalar())
+                .collect()
+        };
+        assert_eq!(
+            taus(&dec),
+            vec![1.0; 3],
+            "{temperature:?}: tau starts at tau_init"
+        );
+        let f = features::<AB>(16, &device);
+        let (t, eos) = text::<AB>(&device);
+        let mut optim = AdamConfig::new().init::<AB, Pcmrd<AB>>();
+        for _ in 0..3 {
+            let out = dec.forward(DecoderInput {
+                features: &f,
+                text: &t,
+                eos_index: &eos,
+                image_size: (64, 64),
+                training: true,
+            });
+            let loss = out.logits.powf_scalar(2.0).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &dec);
+            dec = optim.step(1e-2, dec, grads);
+        }
+        for (stage, tau) in taus(&dec).into_iter().enumerate() {
+            // Adam moves a parameter with any non-zero gradient by about the learning rate.
+            assert_eq!(
+                (tau - 1.0).abs() > 1e-3,
+                learns,
+                "{temperature:?}, stage {stage}: tau {tau}"
+            );
+        }
+    }
+}
+
 #[test]
 fn positional_embeddings_follow_the_input_size() {
     let device = Default::default();
