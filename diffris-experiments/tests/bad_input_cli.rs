@@ -8,8 +8,9 @@
 //! `ckpt_archive.rs`, `score` in `score_strict.rs`, full disks in `full_disk.rs`, concurrent
 //! processes in `concurrent.rs`, kills in `e2e_kill.rs`, divergence in `divergence.rs`.
 
+mod binary;
+
 use std::path::Path;
-use std::process::Command;
 
 const ABLATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
 /// Some existing SD weights folder (the data errors come before the weights are read).
@@ -29,17 +30,7 @@ const RECIPE: &str = r#"(
 
 /// Runs the binary in `dir`; returns (exit code, stdout + stderr).
 fn diffris(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffris"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    binary::run(binary::diffris().current_dir(dir).args(args))
 }
 
 /// The command fails cleanly with an error containing every one of `expected`.

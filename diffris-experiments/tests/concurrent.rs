@@ -3,12 +3,14 @@
 //! empty" and left a `.partial-PID` folder), and a run directory another process is training
 //! is refused with a message naming that process, touching nothing.
 
+mod binary;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 fn train(results: &Path, cache: &Path) -> Command {
     let ablations = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_diffris"));
+    let mut cmd = binary::diffris();
     cmd.args([
         "train",
         "cp_adapter",
@@ -25,14 +27,6 @@ fn train(results: &Path, cache: &Path) -> Command {
     cmd
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn two_first_runs_on_an_empty_cache_both_succeed() {
     let cache = tempfile::tempdir().unwrap();
@@ -45,7 +39,7 @@ fn two_first_runs_on_an_empty_cache_both_succeed() {
     let second = train(b.path(), cache.path()).output().unwrap();
     let first = first.wait_with_output().unwrap();
     for out in [&first, &second] {
-        assert!(out.status.success(), "{}", text(out));
+        assert!(out.status.success(), "{}", binary::text(out));
     }
     // Nothing half-made stays in the cache, and each entry was made once.
     let mut leftovers = vec![];
@@ -58,7 +52,7 @@ fn two_first_runs_on_an_empty_cache_both_succeed() {
         }
     }
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let both = format!("{}{}", text(&first), text(&second));
+    let both = format!("{}{}", binary::text(&first), binary::text(&second));
     assert_eq!(
         both.matches("generated SynthRS into").count(),
         1,
@@ -90,7 +84,7 @@ fn a_run_directory_in_use_is_refused_naming_its_process() {
     std::fs::write(runs.join(".seed-0.lock"), std::process::id().to_string()).unwrap();
     let out = train(results.path(), cache.path()).output().unwrap();
     assert!(!out.status.success());
-    let msg = text(&out);
+    let msg = binary::text(&out);
     assert!(
         msg.contains("seed-0 is being trained by process ")
             && msg.contains(&std::process::id().to_string()),
@@ -101,5 +95,5 @@ fn a_run_directory_in_use_is_refused_naming_its_process() {
     // Once it lets go, the run goes ahead.
     drop(lock);
     let out = train(results.path(), cache.path()).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", binary::text(&out));
 }

@@ -3,6 +3,8 @@
 
 #![cfg(feature = "flex")] // runs on the CPU reference backend
 
+mod binary;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -122,21 +124,15 @@ fn a_diverged_run_is_recorded_shown_in_the_table_and_reused() {
     let cache = tempfile::tempdir().unwrap();
     let ablations = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
     let run = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffris"))
-            .args(["train", "cp_adapter", "--variant", "none", "--lr", "1e9"])
-            .args(["--epochs", "2", "--limit-train", "16", "--limit-eval", "4"])
-            .args(["--ablations", ablations, "--results"])
-            .arg(results.path())
-            .arg("--cache")
-            .arg(cache.path())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        binary::outcome(
+            binary::diffris()
+                .args(["train", "cp_adapter", "--variant", "none", "--lr", "1e9"])
+                .args(["--epochs", "2", "--limit-train", "16", "--limit-eval", "4"])
+                .args(["--ablations", ablations, "--results"])
+                .arg(results.path())
+                .arg("--cache")
+                .arg(cache.path()),
+        )
     };
     let (ok, text) = run();
     assert!(!ok, "{text}");
@@ -159,17 +155,16 @@ fn a_diverged_run_is_recorded_shown_in_the_table_and_reused() {
     );
 
     // Nothing to evaluate, said as such.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_diffris"))
-        .args(["eval", "--run"])
-        .arg(&dir)
-        .arg("--cache")
-        .arg(cache.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, text) = binary::outcome(
+        binary::diffris()
+            .args(["eval", "--run"])
+            .arg(&dir)
+            .arg("--cache")
+            .arg(cache.path()),
+    );
     assert!(
-        !out.status.success() && stderr.contains("diverged (the train loss is NaN"),
-        "{stderr}"
+        !ok && text.contains("diverged (the train loss is NaN"),
+        "{text}"
     );
 
     let (ok, again) = run();

@@ -5,8 +5,9 @@
 //! (`--jobs 2`) on splits their parent encoded into the cache, the resumed run in the command's
 //! own process, so the comparison also checks that a run computes the same in either.
 
+mod binary;
+
 use std::path::Path;
-use std::process::Command;
 
 use diffris_experiments::record::RunResult;
 
@@ -23,21 +24,6 @@ const ABLATION: &str = r#"(
         (name: "full", label: "full adapter", set: (model: (timestep: 50.0), train: (lr: 0.002)), paper: (oiou: 76.05, miou: 62.19)),
     ],
 )"#;
-
-fn diffris(args: &[&str], cwd: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffris"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "diffris {args:?} failed:\n{text}");
-    text
-}
 
 /// Quick-run flags shared by every invocation (cache shared between tests of this file).
 fn quick(cache: &Path) -> Vec<String> {
@@ -75,7 +61,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     let mut args = vec!["ablation", "mini", "--jobs", "2"];
     let q = quick(cache.path());
     args.extend(q.iter().map(String::as_str));
-    let printed = diffris(&args, dir.path());
+    let printed = binary::succeeds(&args, dir.path());
     assert!(printed.contains("running the tiny profile"), "{printed}");
     assert!(printed.contains("2 runs at once"), "{printed}");
     // The parent encoded each split once, into the cache, for both runs' processes to read.
@@ -183,7 +169,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     // sample's score: their mean is the run's mIoU, their summed intersections over summed
     // unions its oIoU.
     let run_dir = dir.path().join("results/runs/mini/full/seed-0");
-    let printed = diffris(
+    let printed = binary::succeeds(
         &[
             "eval",
             "--run",
@@ -236,7 +222,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         .unwrap();
     let fig = dir.path().join("fig.png");
     let off_dir = dir.path().join("results/runs/mini/off/seed-0");
-    let printed = diffris(
+    let printed = binary::succeeds(
         &[
             "figures",
             "--run",
@@ -271,7 +257,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     std::fs::remove_file(dir.path().join("results/mini/table.md")).unwrap();
     let mut tables = vec!["tables", "mini"];
     tables.extend(q.iter().map(String::as_str));
-    diffris(&tables, dir.path());
+    binary::succeeds(&tables, dir.path());
     assert_eq!(
         std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap(),
         table
@@ -279,7 +265,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     // Runs made with other settings are left out and named, never averaged in.
     let mut other = tables.clone();
     other.extend(["--lr", "0.5"]);
-    let printed = diffris(&other, dir.path());
+    let printed = binary::succeeds(&other, dir.path());
     assert!(
         printed.contains("left 2 finished run(s) out of the mini table"),
         "{printed}"
@@ -290,14 +276,14 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         !empty.contains(&format!("{:.2}", full.test.miou)),
         "{empty}"
     );
-    diffris(&tables, dir.path()); // and back
+    binary::succeeds(&tables, dir.path()); // and back
 
     // Interrupted after epoch 1 and resumed: the same final metrics as uninterrupted.
     let resumed = tempfile::tempdir().unwrap();
     std::fs::write(resumed.path().join("mini.ron"), ABLATION).unwrap();
     let mut first = vec!["ablation", "mini", "--only", "full", "--stop-after", "1"];
     first.extend(q.iter().map(String::as_str));
-    diffris(&first, resumed.path());
+    binary::succeeds(&first, resumed.path());
     assert!(
         !resumed
             .path()
@@ -306,7 +292,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     );
     let mut again = vec!["ablation", "mini", "--only", "full", "--resume"];
     again.extend(q.iter().map(String::as_str));
-    diffris(&again, resumed.path());
+    binary::succeeds(&again, resumed.path());
     let r = result(resumed.path(), "full");
     assert_eq!(
         r.test, full.test,

@@ -2,8 +2,9 @@
 //! path of several GPUs) trains a run to exactly the numbers of one device computing the same
 //! micro-batches, and records both devices.
 
+mod binary;
+
 use std::path::Path;
-use std::process::Command;
 
 use diffris_experiments::record::RunResult;
 
@@ -15,21 +16,6 @@ const ABLATION: &str = r#"(
     base: (dataset: rrsisd),
     variants: [(name: "full", label: "full adapter", paper: (oiou: 76.05, miou: 62.19))],
 )"#;
-
-fn diffris(args: &[&str], cwd: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffris"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "diffris {args:?} failed:\n{text}");
-    text
-}
 
 /// Trains `mini/full` in `results` on `device`; returns the result, the per-epoch metrics and
 /// the run's environment record.
@@ -49,7 +35,7 @@ fn run(dir: &Path, cache: &Path, results: &str, device: &str) -> (RunResult, Str
         "--ablations",
         ".",
     ]);
-    diffris(&args, dir);
+    binary::succeeds(&args, dir);
     let run = dir.join(results).join("runs/mini/full/seed-0");
     let read = |f: &str| std::fs::read_to_string(run.join(f)).unwrap();
     (

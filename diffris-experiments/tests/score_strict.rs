@@ -3,8 +3,9 @@
 //! images and masks holding values other than 0 and 255 are errors (they used to be resized or
 //! thresholded without a word: a 1x1 white mask scored mIoU 50).
 
+mod binary;
+
 use std::path::Path;
-use std::process::Command;
 
 use diffris_data::DatasetFormat;
 use diffris_data::synth::{SynthConfig, write};
@@ -43,20 +44,14 @@ fn gray(m: &diffris_data::rle::BinaryMask) -> GrayImage {
 
 /// `diffris score` on `pred`: (success, stdout + stderr).
 fn score(root: &Path, pred: &Path, extra: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffris"))
-        .args(["score", "--format", "rrsisd", "--split", "test", "--root"])
-        .arg(root)
-        .arg("--pred")
-        .arg(pred)
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    binary::outcome(
+        binary::diffris()
+            .args(["score", "--format", "rrsisd", "--split", "test", "--root"])
+            .arg(root)
+            .arg("--pred")
+            .arg(pred)
+            .args(extra),
+    )
 }
 
 #[test]
