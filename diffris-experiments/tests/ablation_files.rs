@@ -180,3 +180,46 @@ fn table6_rows_draw_gumbel_noise_only_with_the_hard_assignment() {
         assert_eq!(noisy, v.name == "hard_assignment", "{}", v.name);
     }
 }
+
+/// Table 5 compares decoders with the loss held fixed (`decoder.ron`: every variant Dice + BCE);
+/// `decoder_own_loss.ron` gives the comparison decoders their papers' weighted cross-entropy.
+/// Each table's note says which it is.
+#[test]
+fn table5_holds_the_loss_fixed_and_its_twin_keeps_each_decoders_own() {
+    use diffris_model::decoder::loss::LossKind;
+    let tiny = Resolver {
+        profile: ProfileName::Tiny,
+        setup: Setup::default(),
+        cache: "/cache".into(),
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ablations");
+    for (name, comparison_loss, note) in [
+        (
+            "decoder",
+            LossKind::DiceBce,
+            "every decoder trains with Dice + BCE",
+        ),
+        (
+            "decoder_own_loss",
+            LossKind::WeightedCe,
+            "decoder.ron holds the loss fixed",
+        ),
+    ] {
+        let file = AblationFile::load(&dir.join(format!("{name}.ron"))).unwrap();
+        assert!(file.note.as_deref().unwrap_or("").contains(note), "{name}");
+        let mut seen = vec![];
+        for v in &file.variants {
+            let spec = tiny
+                .resolve(&file.name, &v.name, &v.label, &v.recipe, 0)
+                .unwrap();
+            let want = if v.name == "pcmrd" {
+                LossKind::DiceBce
+            } else {
+                comparison_loss
+            };
+            assert_eq!(spec.model.loss.kind, want, "{name}/{}", v.name);
+            seen.push(v.name.clone());
+        }
+        assert_eq!(seen, ["lmp", "oad", "camd", "pcmrd"], "{name}");
+    }
+}
