@@ -5,7 +5,10 @@
 //!
 //! CARIS uses multi-scale deformable attention for the visual self-attention. This
 //! implementation uses full self-attention over the concatenated multi-scale tokens instead
-//! (a documented departure, `docs/DESIGN.md`): the same receptive field, more memory.
+//! (a documented departure, `docs/DESIGN.md`): the same receptive field, more memory. As in
+//! CARIS, every visual token's position is its level's 2-D sine encoding plus a learnt level
+//! embedding, added to the attention's queries and keys (without it full attention over the
+//! tokens would not know where each one is).
 
 use crate::ops::SdBackend;
 use burn::module::{Module, Param};
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     ConvBnRelu, gather_tokens, padding_mask, resize_bilinear, resize_bilinear_corners,
+    sine_position_embedding,
 };
 use super::{DecoderInput, DecoderOutput};
 
@@ -61,17 +65,23 @@ impl<B: SdBackend> AttnBlock<B> {
         }
     }
 
-    /// `x + Attn(LN(x), context)` (self-attention when `context` is `None`), ignoring the
-    /// context positions `pad` marks.
+    /// `x + Attn(LN(x) + pos_q, context + pos_k, context)` (self-attention on `LN(x)` when
+    /// `context` is `None`), ignoring the context positions `pad` marks. The positional
+    /// encodings go into queries and keys only, as in DETR's layers.
     fn forward(
         &self,
         x: Tensor<B, 3>,
         context: Option<Tensor<B, 3>>,
         pad: Option<Tensor<B, 2, Bool>>,
+        (pos_q, pos_k): (Option<&Tensor<B, 3>>, Option<&Tensor<B, 3>>),
     ) -> Tensor<B, 3> {
         let q = self.norm.forward(x.clone());
-        let kv = context.unwrap_or_else(|| q.clone());
-        let mut input = MhaInput::new(q, kv.clone(), kv);
+        let v = context.unwrap_or_else(|| q.clone());
+        let with = |t: Tensor<B, 3>, pos: Option<&Tensor<B, 3>>| match pos {
+            Some(p) => t + p.clone(),
+            None => t,
+        };
+        let mut input = MhaInput::new(with(q, pos_q), with(v.clone(), pos_k), v);
         if let Some(p) = pad {
             input = input.mask_pad(p);
         }
@@ -181,17 +191,25 @@ impl<B: SdBackend> Camd<B> {
         let b = f[0].dims()[0];
         let level_embed = self.level_embed.val();
         let d = level_embed.dims()[1];
-        // Visual tokens of F32, F16, F8 with level embeddings.
+        // Visual tokens of F32, F16, F8; each level's sine positional encoding plus its level
+        // embedding is their position (CARIS's `pos + level_embed`), given to the attention's
+        // queries and keys.
         let mut sizes = Vec::new();
         let mut tokens = Vec::new();
+        let mut positions = Vec::new();
         for (k, proj) in self.vision_proj.iter().enumerate() {
             let m = proj.forward(f[k + 1].clone());
             let [_, _, h, w] = m.dims();
             sizes.push((h, w));
-            let lvl = level_embed.clone().narrow(0, k, 1).reshape([1, 1, d]);
-            tokens.push(m.reshape([b, d, h * w]).swap_dims(1, 2) + lvl);
+            let lvl = level_embed.clone().narrow(0, k, 1);
+            let pos = sine_position_embedding::<B>(h, w, d, &m.device()) + lvl;
+            positions.push(pos.reshape([1, h * w, d]));
+            tokens.push(m.reshape([b, d, h * w]).swap_dims(1, 2));
         }
         let mut vision = Tensor::cat(tokens, 1);
+        let n = vision.dims()[1];
+        let vision_pos = Tensor::cat(positions, 1).expand([b, n, d]);
+        let vpos = Some(&vision_pos);
         let t = input.text.dims()[1];
         let words = self.text_proj.forward(input.text.clone());
         let prompts = self.prompts.val();
@@ -205,14 +223,19 @@ impl<B: SdBackend> Camd<B> {
         for layer in &self.layers {
             lang = layer
                 .lang_to_vision
-                .forward(lang, Some(vision.clone()), None);
-            lang = layer.lang_self.forward(lang, None, Some(lang_pad.clone()));
+                .forward(lang, Some(vision.clone()), None, (None, vpos));
+            lang = layer
+                .lang_self
+                .forward(lang, None, Some(lang_pad.clone()), (None, None));
             lang = layer.lang_ffn.forward(lang);
             let words = lang.clone().narrow(1, p, t);
-            vision = layer
-                .vision_to_lang
-                .forward(vision, Some(words), Some(word_pad.clone()));
-            vision = layer.vision_self.forward(vision, None, None);
+            vision = layer.vision_to_lang.forward(
+                vision,
+                Some(words),
+                Some(word_pad.clone()),
+                (vpos, None),
+            );
+            vision = layer.vision_self.forward(vision, None, None, (vpos, vpos));
             vision = layer.vision_ffn.forward(vision);
         }
         // Back to maps, top-down merge, then F64's lateral.

@@ -111,3 +111,40 @@ pub fn padding_mask<B: SdBackend>(
         .expand([b, len]);
     positions.greater(eos_index.reshape([b, 1]).expand([b, len]))
 }
+
+/// DETR's 2-D sine positional encoding, normalised as in Mask2Former's pixel decoder (which
+/// CARIS's decoder builds on): channel `i < d/2` of position `(y, x)` encodes the row, channel
+/// `d/2 + i` the column, as `sin` (even `i`) or `cos` (odd `i`) of
+/// `p / 10000^(2 floor(i/2) / (d/2))`, where `p = 2 pi r / (n + 1e-6)` for the 1-based row
+/// (column) `r` of `n`.
+///
+/// # Shapes
+/// Returns `[h * w, d]`, positions in row-major order; `d` must be even.
+pub fn sine_position_embedding<B: SdBackend>(
+    h: usize,
+    w: usize,
+    d: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    assert!(
+        d.is_multiple_of(2),
+        "a sine position embedding needs an even width, not {d}"
+    );
+    let half = d / 2;
+    let scale = 2.0 * std::f64::consts::PI;
+    let encode = |r: usize, n: usize, out: &mut Vec<f32>| {
+        let p = r as f64 / (n as f64 + 1e-6) * scale;
+        for i in 0..half {
+            let t = p / 10000f64.powf((2 * (i / 2)) as f64 / half as f64);
+            out.push(if i % 2 == 0 { t.sin() } else { t.cos() } as f32);
+        }
+    };
+    let mut values = Vec::with_capacity(h * w * d);
+    for y in 1..=h {
+        for x in 1..=w {
+            encode(y, h, &mut values);
+            encode(x, w, &mut values);
+        }
+    }
+    Tensor::from_data(burn::tensor::TensorData::new(values, [h * w, d]), device)
+}

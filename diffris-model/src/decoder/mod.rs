@@ -77,6 +77,12 @@ impl DecoderConfig {
                 at_least_one(c.layers, "layers")?;
                 at_least_one(c.prompts, "prompts")?;
                 at_least_one(c.ffn_dim, "ffn_dim")?;
+                ensure(c.hidden.is_multiple_of(2), "hidden", || {
+                    format!(
+                        "{} is odd (the sine position encoding needs it even)",
+                        c.hidden
+                    )
+                })?;
                 ensure(
                     c.heads > 0 && c.hidden.is_multiple_of(c.heads),
                     "heads",

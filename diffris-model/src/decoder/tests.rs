@@ -282,3 +282,75 @@ fn every_decoder_runs_forward_and_backward_on_two_sizes() {
         }
     }
 }
+
+/// The sine encoding by hand: width 8 (4 channels per axis; divisors 1, 1, 100, 100), on a 2x3
+/// grid. Row 1 of 2 sits at `p = pi` (`2 pi * 1/2`), column 3 of 3 at `p = 2 pi`.
+#[test]
+fn the_sine_position_embedding_matches_a_hand_computed_grid() {
+    use super::common::sine_position_embedding;
+    use std::f64::consts::PI;
+    let device = Default::default();
+    let pe: Vec<f32> = sine_position_embedding::<B>(2, 3, 8, &device)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_eq!(pe.len(), 6 * 8);
+    let axis = |p: f64| [p.sin(), p.cos(), (p / 100.0).sin(), (p / 100.0).cos()];
+    // (row 1, column 3) is position 2 of the row-major order.
+    let expected: Vec<f64> = [axis(PI), axis(2.0 * PI)].concat();
+    for (k, (&got, want)) in pe[2 * 8..3 * 8].iter().zip(expected).enumerate() {
+        // The 1e-6 in the normaliser moves p by about 6e-6 at most.
+        assert!(
+            (got as f64 - want).abs() < 1e-5,
+            "channel {k}: {got} vs {want}"
+        );
+    }
+    // Every position is encoded differently.
+    for a in 0..6 {
+        for b in a + 1..6 {
+            assert_ne!(pe[a * 8..(a + 1) * 8], pe[b * 8..(b + 1) * 8], "{a} vs {b}");
+        }
+    }
+}
+
+/// With the positions, CAMD knows where its visual tokens are. On constant feature maps every
+/// visual token of a level is the same, so without positions attention, merge and FPN give the
+/// same value at every interior pixel (only the 3x3 convolution's zero padding marks the
+/// border); with them the interior varies.
+#[test]
+fn camd_sees_where_its_tokens_are() {
+    let device = Default::default();
+    B::seed(&device, 6);
+    let cfg = CamdConfig {
+        hidden: 32,
+        layers: 1,
+        prompts: 2,
+        heads: 4,
+        ffn_dim: 64,
+    };
+    let dec = cfg.init::<B>(&CHANNELS, 32, &device);
+    let f: Vec<Tensor<B, 4>> = CHANNELS
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| {
+            let s = 16 >> k;
+            Tensor::<B, 4>::ones([2, c, s, s], &device).mul_scalar(0.3 * (k + 1) as f64)
+        })
+        .collect();
+    let (t, eos) = text::<B>(&device);
+    let logits = dec
+        .forward(DecoderInput {
+            features: &f,
+            text: &t,
+            eos_index: &eos,
+            image_size: (16, 16),
+            training: false,
+        })
+        .logits;
+    let interior = logits.slice([0..1, 0..1, 2..14, 2..14]);
+    let spread: f32 = (interior.clone().max() - interior.min()).into_scalar();
+    assert!(
+        spread > 1e-4,
+        "the interior is uniform ({spread}): no positions"
+    );
+}
