@@ -19,8 +19,8 @@ use indicatif::ProgressBar;
 use crate::backend::{DeviceList, DeviceSpec, RunTarget};
 use crate::inputs::{Shared, prepare_for_processes};
 use crate::profile::{ProfileName, RunSpec};
-use crate::progress::{report_run, spinner_style};
-use crate::record::{Outcome, finished, log_path, spec_dir, spec_ron};
+use crate::progress::{say, spinner_style};
+use crate::record::{Outcome, finished, log_path, outcome_line, spec_dir, spec_ron};
 use crate::workspace::Workspace;
 
 /// How many runs to train at once when the user does not say: two per core for the tiny profile
@@ -63,7 +63,7 @@ pub fn run_all<B: SdBackend>(
         let dir = spec_dir(&ws.results, spec);
         match finished(&dir, spec)? {
             Some(done) if !ws.restart => {
-                report_run(&ws.progress, &spec.variant, Some(&done));
+                say(&ws.progress, outcome_line(&spec.variant, Some(&done)));
                 results[i] = Some(done);
             }
             _ => {
@@ -136,7 +136,10 @@ pub fn run_all<B: SdBackend>(
                     log.display()
                 );
             }
-            report_run(&ws.progress, &spec.variant, results[job.index].as_ref());
+            say(
+                &ws.progress,
+                outcome_line(&spec.variant, results[job.index].as_ref()),
+            );
         }
     }
     Ok(results)

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::record::Outcome;
-
 /// The style of a bar with a known length.
 pub fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
@@ -38,22 +36,6 @@ pub fn say(progress: &MultiProgress, line: String) {
     } else {
         let _ = progress.println(line);
     }
-}
-
-/// The one-line summary of a run's outcome (`None`: stopped early by `--stop-after`).
-pub fn report_run(progress: &MultiProgress, variant: &str, r: Option<&Outcome>) {
-    let line = match r {
-        Some(Outcome::Diverged(d)) => format!(
-            "{:>24}  seed {}  diverged: {}",
-            d.variant, d.seed, d.diverged
-        ),
-        Some(Outcome::Finished(r)) => format!(
-            "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s training)",
-            r.variant, r.seed, r.best_epoch, r.test.miou, r.test.oiou, r.train_seconds
-        ),
-        None => format!("{variant:>24}  stopped early (resumable)"),
-    };
-    say(progress, line);
 }
 
 /// Progress lines at a fixed interval, for runs nobody watches (stdout not a terminal, or a run

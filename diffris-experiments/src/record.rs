@@ -71,6 +71,21 @@ impl Outcome {
     }
 }
 
+/// The one-line summary of a run's outcome (`None`: stopped early by `--stop-after`).
+pub fn outcome_line(variant: &str, r: Option<&Outcome>) -> String {
+    match r {
+        Some(Outcome::Diverged(d)) => format!(
+            "{:>24}  seed {}  diverged: {}",
+            d.variant, d.seed, d.diverged
+        ),
+        Some(Outcome::Finished(r)) => format!(
+            "{:>24}  seed {}  best epoch {}  test mIoU {:.2}  oIoU {:.2}  ({:.0} s training)",
+            r.variant, r.seed, r.best_epoch, r.test.miou, r.test.oiou, r.train_seconds
+        ),
+        None => format!("{variant:>24}  stopped early (resumable)"),
+    }
+}
+
 /// The environment record of a run (`env.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnvRecord {

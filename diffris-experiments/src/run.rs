@@ -19,9 +19,10 @@ use crate::inputs::{Shared, prepare_inputs};
 use crate::lock::{lock_path, try_lock};
 use crate::metrics::Metrics;
 use crate::profile::RunSpec;
-use crate::progress::report_run;
+use crate::progress::say;
 use crate::record::{
-    DivergedRun, EnvRecord, Outcome, RunResult, finished, spec_dir, spec_ron, write_json,
+    DivergedRun, EnvRecord, Outcome, RunResult, finished, outcome_line, spec_dir, spec_ron,
+    write_json,
 };
 use crate::tensor_file::write_atomic;
 use crate::training::divergence::Diverged;
@@ -203,7 +204,7 @@ pub fn run_specs<B: SdBackend>(
         let result = run_one::<B>(spec, ws, &mut shared, device, target).with_context(|| {
             format!("run {}/{} seed {}", spec.ablation, spec.variant, spec.seed)
         })?;
-        report_run(&ws.progress, &spec.variant, result.as_ref());
+        say(&ws.progress, outcome_line(&spec.variant, result.as_ref()));
         results.push(result);
     }
     Ok(results)

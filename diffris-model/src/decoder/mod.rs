@@ -18,7 +18,8 @@ use crate::error::{ConfigError, ensure};
 
 pub use camd::{Camd, CamdConfig};
 pub use lmp::{Lmp, LmpConfig};
-pub use pcmrd::{DecoderInput, DecoderOutput, Pcmrd, PcmrdConfig, Temperature};
+pub use oaqil::Temperature;
+pub use pcmrd::{DecoderInput, DecoderOutput, Pcmrd, PcmrdConfig};
 
 /// Which decoder reads the UNet features.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

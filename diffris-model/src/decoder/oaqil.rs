@@ -7,9 +7,9 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Distribution, Int, Tensor};
+use serde::{Deserialize, Serialize};
 
 use super::common::{padding_mask, resize_bilinear};
-use super::pcmrd::Temperature;
 
 /// `Linear(d -> 2d) -> GELU -> Linear(2d -> d)`.
 #[derive(Module, Debug)]
@@ -31,6 +31,20 @@ impl<B: SdBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.fc2.forward(gelu(self.fc1.forward(x)))
     }
+}
+
+/// The parametrisation of OAQIL's Gumbel-softmax temperature `tau` (paper Eqs. 17-20).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Temperature {
+    /// `tau = exp(tau_p)` with `tau_p` learned from `ln(tau_init)`: every step's gradient
+    /// reaches it, as the paper's "learnable coefficient" asks.
+    #[default]
+    Learned,
+    /// CGFormer's code: `tau = exp(min(tau_p, 0))` with `tau_p` starting at `tau_init` (1 there).
+    /// At `tau_p >= 0` the clamp passes no gradient, so tau stays 1 for the whole run (only
+    /// weight decay moves `tau_p`, towards 0 and no further).
+    ClampedCgformer,
 }
 
 /// Sizes and switches of one OAQIL.

@@ -14,7 +14,7 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{ConvBnRelu, Fusion, gather_tokens, resize_bilinear, resize_bilinear_corners};
-use super::oaqil::{Oaqil, OaqilConfig};
+use super::oaqil::{Oaqil, OaqilConfig, Temperature};
 
 /// PCMRD switches and sizes; the defaults are the full decoder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,20 +37,6 @@ pub struct PcmrdConfig {
     /// How the temperature is parametrised: learned (the paper's "learnable coefficient"), or
     /// CGFormer's clamp, under which it does not learn.
     pub temperature: Temperature,
-}
-
-/// The parametrisation of OAQIL's Gumbel-softmax temperature `tau` (paper Eqs. 17-20).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Temperature {
-    /// `tau = exp(tau_p)` with `tau_p` learned from `ln(tau_init)`: every step's gradient
-    /// reaches it, as the paper's "learnable coefficient" asks.
-    #[default]
-    Learned,
-    /// CGFormer's code: `tau = exp(min(tau_p, 0))` with `tau_p` starting at `tau_init` (1 there).
-    /// At `tau_p >= 0` the clamp passes no gradient, so tau stays 1 for the whole run (only
-    /// weight decay moves `tau_p`, towards 0 and no further).
-    ClampedCgformer,
 }
 
 impl Default for PcmrdConfig {
