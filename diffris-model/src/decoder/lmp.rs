@@ -22,6 +22,8 @@ pub struct LmpConfig {
     pub hidden: usize,
     /// Maximum rotation of OAD's rotated convolutions, in degrees.
     pub max_angle_deg: f64,
+    /// Rotated kernels OAD's convolutions mix per sample (RMSIN: 4).
+    pub kernels: usize,
 }
 
 impl Default for LmpConfig {
@@ -29,6 +31,7 @@ impl Default for LmpConfig {
         Self {
             hidden: 640,
             max_angle_deg: 40.0,
+            kernels: 4,
         }
     }
 }
@@ -74,6 +77,7 @@ impl LmpConfig {
                         SecondConv::Rotated(RotatedConvBnRelu::new(
                             d,
                             d,
+                            self.kernels,
                             self.max_angle_deg,
                             device,
                         ))

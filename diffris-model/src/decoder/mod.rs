@@ -69,6 +69,7 @@ impl DecoderConfig {
             }
             Self::Lmp(c) | Self::Oad(c) => {
                 at_least_one(c.hidden, "hidden")?;
+                at_least_one(c.kernels, "kernels")?;
                 ensure(c.max_angle_deg.is_finite(), "max_angle_deg", || {
                     format!("{} is not finite", c.max_angle_deg)
                 })
