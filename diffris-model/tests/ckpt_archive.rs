@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use common::fixtures;
-use diffris_model::sd::{SdConfig, StableDiffusion};
+use common::{diffusers_arch, fixtures};
+use diffris_model::sd::StableDiffusion;
 use diffris_model::weights::archive::{check, storage_refs};
 use zip::write::SimpleFileOptions;
 
@@ -65,13 +65,6 @@ fn load_error(path: &Path) -> String {
         Ok(_) => panic!("{} loaded", path.display()),
         Err(e) => e.to_string(),
     }
-}
-
-fn diffusers_arch() -> SdConfig {
-    let sd: StableDiffusion<B> =
-        StableDiffusion::from_diffusers(&fixtures().join("diffusers"), &Default::default())
-            .unwrap();
-    sd.config()
 }
 
 #[test]

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use burn::backend::Flex;
 use burn::tensor::Tensor;
-use common::{Reference, fixtures};
-use diffris_model::sd::{SdConfig, StableDiffusion, UNetRequest};
+use common::{Reference, diffusers_arch, fixtures};
+use diffris_model::sd::{StableDiffusion, UNetRequest};
 
 type B = Flex;
 
@@ -85,13 +85,6 @@ fn check_unet(sd: &StableDiffusion<B>, r: &Reference, everything: bool) {
             .unwrap_or_else(|| panic!("no probabilities for {path}"));
         assert_close(&name, got.clone(), r.float(&name));
     }
-}
-
-fn diffusers_arch() -> SdConfig {
-    let sd: StableDiffusion<B> =
-        StableDiffusion::from_diffusers(&fixtures().join("diffusers"), &Default::default())
-            .unwrap();
-    sd.config()
 }
 
 #[test]

@@ -8,12 +8,21 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
+use diffris_model::sd::{SdConfig, StableDiffusion};
 use safetensors::SafeTensors;
 
 type B = Flex;
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd_tiny")
+}
+
+/// The SD architecture of the fixture's diffusers folder (what its `config.json` files say).
+pub fn diffusers_arch() -> SdConfig {
+    let sd: StableDiffusion<B> =
+        StableDiffusion::from_diffusers(&fixtures().join("diffusers"), &Default::default())
+            .unwrap();
+    sd.config()
 }
 
 /// Shape, float data (F32 tensors) and integer data (I64 tensors) of a reference tensor.
