@@ -100,11 +100,12 @@ impl<B: SdBackend> Shared<B> {
         let disk = cache_owned(spec).then(|| encoded_cache::path(&ws.cache, &key));
         let load =
             |path: &Path| encoded_cache::load(path, &key, samples.clone(), spec.model.image_size);
+        // Held until this split is saved: another process encoding it waits, then reuses it.
         let mut _lock = None;
+        let mut cached = None;
         if let Some(path) = &disk {
-            let mut cached = load(path)?;
+            cached = load(path)?;
             if cached.is_none() {
-                // Another process may be encoding the same split: wait for it, then reuse it.
                 _lock = Some(lock_waiting(&lock_path(path), |owner| {
                     say(
                         &ws.progress,
@@ -113,42 +114,40 @@ impl<B: SdBackend> Shared<B> {
                 })?);
                 cached = load(path)?;
             }
-            if let Some(enc) = cached {
-                if let Some(w) = enc.empty_mask_warning(split, &spec.data_root) {
-                    say(&ws.progress, w);
-                }
-                let enc = Arc::new(enc);
-                self.encoded.insert(key, enc.clone());
-                return Ok(enc);
-            }
         }
-        let (sd, tokenizer) = self.frozen(spec, sd_key, device)?;
-        let bar = ws.bar(format!("encoding {split}"));
-        let enc = EncodedSplit::encode(
-            samples,
-            tokenizer,
-            sd,
-            spec.model.image_size,
-            spec.model.latent_scale,
-            device,
-            spec.train.pass_size(),
-            ws.threads,
-            &bar,
-        )?;
-        bar.finish_and_clear();
+        let enc = match cached {
+            Some(enc) => enc,
+            None => {
+                let (sd, tokenizer) = self.frozen(spec, sd_key, device)?;
+                let bar = ws.bar(format!("encoding {split}"));
+                let enc = EncodedSplit::encode(
+                    samples,
+                    tokenizer,
+                    sd,
+                    spec.model.image_size,
+                    spec.model.latent_scale,
+                    device,
+                    spec.train.pass_size(),
+                    ws.threads,
+                    &bar,
+                )?;
+                bar.finish_and_clear();
+                if let Some(path) = &disk {
+                    encoded_cache::save(&enc, &key, path)?;
+                    say(
+                        &ws.progress,
+                        format!(
+                            "encoded the {split} split ({} samples) into {}",
+                            enc.len(),
+                            path.display()
+                        ),
+                    );
+                }
+                enc
+            }
+        };
         if let Some(w) = enc.empty_mask_warning(split, &spec.data_root) {
             say(&ws.progress, w);
-        }
-        if let Some(path) = &disk {
-            encoded_cache::save(&enc, &key, path)?;
-            say(
-                &ws.progress,
-                format!(
-                    "encoded the {split} split ({} samples) into {}",
-                    enc.len(),
-                    path.display()
-                ),
-            );
         }
         let enc = Arc::new(enc);
         self.encoded.insert(key, enc.clone());

@@ -56,7 +56,8 @@ pub fn run_one<B: SdBackend>(
     if let Some(done) = finished(&dir, spec)?
         && !ws.restart
     {
-        // It finished while this process waited for nothing: reuse it.
+        // It finished between the check above and the lock (the check comes first so that a
+        // finished run is reused without writing a lock, also in a read-only results folder).
         return Ok(Some(done));
     }
     let config_text = spec_ron(spec)?;
