@@ -14,4 +14,4 @@ pub mod transforms;
 pub use error::{DataError, Result};
 pub use formats::DatasetFormat;
 pub use sample::{MaskSource, Sample};
-pub use tokenizer::{ClipTokenizer, TokenizedText};
+pub use tokenizer::{ClipTokenizer, TokenizedText, Word};

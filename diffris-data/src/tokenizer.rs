@@ -198,6 +198,77 @@ impl ClipTokenizer {
     }
 }
 
+/// One word of an expression as the text encoder reads it: a match of CLIP's word pattern in
+/// the cleaned text (a letter run, a digit, a run of punctuation, a contraction) and the BPE
+/// tokens it became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    /// The word as it stands in the cleaned text ([`clean_text`]; case kept).
+    pub text: String,
+    /// Its token positions in the 77-token layout (the start token is position 0, so a first
+    /// word starts at 1). A word cut by truncation keeps the positions that fit.
+    pub tokens: std::ops::Range<usize>,
+    /// Its byte range in the cleaned text.
+    pub span: std::ops::Range<usize>,
+}
+
+impl ClipTokenizer {
+    /// The words of `text` with the token positions [`ClipTokenizer::encode`] gives them
+    /// (sub-word tokens grouped back into their word); words that truncation dropped entirely
+    /// are left out.
+    pub fn words(&self, text: &str) -> Result<Vec<Word>> {
+        let cleaned = clean_text(text);
+        let encoding =
+            self.inner
+                .encode(cleaned.as_str(), false)
+                .map_err(|e| DataError::Tokenizer {
+                    source_name: self.source.clone(),
+                    message: format!("cannot encode {text:?}: {e}"),
+                })?;
+        let room = CONTEXT_LENGTH - 2;
+        let mut words: Vec<Word> = Vec::new();
+        let mut current: Option<u32> = None;
+        for (i, (word, &(start, end))) in encoding
+            .get_word_ids()
+            .iter()
+            .zip(encoding.get_offsets())
+            .enumerate()
+            .take(room)
+        {
+            let position = i + 1;
+            match (word, words.last_mut()) {
+                (Some(w), Some(last)) if current == Some(*w) => {
+                    last.tokens.end = position + 1;
+                    last.span.end = last.span.end.max(end);
+                }
+                _ => {
+                    current = *word;
+                    words.push(Word {
+                        text: String::new(),
+                        tokens: position..position + 1,
+                        span: start..end,
+                    });
+                }
+            }
+        }
+        for w in &mut words {
+            w.text = cleaned.get(w.span.clone()).unwrap_or_default().to_string();
+        }
+        Ok(words)
+    }
+}
+
+/// `text` cleaned, with the byte range `span` of the cleaned text taken out (and the spaces
+/// around it collapsed): the expression without one of its [`Word`]s.
+pub fn without_span(text: &str, span: std::ops::Range<usize>) -> String {
+    let cleaned = clean_text(text);
+    let (before, after) = (
+        cleaned.get(..span.start).unwrap_or(&cleaned),
+        cleaned.get(span.end..).unwrap_or_default(),
+    );
+    clean_text(&format!("{before} {after}"))
+}
+
 fn gunzip(bytes: &[u8]) -> std::io::Result<String> {
     let mut out = String::new();
     flate2::read::GzDecoder::new(bytes).read_to_string(&mut out)?;
@@ -365,6 +436,44 @@ mod tests {
         assert_eq!(t.eos_index, 9);
         assert!(t.ids[9..].iter().all(|&id| id == END_OF_TEXT));
         assert_eq!(t.mask().iter().filter(|&&m| m).count(), 10);
+    }
+
+    #[test]
+    fn words_group_sub_word_tokens_and_name_their_positions() {
+        let tok = ClipTokenizer::embedded().unwrap();
+        // "storagetanks" is one letter run that BPE splits into several tokens; "," and "2"
+        // are words of their own (punctuation run, single digit).
+        let text = "The  storagetanks, 2 of them";
+        let t = tok.encode(text).unwrap();
+        let words = tok.words(text).unwrap();
+        let names: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(names, ["The", "storagetanks", ",", "2", "of", "them"]);
+        // The positions tile the text tokens, from 1 to the end token.
+        assert_eq!(words[0].tokens.start, 1);
+        assert_eq!(words.last().unwrap().tokens.end, t.eos_index);
+        for pair in words.windows(2) {
+            assert_eq!(pair[0].tokens.end, pair[1].tokens.start);
+        }
+        assert!(words[1].tokens.len() > 1, "{:?}", words[1]);
+        // Each word alone encodes to the ids at its positions.
+        for w in &words {
+            assert_eq!(
+                tok.encode_raw(&w.text).unwrap(),
+                t.ids[w.tokens.clone()].to_vec(),
+                "{w:?}"
+            );
+        }
+        assert_eq!(without_span(text, words[1].span.clone()), "The , 2 of them");
+        assert_eq!(
+            without_span(text, words[0].span.clone()),
+            "storagetanks, 2 of them"
+        );
+        // Truncation: the words that fit, the last one cut at the context's end.
+        let long = "tank ".repeat(100);
+        let words = tok.words(&long).unwrap();
+        assert_eq!(words.len(), CONTEXT_LENGTH - 2);
+        assert_eq!(words.last().unwrap().tokens, 75..76);
+        assert!(tok.words("").unwrap().is_empty());
     }
 
     #[test]

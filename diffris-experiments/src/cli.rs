@@ -45,6 +45,10 @@ pub enum Command {
     /// Draw the best, median and worst samples of a split with each run's prediction (the
     /// paper's qualitative figures).
     Figures(commands::figures::FiguresArgs),
+    /// Show what a finished run reads from one image and expression: per-word cross-attention
+    /// maps (with and without the CP-adapter), PCMRD's token assignments, word attributions
+    /// (integrated gradients and deletion).
+    Explain(commands::explain::ExplainArgs),
     /// Score saved masks of any method with the same metric code.
     Score(commands::score::ScoreArgs),
     /// Regenerate tables and plots from saved runs.
@@ -92,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => commands::eval::run(one?, args),
         Command::Segment(args) => commands::segment::run(one?, args),
         Command::Figures(args) => commands::figures::run(one?, args),
+        Command::Explain(args) => commands::explain::run(one?, args),
         Command::Score(args) => commands::score::run(args),
         Command::Tables(args) => commands::tables::run(args),
         Command::Data(cmd) => commands::data::run(cmd),

@@ -17,6 +17,7 @@ pub mod device_memory;
 pub mod encoded;
 pub mod encoded_cache;
 pub mod evaluate;
+pub mod explain;
 pub mod frozen;
 pub mod inputs;
 pub mod lock;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_data::ClipTokenizer;
-use diffris_model::diffris::DiffRis;
+use diffris_model::diffris::{DiffRis, DiffRisConfig};
 
 use crate::frozen::{load_frozen, sd_location};
 use crate::profile::RunSpec;
@@ -26,7 +26,19 @@ pub fn load_run<B: SdBackend>(
     cache: &Path,
     device: &B::Device,
 ) -> anyhow::Result<LoadedRun<B>> {
-    let spec = read_spec(dir)?;
+    load_run_with(dir, cache, device, |_| {})
+}
+
+/// [`load_run`], with the model config changed by `adjust` before the model is built (only
+/// what holds no weights, such as dropout; the returned spec keeps the change).
+pub fn load_run_with<B: SdBackend>(
+    dir: &Path,
+    cache: &Path,
+    device: &B::Device,
+    adjust: impl FnOnce(&mut DiffRisConfig),
+) -> anyhow::Result<LoadedRun<B>> {
+    let mut spec = read_spec(dir)?;
+    adjust(&mut spec.model);
     if dir.join("result.json").is_file()
         && let Outcome::Diverged(d) = read_result(dir)?
     {

@@ -252,6 +252,8 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         (4 * 96, 22 + rows as u32 * (96 + 22))
     );
 
+    explain_writes_every_file(dir.path(), cache.path(), &run_dir, &off_dir, &ious);
+
     // `tables` regenerates the same table from the saved runs, without training, given the
     // settings the runs were made with.
     std::fs::remove_file(dir.path().join("results/mini/table.md")).unwrap();
@@ -300,4 +302,172 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     );
     assert_eq!(r.val, full.val);
     assert_eq!(r.best_epoch, full.best_epoch);
+}
+
+/// `explain` on a test sample of the full model (PCMRD, adapter on) and on an image and a
+/// text with the adapter switched off: every file, numbers that agree with each other and
+/// with `eval`'s per-sample IoU, and clear refusals of bad input.
+fn explain_writes_every_file(dir: &Path, cache: &Path, full: &Path, off: &Path, ious: &[f64]) {
+    let out = dir.join("explain-full");
+    let index = 1;
+    let printed = binary::succeeds(
+        &[
+            "explain",
+            "--run",
+            full.to_str().unwrap(),
+            "--split",
+            "test",
+            "--index",
+            &index.to_string(),
+            "--steps",
+            "8",
+            "--panel",
+            "48",
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(printed.contains("completeness gap"), "{printed}");
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("explain.json")).unwrap()).unwrap();
+    let words = e["words"].as_array().unwrap();
+    assert!(!words.is_empty(), "{e}");
+    // Word attributions add up to the reported total; deletion IoUs are IoUs.
+    let sum: f64 = words
+        .iter()
+        .map(|w| w["attribution"].as_f64().unwrap())
+        .sum();
+    let total = e["attribution"]["total"].as_f64().unwrap();
+    assert!(
+        (sum - total).abs() <= 1e-9 * total.abs().max(1.0),
+        "{sum} vs {total}"
+    );
+    for w in words {
+        let d = w["deletion_iou"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&d), "{w}");
+        assert_ne!(w["deleted_text"], e["expression"], "{w}");
+    }
+    // The sample's IoU against its ground truth is the one `eval` scored (the inspection
+    // pass runs on autodiff, whose attention kernel rounds differently, so a pixel on the
+    // boundary may flip: within one percentage point).
+    let gt = e["ground_truth_iou"].as_f64().unwrap();
+    assert!(
+        (100.0 * gt - ious[index]).abs() < 1.0,
+        "{gt} vs {}",
+        ious[index]
+    );
+    // PCMRD: three stages, each pixel's hard share summing to one.
+    let stages = e["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 3, "{e}");
+    for s in stages {
+        let share: f64 = s["hard_share"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((share - 1.0).abs() < 1e-9, "{s}");
+    }
+    let levels = e["attention_levels"].as_array().unwrap().len();
+    assert_eq!(levels, 3, "{e}");
+    for file in [
+        "explain.png",
+        "attributions.png",
+        "attributions.csv",
+        "image.png",
+        "prediction.png",
+        "ground_truth.png",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let maps = std::fs::read_dir(out.join("cross_attention"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        maps,
+        3 * 3 * words.len(),
+        "adapted, CLIP and difference per level and word"
+    );
+    let assignments = std::fs::read_dir(out.join("assignments")).unwrap().count();
+    assert_eq!(
+        assignments,
+        3 * (1 + 2),
+        "hard + one per token (2), per stage"
+    );
+    let csv = std::fs::read_to_string(out.join("attributions.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + words.len(), "{csv}");
+    let sheet = image::open(out.join("explain.png")).unwrap();
+    assert!(
+        sheet.width() >= 48 * words.len() as u32 && sheet.height() > 10 * 48,
+        "{:?}",
+        (sheet.width(), sheet.height())
+    );
+
+    // An image and a text, through the model without the adapter (the two map rows agree).
+    let spec = diffris_experiments::record::read_spec(off).unwrap();
+    let samples = spec.dataset.read_split(&spec.data_root, "test").unwrap();
+    let out = dir.join("explain-off");
+    let printed = binary::succeeds(
+        &[
+            "explain",
+            "--run",
+            off.to_str().unwrap(),
+            "--image",
+            samples[0].image.to_str().unwrap(),
+            "--text",
+            "the large building",
+            "--steps",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(printed.contains("the CP-adapter is off"), "{printed}");
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("explain.json")).unwrap()).unwrap();
+    let names: Vec<&str> = e["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["word"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["the", "large", "building"]);
+    for w in e["words"].as_array().unwrap() {
+        assert_eq!(w["attention_adapted"], w["attention_clip"], "{w}");
+    }
+    assert!(e["ground_truth_iou"].is_null() && !out.join("ground_truth.png").exists());
+
+    // Bad input: named, nothing run.
+    let (ok, text) = binary::outcome(binary::diffris().current_dir(dir).args([
+        "explain",
+        "--run",
+        full.to_str().unwrap(),
+        "--split",
+        "test",
+        "--index",
+        "999",
+        "--out",
+        dir.join("x").to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]));
+    assert!(
+        !ok && text.contains("--index 999: split `test` has"),
+        "{text}"
+    );
+    let (ok, text) = binary::outcome(binary::diffris().current_dir(dir).args([
+        "explain",
+        "--run",
+        full.to_str().unwrap(),
+        "--out",
+        dir.join("x").to_str().unwrap(),
+    ]));
+    assert!(!ok && text.contains("--image FILE --text"), "{text}");
+    assert!(!dir.join("x").exists(), "nothing written for refused input");
 }

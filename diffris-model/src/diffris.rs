@@ -84,6 +84,9 @@ pub struct DiffRisOutput<B: Backend> {
     pub class_logits: Option<Tensor<B, 4>>,
     /// The referent token's assignment per stage, `[B, 1, h_s, w_s]` (PCMRD with tokens).
     pub hit_maps: Vec<Tensor<B, 4>>,
+    /// Every query token's soft assignment per stage, `[B, N, h_s, w_s]`, detached (PCMRD with
+    /// tokens; see [`crate::decoder::DecoderOutput::assignments`]).
+    pub assignments: Vec<Tensor<B, 4>>,
 }
 
 impl DiffRisConfig {
@@ -170,9 +173,37 @@ impl<B: SdBackend> DiffRis<B> {
         eos_index: Tensor<B, 1, Int>,
         training: bool,
     ) -> DiffRisOutput<B> {
+        let adapted = self.adapter.forward(text);
+        self.forward_context(latent, adapted, eos_index, training, false)
+            .0
+    }
+
+    /// UNet and decoder conditioned on given text states: the adapter's output `L'` in the
+    /// model's own pass, or any other states (the raw CLIP states, a baseline of an attribution
+    /// path). With `attention_maps`, also returns each UNet level's head- and layer-averaged
+    /// cross-attention probabilities, which the model computes anyway when its config
+    /// concatenates them to the taps (otherwise they are computed for the caller, through the
+    /// explicit-probability attention instead of the memory-efficient one: the same values to
+    /// float rounding).
+    ///
+    /// `training`: Gumbel noise in PCMRD and batch statistics in the decoders' BatchNorms (under
+    /// autodiff); off, a differentiable pass computes exactly what inference computes.
+    ///
+    /// # Shapes
+    /// `latent`: `[B, C, h, w]`, `context`: `[B, 77, D]`, `eos_index`: `[B]` -> the output and,
+    /// per UNet level `k`, `[B, 77, h_k, w_k]` in f32 (`None` for levels without
+    /// cross-attention; empty unless `attention_maps`).
+    pub fn forward_context(
+        &self,
+        latent: Tensor<B, 4>,
+        context: Tensor<B, 3>,
+        eos_index: Tensor<B, 1, Int>,
+        training: bool,
+        attention_maps: bool,
+    ) -> (DiffRisOutput<B>, Vec<Option<Tensor<B, 4>>>) {
         let b = latent.dims()[0];
         let device = latent.device();
-        let adapted = self.adapter.forward(text);
+        let adapted = context;
         let timesteps = Tensor::<B, 1>::full([b], self.config.timestep, &device);
         let out = self.unet.forward(
             latent,
@@ -180,11 +211,20 @@ impl<B: SdBackend> DiffRis<B> {
             adapted.clone(),
             UNetRequest {
                 sample: false,
-                attention_maps: self.config.cross_attention_maps,
+                attention_maps: self.config.cross_attention_maps || attention_maps,
                 attention_probs: false,
             },
         );
         let features = self.decoder_features(&out);
+        let maps = if attention_maps {
+            out.attention_maps
+                .iter()
+                .map(|m| m.clone().map(|m| to_dtype(m, DType::F32)))
+                .collect()
+        } else {
+            vec![]
+        };
+        drop(out);
         let dec = self.decoder.forward(DecoderInput {
             features: &features,
             text: &adapted,
@@ -192,11 +232,13 @@ impl<B: SdBackend> DiffRis<B> {
             image_size: self.config.image_size,
             training,
         });
-        DiffRisOutput {
+        let output = DiffRisOutput {
             logits: dec.logits,
             class_logits: dec.class_logits,
             hit_maps: dec.hit_maps,
-        }
+            assignments: dec.assignments,
+        };
+        (output, maps)
     }
 
     /// What the decoder reads from a UNet pass: the taps, with the cross-attention maps at

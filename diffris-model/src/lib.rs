@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod decoder;
 pub mod diffris;
 pub mod error;
+pub mod explain;
 pub mod norm;
 pub mod ops;
 pub mod precision;

@@ -70,16 +70,23 @@ pub fn layer_norm<B: Backend, const D: usize>(
     }
 }
 
-/// Batch normalisation with the parameters and running statistics of `norm`: batch statistics
-/// (and a running-statistics update) when autodiff is on, the running statistics otherwise, as
-/// Burn's `BatchNorm::forward` does.
+/// Batch normalisation with the parameters and running statistics of `norm`: in `training`
+/// mode with autodiff on, batch statistics (and a running-statistics update), as Burn's
+/// `BatchNorm::forward` does; otherwise the running statistics. Burn decides by the backend
+/// alone; the `training` flag also lets a differentiable pass run in inference mode (gradients
+/// to the inputs of a trained model, as `explain`'s attributions take them), where Burn's module
+/// would normalise with the statistics of the batch at hand.
 ///
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, C, H, W]`.
-pub fn batch_norm<B: Backend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn batch_norm<B: Backend>(
+    norm: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    training: bool,
+) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
     let device = x.device();
-    let (centred, var) = if B::ad_enabled(&device) {
+    let (centred, var) = if training && B::ad_enabled(&device) {
         let per_channel_mean = |t: Tensor<B, 4>| -> Tensor<B, 1> {
             t.reshape([b, c, h * w])
                 .mean_dim(2)
@@ -160,7 +167,7 @@ mod tests {
         let ours = BatchNormConfig::new(8).init::<Ad>(&device);
         let burns = BatchNormConfig::new(8).init::<Ad>(&device);
         let x = perturbed_input::<Ad>(&device).require_grad();
-        let y_ours = batch_norm(&ours, x.clone());
+        let y_ours = batch_norm(&ours, x.clone(), true);
         let y_burn = burns.forward(x.clone());
         y_ours
             .to_data()
@@ -184,11 +191,25 @@ mod tests {
             a.into_data()
                 .assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-6));
         }
+        // Inference mode under autodiff: the running statistics, as the plain backend's
+        // module uses them, and no update.
+        let before = ours.running_mean.value().into_data();
+        let x = perturbed_input::<Ad>(&device);
+        let y_eval_ad = batch_norm(&ours, x.clone(), false);
+        assert_eq!(ours.running_mean.value().into_data(), before, "no update");
         let ours = ours.valid();
         let burns = burns.valid();
         let x = perturbed_input::<Cpu>(&device);
-        batch_norm(&ours, x.clone())
-            .into_data()
-            .assert_approx_eq::<f32>(&burns.forward(x).into_data(), Tolerance::absolute(1e-5));
+        let y_eval = batch_norm(&ours, x.clone(), false);
+        y_eval.clone().into_data().assert_approx_eq::<f32>(
+            &burns.forward(x.clone()).into_data(),
+            Tolerance::absolute(1e-5),
+        );
+        assert_eq!(y_eval_ad.into_data(), y_eval.into_data());
+        // `training` on a backend without autodiff is still inference, as in Burn.
+        assert_eq!(
+            batch_norm(&ours, x.clone(), true).into_data(),
+            batch_norm(&ours, x, false).into_data()
+        );
     }
 }

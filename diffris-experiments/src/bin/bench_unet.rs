@@ -282,6 +282,7 @@ fn stage_profile<B: SdBackend>(
         logits: dec.logits,
         class_logits: dec.class_logits,
         hit_maps: dec.hit_maps,
+        assignments: dec.assignments,
     };
     let loss = model.loss(&output, batch.mask.clone());
     drop(output);
@@ -298,7 +299,7 @@ fn stage_profile<B: SdBackend>(
         let v = Tensor::random([args.batch, d, l, l], normal, device).require_grad();
         let source = Tensor::random([args.batch, d], normal, device).require_grad();
         let before = live_bytes();
-        let logits = pcmrd.head.forward(v, source);
+        let logits = pcmrd.head.forward(v, source, true);
         report("PCMRD mask head alone", live_bytes() - before);
         drop(logits.sum().backward());
     }

@@ -5,6 +5,7 @@ pub mod common;
 pub mod data;
 pub mod doctor;
 pub mod eval;
+pub mod explain;
 pub mod features;
 pub mod figures;
 pub mod info;

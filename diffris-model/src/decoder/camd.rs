@@ -261,9 +261,10 @@ impl<B: SdBackend> Camd<B> {
         }
         let lateral = self.lateral.forward(f[0].clone());
         let [_, _, h0, w0] = lateral.dims();
-        let pixels = self
-            .fpn
-            .forward(resize_bilinear_corners(merged.expect("three levels"), [h0, w0]) + lateral);
+        let pixels = self.fpn.forward(
+            resize_bilinear_corners(merged.expect("three levels"), [h0, w0]) + lateral,
+            input.training,
+        );
         // Foreground / background embeddings from the sentence token and the mean prompt.
         let words = lang.clone().narrow(1, p, t);
         let sentence = gather_tokens(words, input.eos_index.clone());
@@ -288,6 +289,7 @@ impl<B: SdBackend> Camd<B> {
             logits,
             class_logits: Some(class_logits),
             hit_maps: vec![],
+            assignments: vec![],
         }
     }
 }

@@ -28,10 +28,12 @@ impl<B: SdBackend> ConvBnRelu<B> {
         }
     }
 
+    /// `training`: batch statistics under autodiff (see [`batch_norm`]).
+    ///
     /// # Shapes
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        sd_relu(batch_norm(&self.bn, self.conv.forward(x)))
+    pub fn forward(&self, x: Tensor<B, 4>, training: bool) -> Tensor<B, 4> {
+        sd_relu(batch_norm(&self.bn, self.conv.forward(x), training))
     }
 }
 
@@ -52,8 +54,9 @@ impl<B: SdBackend> Fusion<B> {
 
     /// # Shapes
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.second.forward(self.first.forward(x))
+    pub fn forward(&self, x: Tensor<B, 4>, training: bool) -> Tensor<B, 4> {
+        self.second
+            .forward(self.first.forward(x, training), training)
     }
 }
 

@@ -104,13 +104,13 @@ impl<B: SdBackend> Lmp<B> {
         for (s, stage) in self.stages.iter().enumerate() {
             let skip = f[2 - s].clone();
             let [_, _, h, w] = skip.dims();
-            let y = stage.first.forward(Tensor::cat(
-                vec![resize_bilinear_corners(x, [h, w]), skip],
-                1,
-            ));
+            let y = stage.first.forward(
+                Tensor::cat(vec![resize_bilinear_corners(x, [h, w]), skip], 1),
+                input.training,
+            );
             x = match &stage.second {
-                SecondConv::Plain(c) => c.forward(y),
-                SecondConv::Rotated(c) => c.forward(y),
+                SecondConv::Plain(c) => c.forward(y, input.training),
+                SecondConv::Rotated(c) => c.forward(y, input.training),
             };
         }
         let (h, w) = input.image_size;
@@ -120,6 +120,7 @@ impl<B: SdBackend> Lmp<B> {
             logits,
             class_logits: Some(class_logits),
             hit_maps: vec![],
+            assignments: vec![],
         }
     }
 }

@@ -149,6 +149,19 @@ pub fn assignment<B: SdBackend>(
     noise: Option<Tensor<B, 3>>,
     hard: bool,
 ) -> Tensor<B, 3> {
+    assignment_with_probs(scores, tau, noise, hard).0
+}
+
+/// [`assignment`] and the soft probabilities `Y` it rounds (the same tensor when not `hard`).
+///
+/// # Shapes
+/// `scores`: `[B, N, P]`, `noise`: `[B, N, P]` -> (`[B, N, P]`, `[B, N, P]`).
+pub fn assignment_with_probs<B: SdBackend>(
+    scores: Tensor<B, 3>,
+    tau: Tensor<B, 1>,
+    noise: Option<Tensor<B, 3>>,
+    hard: bool,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
     let [_, n, _] = scores.dims();
     let logits = match noise {
         Some(g) => scores + g,
@@ -156,13 +169,13 @@ pub fn assignment<B: SdBackend>(
     };
     let soft = softmax(logits / tau.reshape([1, 1, 1]), 1);
     if !hard {
-        return soft;
+        return (soft.clone(), soft);
     }
     let device = soft.device();
     let winner = soft.clone().argmax(1);
     let tokens = Tensor::<B, 1, Int>::arange(0..n as i64, &device).reshape([1, n, 1]);
     let onehot = winner.equal(tokens).float();
-    onehot - soft.clone().detach() + soft
+    (onehot - soft.clone().detach() + soft.clone(), soft)
 }
 
 /// Standard Gumbel(0, 1) samples.
@@ -215,7 +228,8 @@ impl<B: SdBackend> Oaqil<B> {
     ///
     /// # Shapes
     /// `queries`: `[B, N, D]`, `pixels`: `[B, D, h, w]`, `text`: `[B, T, D_text]`,
-    /// `eos_index`: `[B]` -> (`[B, N, D]`, the referent token's assignment `[B, 1, h, w]`).
+    /// `eos_index`: `[B]` -> (`[B, N, D]`, the referent token's assignment `[B, 1, h, w]`,
+    /// every token's soft assignment `[B, N, h, w]`, detached).
     pub fn forward(
         &self,
         queries: Tensor<B, 3>,
@@ -223,7 +237,7 @@ impl<B: SdBackend> Oaqil<B> {
         text: Tensor<B, 3>,
         eos_index: Tensor<B, 1, Int>,
         training: bool,
-    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    ) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, n, d] = queries.dims();
         let t = text.dims()[1];
         // Eq. 14-15: cross-attention to the words up to the first end token.
@@ -257,7 +271,7 @@ impl<B: SdBackend> Oaqil<B> {
         let tau = self.temperature();
         let noise =
             (training && self.gumbel).then(|| gumbel_noise([b, n, h * w], &similarity.device()));
-        let assigned = assignment(similarity, tau, noise, self.hard);
+        let (assigned, probs) = assignment_with_probs(similarity, tau, noise, self.hard);
         let weights = assigned.clone() / (assigned.clone().sum_dim(2) + 1.0);
         let update = self.assign_proj.forward(weights.matmul(u));
         let queries = queries.clone()
@@ -266,6 +280,6 @@ impl<B: SdBackend> Oaqil<B> {
                 .forward(self.norm_update.forward(update + queries));
         // Reshape before narrowing: see `pcmrd::MaskHead::forward` for the cubecl bug this avoids.
         let hit = assigned.reshape([b, n, h, w]).narrow(1, n - 1, 1);
-        (queries, hit)
+        (queries, hit, probs.detach().reshape([b, n, h, w]))
     }
 }

@@ -78,6 +78,10 @@ pub struct DecoderOutput<B: SdBackend> {
     pub class_logits: Option<Tensor<B, 4>>,
     /// Per stage `[B, 1, h_s, w_s]`: the referent token's (hard or soft) assignment.
     pub hit_maps: Vec<Tensor<B, 4>>,
+    /// Per stage `[B, N, h_s, w_s]`, detached: every query token's soft assignment (the
+    /// temperature-scaled softmax over tokens, before any straight-through rounding), for
+    /// inspection (`diffris explain`). Empty for decoders without query tokens.
+    pub assignments: Vec<Tensor<B, 4>>,
 }
 
 /// The dynamic-convolution mask head (CGFormer's DProjector).
@@ -100,12 +104,18 @@ impl<B: SdBackend> MaskHead<B> {
         }
     }
 
+    /// `training`: batch statistics in the BatchNorms under autodiff.
+    ///
     /// # Shapes
     /// `v`: `[B, D, h, w]`, `source`: `[B, S]` -> logits `[B, 1, 4h, 4w]`.
-    pub fn forward(&self, v: Tensor<B, 4>, source: Tensor<B, 2>) -> Tensor<B, 4> {
+    pub fn forward(&self, v: Tensor<B, 4>, source: Tensor<B, 2>, training: bool) -> Tensor<B, 4> {
         let [b, d, h, w] = v.dims();
-        let x = self.up1.forward(resize_bilinear_corners(v, [2 * h, 2 * w]));
-        let x = self.up2.forward(resize_bilinear_corners(x, [4 * h, 4 * w]));
+        let x = self
+            .up1
+            .forward(resize_bilinear_corners(v, [2 * h, 2 * w]), training);
+        let x = self
+            .up2
+            .forward(resize_bilinear_corners(x, [4 * h, 4 * w]), training);
         let x = self.proj.forward(x);
         // Reshape the contiguous kernel first, then narrow: Burn 0.21's cubecl backends (wgpu,
         // cuda) give a narrowed `[B, 1]` view the wrong batch stride when it is reshaped to more
@@ -201,9 +211,10 @@ impl<B: SdBackend> Pcmrd<B> {
     pub fn forward(&self, input: DecoderInput<'_, B>) -> DecoderOutput<B> {
         let f = input.features;
         let mut hit_maps = Vec::new();
+        let mut assignments = Vec::new();
         let (v, source) = if let Some(single) = &self.single {
             (
-                single.forward(f[0].clone()),
+                single.forward(f[0].clone(), input.training),
                 gather_tokens(input.text.clone(), input.eos_index.clone()),
             )
         } else {
@@ -216,12 +227,12 @@ impl<B: SdBackend> Pcmrd<B> {
             for (s, fusion) in self.fusions.iter().enumerate() {
                 let skip = f[2 - s].clone();
                 let [_, _, h, w] = skip.dims();
-                v = fusion.forward(Tensor::cat(
-                    vec![resize_bilinear_corners(v, [h, w]), skip],
-                    1,
-                ));
+                v = fusion.forward(
+                    Tensor::cat(vec![resize_bilinear_corners(v, [h, w]), skip], 1),
+                    input.training,
+                );
                 if let (Some(layer), Some(q)) = (self.layers.get(s), queries.take()) {
-                    let (q, hit) = layer.forward(
+                    let (q, hit, probs) = layer.forward(
                         q,
                         v.clone(),
                         input.text.clone(),
@@ -229,6 +240,7 @@ impl<B: SdBackend> Pcmrd<B> {
                         input.training,
                     );
                     hit_maps.push(hit);
+                    assignments.push(probs);
                     queries = Some(q);
                 }
             }
@@ -242,12 +254,13 @@ impl<B: SdBackend> Pcmrd<B> {
             (v, source)
         };
         debug_assert_eq!(v.dims()[1], self.hidden);
-        let logits = self.head.forward(v, source);
+        let logits = self.head.forward(v, source, input.training);
         let (h, w) = input.image_size;
         DecoderOutput {
             logits: resize_bilinear(logits, [h, w]),
             class_logits: None,
             hit_maps,
+            assignments,
         }
     }
 }

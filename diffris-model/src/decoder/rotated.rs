@@ -157,11 +157,17 @@ impl<B: SdBackend> RotatedConvBnRelu<B> {
         grouped.reshape([b, cout, h, w])
     }
 
+    /// `training`: batch statistics under autodiff (see [`batch_norm`]).
+    ///
     /// # Shapes
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn forward(&self, x: Tensor<B, 4>, training: bool) -> Tensor<B, 4> {
         let (theta, alpha) = self.route(x.clone());
-        sd_relu(batch_norm(&self.bn, self.rotated_conv(x, theta, alpha)))
+        sd_relu(batch_norm(
+            &self.bn,
+            self.rotated_conv(x, theta, alpha),
+            training,
+        ))
     }
 }
 
