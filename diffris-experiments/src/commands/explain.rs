@@ -43,7 +43,9 @@ pub struct ExplainArgs {
     /// Points on the integrated-gradient path (midpoint rule).
     #[arg(long, default_value_t = 32)]
     pub steps: usize,
-    /// Samples per pass (path points, deleted words); default: the run's pass size.
+    /// Samples per pass (path points, deleted words); default: the run's pass size, at most
+    /// 4 (each path point holds a training pass's activations: about 3.4 GiB at 512 px on the
+    /// CPU backend).
     #[arg(long)]
     pub batch: Option<usize>,
     /// Width of one panel in pixels.
@@ -52,6 +54,9 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub cache: Option<PathBuf>,
 }
+
+/// The largest default `--batch`: the paper profile's pass is 32 samples.
+const MAX_DEFAULT_BATCH: usize = 4;
 
 struct Explain(ExplainArgs);
 
@@ -111,7 +116,9 @@ impl BackendJob for Explain {
         check_vocab(&query.item.ids, model.text_encoder.config().vocab_size)?;
         let settings = Settings {
             steps: a.steps,
-            batch: a.batch.unwrap_or_else(|| run.spec.train.pass_size()),
+            batch: a
+                .batch
+                .unwrap_or_else(|| run.spec.train.pass_size().min(MAX_DEFAULT_BATCH)),
         };
         let label = format!(
             "{}/{} seed {}",

@@ -209,7 +209,7 @@ pub fn rows(e: &Explanation, image: &RgbImage, panel: u32) -> Vec<Row> {
                 .collect();
             rows.push(Row {
                 title: format!(
-                    "cross-attention, UNet level {} ({lh}x{lw}), {name}; scale {}{:.3}",
+                    "cross-attention, UNet level {} ({lh}x{lw}), {name}; scale {}{:.2e}",
                     l.level,
                     if kind == "difference" { "+-" } else { "0-" },
                     title_scale
