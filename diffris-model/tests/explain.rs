@@ -50,10 +50,10 @@ fn lmp() -> DecoderConfig {
 /// coordinate per head is the context state's dimension 0. A position whose state has 1 there
 /// and every other position 0 then gets all the attention (`exp(-sharpness / sqrt(d_head))`
 /// for the others).
-fn force_dimension_zero<B: Backend>(block: &mut BasicTransformerBlock<B>, sharpness: f32)
-where
-    B: diffris_model::ops::SdBackend,
-{
+fn force_dimension_zero<B: diffris_model::ops::SdBackend>(
+    block: &mut BasicTransformerBlock<B>,
+    sharpness: f32,
+) {
     let device = block.attn2.to_q.weight.device();
     let c = block.norm2.gamma.dims()[0];
     let [ctx, _] = block.attn2.to_k.weight.dims();
