@@ -167,8 +167,8 @@ impl ClipTokenizer {
         &self.source
     }
 
-    /// BPE ids of `text` without start/end tokens.
-    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
+    /// `text` cleaned ([`clean_text`]) and its BPE encoding without start/end tokens.
+    fn encoding(&self, text: &str) -> Result<(String, tokenizers::Encoding)> {
         let cleaned = clean_text(text);
         let encoding =
             self.inner
@@ -177,7 +177,12 @@ impl ClipTokenizer {
                     source_name: self.source.clone(),
                     message: format!("cannot encode {text:?}: {e}"),
                 })?;
-        Ok(encoding.get_ids().to_vec())
+        Ok((cleaned, encoding))
+    }
+
+    /// BPE ids of `text` without start/end tokens.
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encoding(text)?.1.get_ids().to_vec())
     }
 
     /// The 77 ids of `text`: start token, at most 75 text ids, end token, end-token padding.
@@ -217,14 +222,7 @@ impl ClipTokenizer {
     /// (sub-word tokens grouped back into their word); words that truncation dropped entirely
     /// are left out.
     pub fn words(&self, text: &str) -> Result<Vec<Word>> {
-        let cleaned = clean_text(text);
-        let encoding =
-            self.inner
-                .encode(cleaned.as_str(), false)
-                .map_err(|e| DataError::Tokenizer {
-                    source_name: self.source.clone(),
-                    message: format!("cannot encode {text:?}: {e}"),
-                })?;
+        let (cleaned, encoding) = self.encoding(text)?;
         let room = CONTEXT_LENGTH - 2;
         let mut words: Vec<Word> = Vec::new();
         let mut current: Option<u32> = None;

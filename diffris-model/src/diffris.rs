@@ -203,12 +203,11 @@ impl<B: SdBackend> DiffRis<B> {
     ) -> (DiffRisOutput<B>, Vec<Option<Tensor<B, 4>>>) {
         let b = latent.dims()[0];
         let device = latent.device();
-        let adapted = context;
         let timesteps = Tensor::<B, 1>::full([b], self.config.timestep, &device);
         let out = self.unet.forward(
             latent,
             timesteps,
-            adapted.clone(),
+            context.clone(),
             UNetRequest {
                 sample: false,
                 attention_maps: self.config.cross_attention_maps || attention_maps,
@@ -227,7 +226,7 @@ impl<B: SdBackend> DiffRis<B> {
         drop(out);
         let dec = self.decoder.forward(DecoderInput {
             features: &features,
-            text: &adapted,
+            text: &context,
             eos_index: &eos_index,
             image_size: self.config.image_size,
             training,

@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use diffris_data::batch::{RisBatch, RisBatcher, RisItem};
 use diffris_data::tokenizer::{CONTEXT_LENGTH, without_span};
 use diffris_data::{ClipTokenizer, Word};
-use diffris_model::decoder::Decoder;
+use diffris_model::decoder::DecoderConfig;
 use diffris_model::diffris::DiffRis;
 use diffris_model::explain::integrated_gradients;
 use diffris_model::ops::SdBackend;
@@ -161,18 +161,15 @@ pub fn explain<B: AutodiffBackend + SdBackend>(
                 .to_string(),
         );
     }
-    if matches!(&model.decoder, Decoder::Pcmrd(_)) && !assignments.is_empty() {
-        let hard = match &model.config.decoder {
-            diffris_model::decoder::DecoderConfig::Pcmrd(c) => c.hard_assignment,
-            _ => true,
-        };
-        if !hard {
-            notes.push(
-                "this PCMRD assigns softly (Table 6 row 3): the hard panels show each pixel's \
-                 most probable token, which the model does not round to"
-                    .to_string(),
-            );
-        }
+    if let DecoderConfig::Pcmrd(c) = &model.config.decoder
+        && !c.hard_assignment
+        && !assignments.is_empty()
+    {
+        notes.push(
+            "this PCMRD assigns softly (Table 6 row 3): the hard panels show each pixel's most \
+             probable token, which the model does not round to"
+                .to_string(),
+        );
     }
     Ok(Explanation {
         run,
@@ -226,12 +223,11 @@ fn padding_states<B: SdBackend>(
 
 /// The decoder's name as the paper's Table 5 names it.
 fn decoder_name<B: SdBackend>(model: &DiffRis<B>) -> String {
-    use diffris_model::decoder::DecoderConfig as D;
     match &model.config.decoder {
-        D::Pcmrd(_) => "PCMRD decoder",
-        D::Lmp(_) => "LMP decoder",
-        D::Oad(_) => "OAD decoder",
-        D::Camd(_) => "CAMD decoder",
+        DecoderConfig::Pcmrd(_) => "PCMRD decoder",
+        DecoderConfig::Lmp(_) => "LMP decoder",
+        DecoderConfig::Oad(_) => "OAD decoder",
+        DecoderConfig::Camd(_) => "CAMD decoder",
     }
     .to_string()
 }
