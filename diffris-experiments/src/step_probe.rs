@@ -7,8 +7,8 @@
 //! once on a reference backend and copied tensor by tensor into the probed backend's modules; the
 //! batch is a fixed pattern. Both runs therefore compute the same function, and their losses and
 //! gradients differ only by floating-point rounding. Random draws inside the step (the adapter's
-//! dropout, PCMRD's Gumbel noise) come from each backend's own generator and would differ, so
-//! [`ProbeSpec::tiny`] turns them off.
+//! dropout, OAD's routing dropout, PCMRD's Gumbel noise) come from each backend's own generator
+//! and would differ, so [`ProbeSpec::tiny`] turns them off.
 
 use diffris_model::ops::{SdAutodiffBackend, SdBackend};
 use std::collections::BTreeMap;
@@ -48,8 +48,8 @@ pub struct ProbeSpec {
 
 impl ProbeSpec {
     /// The tiny profile's architecture (64 px, 32 latent channels, VAE downsampling by 4) with
-    /// `decoder`, a batch of 2, the tiny profile's lr and weight decay, two steps; no dropout and
-    /// no Gumbel noise (see the module docs).
+    /// `decoder`, a batch of 2, the tiny profile's lr and weight decay, two steps; no dropout
+    /// (adapter, OAD's routing) and no Gumbel noise (see the module docs).
     pub fn tiny(decoder: DecoderConfig) -> Self {
         let mut model = DiffRisConfig {
             image_size: (64, 64),
@@ -59,8 +59,10 @@ impl ProbeSpec {
         model.adapter.heads = 4;
         model.adapter.ffn_dim = 64;
         model.adapter.dropout = 0.0;
-        if let DecoderConfig::Pcmrd(p) = &mut model.decoder {
-            p.gumbel_noise = false;
+        match &mut model.decoder {
+            DecoderConfig::Pcmrd(p) => p.gumbel_noise = false,
+            DecoderConfig::Oad(o) => o.routing_dropout = 0.0,
+            DecoderConfig::Lmp(_) | DecoderConfig::Camd(_) => {}
         }
         Self {
             model,

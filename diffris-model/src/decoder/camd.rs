@@ -1,28 +1,45 @@
-//! CAMD, the comparison decoder after CARIS (Table 5): learnable prompts and the words attend
-//! to the visual tokens of F8/F16/F32 and the visual tokens attend to the words, over several
-//! bidirectional layers; an FPN merges the result with F64; foreground and background
-//! embeddings from the sentence token and the mean prompt classify every pixel by dot product.
+//! CAMD, the comparison decoder after CARIS (Table 5), laid out as CARIS's vision-language
+//! pixel decoder (`lsa1997/CARIS`, `caris/modeling/pixel_decoder/msdeformattn.py` and
+//! `caris/modeling/meta_arch/caris_head.py`):
 //!
-//! CARIS uses multi-scale deformable attention for the visual self-attention. This
-//! implementation uses full self-attention over the concatenated multi-scale tokens instead
-//! (a documented departure, `docs/DESIGN.md`): the same receptive field, more memory. As in
-//! CARIS, every visual token's position is its level's 2-D sine encoding plus a learnt level
-//! embedding, added to the attention's queries and keys (without it full attention over the
-//! tokens would not know where each one is).
+//! 1. F8, F16, F32 (coarsest first, as CARIS orders its levels) are projected to `D` channels
+//!    (1x1 convolution + group norm) and flattened into one sequence of visual tokens; each token's position is its level's 2-D sine encoding
+//!    plus a learnt level embedding. The words are projected to `D` (linear + layer norm) and
+//!    `P` learnable prompts are appended to them.
+//! 2. Each of the `layers` bidirectional layers is post-norm, in CARIS's order:
+//!    language from vision `T = LN(T + g1 * Attn(T, V + pos, V))`, language self-attention
+//!    (padding masked), language FFN, vision from language `V = LN(V + g2 * Attn(V + pos, T, T))`
+//!    (padding masked), vision self-attention `V = LN(V + Attn(V + pos, V + pos, V))`, vision
+//!    FFN. `g1`, `g2` are per-channel layer scales initialised to 1.
+//! 3. The F32-level visual tokens (the finest of the three) become a map, are upsampled to F64 and added to F64's
+//!    lateral (1x1 convolution + group norm); a 3x3 convolution + group norm + ReLU and a
+//!    three-layer 1x1 MLP give the mask features.
+//! 4. One shared three-layer MLP turns the sentence token into the foreground embedding and the
+//!    mean prompt into the background embedding; their dot products with the mask features are
+//!    the two class logits, upsampled with `align_corners = true`.
+//!
+//! What still differs from CARIS, and why (`docs/DESIGN.md`, section 2): full self-attention over
+//! the concatenated tokens instead of multi-scale deformable attention (Burn has none; same
+//! receptive field, more memory); the attention's inner width is `D` (Burn's
+//! `MultiHeadAttention`), where CARIS widens it to 1024; the sentence token is CLIP's end token
+//! (CARIS reads BERT's first token); Burn's default initialisation instead of CARIS's truncated
+//! normal.
 
-use crate::ops::SdBackend;
+use crate::norm::group_norm;
+use crate::ops::{SdBackend, sd_relu};
 use burn::module::{Module, Param};
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    GroupNorm, GroupNormConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+    PaddingConfig2d,
+};
 use burn::tensor::activation::relu;
 use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    ConvBnRelu, gather_tokens, padding_mask, resize_bilinear, resize_bilinear_corners,
-    sine_position_embedding,
-};
+use super::common::sine_position_embedding;
+use super::common::{gather_tokens, padding_mask, resize_bilinear, resize_bilinear_corners};
 use super::{DecoderInput, DecoderOutput};
 
 /// CAMD sizes.
@@ -48,26 +65,69 @@ impl Default for CamdConfig {
     }
 }
 
-/// Pre-LN attention sub-layer with a residual.
-#[derive(Module, Debug)]
-pub struct AttnBlock<B: SdBackend> {
-    pub norm: LayerNorm<B>,
-    pub attn: MultiHeadAttention<B>,
+/// Group count of CARIS's group norms (32) where it divides the width, else the largest
+/// divisor of both (the tiny profile's width 16 gets 16 groups).
+fn groups(d: usize) -> usize {
+    let (mut a, mut b) = (32, d);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
-impl<B: SdBackend> AttnBlock<B> {
-    fn new(d: usize, heads: usize, device: &B::Device) -> Self {
+/// `conv -> group norm`, bias-free (the norm follows), CARIS's `Conv2d(norm=GN)`.
+#[derive(Module, Debug)]
+pub struct ConvGn<B: SdBackend> {
+    pub conv: Conv2d<B>,
+    pub norm: GroupNorm<B>,
+}
+
+impl<B: SdBackend> ConvGn<B> {
+    fn new(cin: usize, cout: usize, kernel: usize, device: &B::Device) -> Self {
+        let p = kernel / 2;
         Self {
-            norm: LayerNormConfig::new(d).init(device),
-            attn: MultiHeadAttentionConfig::new(d, heads)
-                .with_dropout(0.0)
+            conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_bias(false)
                 .init(device),
+            norm: GroupNormConfig::new(groups(cout), cout).init(device),
         }
     }
 
-    /// `x + Attn(LN(x) + pos_q, context + pos_k, context)` (self-attention on `LN(x)` when
-    /// `context` is `None`), ignoring the context positions `pad` marks. The positional
-    /// encodings go into queries and keys only, as in DETR's layers.
+    /// # Shapes
+    /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        group_norm(&self.norm, self.conv.forward(x))
+    }
+}
+
+/// Post-norm attention sub-layer: `LN(x + scale * Attn(x + pos_q, ctx + pos_k, ctx))`, with an
+/// optional per-channel layer scale (CARIS's cross-attentions have one, initialised to 1).
+#[derive(Module, Debug)]
+pub struct AttnBlock<B: SdBackend> {
+    pub attn: MultiHeadAttention<B>,
+    pub norm: LayerNorm<B>,
+    /// `[D]` layer scale.
+    pub scale: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: SdBackend> AttnBlock<B> {
+    fn new(d: usize, heads: usize, layer_scale: bool, device: &B::Device) -> Self {
+        Self {
+            attn: MultiHeadAttentionConfig::new(d, heads)
+                .with_dropout(0.0)
+                .init(device),
+            norm: LayerNormConfig::new(d).init(device),
+            scale: layer_scale.then(|| Initializer::Ones.init([d], device)),
+        }
+    }
+
+    /// Self-attention when `context` is `None`; `pad` marks context positions to ignore. The
+    /// positional encodings go into queries and keys only, as in DETR's layers.
+    ///
+    /// # Shapes
+    /// `x`: `[B, N, D]`, `context`: `[B, M, D]`, `pad`: `[B, M]`, positions as their tensors;
+    /// returns `[B, N, D]`.
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -75,71 +135,103 @@ impl<B: SdBackend> AttnBlock<B> {
         pad: Option<Tensor<B, 2, Bool>>,
         (pos_q, pos_k): (Option<&Tensor<B, 3>>, Option<&Tensor<B, 3>>),
     ) -> Tensor<B, 3> {
-        let q = self.norm.forward(x.clone());
-        let v = context.unwrap_or_else(|| q.clone());
+        let v = context.unwrap_or_else(|| x.clone());
         let with = |t: Tensor<B, 3>, pos: Option<&Tensor<B, 3>>| match pos {
             Some(p) => t + p.clone(),
             None => t,
         };
-        let mut input = MhaInput::new(with(q, pos_q), with(v.clone(), pos_k), v);
+        let mut input = MhaInput::new(with(x.clone(), pos_q), with(v.clone(), pos_k), v);
         if let Some(p) = pad {
             input = input.mask_pad(p);
         }
-        x + self.attn.forward(input).context
+        let mut out = self.attn.forward(input).context;
+        if let Some(scale) = &self.scale {
+            let d = out.dims()[2];
+            out = out * scale.val().reshape([1, 1, d]);
+        }
+        self.norm.forward(x + out)
     }
 }
 
-/// Pre-LN feed-forward with a residual.
+/// Post-norm feed-forward: `LN(x + fc2(relu(fc1(x))))`.
 #[derive(Module, Debug)]
 pub struct FfnBlock<B: SdBackend> {
-    pub norm: LayerNorm<B>,
     pub fc1: Linear<B>,
     pub fc2: Linear<B>,
+    pub norm: LayerNorm<B>,
 }
 
 impl<B: SdBackend> FfnBlock<B> {
     fn new(d: usize, hidden: usize, device: &B::Device) -> Self {
         Self {
-            norm: LayerNormConfig::new(d).init(device),
             fc1: LinearConfig::new(d, hidden).init(device),
             fc2: LinearConfig::new(hidden, d).init(device),
+            norm: LayerNormConfig::new(d).init(device),
         }
     }
 
+    /// # Shapes
+    /// `[B, N, D]` -> `[B, N, D]`.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        x.clone()
-            + self
-                .fc2
-                .forward(relu(self.fc1.forward(self.norm.forward(x))))
+        let y = self.fc2.forward(relu(self.fc1.forward(x.clone())));
+        self.norm.forward(x + y)
     }
 }
 
-/// One bidirectional vision-language layer.
+/// One bidirectional vision-language layer, in CARIS's order (module doc, step 2).
 #[derive(Module, Debug)]
 pub struct CamdLayer<B: SdBackend> {
-    pub lang_to_vision: AttnBlock<B>,
+    /// The language attends to the visual tokens.
+    pub lang_from_vision: AttnBlock<B>,
     pub lang_self: AttnBlock<B>,
     pub lang_ffn: FfnBlock<B>,
-    pub vision_to_lang: AttnBlock<B>,
+    /// The visual tokens attend to the words.
+    pub vision_from_lang: AttnBlock<B>,
     pub vision_self: AttnBlock<B>,
     pub vision_ffn: FfnBlock<B>,
+}
+
+/// A stack of linear layers with ReLU between them (CARIS's `MLP`).
+#[derive(Module, Debug)]
+pub struct Mlp<B: SdBackend> {
+    pub layers: Vec<Linear<B>>,
+}
+
+impl<B: SdBackend> Mlp<B> {
+    /// # Shapes
+    /// `[B, D]` -> `[B, D]`.
+    fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let last = self.layers.len() - 1;
+        for (k, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if k < last {
+                x = relu(x);
+            }
+        }
+        x
+    }
 }
 
 /// CAMD.
 #[derive(Module, Debug)]
 pub struct Camd<B: SdBackend> {
-    /// 1x1 projections of F32, F16, F8 to `D`.
-    pub vision_proj: Vec<Conv2d<B>>,
+    /// 1x1 projections (+ group norm) of F8, F16, F32 to `D`.
+    pub vision_proj: Vec<ConvGn<B>>,
     /// `[3, D]` level embeddings.
     pub level_embed: Param<Tensor<B, 2>>,
     pub text_proj: Linear<B>,
+    pub text_norm: LayerNorm<B>,
     /// `[P, D]` learnable prompts.
     pub prompts: Param<Tensor<B, 2>>,
     pub layers: Vec<CamdLayer<B>>,
-    pub lateral: Conv2d<B>,
-    pub fpn: ConvBnRelu<B>,
-    pub fg_embed: Linear<B>,
-    pub bg_embed: Linear<B>,
+    /// F64's lateral: 1x1 convolution + group norm.
+    pub lateral: ConvGn<B>,
+    /// 3x3 convolution + group norm (ReLU follows).
+    pub output: ConvGn<B>,
+    /// Three 1x1 convolutions with ReLU between them.
+    pub mask_features: Vec<Conv2d<B>>,
+    /// The foreground / background embedding MLP, shared by both classes.
+    pub class_embed: Mlp<B>,
 }
 
 impl CamdConfig {
@@ -150,55 +242,59 @@ impl CamdConfig {
         device: &B::Device,
     ) -> Camd<B> {
         let d = self.hidden;
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
         Camd {
             vision_proj: (1..4)
-                .map(|level| Conv2dConfig::new([channels[level], d], [1, 1]).init(device))
+                .rev()
+                .map(|level| ConvGn::new(channels[level], d, 1, device))
                 .collect(),
-            level_embed: Initializer::Normal {
-                mean: 0.0,
-                std: 0.02,
-            }
-            .init([3, d], device),
+            level_embed: normal.init([3, d], device),
             text_proj: LinearConfig::new(text_dim, d).init(device),
-            prompts: Initializer::Normal {
-                mean: 0.0,
-                std: 0.02,
-            }
-            .init([self.prompts, d], device),
+            text_norm: LayerNormConfig::new(d).init(device),
+            prompts: normal.init([self.prompts, d], device),
             layers: (0..self.layers)
                 .map(|_| CamdLayer {
-                    lang_to_vision: AttnBlock::new(d, self.heads, device),
-                    lang_self: AttnBlock::new(d, self.heads, device),
+                    lang_from_vision: AttnBlock::new(d, self.heads, true, device),
+                    lang_self: AttnBlock::new(d, self.heads, false, device),
                     lang_ffn: FfnBlock::new(d, self.ffn_dim, device),
-                    vision_to_lang: AttnBlock::new(d, self.heads, device),
-                    vision_self: AttnBlock::new(d, self.heads, device),
+                    vision_from_lang: AttnBlock::new(d, self.heads, true, device),
+                    vision_self: AttnBlock::new(d, self.heads, false, device),
                     vision_ffn: FfnBlock::new(d, self.ffn_dim, device),
                 })
                 .collect(),
-            lateral: Conv2dConfig::new([channels[0], d], [1, 1]).init(device),
-            fpn: ConvBnRelu::new(d, d, 3, device),
-            fg_embed: LinearConfig::new(2 * d, d).init(device),
-            bg_embed: LinearConfig::new(2 * d, d).init(device),
+            lateral: ConvGn::new(channels[0], d, 1, device),
+            output: ConvGn::new(d, d, 3, device),
+            mask_features: (0..3)
+                .map(|_| Conv2dConfig::new([d, d], [1, 1]).init(device))
+                .collect(),
+            class_embed: Mlp {
+                layers: (0..3)
+                    .map(|_| LinearConfig::new(d, d).init(device))
+                    .collect(),
+            },
         }
     }
 }
 
 impl<B: SdBackend> Camd<B> {
     /// # Shapes
-    /// See [`DecoderInput`]; `class_logits` `[B, 2, H, W]`, `logits` `[B, 1, H, W]`.
+    /// See [`DecoderInput`]; `class_logits` `[B, 2, H, W]` (background, foreground), `logits`
+    /// `[B, 1, H, W]`.
     pub fn forward(&self, input: DecoderInput<'_, B>) -> DecoderOutput<B> {
         let f = input.features;
         let b = f[0].dims()[0];
         let level_embed = self.level_embed.val();
         let d = level_embed.dims()[1];
-        // Visual tokens of F32, F16, F8; each level's sine positional encoding plus its level
-        // embedding is their position (CARIS's `pos + level_embed`), given to the attention's
-        // queries and keys.
+        // Visual tokens of F8, F16, F32, each with its level's sine encoding plus its level
+        // embedding as position (CARIS's `pos + level_embed`).
         let mut sizes = Vec::new();
         let mut tokens = Vec::new();
         let mut positions = Vec::new();
         for (k, proj) in self.vision_proj.iter().enumerate() {
-            let m = proj.forward(f[k + 1].clone());
+            let m = proj.forward(f[3 - k].clone());
             let [_, _, h, w] = m.dims();
             sizes.push((h, w));
             let lvl = level_embed.clone().narrow(0, k, 1);
@@ -210,80 +306,69 @@ impl<B: SdBackend> Camd<B> {
         let n = vision.dims()[1];
         let vision_pos = Tensor::cat(positions, 1).expand([b, n, d]);
         let vpos = Some(&vision_pos);
+        // The words, then the prompts (CARIS appends them to the sentence).
         let t = input.text.dims()[1];
-        let words = self.text_proj.forward(input.text.clone());
+        let words = self
+            .text_norm
+            .forward(self.text_proj.forward(input.text.clone()));
         let prompts = self.prompts.val();
         let p = prompts.dims()[0];
-        let mut lang = Tensor::cat(vec![prompts.reshape([1, p, d]).expand([b, p, d]), words], 1);
+        let mut lang = Tensor::cat(vec![words, prompts.reshape([1, p, d]).expand([b, p, d])], 1);
         let word_pad = padding_mask(input.eos_index.clone(), t);
         // Prompts are never padding; the start token (position 0) never is either, so its mask
         // column (all false) serves for them.
         let prompt_pad = word_pad.clone().narrow(1, 0, 1).expand([b, p]);
-        let lang_pad = Tensor::cat(vec![prompt_pad, word_pad.clone()], 1);
+        let lang_pad = Tensor::cat(vec![word_pad, prompt_pad], 1);
         for layer in &self.layers {
             lang = layer
-                .lang_to_vision
+                .lang_from_vision
                 .forward(lang, Some(vision.clone()), None, (None, vpos));
             lang = layer
                 .lang_self
                 .forward(lang, None, Some(lang_pad.clone()), (None, None));
             lang = layer.lang_ffn.forward(lang);
-            let words = lang.clone().narrow(1, p, t);
-            vision = layer.vision_to_lang.forward(
+            vision = layer.vision_from_lang.forward(
                 vision,
-                Some(words),
-                Some(word_pad.clone()),
+                Some(lang.clone()),
+                Some(lang_pad.clone()),
                 (vpos, None),
             );
             vision = layer.vision_self.forward(vision, None, None, (vpos, vpos));
             vision = layer.vision_ffn.forward(vision);
         }
-        // Back to maps, top-down merge, then F64's lateral.
-        let offsets: Vec<usize> = sizes
-            .iter()
-            .scan(0, |acc, &(h, w)| {
-                let start = *acc;
-                *acc += h * w;
-                Some(start)
-            })
-            .collect();
-        let mut merged: Option<Tensor<B, 4>> = None;
-        for (&(h, w), &start) in sizes.iter().zip(&offsets).rev() {
-            let map = vision
-                .clone()
-                .narrow(1, start, h * w)
-                .swap_dims(1, 2)
-                .reshape([b, d, h, w]);
-            merged = Some(match merged {
-                Some(m) => resize_bilinear_corners(m, [h, w]) + map,
-                None => map,
-            });
-        }
+        // The finest level's (F32's, last) tokens as a map, upsampled onto F64's lateral.
+        let (hf, wf) = sizes[2];
+        let fine = vision
+            .narrow(1, n - hf * wf, hf * wf)
+            .swap_dims(1, 2)
+            .reshape([b, d, hf, wf]);
         let lateral = self.lateral.forward(f[0].clone());
         let [_, _, h0, w0] = lateral.dims();
-        let pixels = self.fpn.forward(
-            resize_bilinear_corners(merged.expect("three levels"), [h0, w0]) + lateral,
-            input.training,
+        let mut pixels = sd_relu(
+            self.output
+                .forward(lateral + resize_bilinear(fine, [h0, w0])),
         );
-        // Foreground / background embeddings from the sentence token and the mean prompt.
-        let words = lang.clone().narrow(1, p, t);
-        let sentence = gather_tokens(words, input.eos_index.clone());
-        let prompt_mean = lang.narrow(1, 0, p).mean_dim(1).reshape([b, d]);
-        let key = Tensor::cat(vec![sentence, prompt_mean], 1);
+        let last = self.mask_features.len() - 1;
+        for (k, conv) in self.mask_features.iter().enumerate() {
+            pixels = conv.forward(pixels);
+            if k < last {
+                pixels = sd_relu(pixels);
+            }
+        }
+        // Foreground from the sentence token, background from the mean prompt, one MLP.
+        let sentence = gather_tokens(lang.clone().narrow(1, 0, t), input.eos_index.clone());
+        let prompt_mean = lang.narrow(1, t, p).mean_dim(1).reshape([b, d]);
         let emb = Tensor::stack::<3>(
             vec![
-                self.bg_embed.forward(key.clone()),
-                self.fg_embed.forward(key),
+                self.class_embed.forward(prompt_mean),
+                self.class_embed.forward(sentence),
             ],
             1,
         );
         let flat = pixels.reshape([b, d, h0 * w0]);
-        let class_logits = emb
-            .matmul(flat)
-            .mul_scalar((d as f64).powf(-0.5))
-            .reshape([b, 2, h0, w0]);
+        let class_logits = emb.matmul(flat).reshape([b, 2, h0, w0]);
         let (h, w) = input.image_size;
-        let class_logits = resize_bilinear(class_logits, [h, w]);
+        let class_logits = resize_bilinear_corners(class_logits, [h, w]);
         let logits = class_logits.clone().narrow(1, 1, 1) - class_logits.clone().narrow(1, 0, 1);
         DecoderOutput {
             logits,

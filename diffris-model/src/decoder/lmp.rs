@@ -22,8 +22,11 @@ pub struct LmpConfig {
     pub hidden: usize,
     /// Maximum rotation of OAD's rotated convolutions, in degrees.
     pub max_angle_deg: f64,
-    /// Rotated kernels OAD's convolutions mix per sample (RMSIN: 4).
+    /// Rotated kernels OAD's convolutions mix per sample (ARC's paper: 4; RMSIN's
+    /// released configuration: 1; see `docs/DESIGN.md`).
     pub kernels: usize,
+    /// Dropout probability in front of OAD's routing layers while training (RMSIN: 0.2).
+    pub routing_dropout: f64,
 }
 
 impl Default for LmpConfig {
@@ -32,6 +35,7 @@ impl Default for LmpConfig {
             hidden: 640,
             max_angle_deg: 40.0,
             kernels: 4,
+            routing_dropout: 0.2,
         }
     }
 }
@@ -79,6 +83,7 @@ impl LmpConfig {
                             d,
                             self.kernels,
                             self.max_angle_deg,
+                            self.routing_dropout,
                             device,
                         ))
                     } else {

@@ -70,6 +70,11 @@ impl DecoderConfig {
             Self::Lmp(c) | Self::Oad(c) => {
                 at_least_one(c.hidden, "hidden")?;
                 at_least_one(c.kernels, "kernels")?;
+                ensure(
+                    (0.0..1.0).contains(&c.routing_dropout),
+                    "routing_dropout",
+                    || format!("{} is not a probability below 1", c.routing_dropout),
+                )?;
                 ensure(c.max_angle_deg.is_finite(), "max_angle_deg", || {
                     format!("{} is not finite", c.max_angle_deg)
                 })

@@ -1,14 +1,16 @@
 //! The adaptive rotated convolution of RMSIN's OAD decoder (after ARC, "Adaptive Rotated
-//! Convolution for Rotated Object Detection"): `n` 3x3 kernels (RMSIN: 4); a routing branch
-//! predicts, per sample, an angle `theta_i = softsign(.) * max_angle` and a gate
-//! `alpha_i = sigmoid(.)` for each; every kernel's taps are bilinearly rotated by its angle,
-//! the rotated kernels are summed with their gates, and the per-sample kernel is applied as a
-//! grouped convolution with one group per sample.
+//! Convolution for Rotated Object Detection"; RMSIN's `lib/adaptive_rotated_conv.py` and
+//! `lib/routing_function.py`): `n` 3x3 kernels; a routing branch (depthwise 3x3 convolution,
+//! layer norm over channels, ReLU, global average pooling) predicts, per sample, an angle
+//! `theta_i = softsign(.) * max_angle` and a gate `alpha_i = sigmoid(.)` for each, each from its
+//! own linear layer behind its own dropout (the angle layer has no bias); every kernel's taps
+//! are bilinearly rotated by its angle, the rotated kernels are summed with their gates, and the
+//! per-sample kernel is applied as a grouped convolution with one group per sample.
 //!
-//! Unlike RMSIN: no dropout in the routing branch, and the kernels and routing layers start
-//! from Burn's default initialisation (see `docs/DESIGN.md`). With `n = 1` the weights are
-//! laid out as before kernel mixtures existed: a run trained then loads with `kernels: 1`
-//! written into its `config.ron`.
+//! Initialisation as RMSIN's: the routing layers' weights normal with std 0.02 (RMSIN: the same,
+//! truncated at two standard deviations, which a draw passes about once in 20) and biases zero;
+//! the kernels He-normal with PyTorch's `fan_out` of a `[n, C_out, C_in, 3, 3]` tensor, which is
+//! `n * C_in * 9` (see `docs/DESIGN.md`).
 
 use crate::norm::batch_norm;
 use crate::ops::{SdBackend, sd_relu};
@@ -18,10 +20,10 @@ use burn::nn::{
     BatchNorm, BatchNormConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
     PaddingConfig2d,
 };
-use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid, softsign};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Distribution, Tensor};
 
 /// Offsets `(x, y)` of the 3x3 taps in row-major order (`y` grows downwards).
 const TAPS: [(f32, f32); 9] = [
@@ -68,45 +70,82 @@ pub struct RotatedConvBnRelu<B: SdBackend> {
     pub weight: Param<Tensor<B, 4>>,
     pub routing_conv: Conv2d<B>,
     pub routing_norm: LayerNorm<B>,
-    pub routing_fc: Linear<B>,
+    /// The `n` angles (no bias).
+    pub routing_theta: Linear<B>,
+    /// The `n` gates.
+    pub routing_alpha: Linear<B>,
     pub bn: BatchNorm<B>,
     max_angle: f64,
+    routing_dropout: f64,
 }
 
+/// Weights normal with std 0.02 (the routing layers' initialisation in RMSIN).
+const ROUTING_INIT: Initializer = Initializer::Normal {
+    mean: 0.0,
+    std: 0.02,
+};
+
 impl<B: SdBackend> RotatedConvBnRelu<B> {
-    /// A mixture of `kernels` rotated kernels from `cin` to `cout` channels.
+    /// A mixture of `kernels` rotated kernels from `cin` to `cout` channels, with dropout of
+    /// probability `routing_dropout` in front of the routing branch's two linear layers while
+    /// training.
     pub fn new(
         cin: usize,
         cout: usize,
         kernels: usize,
         max_angle_deg: f64,
+        routing_dropout: f64,
         device: &B::Device,
     ) -> Self {
-        let fan_in = cin * 9;
-        let bound = 1.0 / (fan_in as f64).sqrt();
+        // He-normal for ReLU (gain sqrt 2) with PyTorch's fan_out of ARC's 5-D weight:
+        // dim 0 (the kernel count) times the product of the dims after the second.
+        let fan_out = kernels * cin * 9;
+        let weight = Initializer::Normal {
+            mean: 0.0,
+            std: (2.0 / fan_out as f64).sqrt(),
+        }
+        .init([kernels * cout, cin, 3, 3], device);
+        let mut routing_conv = Conv2dConfig::new([cin, cin], [3, 3])
+            .with_groups(cin)
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_initializer(ROUTING_INIT)
+            .init(device);
+        routing_conv.bias = Some(Initializer::Zeros.init([cin], device));
+        let mut routing_alpha = LinearConfig::new(cin, kernels)
+            .with_initializer(ROUTING_INIT)
+            .init(device);
+        routing_alpha.bias = Some(Initializer::Zeros.init([kernels], device));
         Self {
-            weight: Initializer::Uniform {
-                min: -bound,
-                max: bound,
-            }
-            .init([kernels * cout, cin, 3, 3], device),
-            routing_conv: Conv2dConfig::new([cin, cin], [3, 3])
-                .with_groups(cin)
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init(device),
+            weight,
+            routing_conv,
             routing_norm: LayerNormConfig::new(cin).init(device),
-            // Outputs: the `n` angles, then the `n` gates.
-            routing_fc: LinearConfig::new(cin, 2 * kernels).init(device),
+            routing_theta: LinearConfig::new(cin, kernels)
+                .with_bias(false)
+                .with_initializer(ROUTING_INIT)
+                .init(device),
+            routing_alpha,
             bn: BatchNormConfig::new(cout).init(device),
             max_angle: max_angle_deg.to_radians(),
+            routing_dropout,
         }
     }
 
-    /// Per-sample angles (radians) and gates of the `n` kernels, from the routing branch.
+    /// Inverted dropout (kept values scaled by `1 / (1 - p)`), in training only.
+    fn dropout(&self, x: Tensor<B, 2>, training: bool) -> Tensor<B, 2> {
+        let p = self.routing_dropout;
+        if !training || p == 0.0 {
+            return x;
+        }
+        let keep = x.random_like(Distribution::Bernoulli(1.0 - p));
+        x * keep.div_scalar(1.0 - p)
+    }
+
+    /// Per-sample angles (radians) and gates of the `n` kernels, from the routing branch;
+    /// `training` turns its dropout on.
     ///
     /// # Shapes
     /// `[B, C, H, W]` -> (`[B, n]`, `[B, n]`).
-    pub fn route(&self, x: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    pub fn route(&self, x: Tensor<B, 4>, training: bool) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let [b, c, _, _] = x.dims();
         let r = self.routing_conv.forward(x);
         // LayerNorm over channels at every pixel, then ReLU and global average pooling.
@@ -115,10 +154,13 @@ impl<B: SdBackend> RotatedConvBnRelu<B> {
             .forward(r.permute([0, 2, 3, 1]))
             .permute([0, 3, 1, 2]);
         let pooled = relu(r).mean_dim(3).mean_dim(2).reshape([b, c]);
-        let out = self.routing_fc.forward(pooled);
-        let n = out.dims()[1] / 2;
-        let theta = softsign(out.clone().narrow(1, 0, n)).mul_scalar(self.max_angle);
-        let alpha = sigmoid(out.narrow(1, n, n));
+        // Each linear layer behind its own dropout mask, as RMSIN's two `nn.Dropout`s.
+        let alpha = sigmoid(
+            self.routing_alpha
+                .forward(self.dropout(pooled.clone(), training)),
+        );
+        let theta = softsign(self.routing_theta.forward(self.dropout(pooled, training)))
+            .mul_scalar(self.max_angle);
         (theta, alpha)
     }
 
@@ -162,7 +204,7 @@ impl<B: SdBackend> RotatedConvBnRelu<B> {
     /// # Shapes
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>, training: bool) -> Tensor<B, 4> {
-        let (theta, alpha) = self.route(x.clone());
+        let (theta, alpha) = self.route(x.clone(), training);
         sd_relu(batch_norm(
             &self.bn,
             self.rotated_conv(x, theta, alpha),
@@ -175,6 +217,7 @@ impl<B: SdBackend> RotatedConvBnRelu<B> {
 mod tests {
     use super::*;
     use burn::backend::Flex;
+    use burn::tensor::backend::Backend;
     use burn::tensor::{Distribution, TensorData};
 
     type B = Flex;
@@ -182,7 +225,7 @@ mod tests {
     #[test]
     fn angle_zero_and_gate_one_is_a_plain_conv() {
         let device = Default::default();
-        let layer = RotatedConvBnRelu::<B>::new(3, 4, 1, 40.0, &device);
+        let layer = RotatedConvBnRelu::<B>::new(3, 4, 1, 40.0, 0.2, &device);
         let x = Tensor::<B, 4>::random([2, 3, 5, 6], Distribution::Normal(0.0, 1.0), &device);
         let zero = Tensor::<B, 2>::zeros([2, 1], &device);
         let one = Tensor::<B, 2>::ones([2, 1], &device);
@@ -205,7 +248,7 @@ mod tests {
     fn kernels_mix_by_their_gates_each_rotated_by_its_angle() {
         let device = Default::default();
         let (cin, cout, n) = (2, 3, 3);
-        let layer = RotatedConvBnRelu::<B>::new(cin, cout, n, 40.0, &device);
+        let layer = RotatedConvBnRelu::<B>::new(cin, cout, n, 40.0, 0.2, &device);
         let x = Tensor::<B, 4>::random([2, cin, 5, 6], Distribution::Normal(0.0, 1.0), &device);
         let quarter = std::f32::consts::FRAC_PI_2;
         let theta = Tensor::<B, 2>::from_data(
@@ -267,5 +310,80 @@ mod tests {
         let theta = Tensor::<B, 1>::from_floats([0.3], &device);
         let m: Vec<f32> = rotation_matrices(theta).into_data().to_vec().unwrap();
         assert!((m[4 * 9 + 4] - 1.0).abs() < 1e-6);
+    }
+
+    /// OAD's routing dropout is active in training only, and draws a new mask on every call.
+    #[test]
+    fn oad_routing_dropout_acts_in_training_only() {
+        let device = Default::default();
+        B::seed(&device, 9);
+        let with = RotatedConvBnRelu::<B>::new(16, 8, 4, 40.0, 0.5, &device);
+        let x = Tensor::<B, 4>::random([3, 16, 6, 6], Distribution::Normal(0.0, 1.0), &device);
+        let values = |(theta, alpha): (Tensor<B, 2>, Tensor<B, 2>)| -> Vec<f32> {
+            Tensor::cat(vec![theta, alpha], 1)
+                .into_data()
+                .to_vec()
+                .unwrap()
+        };
+        let eval = values(with.route(x.clone(), false));
+        assert_eq!(
+            eval,
+            values(with.route(x.clone(), false)),
+            "eval is deterministic"
+        );
+        let train = values(with.route(x.clone(), true));
+        assert_ne!(eval, train, "training drops routing features");
+        assert_ne!(
+            train,
+            values(with.route(x.clone(), true)),
+            "a new mask per call"
+        );
+        // Without dropout, training and eval route alike.
+        let without = RotatedConvBnRelu::<B> {
+            routing_dropout: 0.0,
+            ..with
+        };
+        assert_eq!(
+            values(without.route(x.clone(), true)),
+            values(without.route(x, false))
+        );
+    }
+
+    /// RMSIN's initialisation of the adaptive rotated convolution: kernels He-normal with the fan
+    /// PyTorch computes for ARC's `[n, C_out, C_in, 3, 3]` weight in `fan_out` mode
+    /// (`n * C_in * 9`), routing weights normal with std 0.02, the angle layer without bias, the
+    /// gate bias zero.
+    #[test]
+    fn oad_starts_from_rmsins_initialisation() {
+        let device = Default::default();
+        B::seed(&device, 10);
+        let (cin, cout, n) = (64, 64, 4);
+        let layer = RotatedConvBnRelu::<B>::new(cin, cout, n, 40.0, 0.2, &device);
+        let std = |t: Tensor<B, 1>| -> f64 {
+            let v: Vec<f32> = t.into_data().to_vec().unwrap();
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+            (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+        };
+        let want = (2.0 / (n * cin * 9) as f64).sqrt();
+        let got = std(layer.weight.val().flatten(0, 3));
+        // 147,456 draws: the sample std is within 1% of the true one with overwhelming probability.
+        assert!(
+            (got / want - 1.0).abs() < 0.01,
+            "kernel std {got} vs {want}"
+        );
+        let fc = std(layer.routing_alpha.weight.val().flatten(0, 1));
+        // 256 draws: within 20% (about 3 standard errors).
+        assert!((fc / 0.02 - 1.0).abs() < 0.2, "routing std {fc}");
+        assert!(layer.routing_theta.bias.is_none());
+        let bias: f32 = layer
+            .routing_alpha
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .abs()
+            .sum()
+            .into_scalar();
+        assert_eq!(bias, 0.0);
     }
 }

@@ -354,3 +354,49 @@ fn camd_sees_where_its_tokens_are() {
         "the interior is uniform ({spread}): no positions"
     );
 }
+
+/// CAMD reads no word after the end token: the language self-attention and the vision-from-
+/// language attention mask the padding, and the sentence token sits at the end token. Changing
+/// every padding state leaves the logits as they were.
+#[test]
+fn camd_ignores_the_states_after_the_end_token() {
+    let device = Default::default();
+    B::seed(&device, 8);
+    let cfg = CamdConfig {
+        hidden: 32,
+        layers: 2,
+        prompts: 3,
+        heads: 4,
+        ffn_dim: 64,
+    };
+    let dec = cfg.init::<B>(&CHANNELS, 32, &device);
+    let f = features::<B>(8, &device);
+    let (t, eos) = text::<B>(&device);
+    // Sample 0 ends at 5, sample 1 at 12: new states from position 13 on for both (and from 6
+    // on for sample 0).
+    let noise = Tensor::<B, 3>::random([2, 77, 32], Distribution::Normal(0.0, 3.0), &device);
+    let keep: Vec<f32> = (0..2)
+        .flat_map(|s| {
+            let end = [5, 12][s];
+            (0..77).flat_map(move |p| [if p <= end { 1.0 } else { 0.0 }; 32])
+        })
+        .collect();
+    let keep = Tensor::<B, 3>::from_data(TensorData::new(keep, [2, 77, 32]), &device);
+    let padded_differently = t.clone() * keep.clone() + noise * (keep.neg().add_scalar(1.0));
+    let run = |text: &Tensor<B, 3>| {
+        dec.forward(DecoderInput {
+            features: &f,
+            text,
+            eos_index: &eos,
+            image_size: (64, 64),
+            training: false,
+        })
+        .logits
+    };
+    let (a, b) = (run(&t), run(&padded_differently));
+    let scale: f32 = a.clone().abs().max().into_scalar();
+    let diff: f32 = (a - b).abs().max().into_scalar();
+    // Masked keys get -1e4 before the softmax (Burn's `min_float`), so their weight is exactly 0
+    // in f32; what remains is the rounding of summing the same numbers.
+    assert!(diff <= 1e-5 * scale.max(1.0), "{diff} of {scale}");
+}
