@@ -401,16 +401,17 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) -> Vec<Prof
         (64, 64),
         "the tiny SD architecture runs at 64x64 inputs (16x16 latents) so a run takes minutes on a laptop CPU",
     );
-    // SD-1.x's latent scale 0.18215 is 1 / std of its VAE's posterior means, so the UNet sees
-    // unit-variance latents. The tiny profile's random VAE gives means of std 0.198 on SynthRS
-    // (40 training images), so the same rule gives 5.06.
+    // The paper profile feeds the latents unscaled, as VPD's code does with SD's VAE (means of
+    // std about 5.5, the inverse of SD-1.x's scaling factor 0.18215). The tiny profile's random
+    // VAE gives means of std 0.198 on SynthRS (40 training images), far below what any UNet
+    // was made for, so it scales them to unit variance, SD's own rule: 1 / 0.198 = 5.06.
     shrink(
         &mut c,
         "model.latent_scale",
         &mut model.latent_scale,
         paper.latent_scale,
         TINY_LATENT_SCALE,
-        "1 / std of the random tiny VAE's posterior means on SynthRS, the rule behind SD-1.x's 0.18215",
+        "1 / std of the random tiny VAE's posterior means on SynthRS (SD-1.x's rule behind 0.18215): unscaled, they have std 0.198",
     );
     let adapter = CpAdapterConfig::default();
     let narrow = "the adapter sized for the tiny CLIP's 32-wide text states";

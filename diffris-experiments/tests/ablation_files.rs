@@ -223,3 +223,78 @@ fn table5_holds_the_loss_fixed_and_its_twin_keeps_each_decoders_own() {
         assert_eq!(seen, ["lmp", "oad", "camd", "pcmrd"], "{name}");
     }
 }
+
+/// The ablation file `name` under `ablations/`.
+fn load(name: &str) -> AblationFile {
+    AblationFile::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../ablations/{name}.ron")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn tables_1_to_3_carry_every_method_the_paper_compares() {
+    // The paper's Tables 1-3 compare 18, 17 and 16 other methods, then VPD and DiffRIS.
+    for (name, others) in [("rrsisd", 18), ("refsegrs", 17), ("risbench", 16)] {
+        let file = load(name);
+        assert_eq!(file.reported.len(), others, "{name}");
+        let names: Vec<&str> = file.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["vpd", "diffris"], "{name}");
+        let mut labels = std::collections::BTreeSet::new();
+        for r in &file.reported {
+            assert!(labels.insert(&r.label), "{name}: {} twice", r.label);
+            assert!(r.encoders.is_some(), "{name}: {}", r.label);
+        }
+        let rows = file
+            .reported
+            .iter()
+            .map(|r| (&r.label, &r.paper, &r.paper_val))
+            .chain(
+                file.variants
+                    .iter()
+                    .map(|v| (&v.label, &v.paper, &v.paper_val)),
+            );
+        for (label, test, val) in rows {
+            for p in [test, val] {
+                // Every cell is printed, and a precision at a stricter threshold is never higher:
+                // a number filed under the wrong column would almost surely break this.
+                let pr: Vec<f64> = p.precision.iter().map(|x| x.unwrap()).collect();
+                assert_eq!(pr.len(), 5, "{name}: {label}");
+                assert!(
+                    pr.windows(2).all(|w| w[0] >= w[1]),
+                    "{name}: {label} {pr:?}"
+                );
+                for v in pr.iter().chain([&p.oiou.unwrap(), &p.miou.unwrap()]) {
+                    assert!((0.0..=100.0).contains(v), "{name}: {label}");
+                }
+            }
+        }
+        // The VPD row is run with VPD's text adapter, LMP decoder and weighted cross-entropy.
+        let vpd = &file.variants[0].recipe.model;
+        assert_eq!(vpd.adapter.kind, diffris_model::adapter::AdapterKind::Vpd);
+        assert!(matches!(
+            vpd.decoder,
+            diffris_model::decoder::DecoderConfig::Lmp(_)
+        ));
+        assert_eq!(
+            vpd.loss.kind,
+            diffris_model::decoder::loss::LossKind::WeightedCe
+        );
+    }
+    // Spot checks against the paper's printed tables.
+    let caris = &load("rrsisd").reported[16];
+    assert_eq!(
+        (caris.label.as_str(), caris.paper.miou),
+        ("CARIS [68]", Some(62.12))
+    );
+    let lgce = &load("refsegrs").reported[11];
+    assert_eq!(
+        (lgce.label.as_str(), lgce.paper_val.precision[0]),
+        ("LGCE [47]", Some(79.81))
+    );
+    let evp = &load("risbench").reported[15];
+    assert_eq!(
+        (evp.label.as_str(), evp.paper.oiou),
+        ("EVP [69]", Some(67.72))
+    );
+}

@@ -49,6 +49,8 @@ fn features_of_one_image_and_expression() {
         "the red roof building at the top left",
         "--size",
         "128",
+        "--latent-scale",
+        "0.18215",
         "--out",
         out.to_str().unwrap(),
     ]);

@@ -25,7 +25,9 @@ use crate::sd::vae::VaeEncoder;
 pub struct DiffRisConfig {
     /// Input size `(H, W)`, multiples of 64.
     pub image_size: (usize, usize),
-    /// Multiplier of the VAE posterior mean (SD-1.x: 0.18215; VPD used 1.0).
+    /// Multiplier of the VAE posterior mean. 1.0 by default: VPD's `refer/` code (DiffRIS's
+    /// lineage; the paper is silent) feeds `encode(img).mode()` unscaled; SD-1.x's own scaling
+    /// factor is 0.18215 (docs/DESIGN.md, section 2).
     pub latent_scale: f64,
     /// The UNet timestep of the single denoising pass.
     pub timestep: f64,
@@ -45,7 +47,7 @@ impl Default for DiffRisConfig {
     fn default() -> Self {
         Self {
             image_size: (512, 512),
-            latent_scale: 0.18215,
+            latent_scale: 1.0,
             timestep: 1.0,
             cross_attention_maps: true,
             adapter: CpAdapterConfig::default(),

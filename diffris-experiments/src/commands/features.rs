@@ -40,8 +40,9 @@ pub struct FeaturesArgs {
     /// UNet timestep of the single pass.
     #[arg(long, default_value_t = 1.0)]
     pub timestep: f64,
-    /// Latent scale (SD-1.x: 0.18215).
-    #[arg(long, default_value_t = 0.18215)]
+    /// Latent scale: 1 (unscaled) as the paper profile's model reads it; SD-1.x's scaling
+    /// factor is 0.18215.
+    #[arg(long, default_value_t = 1.0)]
     pub latent_scale: f64,
 }
 

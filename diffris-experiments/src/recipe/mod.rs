@@ -25,7 +25,9 @@ use merge::Node;
 /// `loss`, `sd_weights` and `dataset` beside its name; version 2 writes any field under `set`).
 pub const ABLATION_VERSION: u32 = 2;
 
-/// Optimisation settings (paper 4.1.3; the learning rate is lost from the paper's text).
+/// Optimisation settings (paper 4.1.3). Where the paper is silent (the learning rate is lost from
+/// its text; the checkpoint selection is not stated) the defaults are VPD's `refer/` recipe:
+/// lr 5e-5, best validation oIoU (docs/DESIGN.md, section 2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainSpec {
@@ -50,10 +52,10 @@ impl Default for TrainSpec {
             epochs: 40,
             batch_size: 32,
             micro_batch: None,
-            lr: 1e-4,
+            lr: 5e-5,
             weight_decay: 0.01,
             lr_power: 0.9,
-            select_by: SelectBy::Miou,
+            select_by: SelectBy::Oiou,
         }
     }
 }
@@ -149,6 +151,31 @@ pub struct PaperNumbers {
     pub precision: Vec<Option<f64>>,
 }
 
+/// The backbones of a row, as Tables 1-3 print them (`visual: "Swin-B", text: "BERT"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encoders {
+    pub visual: String,
+    pub text: String,
+}
+
+/// A method the paper compares against, with the numbers the paper reports for it: shown in
+/// the table beside ours, never run by diffris.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reported {
+    /// The method as the paper names it, with its reference number (`"RRN [39]"`).
+    pub label: String,
+    #[serde(default)]
+    pub encoders: Option<Encoders>,
+    /// The paper's numbers on the test split.
+    #[serde(default)]
+    pub paper: PaperNumbers,
+    /// The paper's numbers on the validation split.
+    #[serde(default)]
+    pub paper_val: PaperNumbers,
+}
+
 /// One row of an ablation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +184,9 @@ pub struct Variant {
     pub name: String,
     /// Row label as the paper prints it.
     pub label: String,
+    /// The row's backbones, for tables that print them.
+    #[serde(default)]
+    pub encoders: Option<Encoders>,
     /// The recipe fields this variant changes. Parsed as a whole recipe only to check names and
     /// types where they are written (unwritten fields read as the paper's defaults here); the
     /// variant's recipe is [`Variant::recipe`].
@@ -260,6 +290,10 @@ pub struct AblationFile {
     #[serde(default)]
     pub base: RecipeSpec,
     pub variants: Vec<Variant>,
+    /// The other methods the paper's table compares (reported numbers only), listed before
+    /// ours as the paper does.
+    #[serde(default)]
+    pub reported: Vec<Reported>,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -301,6 +335,27 @@ impl AblationFile {
             .map_err(|e| ron_error(path, e))?;
         if file.variants.is_empty() {
             anyhow::bail!("{}: no variants", path.display());
+        }
+        let numbers = file
+            .variants
+            .iter()
+            .map(|v| (&v.label, &v.paper, &v.paper_val))
+            .chain(
+                file.reported
+                    .iter()
+                    .map(|r| (&r.label, &r.paper, &r.paper_val)),
+            );
+        for (label, test, val) in numbers {
+            for (field, p) in [("paper", test), ("paper_val", val)] {
+                if p.precision.len() > 5 {
+                    anyhow::bail!(
+                        "{}: row `{label}`: `{field}` has {} precision values (Pr@0.5 .. Pr@0.9 \
+                         are 5)",
+                        path.display(),
+                        p.precision.len()
+                    );
+                }
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for v in &file.variants {

@@ -1,9 +1,78 @@
 //! The table of an ablation: our numbers (mean ± std over seeds) beside the paper's, in the
-//! paper's layout, as Markdown, CSV and LaTeX.
+//! paper's layout, as Markdown, CSV and LaTeX. The other methods the paper compares (the file's
+//! `reported` rows) come first, with the paper's numbers only and a dagger.
 
 use crate::profile::ProfileName;
-use crate::recipe::{AblationFile, Column};
+use crate::recipe::{AblationFile, Column, Encoders, PaperNumbers, Reported};
 use crate::report::rows::{Row, mean_std};
+
+/// The marker of a row reported in the paper and not run here.
+const REPORTED: &str = "†";
+
+/// One line of a table: a method the paper reports, or one of our variants (numbered from 1).
+enum Line<'r, 'a> {
+    Reported(&'r Reported),
+    Ours(usize, &'r Row<'a>),
+}
+
+impl Line<'_, '_> {
+    fn number(&self) -> String {
+        match self {
+            Self::Reported(_) => String::new(),
+            Self::Ours(i, _) => i.to_string(),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Self::Reported(r) => format!("{} {REPORTED}", r.label),
+            Self::Ours(_, row) => row.variant.label.clone(),
+        }
+    }
+
+    fn encoders(&self) -> Option<&Encoders> {
+        match self {
+            Self::Reported(r) => r.encoders.as_ref(),
+            Self::Ours(_, row) => row.variant.encoders.as_ref(),
+        }
+    }
+
+    fn paper(&self, split: SplitCol) -> &PaperNumbers {
+        let (test, val) = match self {
+            Self::Reported(r) => (&r.paper, &r.paper_val),
+            Self::Ours(_, row) => (&row.variant.paper, &row.variant.paper_val),
+        };
+        if split == SplitCol::Val { val } else { test }
+    }
+
+    /// Our cell (`–` for a reported row).
+    fn ours(&self, c: Column, split: SplitCol) -> String {
+        match self {
+            Self::Reported(_) => "–".into(),
+            Self::Ours(_, row) => our_cell(row, c, split),
+        }
+    }
+}
+
+/// The reported rows, then ours.
+fn lines<'r, 'a>(file: &'r AblationFile, rows: &'r [Row<'a>]) -> Vec<Line<'r, 'a>> {
+    file.reported
+        .iter()
+        .map(Line::Reported)
+        .chain(rows.iter().enumerate().map(|(i, r)| Line::Ours(i + 1, r)))
+        .collect()
+}
+
+/// Whether the table prints the encoder columns (some row names its encoders).
+fn has_encoders(lines: &[Line<'_, '_>]) -> bool {
+    lines.iter().any(|l| l.encoders().is_some())
+}
+
+fn encoder_cells(line: &Line<'_, '_>) -> [String; 2] {
+    line.encoders().map_or(["–".into(), "–".into()], |e| {
+        [e.visual.clone(), e.text.clone()]
+    })
+}
 
 fn cell(values: &[f64]) -> String {
     match values.len() {
@@ -49,14 +118,6 @@ fn values(row: &Row<'_>, c: Column, split: SplitCol) -> Vec<f64> {
         .collect()
 }
 
-fn paper_value(row: &Row<'_>, c: Column, split: SplitCol) -> Option<f64> {
-    c.paper(if split == SplitCol::Val {
-        &row.variant.paper_val
-    } else {
-        &row.variant.paper
-    })
-}
-
 /// The (split, column) pairs of a table, in order.
 fn table_columns(file: &AblationFile) -> Vec<(SplitCol, Column)> {
     let splits: &[SplitCol] = if file.report_val {
@@ -74,6 +135,11 @@ pub fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]
     let mut notes = Vec::new();
     if let Some(n) = &file.note {
         notes.push(n.clone());
+    }
+    if !file.reported.is_empty() {
+        notes.push(format!(
+            "{REPORTED} Reported in the paper, not run by diffris: the paper's numbers only."
+        ));
     }
     if let Some(r) = rows.iter().flat_map(|r| r.results.first()).next() {
         notes.push(format!(
@@ -139,23 +205,35 @@ fn our_cell(row: &Row<'_>, c: Column, split: SplitCol) -> String {
 /// The table as Markdown.
 pub fn markdown(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String {
     let cols = table_columns(file);
+    let lines = lines(file, rows);
+    let encoders = has_encoders(&lines);
     let mut out = format!("**{}**\n\n| # | Method |", file.title);
+    if encoders {
+        out.push_str(" Visual encoder | Text encoder |");
+    }
     for (s, c) in &cols {
         let h = format!("{}{}", c.header(), s.suffix());
         out.push_str(&format!(" {h} | {h} (paper) |"));
     }
     out.push_str("\n|---|---|");
+    if encoders {
+        out.push_str("---|---|");
+    }
     for _ in &cols {
         out.push_str("---:|---:|");
     }
     out.push('\n');
-    for (i, row) in rows.iter().enumerate() {
-        out.push_str(&format!("| {} | {} |", i + 1, row.variant.label));
+    for line in &lines {
+        out.push_str(&format!("| {} | {} |", line.number(), line.label()));
+        if encoders {
+            let [v, t] = encoder_cells(line);
+            out.push_str(&format!(" {v} | {t} |"));
+        }
         for &(s, c) in &cols {
             out.push_str(&format!(
                 " {} | {} |",
-                our_cell(row, c, s),
-                paper_cell(paper_value(row, c, s))
+                line.ours(c, s),
+                paper_cell(c.paper(line.paper(s)))
             ));
         }
         out.push('\n');
@@ -166,10 +244,21 @@ pub fn markdown(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> Stri
     out
 }
 
-/// The table as CSV (one line per variant; mean, std and paper value per column).
+/// A CSV field, quoted.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The table as CSV: one line per row, mean, std and paper value per column. A reported row
+/// has an empty variant and seed count and no mean or std.
 pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
     let cols = table_columns(file);
+    let lines = lines(file, rows);
+    let encoders = has_encoders(&lines);
     let mut out = String::from("variant,label,seeds");
+    if encoders {
+        out.push_str(",visual_encoder,text_encoder");
+    }
     for (s, c) in &cols {
         let h = format!("{}{}", c.header(), s.suffix())
             .replace('@', "_at_")
@@ -177,16 +266,28 @@ pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
         out.push_str(&format!(",{h}_mean,{h}_std,{h}_paper"));
     }
     out.push('\n');
-    for row in rows {
-        out.push_str(&format!(
-            "{},\"{}\",{}",
-            row.variant.name,
-            row.variant.label.replace('"', "\"\""),
-            row.results.len()
-        ));
+    for line in &lines {
+        let (variant, label, seeds) = match line {
+            Line::Reported(r) => (String::new(), &r.label, String::new()),
+            Line::Ours(_, row) => (
+                row.variant.name.clone(),
+                &row.variant.label,
+                row.results.len().to_string(),
+            ),
+        };
+        out.push_str(&format!("{variant},{},{seeds}", quoted(label)));
+        if encoders {
+            let [v, t] = encoder_cells(line);
+            out.push_str(&format!(",{},{}", quoted(&v), quoted(&t)));
+        }
         for &(split, c) in &cols {
-            let (m, s) = mean_std(&values(row, c, split));
-            let p = paper_value(row, c, split).map_or(String::new(), |v| format!("{v:.2}"));
+            let (m, s) = match line {
+                Line::Reported(_) => (f64::NAN, f64::NAN),
+                Line::Ours(_, row) => mean_std(&values(row, c, split)),
+            };
+            let p = c
+                .paper(line.paper(split))
+                .map_or(String::new(), |v| format!("{v:.2}"));
             let fmt = |x: f64| {
                 if x.is_nan() {
                     String::new()
@@ -212,23 +313,34 @@ fn latex_escape(s: &str) -> String {
 /// The table as a LaTeX `table` environment.
 pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String {
     let cols = table_columns(file);
+    let lines = lines(file, rows);
+    let encoders = has_encoders(&lines);
     let align = "r".repeat(2 * cols.len());
+    let enc_align = if encoders { "ll" } else { "" };
     let mut out = format!(
-        "\\begin{{table}}[t]\n\\centering\n\\caption{{{}}}\n\\begin{{tabular}}{{cl{align}}}\n\\toprule\n\\# & Method",
+        "\\begin{{table}}[t]\n\\centering\n\\caption{{{}}}\n\\begin{{tabular}}{{cl{enc_align}{align}}}\n\\toprule\n\\# & Method",
         latex_escape(&file.title)
     );
+    if encoders {
+        out.push_str(" & Visual encoder & Text encoder");
+    }
     for (s, c) in &cols {
         let h = format!("{}{}", c.header(), s.suffix());
         out.push_str(&format!(" & {h} & {h} (paper)"));
     }
     out.push_str(" \\\\\n\\midrule\n");
-    for (i, row) in rows.iter().enumerate() {
-        out.push_str(&format!("{} & {}", i + 1, latex_escape(&row.variant.label)));
+    for line in &lines {
+        let label = latex_escape(&line.label()).replace(REPORTED, "$^\\dagger$");
+        out.push_str(&format!("{} & {label}", line.number()));
+        if encoders {
+            let [v, t] = encoder_cells(line);
+            out.push_str(&format!(" & {} & {}", latex_escape(&v), latex_escape(&t)));
+        }
         for &(s, c) in &cols {
-            let ours = our_cell(row, c, s).replace('±', "$\\pm$");
+            let ours = line.ours(c, s).replace('±', "$\\pm$");
             out.push_str(&format!(
                 " & {ours} & {}",
-                paper_cell(paper_value(row, c, s))
+                paper_cell(c.paper(line.paper(s)))
             ));
         }
         out.push_str(" \\\\\n");
@@ -293,5 +405,93 @@ mod tests {
         assert!(md.contains("| 1 | no adapter | diverged | 61.43 |"), "{md}");
         // The CSV leaves our mean empty (no finished seed) and keeps the paper's number.
         assert!(csv(&file, &rows).ends_with("off,\"no adapter\",0,,,61.43\n"));
+    }
+
+    const WITH_REPORTED: &str = r#"(
+        version: 2,
+        name: "t1",
+        title: "T1",
+        columns: [pr50, miou],
+        report_val: true,
+        variants: [(
+            name: "ours",
+            label: "DiffRIS (ours)",
+            encoders: (visual: "Stable Diffusion", text: "CLIP"),
+            paper_val: (precision: [73.45], miou: 63.64),
+            paper: (precision: [71.79], miou: 62.19),
+        )],
+        reported: [(
+            label: "RRN [39]",
+            encoders: (visual: "ResNet-101", text: "LSTM"),
+            paper_val: (precision: [51.09], miou: 46.06),
+            paper: (precision: [51.07], miou: 45.64),
+        )],
+    )"#;
+
+    #[test]
+    fn reported_rows_come_first_with_the_papers_numbers_only_and_a_dagger() {
+        let file = AblationFile::parse(WITH_REPORTED, std::path::Path::new("t1.ron")).unwrap();
+        let rows = vec![Row {
+            variant: &file.variants[0],
+            results: vec![],
+            diverged: vec![],
+        }];
+        let notes = notes(&file, None, &rows);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("† Reported in the paper"))
+        );
+        let md = markdown(&file, &rows, &notes);
+        let body: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(
+            body,
+            [
+                "| # | Method | Visual encoder | Text encoder | Pr@0.5 val | Pr@0.5 val (paper) | \
+                 Pr@0.5 | Pr@0.5 (paper) | mIoU val | mIoU val (paper) | mIoU | mIoU (paper) |",
+                "|  | RRN [39] † | ResNet-101 | LSTM | – | 51.09 | – | 51.07 | – | 46.06 | – | \
+                 45.64 |",
+                "| 1 | DiffRIS (ours) | Stable Diffusion | CLIP | – | 73.45 | – | 71.79 | – | \
+                 63.64 | – | 62.19 |",
+            ]
+        );
+        let csv = csv(&file, &rows);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "variant,label,seeds,visual_encoder,text_encoder,Pr_at_0.5_val_mean,Pr_at_0.5_val_std,\
+             Pr_at_0.5_val_paper,Pr_at_0.5_mean,Pr_at_0.5_std,Pr_at_0.5_paper,mIoU_val_mean,\
+             mIoU_val_std,mIoU_val_paper,mIoU_mean,mIoU_std,mIoU_paper"
+        );
+        assert_eq!(
+            lines[1],
+            ",\"RRN [39]\",,\"ResNet-101\",\"LSTM\",,,51.09,,,51.07,,,46.06,,,45.64"
+        );
+        assert!(
+            lines[2].starts_with("ours,\"DiffRIS (ours)\",0,"),
+            "{}",
+            lines[2]
+        );
+        let tex = latex(&file, &rows, &notes);
+        assert!(tex.contains("\\begin{tabular}{clllrrrrrrrr}"), "{tex}");
+        assert!(
+            tex.contains(" & RRN [39] $^\\dagger$ & ResNet-101 & LSTM & – & 51.09"),
+            "{tex}"
+        );
+    }
+
+    #[test]
+    fn more_than_five_precision_values_is_an_error_naming_the_row() {
+        let text = WITH_REPORTED.replace(
+            "paper: (precision: [51.07]",
+            "paper: (precision: [1, 2, 3, 4, 5, 6]",
+        );
+        let err = AblationFile::parse(&text, std::path::Path::new("t1.ron"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("RRN [39]") && err.contains("6 precision"),
+            "{err}"
+        );
     }
 }

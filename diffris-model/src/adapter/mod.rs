@@ -11,6 +11,11 @@
 //!
 //! Each component is a switch, so Table 4's rows are configs: (1) no adapter, `L' = L`;
 //! (2) +1, `F_d = E`; (3) +1+2, `F_d = F_o`; (4) +1+2+3.
+//!
+//! `kind: vpd` replaces the three components by VPD's text adapter (`TextAdapterRefer` in VPD's
+//! `vpd/models.py`, used by its `refer/models_refer/model.py`): `F_d = Linear(GELU(Linear(L)))`,
+//! both layers `D -> D` with bias, under the same gate, `L' = L + gamma * F_d`. It is the adapter
+//! of the VPD rows of Tables 1-3 (docs/DESIGN.md, section 2).
 
 use burn::module::{Module, Param};
 use burn::nn::activation::ActivationConfig;
@@ -19,11 +24,31 @@ use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ensure};
+
+/// Which text adapter refines the CLIP states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterKind {
+    /// DiffRIS's CP-adapter: the three components below, each a switch.
+    #[default]
+    Cp,
+    /// VPD's text adapter: a two-layer GELU MLP `D -> D -> D` under the gate; the component
+    /// switches and sizes (`global_context` .. `rank`) are not read.
+    Vpd,
+}
+
+impl AdapterKind {
+    /// True for the CP-adapter (the field is left out of a serialised config then, so configs
+    /// written before it existed read back unchanged).
+    pub fn is_cp(&self) -> bool {
+        *self == Self::Cp
+    }
+}
 
 /// Switches and sizes of the CP-adapter; the defaults are the full adapter of the paper.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,9 +56,13 @@ use crate::error::{ConfigError, ensure};
 pub struct CpAdapterConfig {
     /// Off: `L' = L` (Table 4, row 1).
     pub enabled: bool,
+    /// The CP-adapter or VPD's text adapter.
+    #[serde(skip_serializing_if = "AdapterKind::is_cp")]
+    pub kind: AdapterKind,
     /// Component 1: the transformer encoder.
     pub global_context: bool,
-    /// Encoder layers.
+    /// Encoder layers: the paper's "multiple layers" (section 3.3) give no number; 2 is the
+    /// smallest reading of them (docs/DESIGN.md, section 2).
     pub layers: usize,
     /// Heads of the encoder and of the reasoning attention.
     pub heads: usize,
@@ -55,8 +84,9 @@ impl Default for CpAdapterConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            kind: AdapterKind::Cp,
             global_context: true,
-            layers: 1,
+            layers: 2,
             heads: 8,
             ffn_dim: 2048,
             dropout: 0.1,
@@ -71,7 +101,7 @@ impl Default for CpAdapterConfig {
 impl CpAdapterConfig {
     /// Checks the sizes against the text width `text_dim`; the error names the field.
     pub fn validate(&self, text_dim: usize) -> Result<(), ConfigError> {
-        if !self.enabled {
+        if !self.enabled || self.kind == AdapterKind::Vpd {
             return Ok(());
         }
         if self.global_context || self.object_reasoning {
@@ -116,12 +146,21 @@ pub struct LowRank<B: Backend> {
     pub up: Linear<B>,
 }
 
-/// The CP-adapter (all parts optional; see [`CpAdapterConfig`]).
+/// VPD's text adapter: `fc2(gelu(fc1(L)))`.
+#[derive(Module, Debug)]
+pub struct VpdMlp<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+/// The CP-adapter (all parts optional; see [`CpAdapterConfig`]), or VPD's text adapter.
 #[derive(Module, Debug)]
 pub struct CpAdapter<B: Backend> {
     pub encoder: Option<TransformerEncoder<B>>,
     pub reasoning: Option<ObjectReasoning<B>>,
     pub low_rank: Option<LowRank<B>>,
+    /// Present for `kind: vpd` only (then the three components above are absent).
+    pub vpd: Option<VpdMlp<B>>,
     /// `[d]`; absent when the adapter is off.
     pub gamma: Option<Param<Tensor<B, 1>>>,
 }
@@ -129,7 +168,11 @@ pub struct CpAdapter<B: Backend> {
 impl CpAdapterConfig {
     /// Builds the adapter for text states of width `d_model`.
     pub fn init<B: Backend>(&self, d_model: usize, device: &B::Device) -> CpAdapter<B> {
-        let on = self.enabled;
+        let vpd = (self.enabled && self.kind == AdapterKind::Vpd).then(|| VpdMlp {
+            fc1: LinearConfig::new(d_model, d_model).init(device),
+            fc2: LinearConfig::new(d_model, d_model).init(device),
+        });
+        let on = self.enabled && self.kind == AdapterKind::Cp;
         let encoder = (on && self.global_context).then(|| {
             TransformerEncoderConfig::new(d_model, self.ffn_dim, self.heads, self.layers)
                 .with_dropout(self.dropout)
@@ -155,7 +198,7 @@ impl CpAdapterConfig {
                 .with_initializer(Initializer::Zeros)
                 .init(device),
         });
-        let gamma = on.then(|| {
+        let gamma = self.enabled.then(|| {
             Initializer::Constant {
                 value: self.gamma_init,
             }
@@ -165,6 +208,7 @@ impl CpAdapterConfig {
             encoder,
             reasoning,
             low_rank,
+            vpd,
             gamma,
         }
     }
@@ -172,11 +216,14 @@ impl CpAdapterConfig {
 
 impl<B: Backend> CpAdapter<B> {
     /// The refined states `F_d` before the gated fusion (equal to `L` when every component is
-    /// off).
+    /// off; VPD's `fc2(gelu(fc1(L)))` for `kind: vpd`).
     ///
     /// # Shapes
     /// `[B, T, D]` -> `[B, T, D]`.
     pub fn adjusted(&self, text: Tensor<B, 3>) -> Tensor<B, 3> {
+        if let Some(mlp) = &self.vpd {
+            return mlp.fc2.forward(gelu(mlp.fc1.forward(text)));
+        }
         let encoded = match &self.encoder {
             Some(enc) => enc.forward(TransformerEncoderInput::new(text.clone())),
             None => text.clone(),

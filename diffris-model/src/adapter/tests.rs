@@ -115,3 +115,69 @@ fn every_table4_row_builds_and_backpropagates() {
         }
     }
 }
+
+/// A `[rows, cols]` parameter from row-major values.
+fn param<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Param<Tensor<B, D>> {
+    Param::from_tensor(Tensor::from_data(
+        burn::tensor::TensorData::new(values, shape),
+        &Default::default(),
+    ))
+}
+
+#[test]
+fn vpd_kind_is_a_gated_gelu_mlp_by_hand() {
+    // d = 2. fc1 = identity without bias, fc2 = [[1, 1], [0, 2]] (burn stores [in, out]) with
+    // bias [0.5, 0], gamma = [2, 3], L = [1, -1].
+    // gelu(1) = Phi(1) = 0.8413447461, gelu(-1) = -(1 - Phi(1)) = -0.1586552539.
+    // F_d = [0.8413447461 + 0.5, 0.8413447461 - 2 * 0.1586552539] = [1.3413447461, 0.5240342383]
+    // L'  = [1 + 2 * 1.3413447461, -1 + 3 * 0.5240342383] = [3.6826894922, 0.5721027149].
+    let cfg = CpAdapterConfig {
+        kind: AdapterKind::Vpd,
+        ..CpAdapterConfig::default()
+    };
+    cfg.validate(2).unwrap();
+    let mut adapter = cfg.init::<B>(2, &Default::default());
+    assert!(adapter.encoder.is_none() && adapter.reasoning.is_none());
+    assert!(adapter.low_rank.is_none());
+    // Two D x D layers with bias, and gamma.
+    assert_eq!(adapter.num_params(), 2 * (2 * 2 + 2) + 2);
+    let gamma: Vec<f32> = adapter
+        .gamma
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_eq!(gamma, vec![1e-4f32; 2]);
+    let mlp = adapter.vpd.as_mut().unwrap();
+    mlp.fc1.weight = param(vec![1.0, 0.0, 0.0, 1.0], [2, 2]);
+    mlp.fc1.bias = Some(param(vec![0.0, 0.0], [2]));
+    mlp.fc2.weight = param(vec![1.0, 1.0, 0.0, 2.0], [2, 2]);
+    mlp.fc2.bias = Some(param(vec![0.5, 0.0], [2]));
+    adapter.gamma = Some(param(vec![2.0, 3.0], [2]));
+    let l = Tensor::<B, 3>::from_data(
+        burn::tensor::TensorData::new(vec![1.0f32, -1.0], [1, 1, 2]),
+        &Default::default(),
+    );
+    let out: Vec<f32> = adapter.forward(l).into_data().to_vec().unwrap();
+    // By hand: GELU(1) = 0.8413447, GELU(-1) = -0.1586553; fc2 gives (1.3413447, 0.5240342),
+    // so L + gamma F = (1 + 2 x 1.3413447, -1 + 3 x 0.5240342). f32 arithmetic on values near 1:
+    // a few ulps.
+    for (o, e) in out.iter().zip([3.682_689_4_f32, 0.572_102_7]) {
+        assert!((o - e).abs() < 1e-5, "{out:?}");
+    }
+}
+
+#[test]
+fn the_adapter_kind_is_written_only_when_it_is_vpd() {
+    let cp = serde_json::to_string(&CpAdapterConfig::default()).unwrap();
+    assert!(!cp.contains("kind"), "{cp}");
+    let vpd = CpAdapterConfig {
+        kind: AdapterKind::Vpd,
+        ..CpAdapterConfig::default()
+    };
+    let text = serde_json::to_string(&vpd).unwrap();
+    assert!(text.contains(r#""kind":"vpd""#), "{text}");
+    assert_eq!(serde_json::from_str::<CpAdapterConfig>(&text).unwrap(), vpd);
+}
