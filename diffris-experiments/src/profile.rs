@@ -485,6 +485,14 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) -> Vec<Prof
             );
             shrink(
                 &mut c,
+                "model.decoder.attn_dim",
+                &mut d.attn_dim,
+                camd.attn_dim,
+                64,
+                "attention 4x the width, as CARIS's 1024 in 256-wide layers",
+            );
+            shrink(
+                &mut c,
                 "model.decoder.ffn_dim",
                 &mut d.ffn_dim,
                 camd.ffn_dim,

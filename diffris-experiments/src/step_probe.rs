@@ -131,6 +131,7 @@ pub fn probe_decoders() -> Vec<(&'static str, DecoderConfig)> {
                 hidden: 16,
                 layers: 2,
                 heads: 2,
+                attn_dim: 64,
                 ffn_dim: 64,
                 ..CamdConfig::default()
             }),

@@ -173,6 +173,7 @@ fn every_adapter_row_and_decoder_trains_at_two_sizes() {
             hidden: 32,
             layers: 1,
             heads: 4,
+            attn_dim: 64,
             ffn_dim: 64,
             ..CamdConfig::default()
         }),

@@ -10,7 +10,8 @@
 //!    language from vision `T = LN(T + g1 * Attn(T, V + pos, V))`, language self-attention
 //!    (padding masked), language FFN, vision from language `V = LN(V + g2 * Attn(V + pos, T, T))`
 //!    (padding masked), vision self-attention `V = LN(V + Attn(V + pos, V + pos, V))`, vision
-//!    FFN. `g1`, `g2` are per-channel layer scales initialised to 1.
+//!    FFN. `g1`, `g2` are per-channel layer scales initialised to 1. Every attention has `heads`
+//!    heads over `attn_dim` channels (CARIS: 8 over 1024), projected back to `D`.
 //! 3. The F32-level visual tokens (the finest of the three) become a map, are upsampled to F64 and added to F64's
 //!    lateral (1x1 convolution + group norm); a 3x3 convolution + group norm + ReLU and a
 //!    three-layer 1x1 MLP give the mask features.
@@ -20,15 +21,13 @@
 //!
 //! What still differs from CARIS, and why (`docs/DESIGN.md`, section 2): full self-attention over
 //! the concatenated tokens instead of multi-scale deformable attention (Burn has none; same
-//! receptive field, more memory); the attention's inner width is `D` (Burn's
-//! `MultiHeadAttention`), where CARIS widens it to 1024; the sentence token is CLIP's end token
+//! receptive field, more memory); the sentence token is CLIP's end token
 //! (CARIS reads BERT's first token); Burn's default initialisation instead of CARIS's truncated
 //! normal.
 
 use crate::norm::group_norm;
 use crate::ops::{SdBackend, sd_relu};
 use burn::module::{Module, Param};
-use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     GroupNorm, GroupNormConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
@@ -40,16 +39,20 @@ use serde::{Deserialize, Serialize};
 
 use super::common::sine_position_embedding;
 use super::common::{gather_tokens, padding_mask, resize_bilinear, resize_bilinear_corners};
+use super::wide_attention::WideAttention;
 use super::{DecoderInput, DecoderOutput};
 
 /// CAMD sizes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CamdConfig {
+    /// Width `D` of the visual and language tokens.
     pub hidden: usize,
     pub layers: usize,
     pub prompts: usize,
     pub heads: usize,
+    /// The attention heads' total width (CARIS: 1024 inside 256-wide layers).
+    pub attn_dim: usize,
     pub ffn_dim: usize,
 }
 
@@ -60,6 +63,7 @@ impl Default for CamdConfig {
             layers: 6,
             prompts: 5,
             heads: 8,
+            attn_dim: 1024,
             ffn_dim: 1024,
         }
     }
@@ -105,18 +109,17 @@ impl<B: SdBackend> ConvGn<B> {
 /// optional per-channel layer scale (CARIS's cross-attentions have one, initialised to 1).
 #[derive(Module, Debug)]
 pub struct AttnBlock<B: SdBackend> {
-    pub attn: MultiHeadAttention<B>,
+    pub attn: WideAttention<B>,
     pub norm: LayerNorm<B>,
     /// `[D]` layer scale.
     pub scale: Option<Param<Tensor<B, 1>>>,
 }
 
 impl<B: SdBackend> AttnBlock<B> {
-    fn new(d: usize, heads: usize, layer_scale: bool, device: &B::Device) -> Self {
+    fn new(d: usize, attn: (usize, usize), layer_scale: bool, device: &B::Device) -> Self {
+        let (heads, inner) = attn;
         Self {
-            attn: MultiHeadAttentionConfig::new(d, heads)
-                .with_dropout(0.0)
-                .init(device),
+            attn: WideAttention::new(d, inner, heads, device),
             norm: LayerNormConfig::new(d).init(device),
             scale: layer_scale.then(|| Initializer::Ones.init([d], device)),
         }
@@ -140,11 +143,9 @@ impl<B: SdBackend> AttnBlock<B> {
             Some(p) => t + p.clone(),
             None => t,
         };
-        let mut input = MhaInput::new(with(x.clone(), pos_q), with(v.clone(), pos_k), v);
-        if let Some(p) = pad {
-            input = input.mask_pad(p);
-        }
-        let mut out = self.attn.forward(input).context;
+        let mut out = self
+            .attn
+            .forward(with(x.clone(), pos_q), with(v.clone(), pos_k), v, pad);
         if let Some(scale) = &self.scale {
             let d = out.dims()[2];
             out = out * scale.val().reshape([1, 1, d]);
@@ -242,6 +243,7 @@ impl CamdConfig {
         device: &B::Device,
     ) -> Camd<B> {
         let d = self.hidden;
+        let attn = (self.heads, self.attn_dim);
         let normal = Initializer::Normal {
             mean: 0.0,
             std: 0.02,
@@ -257,11 +259,11 @@ impl CamdConfig {
             prompts: normal.init([self.prompts, d], device),
             layers: (0..self.layers)
                 .map(|_| CamdLayer {
-                    lang_from_vision: AttnBlock::new(d, self.heads, true, device),
-                    lang_self: AttnBlock::new(d, self.heads, false, device),
+                    lang_from_vision: AttnBlock::new(d, attn, true, device),
+                    lang_self: AttnBlock::new(d, attn, false, device),
                     lang_ffn: FfnBlock::new(d, self.ffn_dim, device),
-                    vision_from_lang: AttnBlock::new(d, self.heads, true, device),
-                    vision_self: AttnBlock::new(d, self.heads, false, device),
+                    vision_from_lang: AttnBlock::new(d, attn, true, device),
+                    vision_self: AttnBlock::new(d, attn, false, device),
                     vision_ffn: FfnBlock::new(d, self.ffn_dim, device),
                 })
                 .collect(),

@@ -9,6 +9,7 @@ pub mod oaqil;
 pub mod pcmrd;
 pub mod resize;
 pub mod rotated;
+pub mod wide_attention;
 
 use crate::ops::SdBackend;
 use burn::module::Module;
@@ -90,10 +91,11 @@ impl DecoderConfig {
                         c.hidden
                     )
                 })?;
+                at_least_one(c.attn_dim, "attn_dim")?;
                 ensure(
-                    c.heads > 0 && c.hidden.is_multiple_of(c.heads),
+                    c.heads > 0 && c.attn_dim.is_multiple_of(c.heads),
                     "heads",
-                    || format!("{} does not divide hidden ({})", c.heads, c.hidden),
+                    || format!("{} does not divide attn_dim ({})", c.heads, c.attn_dim),
                 )
             }
         }

@@ -244,6 +244,7 @@ fn every_decoder() -> Vec<(&'static str, DecoderConfig)> {
                 hidden: 32,
                 layers: 2,
                 heads: 4,
+                attn_dim: 128,
                 ffn_dim: 64,
                 ..CamdConfig::default()
             }),
@@ -326,6 +327,7 @@ fn camd_sees_where_its_tokens_are() {
         layers: 1,
         prompts: 2,
         heads: 4,
+        attn_dim: 128,
         ffn_dim: 64,
     };
     let dec = cfg.init::<B>(&CHANNELS, 32, &device);
@@ -367,6 +369,7 @@ fn camd_ignores_the_states_after_the_end_token() {
         layers: 2,
         prompts: 3,
         heads: 4,
+        attn_dim: 128,
         ffn_dim: 64,
     };
     let dec = cfg.init::<B>(&CHANNELS, 32, &device);
