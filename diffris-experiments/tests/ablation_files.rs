@@ -245,16 +245,7 @@ fn tables_1_to_3_carry_every_method_the_paper_compares() {
             assert!(labels.insert(&r.label), "{name}: {} twice", r.label);
             assert!(r.encoders.is_some(), "{name}: {}", r.label);
         }
-        let rows = file
-            .reported
-            .iter()
-            .map(|r| (&r.label, &r.paper, &r.paper_val))
-            .chain(
-                file.variants
-                    .iter()
-                    .map(|v| (&v.label, &v.paper, &v.paper_val)),
-            );
-        for (label, test, val) in rows {
+        for (label, test, val) in file.paper_rows() {
             for p in [test, val] {
                 // Every cell is printed, and a precision at a stricter threshold is never higher:
                 // a number filed under the wrong column would almost surely break this.

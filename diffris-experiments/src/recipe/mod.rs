@@ -316,6 +316,20 @@ pub fn ron_error(path: &Path, e: ron::error::SpannedError) -> anyhow::Error {
 }
 
 impl AblationFile {
+    /// Every row's label with the paper's test and validation numbers: the variants, then the
+    /// reported rows.
+    pub fn paper_rows(&self) -> impl Iterator<Item = (&str, &PaperNumbers, &PaperNumbers)> {
+        let variants = self
+            .variants
+            .iter()
+            .map(|v| (v.label.as_str(), &v.paper, &v.paper_val));
+        let reported = self
+            .reported
+            .iter()
+            .map(|r| (r.label.as_str(), &r.paper, &r.paper_val));
+        variants.chain(reported)
+    }
+
     /// Parses an ablation file; errors carry `file:line:column`.
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
         let version: Versioned = ron_options()
@@ -336,16 +350,7 @@ impl AblationFile {
         if file.variants.is_empty() {
             anyhow::bail!("{}: no variants", path.display());
         }
-        let numbers = file
-            .variants
-            .iter()
-            .map(|v| (&v.label, &v.paper, &v.paper_val))
-            .chain(
-                file.reported
-                    .iter()
-                    .map(|r| (&r.label, &r.paper, &r.paper_val)),
-            );
-        for (label, test, val) in numbers {
+        for (label, test, val) in file.paper_rows() {
             for (field, p) in [("paper", test), ("paper_val", val)] {
                 if p.precision.len() > 5 {
                     anyhow::bail!(

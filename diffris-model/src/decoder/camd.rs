@@ -31,14 +31,15 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     GroupNorm, GroupNormConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-    PaddingConfig2d,
 };
 use burn::tensor::activation::relu;
 use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::common::sine_position_embedding;
-use super::common::{gather_tokens, padding_mask, resize_bilinear, resize_bilinear_corners};
+use super::common::{
+    conv_no_bias, gather_tokens, padding_mask, resize_bilinear, resize_bilinear_corners,
+    sine_position_embedding,
+};
 use super::wide_attention::WideAttention;
 use super::{DecoderInput, DecoderOutput};
 
@@ -88,12 +89,8 @@ pub struct ConvGn<B: SdBackend> {
 
 impl<B: SdBackend> ConvGn<B> {
     fn new(cin: usize, cout: usize, kernel: usize, device: &B::Device) -> Self {
-        let p = kernel / 2;
         Self {
-            conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
-                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-                .with_bias(false)
-                .init(device),
+            conv: conv_no_bias(cin, cout, kernel, device),
             norm: GroupNormConfig::new(groups(cout), cout).init(device),
         }
     }
@@ -194,11 +191,11 @@ pub struct CamdLayer<B: SdBackend> {
 
 /// A stack of linear layers with ReLU between them (CARIS's `MLP`).
 #[derive(Module, Debug)]
-pub struct Mlp<B: SdBackend> {
+pub struct ReluMlp<B: SdBackend> {
     pub layers: Vec<Linear<B>>,
 }
 
-impl<B: SdBackend> Mlp<B> {
+impl<B: SdBackend> ReluMlp<B> {
     /// # Shapes
     /// `[B, D]` -> `[B, D]`.
     fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -232,7 +229,7 @@ pub struct Camd<B: SdBackend> {
     /// Three 1x1 convolutions with ReLU between them.
     pub mask_features: Vec<Conv2d<B>>,
     /// The foreground / background embedding MLP, shared by both classes.
-    pub class_embed: Mlp<B>,
+    pub class_embed: ReluMlp<B>,
 }
 
 impl CamdConfig {
@@ -272,7 +269,7 @@ impl CamdConfig {
             mask_features: (0..3)
                 .map(|_| Conv2dConfig::new([d, d], [1, 1]).init(device))
                 .collect(),
-            class_embed: Mlp {
+            class_embed: ReluMlp {
                 layers: (0..3)
                     .map(|_| LinearConfig::new(d, d).init(device))
                     .collect(),

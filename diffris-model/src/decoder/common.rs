@@ -9,6 +9,20 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Int, Tensor};
 
+/// A bias-free `k x k` convolution padded to keep the size (a normalisation follows it).
+pub fn conv_no_bias<B: SdBackend>(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    device: &B::Device,
+) -> Conv2d<B> {
+    let p = kernel / 2;
+    Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(false)
+        .init(device)
+}
+
 /// `Conv(k x k) -> BatchNorm -> ReLU` (bias-free conv, as BN follows).
 #[derive(Module, Debug)]
 pub struct ConvBnRelu<B: SdBackend> {
@@ -18,12 +32,8 @@ pub struct ConvBnRelu<B: SdBackend> {
 
 impl<B: SdBackend> ConvBnRelu<B> {
     pub fn new(cin: usize, cout: usize, kernel: usize, device: &B::Device) -> Self {
-        let p = kernel / 2;
         Self {
-            conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
-                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-                .with_bias(false)
-                .init(device),
+            conv: conv_no_bias(cin, cout, kernel, device),
             bn: BatchNormConfig::new(cout).init(device),
         }
     }

@@ -7,6 +7,7 @@
 //! in f32 wherever one key is not masked.
 
 use crate::ops::SdBackend;
+use crate::sd::attention::{merge_heads, split_heads};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softmax;
@@ -53,17 +54,10 @@ impl<B: SdBackend> WideAttention<B> {
         value: Tensor<B, 3>,
         pad: Option<Tensor<B, 2, Bool>>,
     ) -> Tensor<B, 3> {
-        let [b, n, _] = query.dims();
-        let m = key.dims()[1];
-        let split = |x: Tensor<B, 3>, len: usize, linear: &Linear<B>| -> Tensor<B, 4> {
-            let y = linear.forward(x);
-            let inner = y.dims()[2];
-            y.reshape([b, len, self.heads, inner / self.heads])
-                .swap_dims(1, 2)
-        };
-        let q = split(query, n, &self.query);
-        let k = split(key, m, &self.key);
-        let v = split(value, m, &self.value);
+        let [b, m, _] = key.dims();
+        let q = split_heads(self.query.forward(query), self.heads);
+        let k = split_heads(self.key.forward(key), self.heads);
+        let v = split_heads(self.value.forward(value), self.heads);
         let head_dim = q.dims()[3];
         let mut scores = q
             .matmul(k.swap_dims(2, 3))
@@ -71,11 +65,7 @@ impl<B: SdBackend> WideAttention<B> {
         if let Some(pad) = pad {
             scores = scores.mask_fill(pad.reshape([b, 1, 1, m]), MASKED);
         }
-        let context =
-            softmax(scores, 3)
-                .matmul(v)
-                .swap_dims(1, 2)
-                .reshape([b, n, self.heads * head_dim]);
+        let context = merge_heads(softmax(scores, 3).matmul(v));
         self.output.forward(context)
     }
 }
