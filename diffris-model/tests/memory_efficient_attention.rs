@@ -193,3 +193,127 @@ fn block_rows_bound_the_block_temporaries() {
     // Huge key counts still get one row.
     assert_eq!(blocked::block_rows(64, 64, 1 << 20), 1);
 }
+
+/// The CPU kernel flex runs (`ops::cpu`, parallel tasks, SIMD softmax rows) against the
+/// backend-generic blocked version it replaces on flex, for shapes that span several of the
+/// kernel's 64-row blocks and 1024-row backward chunks, and for every tracking pattern.
+#[test]
+fn flex_kernel_equals_the_generic_blocks() {
+    use diffris_model::ops::SdBackend;
+    // [B, H, Nq, D], Nk, Dv: self-attention over two chunks, and cross-attention-like.
+    for (i, (shape, nk, dv)) in [([1, 2, 1100, 8], 1100, 8), ([2, 1, 130, 16], 7, 12)]
+        .into_iter()
+        .enumerate()
+    {
+        let [b, h, nq, _] = shape;
+        let [q, k, _] = inputs(shape, nk, 200 + i as u64);
+        let v = random([b, h, nk, dv], 300 + i as u64);
+        let g = random([b, h, nq, dv], 400 + i as u64);
+        let (out, stats) = Flex::sd_attention_forward(q.clone(), k.clone(), v.clone());
+        let (out_ref, stats_ref) = blocked::forward_blocked(q.clone(), k.clone(), v.clone());
+        // Same operations, a different exp (<= 2.5e-7 relative, `ops::cpu::rows`) and summation
+        // order over <= 1100 terms: ~1e-6.
+        assert!(rel(out.clone(), out_ref.clone()) < 1e-5);
+        assert_eq!(
+            stats.blocks.len(),
+            1,
+            "one [B, H, Nq, 1] pair of statistics"
+        );
+        // Head-split views (`[B, N, H, D]` data with the middle axes swapped, what the UNet
+        // passes) are read row by row: the same bits as contiguous inputs.
+        let head_split = |t: &Tensor<Flex, 4>| {
+            let bnhd = t.clone().swap_dims(1, 2);
+            Tensor::<Flex, 4>::from_data(bnhd.to_data(), &bnhd.device()).swap_dims(1, 2)
+        };
+        let (out_split, _) =
+            Flex::sd_attention_forward(head_split(&q), head_split(&k), head_split(&v));
+        assert_eq!(out_split.to_data(), out.to_data());
+        let max_ref = Tensor::cat(stats_ref.blocks.iter().map(|s| s.0.clone()).collect(), 2);
+        let sum_ref = Tensor::cat(stats_ref.blocks.iter().map(|s| s.1.clone()).collect(), 2);
+        assert!(rel(stats.blocks[0].0.clone(), max_ref) < 1e-6);
+        assert!(rel(stats.blocks[0].1.clone(), sum_ref) < 1e-5);
+        for track in [
+            [true; 3],
+            [false, true, true],
+            [true, false, false],
+            [false, false, true],
+        ] {
+            let wanted = Wanted {
+                q: track[0],
+                k: track[1],
+                v: track[2],
+            };
+            let x = [q.clone(), k.clone(), v.clone()];
+            let ours = Flex::sd_attention_backward(
+                x.clone(),
+                out.clone(),
+                stats.clone(),
+                g.clone(),
+                wanted,
+            );
+            let reference =
+                blocked::backward(x, out_ref.clone(), stats_ref.clone(), g.clone(), wanted);
+            for (n, (a, b)) in [
+                (ours.q, reference.q),
+                (ours.k, reference.k),
+                (ours.v, reference.v),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                assert_eq!(
+                    a.is_some(),
+                    track[n],
+                    "input {n} gets a gradient iff tracked"
+                );
+                if let (Some(a), Some(b)) = (a, b) {
+                    // dk and dv sum 1100 rows in another grouping: ~1e-6 of the scale.
+                    let r = rel(a, b);
+                    assert!(r < 1e-5, "shape {shape:?}, input {n}: relative error {r}");
+                }
+            }
+        }
+    }
+}
+
+/// The kernel's results do not depend on the number of threads (each element has one task and
+/// the chunks' dk/dv are summed in chunk order).
+#[test]
+fn flex_kernel_is_the_same_on_any_thread_count() {
+    use diffris_model::ops::cpu::attention::{self as kernel, Dims, WantedGrads};
+    let dims = Dims {
+        bh: 3,
+        nq: 2100,
+        nk: 300,
+        d: 8,
+        dv: 8,
+    };
+    let data = |n: usize, seed: u64| -> Vec<f32> {
+        random([n], seed).into_data().to_vec::<f32>().expect("f32")
+    };
+    let (q, k, v) = (
+        data(dims.bh * dims.nq * dims.d, 1),
+        data(dims.bh * dims.nk * dims.d, 2),
+        data(dims.bh * dims.nk * dims.dv, 3),
+    );
+    let g = data(dims.bh * dims.nq * dims.dv, 4);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        pool.install(|| {
+            let f = kernel::forward(&q, &k, &v, dims);
+            let all = WantedGrads {
+                q: true,
+                k: true,
+                v: true,
+            };
+            let b = kernel::backward([&q, &k, &v], &f.out, &f.max, &f.sum, &g, dims, all);
+            (f.out, b.q, b.k, b.v)
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(3));
+    assert_eq!(one, run(8));
+}

@@ -95,6 +95,20 @@ pub fn forward<B: Backend>(
     )
 }
 
+/// [`forward`] with [`block_rows`] query rows per block.
+///
+/// # Shapes
+/// as [`forward`].
+pub fn forward_blocked<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> (Tensor<B, 4>, RowStats<B>) {
+    let [b, h, _, _] = q.dims();
+    let rows = block_rows(b, h, k.dims()[2]);
+    forward(q, k, v, rows)
+}
+
 /// Which input gradients to compute.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted {

@@ -18,11 +18,16 @@
 //!
 //! Model code that runs the UNet is generic over `B: SdBackend`. Every backend
 //! `diffris-experiments` can compile in implements it (a plain backend with Burn's own
-//! attention kernel, `Autodiff<B>` with the custom backward of [`autodiff`]); a new backend needs
-//! one line, `impl SdBackend for MyBackend {}`.
+//! attention kernel, `Autodiff<B>` with the custom backward of [`autodiff`], flex with the
+//! parallel CPU attention kernel of [`cpu`]); a new backend needs one line,
+//! `impl SdBackend for MyBackend {}`.
 
 pub mod attention;
 mod autodiff;
+#[cfg(feature = "flex")]
+pub mod cpu;
+
+use attention::{InputGrads, RowStats, Wanted};
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -35,7 +40,7 @@ pub trait SdBackend: Backend {
     /// `softmax(q k^T / sqrt(D)) v` per head, without mask or bias.
     ///
     /// The default (for backends without autodiff) is Burn's attention kernel; `Autodiff<B>`
-    /// overrides it with the memory-efficient backward.
+    /// overrides it with the memory-efficient backward; flex with its CPU kernel ([`cpu`]).
     ///
     /// # Shapes
     /// `q`: `[B, H, Nq, D]`, `k`: `[B, H, Nk, D]`, `v`: `[B, H, Nk, Dv]` -> `[B, H, Nq, Dv]`.
@@ -45,6 +50,40 @@ pub trait SdBackend: Backend {
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         Self::attention(q, k, v, None, None, AttentionModuleOptions::default())
+    }
+
+    /// The forward of the memory-efficient attention: the output and the softmax statistics of
+    /// every query row, which [`sd_attention_backward`](Self::sd_attention_backward) takes.
+    /// `Autodiff<B>` calls it on its inner backend. The default is the backend-generic blocked
+    /// computation ([`attention::forward_blocked`]); flex runs a parallel CPU kernel
+    /// ([`cpu`]).
+    ///
+    /// # Shapes
+    /// `q`: `[B, H, Nq, D]`, `k`: `[B, H, Nk, D]`, `v`: `[B, H, Nk, Dv]` -> (`[B, H, Nq, Dv]`,
+    /// [`RowStats`]).
+    fn sd_attention_forward(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 4>, RowStats<Self>) {
+        attention::forward_blocked(q, k, v)
+    }
+
+    /// The gradients of the tracked inputs of
+    /// [`sd_attention_forward`](Self::sd_attention_forward), recomputing the probabilities
+    /// from its statistics. The default is [`attention::backward`].
+    ///
+    /// # Shapes
+    /// `q`, `k`, `v` as for the forward; `out` and `grad_out`: `[B, H, Nq, Dv]` -> gradients
+    /// shaped as `q`, `k`, `v`.
+    fn sd_attention_backward(
+        inputs: [Tensor<Self, 4>; 3],
+        out: Tensor<Self, 4>,
+        stats: RowStats<Self>,
+        grad_out: Tensor<Self, 4>,
+        wanted: Wanted,
+    ) -> InputGrads<Self> {
+        attention::backward(inputs, out, stats, grad_out, wanted)
     }
 
     /// `x * sigmoid(x)`; `Autodiff<B>` keeps only `x` for the backward pass.
@@ -166,9 +205,6 @@ fn pad_zeros<B: Backend>(x: Tensor<B, 4>, rows: [usize; 2], cols: [usize; 2]) ->
     let zeros = crate::precision::to_dtype(zeros, x.dtype());
     zeros.slice_assign([0..b, 0..c, rows[0]..rows[0] + h, cols[0]..cols[0] + w], x)
 }
-
-#[cfg(feature = "flex")]
-impl SdBackend for burn::backend::Flex {}
 
 #[cfg(feature = "wgpu")]
 impl SdBackend for burn::backend::Wgpu {}

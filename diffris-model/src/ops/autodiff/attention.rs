@@ -1,21 +1,20 @@
 //! Attention as one autodiff graph node with its own backward.
 //!
-//! The forward runs in query blocks ([`attention::forward`]). When none of `q`, `k`, `v` is
-//! tracked the node is untracked and keeps nothing; otherwise it keeps
-//! `q`, `k`, `v`, the output and the row statistics; the backward ([`attention::backward`])
-//! recomputes the probabilities one block at a time and computes only the gradients of the
-//! tracked inputs.
+//! The forward is the inner backend's [`SdBackend::sd_attention_forward`] (query blocks). When
+//! none of `q`, `k`, `v` is tracked the node is untracked and keeps nothing; otherwise it keeps
+//! `q`, `k`, `v`, the output and the row statistics; the backward
+//! ([`SdBackend::sd_attention_backward`]) recomputes the probabilities one block at a time and
+//! computes only the gradients of the tracked inputs.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::tensor::Tensor;
 use burn::tensor::ops::FloatTensor;
 
 use crate::ops::SdBackend;
-use crate::ops::attention::{self, RowStats, Wanted, block_rows};
+use crate::ops::attention::{RowStats, Wanted};
 
 /// What the backward of one attention node keeps: inputs, output and row statistics.
 #[derive(Debug, Clone)]
@@ -33,12 +32,6 @@ struct SavedAttention<B: SdBackend> {
 struct MemoryEfficientAttention;
 
 use super::{primitive, tensor};
-
-/// Query rows per block for these shapes.
-fn rows_for<B: SdBackend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>) -> usize {
-    let [b, h, _, _] = q.dims();
-    block_rows(b, h, k.dims()[2])
-}
 
 impl<B: SdBackend> Backward<B, 3> for MemoryEfficientAttention {
     type State = SavedAttention<B>;
@@ -60,7 +53,7 @@ impl<B: SdBackend> Backward<B, 3> for MemoryEfficientAttention {
         };
         let inputs = [saved.q, saved.k, saved.v].map(tensor::<B, 4>);
         let grads_in =
-            attention::backward(inputs, tensor::<B, 4>(saved.out), stats, grad_out, wanted);
+            B::sd_attention_backward(inputs, tensor::<B, 4>(saved.out), stats, grad_out, wanted);
         for (node, grad) in [
             (node_q, grads_in.q),
             (node_k, grads_in.k),
@@ -86,13 +79,11 @@ pub(super) fn sd_attention<B: SdBackend, C: CheckpointStrategy>(
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (tq, tk) = (
+                let (out, stats) = B::sd_attention_forward(
                     tensor::<B, 4>(q.primitive.clone()),
                     tensor::<B, 4>(k.primitive.clone()),
+                    tensor::<B, 4>(v.primitive.clone()),
                 );
-                let rows = rows_for(&tq, &tk);
-                let (out, stats) =
-                    attention::forward(tq, tk, tensor::<B, 4>(v.primitive.clone()), rows);
                 let out = primitive(out);
                 let saved = SavedAttention {
                     q: q.primitive,
@@ -109,9 +100,11 @@ pub(super) fn sd_attention<B: SdBackend, C: CheckpointStrategy>(
             OpsKind::UnTracked(prep) => {
                 // The same blocked computation, so that a training forward gives the same numbers
                 // whether or not a layer's inputs are tracked.
-                let (tq, tk) = (tensor::<B, 4>(q.primitive), tensor::<B, 4>(k.primitive));
-                let rows = rows_for(&tq, &tk);
-                let (out, _) = attention::forward(tq, tk, tensor::<B, 4>(v.primitive), rows);
+                let (out, _) = B::sd_attention_forward(
+                    tensor::<B, 4>(q.primitive),
+                    tensor::<B, 4>(k.primitive),
+                    tensor::<B, 4>(v.primitive),
+                );
                 prep.finish(primitive(out))
             }
         }

@@ -1,0 +1,183 @@
+//! CPU kernels behind [`SdBackend`](super::SdBackend) on Burn's flex backend.
+//!
+//! Burn's flex computes attention one head after another on one thread, with one scalar `expf`
+//! per score; through the backend-generic blocked attention (a composition of tensor ops) the
+//! training step spends most of its time outside the parallel matrix products. These kernels
+//! keep the same arithmetic and run it in parallel tasks with SIMD softmax rows.
+
+pub mod attention;
+pub mod rows;
+
+use burn::backend::Flex;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+
+use super::SdBackend;
+use super::attention::{InputGrads, RowStats, Wanted};
+use crate::precision::{to_dtype, widen};
+
+/// Dims of `q`, `k`, `v` shaped `[B, H, N, D]`.
+fn dims(q: &Shape, k: &Shape, v: &Shape) -> attention::Dims {
+    assert_eq!(
+        q.num_dims(),
+        4,
+        "attention: q must be [B, H, N, D], got {q:?}"
+    );
+    assert_eq!(
+        k.num_dims(),
+        4,
+        "attention: k must be [B, H, N, D], got {k:?}"
+    );
+    assert_eq!(
+        v.num_dims(),
+        4,
+        "attention: v must be [B, H, N, D], got {v:?}"
+    );
+    assert!(
+        q[0] == k[0]
+            && q[1] == k[1]
+            && k[0] == v[0]
+            && k[1] == v[1]
+            && k[2] == v[2]
+            && q[3] == k[3],
+        "attention: q {q:?}, k {k:?} and v {v:?} do not fit together"
+    );
+    attention::Dims {
+        bh: q[0] * q[1],
+        nq: q[2],
+        nk: k[2],
+        d: q[3],
+        dv: v[3],
+    }
+}
+
+/// The f32 elements of a flex tensor in row-major order (copied only if strided).
+///
+/// The attention's inputs are usually head-split views (`[B, N, H, D]` with the middle axes
+/// swapped): rows of `D` contiguous values at arbitrary strides. Those are copied a row at a
+/// time in parallel; flex's own copy walks every element through a generic strided index on
+/// one thread.
+fn contiguous(t: Tensor<Flex, 4>) -> FlexTensor {
+    use rayon::prelude::*;
+    let t: FlexTensor = t.into_primitive().tensor();
+    let layout = t.layout();
+    let (shape, strides, offset) = (
+        layout.shape().clone(),
+        layout.strides().to_vec(),
+        layout.start_offset(),
+    );
+    let rows_view = t.dtype() == DType::F32
+        && !t.is_contiguous()
+        && strides[3] == 1
+        && strides[..3].iter().all(|&s| s >= 0);
+    if !rows_view {
+        return t.to_contiguous();
+    }
+    let [_, n1, n2, d] = [shape[0], shape[1], shape[2], shape[3]];
+    let src: &[f32] = t.storage();
+    let mut out = vec![0f32; shape.num_elements()];
+    if d > 0 {
+        out.par_chunks_mut(d)
+            .with_min_len(256)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (i0, i1, i2) = (row / (n1 * n2), (row / n2) % n1, row % n2);
+                let start = offset
+                    + i0 * strides[0] as usize
+                    + i1 * strides[1] as usize
+                    + i2 * strides[2] as usize;
+                dst.copy_from_slice(&src[start..start + d]);
+            });
+    }
+    FlexTensor::from_data(TensorData::new(out, shape))
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("a contiguous f32 tensor (checked by the caller)")
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<Flex, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(
+        TensorData::new(values, shape),
+    )))
+}
+
+/// Whether the kernels take this dtype: f32, and the half types through f32 (as the generic
+/// version computes them). f64 keeps the generic version, whose tests run in f64.
+fn kernel_dtype(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
+impl SdBackend for Flex {
+    fn sd_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let wrap = |t| Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(t));
+        Self::sd_attention_forward(wrap(q), wrap(k), wrap(v))
+            .0
+            .into_primitive()
+            .tensor()
+    }
+
+    fn sd_attention_forward(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+    ) -> (Tensor<Self, 4>, RowStats<Self>) {
+        let dtype = q.dtype();
+        if !kernel_dtype(dtype) {
+            return super::attention::forward_blocked(q, k, v);
+        }
+        let [b, h, nq, _] = q.dims();
+        let dv = v.dims()[3];
+        let dims = dims(&q.shape(), &k.shape(), &v.shape());
+        let [q, k, v] = [q, k, v].map(|t| contiguous(widen(t)));
+        let f = attention::forward(values(&q), values(&k), values(&v), dims);
+        let out = to_dtype(tensor(f.out, [b, h, nq, dv]), dtype);
+        let stats = RowStats {
+            rows: nq.max(1),
+            blocks: vec![(tensor(f.max, [b, h, nq, 1]), tensor(f.sum, [b, h, nq, 1]))],
+        };
+        (out, stats)
+    }
+
+    fn sd_attention_backward(
+        [q, k, v]: [Tensor<Self, 4>; 3],
+        out: Tensor<Self, 4>,
+        stats: RowStats<Self>,
+        grad_out: Tensor<Self, 4>,
+        wanted: Wanted,
+    ) -> InputGrads<Self> {
+        let dtype = q.dtype();
+        if !kernel_dtype(dtype) || stats.blocks.len() != 1 {
+            return super::attention::backward([q, k, v], out, stats, grad_out, wanted);
+        }
+        let (q_shape, k_shape, v_shape) = (q.dims(), k.dims(), v.dims());
+        let dims = dims(&q.shape(), &k.shape(), &v.shape());
+        let (max, sum) = stats.blocks.into_iter().next().expect("one block");
+        let [q, k, v, out, grad_out, max, sum] =
+            [q, k, v, out, grad_out, max, sum].map(|t| contiguous(widen(t)));
+        let grads = attention::backward(
+            [values(&q), values(&k), values(&v)],
+            values(&out),
+            values(&max),
+            values(&sum),
+            values(&grad_out),
+            dims,
+            attention::WantedGrads {
+                q: wanted.q,
+                k: wanted.k,
+                v: wanted.v,
+            },
+        );
+        InputGrads {
+            q: grads.q.map(|g| to_dtype(tensor(g, q_shape), dtype)),
+            k: grads.k.map(|g| to_dtype(tensor(g, k_shape), dtype)),
+            v: grads.v.map(|g| to_dtype(tensor(g, v_shape), dtype)),
+        }
+    }
+}
