@@ -26,6 +26,7 @@ pub mod attention;
 mod autodiff;
 #[cfg(feature = "flex")]
 pub mod cpu;
+pub mod geglu;
 
 use attention::{InputGrads, RowStats, Wanted};
 
@@ -88,7 +89,37 @@ pub trait SdBackend: Backend {
 
     /// `x * sigmoid(x)`; `Autodiff<B>` keeps only `x` for the backward pass.
     fn sd_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_mul(x.clone(), Self::sigmoid(x))
+        silu_composed::<Self>(x)
+    }
+
+    /// The gradient of [`sd_silu`](Self::sd_silu)'s input given its output's gradient, with
+    /// the operations Burn's autodiff uses for `x * sigmoid(x)`: `sigmoid_backward(s, grad *
+    /// x) + grad * s` with `s = sigmoid(x)`. Flex computes the same in parallel ([`cpu`]).
+    ///
+    /// # Shapes
+    /// `x`, `grad`: any, the same -> the same.
+    fn sd_silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        silu_backward_composed::<Self>(x, grad)
+    }
+
+    /// GEGLU, `a * gelu(gate)` with `(a, gate)` the halves of `h`'s last axis (diffusers'
+    /// feed-forward). `Autodiff<B>` keeps only `h` for the backward pass. The default is
+    /// Burn's ops ([`geglu::forward`]); flex runs it in parallel ([`cpu`]) with the same bits.
+    ///
+    /// # Shapes
+    /// `[B, N, 2I]` -> `[B, N, I]`.
+    fn sd_geglu(h: Tensor<Self, 3>) -> Tensor<Self, 3> {
+        geglu::forward(h)
+    }
+
+    /// The gradient of [`sd_geglu`](Self::sd_geglu)'s input given its output's gradient; the
+    /// default is [`geglu::backward`] (Burn's autodiff arithmetic through `chunk`, `gelu` and
+    /// `mul`).
+    ///
+    /// # Shapes
+    /// `h`: `[B, N, 2I]`, `grad`: `[B, N, I]` -> `[B, N, 2I]`.
+    fn sd_geglu_backward(h: Tensor<Self, 3>, grad: Tensor<Self, 3>) -> Tensor<Self, 3> {
+        geglu::backward(h, grad)
     }
 
     /// `max(x, 0)`; `Autodiff<B>` keeps the output (not the input) for the backward pass.
@@ -110,6 +141,23 @@ pub trait SdBackend: Backend {
     ) -> FloatTensor<Self> {
         Self::conv2d(x, weight, bias, options)
     }
+}
+
+/// `x * sigmoid(x)` from Burn's ops (the default of [`SdBackend::sd_silu`]).
+pub fn silu_composed<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(x.clone(), B::sigmoid(x))
+}
+
+/// SiLU's input gradient from Burn's ops, as its autodiff computes it through `mul` and
+/// `sigmoid` (the default of [`SdBackend::sd_silu_backward`]).
+pub fn silu_backward_composed<B: Backend>(
+    x: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let s = B::sigmoid(x.clone());
+    let through_sigmoid = B::sigmoid_backward(s.clone(), B::float_mul(grad.clone(), x));
+    let direct = B::float_mul(grad, s);
+    B::float_add(through_sigmoid, direct)
 }
 
 /// An autodiff backend whose inner backend is an [`SdBackend`] too (what training needs).
@@ -147,6 +195,14 @@ pub fn sd_silu<B: SdBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::sd_silu(
         x.into_primitive().tensor(),
     )))
+}
+
+/// GEGLU through [`SdBackend::sd_geglu`].
+///
+/// # Shapes
+/// `[B, N, 2I]` -> `[B, N, I]`.
+pub fn sd_geglu<B: SdBackend>(h: Tensor<B, 3>) -> Tensor<B, 3> {
+    B::sd_geglu(h)
 }
 
 /// ReLU through [`SdBackend::sd_relu`].

@@ -3,12 +3,12 @@
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
 use crate::norm::{group_norm, layer_norm};
-use crate::ops::{SdBackend, sd_attention, sd_conv2d};
+use crate::ops::{SdBackend, sd_attention, sd_conv2d, sd_geglu};
 use crate::precision::{to_dtype, widen};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
@@ -127,7 +127,7 @@ pub struct FeedForward<B: Backend> {
     pub out: Linear<B>,
 }
 
-impl<B: Backend> FeedForward<B> {
+impl<B: SdBackend> FeedForward<B> {
     pub fn new(dim: usize, device: &B::Device) -> Self {
         let inner = 4 * dim;
         Self {
@@ -139,10 +139,7 @@ impl<B: Backend> FeedForward<B> {
     /// # Shapes
     /// `[B, N, C]` -> `[B, N, C]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let mut halves = self.proj.forward(x).chunk(2, 2);
-        let gate = halves.pop().expect("two halves");
-        let a = halves.pop().expect("two halves");
-        self.out.forward(a * gelu(gate))
+        self.out.forward(sd_geglu(self.proj.forward(x)))
     }
 }
 

@@ -8,6 +8,8 @@
 //! - ReLU keeps its output, which the following layer holds anyway; Burn's keeps the input.
 //!   `relu_backward` zeroes the gradient where its argument is <= 0, and `relu(x) <= 0` exactly
 //!   where `x <= 0`, so the gradient is Burn's, bit for bit.
+//! - GEGLU keeps only the projection `h`; Burn's `chunk`, `gelu`, `mul` keep `gelu(gate)` too.
+//!   The backward is the inner backend's [`SdBackend::sd_geglu_backward`], Burn's arithmetic.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -17,6 +19,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::FloatTensor;
 
 use crate::ops::SdBackend;
+
+use super::{primitive, tensor};
 
 #[derive(Debug)]
 struct Silu;
@@ -29,11 +33,7 @@ impl<B: SdBackend> Backward<B, 1> for Silu {
         let [node_x] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = node_x {
-            let x = ops.state;
-            let s = B::sigmoid(x.clone());
-            let through_sigmoid = B::sigmoid_backward(s.clone(), B::float_mul(grad.clone(), x));
-            let direct = B::float_mul(grad, s);
-            grads.register::<B>(node.id, B::float_add(through_sigmoid, direct));
+            grads.register::<B>(node.id, B::sd_silu_backward(ops.state, grad));
         }
     }
 }
@@ -42,7 +42,7 @@ impl<B: SdBackend> Backward<B, 1> for Silu {
 pub(super) fn sd_silu<B: SdBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let forward = |x: FloatTensor<B>| B::float_mul(x.clone(), B::sigmoid(x));
+    let forward = |x: FloatTensor<B>| B::sd_silu(x);
     // Marked compute-bound: the state is kept as is rather than recomputed by a checkpointing
     // strategy (which would need a retro-forward).
     match Silu
@@ -85,5 +85,37 @@ pub(super) fn sd_relu<B: SdBackend, C: CheckpointStrategy>(
             prep.finish(out.clone(), out)
         }
         OpsKind::UnTracked(prep) => prep.finish(B::relu(x.primitive)),
+    }
+}
+
+#[derive(Debug)]
+struct Geglu;
+
+impl<B: SdBackend> Backward<B, 1> for Geglu {
+    /// The projection `h`.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_h] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_h {
+            let dh = B::sd_geglu_backward(tensor::<B, 3>(ops.state), tensor::<B, 3>(grad));
+            grads.register::<B>(node.id, primitive(dh));
+        }
+    }
+}
+
+/// [`SdBackend::sd_geglu`] on `Autodiff<B, C>`.
+pub(super) fn sd_geglu<B: SdBackend, C: CheckpointStrategy>(
+    h: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let forward = |h: FloatTensor<B>| primitive(B::sd_geglu(tensor::<B, 3>(h)));
+    match Geglu
+        .prepare::<C>([h.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(h.primitive.clone(), forward(h.primitive)),
+        OpsKind::UnTracked(prep) => prep.finish(forward(h.primitive)),
     }
 }

@@ -25,6 +25,11 @@ impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
         activation::sd_silu::<B, C>(x)
     }
 
+    fn sd_geglu(h: Tensor<Self, 3>) -> Tensor<Self, 3> {
+        let out = activation::sd_geglu::<B, C>(h.into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
     fn sd_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         activation::sd_relu::<B, C>(x)
     }

@@ -6,7 +6,9 @@
 //! keep the same arithmetic and run it in parallel tasks with SIMD softmax rows.
 
 pub mod attention;
+pub mod geglu;
 pub mod rows;
+pub mod silu;
 
 use burn::backend::Flex;
 use burn::tensor::ops::FloatTensor;
@@ -110,7 +112,59 @@ fn kernel_dtype(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
 }
 
+/// A flex tensor's f32 values in row-major order with its shape, or `None` for other dtypes.
+fn f32_values(t: FloatTensor<Flex>) -> Option<(FlexTensor, Shape)> {
+    (t.dtype() == DType::F32).then(|| {
+        let shape = t.layout().shape().clone();
+        (t.to_contiguous(), shape)
+    })
+}
+
+fn from_values(values: Vec<f32>, shape: Shape) -> FloatTensor<Flex> {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
 impl SdBackend for Flex {
+    fn sd_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match f32_values(x.clone()) {
+            Some((x, shape)) => from_values(silu::forward(values(&x)), shape),
+            None => super::silu_composed::<Self>(x),
+        }
+    }
+
+    fn sd_silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        match (f32_values(x.clone()), f32_values(grad.clone())) {
+            (Some((x, shape)), Some((grad, _))) => {
+                from_values(silu::backward(values(&x), values(&grad)), shape)
+            }
+            _ => super::silu_backward_composed::<Self>(x, grad),
+        }
+    }
+
+    fn sd_geglu(h: Tensor<Self, 3>) -> Tensor<Self, 3> {
+        if h.dtype() != DType::F32 {
+            return super::geglu::forward(h);
+        }
+        let [b, n, two_i] = h.dims();
+        let h: FlexTensor = h.into_primitive().tensor();
+        let h = h.to_contiguous();
+        tensor(geglu::forward(values(&h), two_i / 2), [b, n, two_i / 2])
+    }
+
+    fn sd_geglu_backward(h: Tensor<Self, 3>, grad: Tensor<Self, 3>) -> Tensor<Self, 3> {
+        if h.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            return super::geglu::backward(h, grad);
+        }
+        let [b, n, two_i] = h.dims();
+        let h: FlexTensor = h.into_primitive().tensor();
+        let grad: FlexTensor = grad.into_primitive().tensor();
+        let (h, grad) = (h.to_contiguous(), grad.to_contiguous());
+        tensor(
+            geglu::backward(values(&h), values(&grad), two_i / 2),
+            [b, n, two_i],
+        )
+    }
+
     fn sd_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
