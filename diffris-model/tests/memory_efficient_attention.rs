@@ -124,6 +124,28 @@ fn gradients(
     [q.grad(&grads), k.grad(&grads), v.grad(&grads)]
 }
 
+/// Each input has a gradient exactly when tracked, within `bound` (relative to the reference's
+/// largest magnitude) of the reference's.
+fn assert_gradients_close(
+    ours: [Option<Tensor<Flex, 4>>; 3],
+    reference: [Option<Tensor<Flex, 4>>; 3],
+    track: [bool; 3],
+    bound: f64,
+    shape: [usize; 4],
+) {
+    for (n, (a, b)) in ours.into_iter().zip(reference).enumerate() {
+        assert_eq!(
+            a.is_some(),
+            track[n],
+            "input {n} gets a gradient iff tracked"
+        );
+        if let (Some(a), Some(b)) = (a, b) {
+            let r = rel(a, b);
+            assert!(r < bound, "shape {shape:?}, input {n}: relative error {r}");
+        }
+    }
+}
+
 #[test]
 fn gradients_equal_burn_autodiff() {
     for (i, (shape, nk)) in SHAPES.into_iter().enumerate() {
@@ -132,18 +154,8 @@ fn gradients_equal_burn_autodiff() {
         for track in [[true; 3], [false, true, true], [true, false, false]] {
             let ours = gradients(sd_attention, x.clone(), w.clone(), track);
             let reference = gradients(burn_attention, x.clone(), w.clone(), track);
-            for (n, (a, b)) in ours.into_iter().zip(reference).enumerate() {
-                assert_eq!(
-                    a.is_some(),
-                    track[n],
-                    "input {n} gets a gradient iff tracked"
-                );
-                if let (Some(a), Some(b)) = (a, b) {
-                    // Same math, different order of fp32 operations: the 1e-4.
-                    let r = rel(a, b);
-                    assert!(r < 1e-4, "shape {shape:?}, input {n}: relative error {r}");
-                }
-            }
+            // Same math, different order of fp32 operations: the 1e-4.
+            assert_gradients_close(ours, reference, track, 1e-4, shape);
         }
     }
 }
@@ -253,25 +265,14 @@ fn flex_kernel_equals_the_generic_blocks() {
             );
             let reference =
                 blocked::backward(x, out_ref.clone(), stats_ref.clone(), g.clone(), wanted);
-            for (n, (a, b)) in [
-                (ours.q, reference.q),
-                (ours.k, reference.k),
-                (ours.v, reference.v),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                assert_eq!(
-                    a.is_some(),
-                    track[n],
-                    "input {n} gets a gradient iff tracked"
-                );
-                if let (Some(a), Some(b)) = (a, b) {
-                    // dk and dv sum 1100 rows in another grouping: ~1e-6 of the scale.
-                    let r = rel(a, b);
-                    assert!(r < 1e-5, "shape {shape:?}, input {n}: relative error {r}");
-                }
-            }
+            // dk and dv sum 1100 rows in another grouping: ~1e-6 of the scale.
+            assert_gradients_close(
+                [ours.q, ours.k, ours.v],
+                [reference.q, reference.k, reference.v],
+                track,
+                1e-5,
+                shape,
+            );
         }
     }
 }
@@ -309,7 +310,16 @@ fn flex_kernel_is_the_same_on_any_thread_count() {
                 k: true,
                 v: true,
             };
-            let b = kernel::backward([&q, &k, &v], &f.out, &f.max, &f.sum, &g, dims, all);
+            let saved = kernel::Saved {
+                q: &q,
+                k: &k,
+                v: &v,
+                out: &f.out,
+                max: &f.max,
+                sum: &f.sum,
+                grad_out: &g,
+            };
+            let b = kernel::backward(saved, dims, all);
             (f.out, b.q, b.k, b.v)
         })
     };

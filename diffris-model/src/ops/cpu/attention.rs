@@ -228,21 +228,35 @@ pub struct WantedGrads {
     pub v: bool,
 }
 
-/// Gradients of the inputs of [`forward`] given the gradient of its output.
+/// What [`backward`] reads: the forward's inputs, output and row statistics, and the gradient
+/// of the output.
 ///
 /// # Shapes
 /// `q`, `k`, `v` as for [`forward`]; `out`, `grad_out`: `[bh, nq, dv]`; `max`, `sum`: `[bh, nq]`
-/// (what [`forward`] returned) -> gradients shaped as `q`, `k`, `v`.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    [q, k, v]: [&[f32]; 3],
-    out: &[f32],
-    max: &[f32],
-    sum: &[f32],
-    grad_out: &[f32],
-    dims: Dims,
-    wanted: WantedGrads,
-) -> Backward {
+/// (what [`forward`] returned).
+#[derive(Debug, Clone, Copy)]
+pub struct Saved<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub out: &'a [f32],
+    pub max: &'a [f32],
+    pub sum: &'a [f32],
+    pub grad_out: &'a [f32],
+}
+
+/// Gradients of the inputs of [`forward`] given the gradient of its output.
+///
+/// # Shapes
+/// as [`Saved`] -> gradients shaped as `q`, `k`, `v`.
+pub fn backward(saved: Saved<'_>, dims: Dims, wanted: WantedGrads) -> Backward {
+    let Saved {
+        out,
+        max,
+        sum,
+        grad_out,
+        ..
+    } = saved;
     let Dims { bh, nq, nk, d, dv } = dims;
     assert_eq!(out.len(), bh * nq * dv, "attention backward: out shape");
     assert_eq!(
@@ -261,20 +275,7 @@ pub fn backward(
             .map(|(h, dq_h)| {
                 dq_h.par_chunks_mut(CHUNK_ROWS * d)
                     .enumerate()
-                    .map(|(c, dq_c)| {
-                        backward_chunk(
-                            h,
-                            c,
-                            Some(dq_c),
-                            [q, k, v],
-                            out,
-                            max,
-                            sum,
-                            grad_out,
-                            dims,
-                            wanted,
-                        )
-                    })
+                    .map(|(c, dq_c)| backward_chunk(h, c, Some(dq_c), &saved, dims, wanted))
                     .collect()
             })
             .collect()
@@ -284,9 +285,7 @@ pub fn backward(
             .map(|h| {
                 (0..chunks)
                     .into_par_iter()
-                    .map(|c| {
-                        backward_chunk(h, c, None, [q, k, v], out, max, sum, grad_out, dims, wanted)
-                    })
+                    .map(|c| backward_chunk(h, c, None, &saved, dims, wanted))
                     .collect()
             })
             .collect()
@@ -325,19 +324,23 @@ type ChunkParts = (Vec<f32>, Vec<f32>);
 
 /// One head's query chunk `c`: writes its rows of `dq` (already scaled) and returns its
 /// unscaled `dk` part `[nk, d]` and its `dv` part `[nk, dv]` (empty where not wanted).
-#[allow(clippy::too_many_arguments)]
 fn backward_chunk(
     h: usize,
     c: usize,
     mut dq_c: Option<&mut [f32]>,
-    [q, k, v]: [&[f32]; 3],
-    out: &[f32],
-    max: &[f32],
-    sum: &[f32],
-    grad_out: &[f32],
+    saved: &Saved<'_>,
     dims: Dims,
     wanted: WantedGrads,
 ) -> ChunkParts {
+    let Saved {
+        q,
+        k,
+        v,
+        out,
+        max,
+        sum,
+        grad_out,
+    } = *saved;
     let Dims { nq, nk, d, dv, .. } = dims;
     let need_ds = wanted.q || wanted.k;
     let (k_h, v_h) = (

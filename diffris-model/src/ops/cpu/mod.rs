@@ -215,19 +215,21 @@ impl SdBackend for Flex {
         let (max, sum) = stats.blocks.into_iter().next().expect("one block");
         let [q, k, v, out, grad_out, max, sum] =
             [q, k, v, out, grad_out, max, sum].map(|t| contiguous(widen(t)));
-        let grads = attention::backward(
-            [values(&q), values(&k), values(&v)],
-            values(&out),
-            values(&max),
-            values(&sum),
-            values(&grad_out),
-            dims,
-            attention::WantedGrads {
-                q: wanted.q,
-                k: wanted.k,
-                v: wanted.v,
-            },
-        );
+        let saved = attention::Saved {
+            q: values(&q),
+            k: values(&k),
+            v: values(&v),
+            out: values(&out),
+            max: values(&max),
+            sum: values(&sum),
+            grad_out: values(&grad_out),
+        };
+        let wanted = attention::WantedGrads {
+            q: wanted.q,
+            k: wanted.k,
+            v: wanted.v,
+        };
+        let grads = attention::backward(saved, dims, wanted);
         InputGrads {
             q: grads.q.map(|g| to_dtype(tensor(g, q_shape), dtype)),
             k: grads.k.map(|g| to_dtype(tensor(g, k_shape), dtype)),
