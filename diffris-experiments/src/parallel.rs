@@ -64,6 +64,9 @@ pub fn run_all<B: SdBackend>(
         match finished(&dir, spec)? {
             Some(done) if !ws.restart => {
                 say(&ws.progress, outcome_line(&spec.variant, Some(&done)));
+                if let Some(note) = crate::record::other_revision_note(&dir, &spec.variant) {
+                    say(&ws.progress, note);
+                }
                 results[i] = Some(done);
             }
             _ => {

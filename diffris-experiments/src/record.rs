@@ -279,9 +279,47 @@ pub fn finished(dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<Outcome>> {
     read_result(dir).map(Some)
 }
 
+/// When a finished run in `dir` was trained by another build than this one (its `env.json`
+/// names another git revision), a line saying so, for the reuse message: code changes between
+/// revisions can change a run's numbers, and reuse looks only at the resolved config.
+pub fn other_revision_note(dir: &Path, variant: &str) -> Option<String> {
+    let env = std::fs::read_to_string(dir.join("env.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&env).ok()?;
+    let recorded = value.get("git_revision")?.as_str()?;
+    (recorded != GIT_REVISION).then(|| {
+        format!(
+            "{variant:>24}  reused from revision {recorded} (this build: {GIT_REVISION}); \
+             --restart trains it again"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_of_another_revision_is_named_on_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            other_revision_note(dir.path(), "full"),
+            None,
+            "no env.json: nothing to say"
+        );
+        let write = |rev: &str| {
+            let env = serde_json::json!({ "git_revision": rev, "seed": 0 });
+            std::fs::write(dir.path().join("env.json"), env.to_string()).unwrap();
+        };
+        write(GIT_REVISION);
+        assert_eq!(other_revision_note(dir.path(), "full"), None, "same build");
+        write("0123abc");
+        let note = other_revision_note(dir.path(), "full").expect("another revision");
+        assert!(
+            note.contains("revision 0123abc") && note.contains(GIT_REVISION),
+            "{note}"
+        );
+        assert!(note.contains("--restart"), "{note}");
+    }
 
     #[test]
     fn a_diverged_outcome_reads_back_and_a_bad_result_names_its_file() {

@@ -42,6 +42,9 @@ pub fn run_one<B: SdBackend>(
     if let Some(done) = finished(&dir, spec)?
         && !ws.restart
     {
+        if let Some(note) = crate::record::other_revision_note(&dir, &spec.variant) {
+            crate::progress::say(&ws.progress, note);
+        }
         return Ok(Some(done));
     }
     // One process per run directory (a second one would interleave its checkpoints and logs
