@@ -148,9 +148,13 @@ fn the_temperature_learns_and_cgformers_clamp_keeps_it_at_one() {
             dec = optim.step(1e-2, dec, grads);
         }
         for (stage, tau) in taus(&dec).into_iter().enumerate() {
-            // Adam moves a parameter with any non-zero gradient by about the learning rate.
+            // Adam moves a parameter with a non-zero gradient (by up to the learning rate per
+            // step; less when the gradient is far below its epsilon or flips sign, which the
+            // random inputs can cause: they come from the process-wide RNG, which the tests
+            // running beside this one draw from too) and leaves one without a gradient
+            // exactly where it is.
             assert_eq!(
-                (tau - 1.0).abs() > 1e-3,
+                tau != 1.0,
                 learns,
                 "{temperature:?}, stage {stage}: tau {tau}"
             );
