@@ -281,7 +281,7 @@ fn flex_kernel_equals_the_generic_blocks() {
 /// the chunks' dk/dv are summed in chunk order).
 #[test]
 fn flex_kernel_is_the_same_on_any_thread_count() {
-    use diffris_model::ops::cpu::attention::{self as kernel, Dims, WantedGrads};
+    use diffris_model::ops::cpu::attention::{self as kernel, Dims};
     let dims = Dims {
         bh: 3,
         nq: 2100,
@@ -305,7 +305,7 @@ fn flex_kernel_is_the_same_on_any_thread_count() {
             .expect("a thread pool");
         pool.install(|| {
             let f = kernel::forward(&q, &k, &v, dims);
-            let all = WantedGrads {
+            let all = Wanted {
                 q: true,
                 k: true,
                 v: true,

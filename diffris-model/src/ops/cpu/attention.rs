@@ -21,6 +21,8 @@
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+use crate::ops::attention::Wanted;
+
 use super::rows::{divide, exp_shift, exp_shift_sum, max as row_max, mul_shifted};
 
 /// Query rows per task step: a `[ROWS, Nk]` score block (1 MiB at Nk = 4096) stays in cache
@@ -220,14 +222,6 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Forward {
     Forward { out, max, sum }
 }
 
-/// Which input gradients to compute.
-#[derive(Debug, Clone, Copy)]
-pub struct WantedGrads {
-    pub q: bool,
-    pub k: bool,
-    pub v: bool,
-}
-
 /// What [`backward`] reads: the forward's inputs, output and row statistics, and the gradient
 /// of the output.
 ///
@@ -249,7 +243,7 @@ pub struct Saved<'a> {
 ///
 /// # Shapes
 /// as [`Saved`] -> gradients shaped as `q`, `k`, `v`.
-pub fn backward(saved: Saved<'_>, dims: Dims, wanted: WantedGrads) -> Backward {
+pub fn backward(saved: Saved<'_>, dims: Dims, wanted: Wanted) -> Backward {
     let Saved {
         out,
         max,
@@ -268,35 +262,28 @@ pub fn backward(saved: Saved<'_>, dims: Dims, wanted: WantedGrads) -> Backward {
     assert_eq!(sum.len(), bh * nq, "attention backward: sum shape");
     let mut dq = vec![0f32; if wanted.q { bh * nq * d } else { 0 }];
     let chunks = nq.div_ceil(CHUNK_ROWS).max(1);
-    // Per (head, chunk): that chunk's dk and dv contributions.
-    let parts: Vec<Vec<ChunkParts>> = if wanted.q {
-        dq.par_chunks_mut(nq * d)
-            .enumerate()
-            .map(|(h, dq_h)| {
-                dq_h.par_chunks_mut(CHUNK_ROWS * d)
-                    .enumerate()
-                    .map(|(c, dq_c)| backward_chunk(h, c, Some(dq_c), &saved, dims, wanted))
-                    .collect()
-            })
+    // Task `h * chunks + c` is head h's query chunk c, with its rows of dq when wanted.
+    let dq_parts: Vec<Option<&mut [f32]>> = if wanted.q {
+        (dq.chunks_mut((nq * d).max(1)))
+            .flat_map(|dq_h| dq_h.chunks_mut((CHUNK_ROWS * d).max(1)))
+            .map(Some)
             .collect()
     } else {
-        (0..bh)
-            .into_par_iter()
-            .map(|h| {
-                (0..chunks)
-                    .into_par_iter()
-                    .map(|c| backward_chunk(h, c, None, &saved, dims, wanted))
-                    .collect()
-            })
-            .collect()
+        (0..bh * chunks).map(|_| None).collect()
     };
+    // Per task: that chunk's dk and dv contributions.
+    let parts: Vec<ChunkParts> = dq_parts
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, dq_c)| backward_chunk(i / chunks, i % chunks, dq_c, &saved, dims, wanted))
+        .collect();
     let scale = dims.scale();
     let reduce = |want: bool, width: usize, pick: fn(&ChunkParts) -> &Vec<f32>, factor: f32| {
         want.then(|| {
             let mut total = vec![0f32; bh * nk * width];
             total
                 .par_chunks_mut((nk * width).max(1))
-                .zip(parts.par_iter())
+                .zip(parts.par_chunks(chunks))
                 .for_each(|(t, head_parts)| {
                     for part in head_parts {
                         for (a, b) in t.iter_mut().zip(pick(part)) {
@@ -330,7 +317,7 @@ fn backward_chunk(
     mut dq_c: Option<&mut [f32]>,
     saved: &Saved<'_>,
     dims: Dims,
-    wanted: WantedGrads,
+    wanted: Wanted,
 ) -> ChunkParts {
     let Saved {
         q,

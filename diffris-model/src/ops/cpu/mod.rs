@@ -101,9 +101,7 @@ fn values(t: &FlexTensor) -> &[f32] {
 }
 
 fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<Flex, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(
-        TensorData::new(values, shape),
-    )))
+    Tensor::from_primitive(TensorPrimitive::Float(from_values(values, shape.into())))
 }
 
 /// Whether the kernels take this dtype: f32, and the half types through f32 (as the generic
@@ -223,11 +221,6 @@ impl SdBackend for Flex {
             max: values(&max),
             sum: values(&sum),
             grad_out: values(&grad_out),
-        };
-        let wanted = attention::WantedGrads {
-            q: wanted.q,
-            k: wanted.k,
-            v: wanted.v,
         };
         let grads = attention::backward(saved, dims, wanted);
         InputGrads {
