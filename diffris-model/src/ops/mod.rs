@@ -33,8 +33,9 @@ use attention::{InputGrads, RowStats, Wanted};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, FloatTensor};
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::ops::conv::calculate_padding_out;
+use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, ConvTransposeOptions, FloatTensor};
+use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 
 /// A Burn backend with the operations of the SD stack.
 pub trait SdBackend: Backend {
@@ -141,6 +142,56 @@ pub trait SdBackend: Backend {
     ) -> FloatTensor<Self> {
         Self::conv2d(x, weight, bias, options)
     }
+
+    /// The gradient of [`sd_conv2d`](Self::sd_conv2d)'s input `x` (whose height and width are
+    /// `input_hw`) given its output's gradient, with the weight taking no gradient. The
+    /// default is Burn's formula, a transposed convolution of `grad` with the weight
+    /// ([`conv2d_input_grad_transposed`]); flex runs stride-1 shapes through its own kernel
+    /// ([`cpu::conv`]).
+    ///
+    /// # Shapes
+    /// `grad`: `[B, C_out, H', W']`, `weight`: `[C_out, C_in / groups, kH, kW]` ->
+    /// `[B, C_in, H, W]`.
+    fn sd_conv2d_input_grad(
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        input_hw: [usize; 2],
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        conv2d_input_grad_transposed::<Self>(grad, weight, input_hw, options)
+    }
+}
+
+/// A convolution's input gradient as Burn's autodiff computes it (`conv2d_x_backward` in
+/// `burn-backend`): the transposed convolution of the output gradient with the weight, its
+/// output padding chosen to give back the input's size.
+///
+/// # Shapes
+/// `grad`: `[B, C_out, H', W']`, `weight`: `[C_out, C_in / groups, kH, kW]` ->
+/// `[B, C_in, H, W]` with `[H, W]` = `input_hw`.
+pub fn conv2d_input_grad_transposed<B: Backend>(
+    grad: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    input_hw: [usize; 2],
+    options: ConvOptions<2>,
+) -> FloatTensor<B> {
+    let [_, _, kh, kw] = weight.shape().dims();
+    let [_, _, oh, ow] = grad.shape().dims();
+    let pad_out = |i: usize, k: usize, size_in: usize, size_out: usize| {
+        let (s, p, d) = (options.stride[i], options.padding[i], options.dilation[i]);
+        calculate_padding_out(k, s, p, d, size_in, size_out)
+    };
+    let transpose = ConvTransposeOptions::new(
+        options.stride,
+        options.padding,
+        [
+            pad_out(0, kh, input_hw[0], oh),
+            pad_out(1, kw, input_hw[1], ow),
+        ],
+        options.dilation,
+        options.groups,
+    );
+    B::conv_transpose2d(grad, weight, None, transpose)
 }
 
 /// `x * sigmoid(x)` from Burn's ops (the default of [`SdBackend::sd_silu`]).

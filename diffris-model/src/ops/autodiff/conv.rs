@@ -2,11 +2,13 @@
 //!
 //! Burn's autodiff `conv2d` keeps its input for the backward pass whatever is tracked. With a
 //! frozen weight only the input's gradient is needed, and that is a transposed convolution of the
-//! output gradient with the weight; the input itself enters only through its size. The backward
-//! here is Burn's own `conv2d_x_backward` formula (`burn-backend` `conv.rs`), so the gradient
-//! equals Burn's on backends that use that default (the CPU backend does; cubecl backends have a
-//! kernel of their own and agree to rounding). With a tracked weight or bias, Burn's `conv2d`
-//! runs unchanged.
+//! output gradient with the weight; the input itself enters only through its size. The forward
+//! is [`SdBackend::sd_conv2d`] and the backward [`SdBackend::sd_conv2d_input_grad`] of the inner
+//! backend: by default Burn's `conv2d` and Burn's own `conv2d_x_backward` formula (`burn-backend`
+//! `conv.rs`), so the gradient equals Burn's on backends that use that default (cubecl backends
+//! have a kernel of their own and agree to rounding); flex runs stride-1 convolutions through
+//! its own kernel (`ops::cpu::conv`), which agrees with Burn's to rounding. With a tracked
+//! weight or bias, Burn's `conv2d` runs unchanged.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -14,8 +16,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::TensorMetadata;
-use burn::tensor::ops::conv::calculate_padding_out;
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, ModuleOps};
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 
 use crate::ops::SdBackend;
 
@@ -43,23 +44,8 @@ impl<B: SdBackend> Backward<B, 1> for FrozenConv2d {
                 input_hw,
                 options,
             } = ops.state;
-            let [_, _, kh, kw] = weight.shape().dims();
-            let [_, _, oh, ow] = grad.shape().dims();
-            let pad_out = |i: usize, k: usize, size_in: usize, size_out: usize| {
-                let (s, p, d) = (options.stride[i], options.padding[i], options.dilation[i]);
-                calculate_padding_out(k, s, p, d, size_in, size_out)
-            };
-            let transpose = ConvTransposeOptions::new(
-                options.stride,
-                options.padding,
-                [
-                    pad_out(0, kh, input_hw[0], oh),
-                    pad_out(1, kw, input_hw[1], ow),
-                ],
-                options.dilation,
-                options.groups,
-            );
-            grads.register::<B>(node.id, B::conv_transpose2d(grad, weight, None, transpose));
+            let grad_x = B::sd_conv2d_input_grad(grad, weight, input_hw, options);
+            grads.register::<B>(node.id, grad_x);
         }
     }
 }
@@ -82,7 +68,7 @@ pub(super) fn sd_conv2d<B: SdBackend, C: CheckpointStrategy>(
         input_hw: [dims[2], dims[3]],
         options: options.clone(),
     };
-    let out = B::conv2d(
+    let out = B::sd_conv2d(
         x.primitive,
         weight.primitive,
         bias.map(|b| b.primitive),

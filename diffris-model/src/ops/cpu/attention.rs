@@ -23,6 +23,7 @@ use std::cell::RefCell;
 
 use crate::ops::attention::Wanted;
 
+use super::matmul::matmul;
 use super::rows::{divide, exp_shift, exp_shift_sum, max as row_max, mul_shifted};
 
 /// Query rows per task step: a `[ROWS, Nk]` score block (1 MiB at Nk = 4096) stays in cache
@@ -71,59 +72,6 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `dst = beta * lhs rhs` (or `dst += beta * lhs rhs` with `accumulate`), single-threaded (the
-/// tasks are the parallelism). Each operand is given by its pointer and (row, column) strides.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    [m, n, k]: [usize; 3],
-    dst: &mut [f32],
-    dst_strides: [isize; 2],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_strides: [isize; 2],
-    rhs: &[f32],
-    rhs_strides: [isize; 2],
-    beta: f32,
-) {
-    let span = |[rs, cs]: [isize; 2], rows: usize, cols: usize| {
-        (rows.saturating_sub(1) as isize * rs + cols.saturating_sub(1) as isize * cs) as usize
-    };
-    // The bounds gemm will touch, checked so the unsafe call stays inside the slices.
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(span(dst_strides, m, n) < dst.len());
-    if k > 0 {
-        assert!(span(lhs_strides, m, k) < lhs.len());
-        assert!(span(rhs_strides, k, n) < rhs.len());
-    }
-    // SAFETY: the strides are non-negative and every index gemm reads or writes is within the
-    // slices (checked above); dst does not alias lhs or rhs (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_strides[1],
-            dst_strides[0],
-            accumulate,
-            lhs.as_ptr(),
-            lhs_strides[1],
-            lhs_strides[0],
-            rhs.as_ptr(),
-            rhs_strides[1],
-            rhs_strides[0],
-            1.0,
-            beta,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Row-major strides of a `[rows, cols]` matrix and of its transpose as a `[cols, rows]` view.
 fn rm(cols: usize) -> [isize; 2] {
     [cols as isize, 1]
@@ -145,6 +93,7 @@ fn scores(buf: &mut [f32], q_rows: &[f32], k: &[f32], rows: usize, dims: &Dims) 
         k,
         transposed(d),
         dims.scale(),
+        false,
     );
 }
 
@@ -215,6 +164,7 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Forward {
                             v_h,
                             rm(dv),
                             1.0,
+                            false,
                         );
                     });
                 });
@@ -371,6 +321,7 @@ fn backward_chunk(
                     g,
                     rm(dv),
                     1.0,
+                    false,
                 );
             }
             if !need_ds {
@@ -387,6 +338,7 @@ fn backward_chunk(
                 v_h,
                 transposed(dv),
                 1.0,
+                false,
             );
             for r in 0..rows {
                 let mut dot = 0f32;
@@ -413,6 +365,7 @@ fn backward_chunk(
                     k_h,
                     rm(d),
                     dims.scale(),
+                    false,
                 );
             }
             if wanted.k {
@@ -427,6 +380,7 @@ fn backward_chunk(
                     q_b,
                     rm(d),
                     1.0,
+                    false,
                 );
             }
         });

@@ -6,12 +6,14 @@
 //! keep the same arithmetic and run it in parallel tasks with SIMD softmax rows.
 
 pub mod attention;
+pub mod conv;
 pub mod geglu;
+mod matmul;
 pub mod rows;
 pub mod silu;
 
 use burn::backend::Flex;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 
@@ -122,7 +124,77 @@ fn from_values(values: Vec<f32>, shape: Shape) -> FloatTensor<Flex> {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// The kernel's shape for a convolution of an input shaped `x` `[B, C_in, H, W]` with a weight
+/// shaped `weight` `[C_out, C_in, kH, kW]`, or `None` where the kernel does not apply (stride or
+/// dilation other than 1, groups, padding not below the kernel's side, an empty output).
+fn conv_dims(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<conv::Dims> {
+    let plain = options.stride == [1, 1] && options.dilation == [1, 1] && options.groups == 1;
+    let (&[batch, c_in, h, w], &[c_out, w_in, kh, kw]) = (x, weight) else {
+        return None;
+    };
+    let dims = conv::Dims {
+        batch,
+        c_in,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        ph: options.padding[0],
+        pw: options.padding[1],
+    };
+    (plain && c_in == w_in && dims.supported()).then_some(dims)
+}
+
 impl SdBackend for Flex {
+    fn sd_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let f32s = [Some(&x), Some(&weight), bias.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|t| t.dtype() == DType::F32);
+        let dims = conv_dims(x.layout().shape(), weight.layout().shape(), &options).filter(|d| {
+            bias.as_ref()
+                .is_none_or(|b| b.layout().shape()[..] == [d.c_out])
+        });
+        let (true, Some(dims)) = (f32s, dims) else {
+            return Self::conv2d(x, weight, bias, options);
+        };
+        let [oh, ow] = dims.out_hw();
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        let bias = bias.map(|b| b.to_contiguous());
+        let out = conv::forward(values(&x), values(&weight), bias.as_ref().map(values), dims);
+        from_values(out, [dims.batch, dims.c_out, oh, ow].into())
+    }
+
+    fn sd_conv2d_input_grad(
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        input_hw: [usize; 2],
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let (gs, ws) = (grad.layout().shape(), weight.layout().shape());
+        let f32s = grad.dtype() == DType::F32 && weight.dtype() == DType::F32;
+        // The input's shape: its batch from the gradient, its channels from the weight.
+        let dims = (gs.num_dims() == 4 && ws.num_dims() == 4)
+            .then(|| conv_dims(&[gs[0], ws[1], input_hw[0], input_hw[1]], ws, &options))
+            .flatten()
+            .filter(|d| gs[..] == [d.batch, d.c_out, d.out_hw()[0], d.out_hw()[1]]);
+        let (true, Some(dims)) = (f32s, dims) else {
+            return super::conv2d_input_grad_transposed::<Self>(grad, weight, input_hw, options);
+        };
+        let (grad, weight) = (grad.to_contiguous(), weight.to_contiguous());
+        let out = conv::input_grad(values(&grad), values(&weight), dims);
+        from_values(
+            out,
+            [dims.batch, dims.c_in, input_hw[0], input_hw[1]].into(),
+        )
+    }
+
     fn sd_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match f32_values(x.clone()) {
             Some((x, shape)) => from_values(silu::forward(values(&x)), shape),

@@ -34,6 +34,11 @@ const P4: f32 = 1.666_666_5e-1;
 /// Cephes' 5.0000001201e-1 rounds to 0.5 in f32.
 const P5: f32 = 0.5;
 
+/// 1.5 * 2^23: adding it to a float of magnitude below 2^22 rounds it to an integer (ties to
+/// even) held in the low mantissa bits.
+const ROUND: f32 = 12_582_912.0;
+const ROUND_BITS: u32 = 0x4B40_0000;
+
 /// SIMD width the loops are written for (16 f32 lanes: one AVX-512 register).
 const LANES: usize = 16;
 
@@ -41,7 +46,12 @@ const LANES: usize = 16;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(MIN_X, MAX_X);
-    let n = (x * LOG2_E).round_ties_even();
+    // `x * LOG2_E + ROUND` rounds the product to the nearest integer, ties to even (what
+    // `round_ties_even` does), and leaves that integer in the low mantissa bits: `2^n` comes
+    // from integer arithmetic on the bits, which vectorises (a saturating `n as i32` does not:
+    // the compiler emits one scalar conversion per lane).
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI;
     let r = r - n * LN2_LO;
     let p = P0 * r + P1;
@@ -50,8 +60,9 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + P4;
     let p = p * r + P5;
     let p = p * (r * r) + r + 1.0;
-    // n is in [-126, 127] after the clamp: a normal power of two.
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n is in [-126, 127] after the clamp (a normal power of two): the bits of t are
+    // ROUND's plus n, so the biased exponent n + 127 is those bits minus ROUND's plus 127.
+    let two_n = f32::from_bits(t.to_bits().wrapping_sub(ROUND_BITS - 127) << 23);
     p * two_n
 }
 
@@ -200,6 +211,45 @@ mod tests {
         }
         // f32 has 2^-24 = 6e-8 relative spacing: 2.5e-7 is about 4 half-ulps.
         assert!(worst < 2.5e-7, "worst relative error {worst}");
+    }
+
+    #[test]
+    fn exp_rounds_like_round_ties_even() {
+        // The integer-rounding trick must give the same bits as the direct formula
+        // (`round_ties_even` and a conversion to i32), over every 997th pattern of the
+        // clamped range plus the exact ties of x * LOG2_E that rounding could split.
+        fn direct(x: f32) -> f32 {
+            let x = x.clamp(MIN_X, MAX_X);
+            let n = (x * LOG2_E).round_ties_even();
+            let r = x - n * LN2_HI;
+            let r = r - n * LN2_LO;
+            let p = P0 * r + P1;
+            let p = p * r + P2;
+            let p = p * r + P3;
+            let p = p * r + P4;
+            let p = p * r + P5;
+            let p = p * (r * r) + r + 1.0;
+            p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        }
+        assert_eq!(ROUND.to_bits(), ROUND_BITS);
+        let mut bits = 0u32;
+        let mut checked = 0;
+        while bits < u32::MAX - 997 {
+            let x = f32::from_bits(bits);
+            if x.is_finite() && (MIN_X..=MAX_X).contains(&x) {
+                assert_eq!(exp(x).to_bits(), direct(x).to_bits(), "x = {x}");
+                checked += 1;
+            }
+            bits += 997;
+        }
+        assert!(checked > 1_000_000);
+        for k in -130..130 {
+            // x whose product with LOG2_E lands on (or next to) k + 0.5.
+            let x = (k as f32 + 0.5) / LOG2_E;
+            for x in [x, x.next_up(), x.next_down()] {
+                assert_eq!(exp(x).to_bits(), direct(x).to_bits(), "x = {x}");
+            }
+        }
     }
 
     #[test]
