@@ -1,16 +1,17 @@
-//! SiLU, ReLU, GEGLU and the frozen-weight convolution of `diffris_model::ops` give Burn's own
+//! SiLU, ReLU, GEGLU and the frozen-weight convolution and linear layer of `diffris_model::ops` give Burn's own
 //! outputs and gradients on the CPU backend (bit for bit, except the stride-1 convolution, which
 //! flex runs through a kernel of its own and which agrees to rounding), while keeping less for
 //! the backward pass; a tracked weight takes Burn's path and gets its gradient.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
+use burn::nn::LinearConfig;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::{gelu, relu, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use diffris_model::ops::{sd_conv2d, sd_geglu, sd_relu, sd_silu};
+use diffris_model::ops::{sd_conv2d, sd_geglu, sd_linear, sd_relu, sd_silu};
 
 type AB = Autodiff<Flex>;
 
@@ -194,5 +195,47 @@ fn trained_convolution_keeps_its_weight_gradient() {
         let ours = weight_grad(&|x| sd_conv2d(&conv, x));
         let burn = weight_grad(&|x| conv.forward(x));
         assert_eq!(ours, burn);
+    }
+}
+
+/// `f` on tokens `[B, N, D]` given and returning them as `[B, N, 1, D]`.
+fn as_tokens(x: Tensor<AB, 4>, f: impl Fn(Tensor<AB, 3>) -> Tensor<AB, 3>) -> Tensor<AB, 4> {
+    let [b, n, _, d] = x.dims();
+    let out = f(x.reshape([b, n, d]));
+    let d_out = out.dims()[2];
+    out.reshape([b, n, 1, d_out])
+}
+
+#[test]
+fn frozen_linear_matches_burn_bit_for_bit() {
+    let device = Default::default();
+    // Tokens `[B, N, D]` as `x: [B, N, 1, D]`; with and without bias.
+    let linears = [
+        LinearConfig::new(24, 40).init::<AB>(&device),
+        LinearConfig::new(24, 40)
+            .with_bias(false)
+            .init::<AB>(&device),
+    ];
+    let x = random([2, 70, 1, 24], 7);
+    for linear in linears {
+        let frozen = linear.clone().no_grad();
+        let ours = run(|x| as_tokens(x, |t| sd_linear(&frozen, t)), &x);
+        let burn = run(|x| as_tokens(x, |t| frozen.forward(t)), &x);
+        assert_eq!(ours.0, burn.0, "forward");
+        assert_eq!(ours.1, burn.1, "input gradient");
+        // A tracked weight takes Burn's path: the same weight gradient.
+        let weight_grad = |f: &dyn Fn(Tensor<AB, 3>) -> Tensor<AB, 3>| {
+            let grads = f(x.clone().reshape([2, 70, 24])).sum().backward();
+            linear
+                .weight
+                .val()
+                .grad(&grads)
+                .expect("the weight is tracked")
+                .into_data()
+        };
+        assert_eq!(
+            weight_grad(&|x| sd_linear(&linear, x)),
+            weight_grad(&|x| linear.forward(x))
+        );
     }
 }

@@ -10,7 +10,9 @@
 //!   SD-1.5's 64x64 latent level (N = 4096, 8 heads) 512 MiB per tensor per sample, in every
 //!   self-attention layer;
 //! - SiLU keeping only its input (Burn's `x * sigmoid(x)` keeps `sigmoid(x)` too);
-//! - a convolution with a frozen weight keeping only its input's shape (Burn's keeps the input);
+//! - a convolution with a frozen weight keeping only its input's shape (Burn's keeps the input),
+//!   and a linear layer with a frozen weight whose input gradient flex computes without copying
+//!   the weight;
 //! - ReLU keeping its output, which the next layer keeps anyway (Burn's keeps the input; the
 //!   gradient mask `x > 0` is the same as `relu(x) > 0`).
 //!
@@ -30,6 +32,7 @@ pub mod geglu;
 
 use attention::{InputGrads, RowStats, Wanted};
 
+use burn::nn::Linear;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -160,6 +163,33 @@ pub trait SdBackend: Backend {
     ) -> FloatTensor<Self> {
         conv2d_input_grad_transposed::<Self>(grad, weight, input_hw, options)
     }
+
+    /// Burn's `linear`, `x @ weight + bias`; `Autodiff<B>` makes a frozen weight's layer one
+    /// node whose backward is [`sd_linear_input_grad`](Self::sd_linear_input_grad).
+    ///
+    /// # Shapes
+    /// `x`: `[..., D_in]` (rank 2 or more), `weight`: `[D_in, D_out]`, `bias`: `[D_out]` ->
+    /// `[..., D_out]`.
+    fn sd_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        Self::linear(x, weight, bias)
+    }
+
+    /// The gradient of [`sd_linear`](Self::sd_linear)'s input, `grad @ weight^T`. The default
+    /// is Burn's `linear_x_backward`; flex multiplies by the transposed weight as a strided
+    /// view instead of copying it.
+    ///
+    /// # Shapes
+    /// `grad`: `[..., D_out]`, `weight`: `[D_in, D_out]` -> `[..., D_in]`.
+    fn sd_linear_input_grad(
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::linear_x_backward(weight, grad)
+    }
 }
 
 /// A convolution's input gradient as Burn's autodiff computes it (`conv2d_x_backward` in
@@ -264,6 +294,26 @@ pub fn sd_relu<B: SdBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::sd_relu(
         x.into_primitive().tensor(),
     )))
+}
+
+/// `linear.forward(x)` through [`SdBackend::sd_linear`].
+///
+/// # Shapes
+/// `[..., D_in]` -> `[..., D_out]` (rank 2 or more).
+pub fn sd_linear<B: SdBackend, const D: usize>(
+    linear: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    assert!(D >= 2, "sd_linear: the input needs a batch axis");
+    let out = B::sd_linear(
+        x.into_primitive().tensor(),
+        linear.weight.val().into_primitive().tensor(),
+        linear
+            .bias
+            .as_ref()
+            .map(|b| b.val().into_primitive().tensor()),
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
 /// `conv.forward(x)` through [`SdBackend::sd_conv2d`] (Burn's module path for `Same`

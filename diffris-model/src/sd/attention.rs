@@ -3,7 +3,7 @@
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
 use crate::norm::{group_norm, layer_norm};
-use crate::ops::{SdBackend, sd_attention, sd_conv2d, sd_geglu};
+use crate::ops::{SdBackend, sd_attention, sd_conv2d, sd_geglu, sd_linear};
 use crate::precision::{to_dtype, widen};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -105,16 +105,16 @@ impl<B: SdBackend> CrossAttention<B> {
         want_probs: bool,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = split_heads(self.to_q.forward(x), self.heads);
-        let k = split_heads(self.to_k.forward(context.clone()), self.heads);
-        let v = split_heads(self.to_v.forward(context), self.heads);
+        let q = split_heads(sd_linear(&self.to_q, x), self.heads);
+        let k = split_heads(sd_linear(&self.to_k, context.clone()), self.heads);
+        let v = split_heads(sd_linear(&self.to_v, context), self.heads);
         let (out, probs) = if want_probs {
             let (out, probs) = attention_with_probs(q, k, v);
             (out, Some(probs))
         } else {
             (sd_attention(q, k, v), None)
         };
-        (self.to_out.forward(merge_heads(out)), probs)
+        (sd_linear(&self.to_out, merge_heads(out)), probs)
     }
 }
 
@@ -139,7 +139,7 @@ impl<B: SdBackend> FeedForward<B> {
     /// # Shapes
     /// `[B, N, C]` -> `[B, N, C]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.out.forward(sd_geglu(self.proj.forward(x)))
+        sd_linear(&self.out, sd_geglu(sd_linear(&self.proj, x)))
     }
 }
 
@@ -254,7 +254,7 @@ impl<B: SdBackend> Transformer2D<B> {
         let to_tokens = |t: Tensor<B, 4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(sd_conv2d(conv, normed)),
-            Projection::Linear(lin) => lin.forward(to_tokens(normed)),
+            Projection::Linear(lin) => sd_linear(lin, to_tokens(normed)),
         };
         let mut probs = None;
         for block in &self.transformer_blocks {
@@ -265,7 +265,7 @@ impl<B: SdBackend> Transformer2D<B> {
         let to_map = |t: Tensor<B, 3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {
             Projection::Conv(conv) => sd_conv2d(conv, to_map(tokens)),
-            Projection::Linear(lin) => to_map(lin.forward(tokens)),
+            Projection::Linear(lin) => to_map(sd_linear(lin, tokens)),
         };
         (out + x, probs)
     }

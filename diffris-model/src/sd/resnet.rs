@@ -2,7 +2,7 @@
 //! optional timestep embedding, and the 2x down- and upsamplers of the UNet and the VAE.
 
 use crate::norm::group_norm;
-use crate::ops::{SdBackend, sd_conv2d, sd_silu};
+use crate::ops::{SdBackend, sd_conv2d, sd_linear, sd_silu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -64,7 +64,7 @@ impl<B: SdBackend> ResnetBlock2D<B> {
         let mut h = sd_conv2d(&self.conv1, sd_silu(group_norm(&self.norm1, x.clone())));
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let [b, c] = [h.dims()[0], h.dims()[1]];
-            h = h + proj.forward(sd_silu(t)).reshape([b, c, 1, 1]);
+            h = h + sd_linear(proj, sd_silu(t)).reshape([b, c, 1, 1]);
         }
         let h = sd_conv2d(&self.conv2, sd_silu(group_norm(&self.norm2, h)));
         let shortcut = match &self.conv_shortcut {

@@ -4,6 +4,7 @@
 mod activation;
 mod attention;
 mod conv;
+mod linear;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -41,6 +42,14 @@ impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         conv::sd_conv2d::<B, C>(x, weight, bias, options)
+    }
+
+    fn sd_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        linear::sd_linear::<B, C>(x, weight, bias)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod rows;
 pub mod silu;
 
 use burn::backend::Flex;
-use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+use burn::tensor::ops::{ConvOptions, FloatTensor, FloatTensorOps, ModuleOps};
 use burn::tensor::{DType, Shape, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 
@@ -147,6 +147,28 @@ fn conv_dims(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<
 }
 
 impl SdBackend for Flex {
+    fn sd_linear_input_grad(
+        grad: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // grad [..., D_out] as [rows, D_out] times weight^T [D_out, D_in] (a strided view,
+        // which flex's two-dimensional product reads in place).
+        let shape = grad.layout().shape().clone();
+        let ws = weight.layout().shape();
+        if shape.num_dims() < 2 || ws.num_dims() != 2 || shape[shape.num_dims() - 1] != ws[1] {
+            return Self::linear_x_backward(weight, grad);
+        }
+        let d_in = ws[0];
+        let d_out = ws[1];
+        let rows = shape.num_elements() / d_out.max(1);
+        let grad = Self::float_reshape(grad, [rows, d_out].into());
+        let out = Self::float_matmul(grad, Self::float_swap_dims(weight, 0, 1));
+        let mut out_shape = shape;
+        let last = out_shape.num_dims() - 1;
+        out_shape[last] = d_in;
+        Self::float_reshape(out, out_shape)
+    }
+
     fn sd_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
