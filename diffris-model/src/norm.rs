@@ -10,8 +10,11 @@
 //! The arithmetic is the same as Burn's: biased variance, `(x - mean) / sqrt(var + eps)`.
 
 use burn::nn::{BatchNorm, GroupNorm, LayerNorm};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use crate::ops::SdBackend;
+use crate::ops::norm::Rows;
 
 use crate::precision::{Precision, cast_module, in_f32, is_half, param_dtype, to_dtype};
 
@@ -53,6 +56,76 @@ pub fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B,
             _ => normed,
         }
     })
+}
+
+/// [`group_norm`] through the backend's normalisation kernel where it has one
+/// ([`SdBackend::sd_norm`]; flex does, for f32), Burn's composition otherwise. Same arithmetic
+/// (the kernel sums the statistics in f64: outputs agree to f32 rounding); under autodiff with
+/// frozen parameters one node keeps the input and two numbers per group.
+///
+/// # Shapes
+/// `[B, C, H, W]` -> `[B, C, H, W]`.
+pub fn sd_group_norm<B: SdBackend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    in_f32(x, |x| {
+        let [b, c, h, w] = x.dims();
+        let g = norm.num_groups;
+        let rows = Rows {
+            rows: b * g,
+            groups: g,
+            channels: c / g,
+            spatial: h * w,
+        };
+        let (gamma, beta) = match (&norm.gamma, &norm.beta) {
+            (Some(gamma), Some(beta)) if norm.affine => (Some(gamma.val()), Some(beta.val())),
+            _ => (None, None),
+        };
+        sd_norm(x.clone(), gamma, beta, rows, norm.epsilon).unwrap_or_else(|| group_norm(norm, x))
+    })
+}
+
+/// [`layer_norm`] through the backend's normalisation kernel where it has one, as
+/// [`sd_group_norm`]. Burn's `LayerNorm` does not expose its epsilon: `eps` must be the one it
+/// was configured with.
+///
+/// # Shapes
+/// `[..., C]` -> `[..., C]`.
+pub fn sd_layer_norm<B: SdBackend, const D: usize>(
+    norm: &LayerNorm<B>,
+    eps: f64,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    if is_half(x.dtype()) || is_half(param_dtype(&norm.gamma)) {
+        return layer_norm(norm, x);
+    }
+    let c = x.dims()[D - 1];
+    let rows = Rows {
+        rows: x.shape().num_elements() / c.max(1),
+        groups: 1,
+        channels: c,
+        spatial: 1,
+    };
+    let (gamma, beta) = (norm.gamma.val(), norm.beta.as_ref().map(|b| b.val()));
+    sd_norm(x.clone(), Some(gamma), beta, rows, eps).unwrap_or_else(|| layer_norm(norm, x))
+}
+
+/// [`SdBackend::sd_norm`] on tensors (the parameters cast to `x`'s dtype).
+fn sd_norm<B: SdBackend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Option<Tensor<B, 1>>,
+    beta: Option<Tensor<B, 1>>,
+    rows: Rows,
+    eps: f64,
+) -> Option<Tensor<B, D>> {
+    let dtype = x.dtype();
+    let param = |p: Option<Tensor<B, 1>>| p.map(|p| to_dtype(p, dtype).into_primitive().tensor());
+    B::sd_norm(
+        x.into_primitive().tensor(),
+        param(gamma),
+        param(beta),
+        rows,
+        eps,
+    )
+    .map(|out| Tensor::from_primitive(TensorPrimitive::Float(out)))
 }
 
 /// Burn's `LayerNorm::forward`, in f32 for a half-precision input (as [`group_norm`]).

@@ -239,3 +239,61 @@ fn frozen_linear_matches_burn_bit_for_bit() {
         );
     }
 }
+
+#[test]
+fn frozen_norms_match_burn() {
+    use burn::nn::{GroupNormConfig, LayerNormConfig};
+    use diffris_model::norm::{group_norm, layer_norm, sd_group_norm, sd_layer_norm};
+    let device = Default::default();
+    // Random affine parameters (Burn initialises gamma 1, beta 0), from this file's generator.
+    let params = |n: usize, seed: u64| random([1, 1, 1, n], seed).reshape([n]).require_grad();
+    let mut gn = GroupNormConfig::new(4, 8).init::<AB>(&device);
+    gn.gamma = gn.gamma.map(|p| p.map(|_| params(8, 21)));
+    gn.beta = gn.beta.map(|p| p.map(|_| params(8, 22)));
+    let mut ln = LayerNormConfig::new(12)
+        .with_epsilon(1e-5)
+        .init::<AB>(&device);
+    ln.gamma = ln.gamma.map(|_| params(12, 23));
+    ln.beta = ln.beta.map(|p| p.map(|_| params(12, 24)));
+    // Group norm of [2, 8, 5, 6]; layer norm of 2 x 30 tokens of 12 channels.
+    let x = random([2, 8, 5, 6], 25);
+    let tokens = random([2, 30, 1, 12], 26);
+    let cases = [
+        (
+            "group norm",
+            run(|x| sd_group_norm(&gn.clone().no_grad(), x), &x),
+            run(|x| group_norm(&gn.clone().no_grad(), x), &x),
+        ),
+        (
+            "layer norm",
+            run(
+                |x| as_tokens(x, |t| sd_layer_norm(&ln.clone().no_grad(), 1e-5, t)),
+                &tokens,
+            ),
+            run(
+                |x| as_tokens(x, |t| layer_norm(&ln.clone().no_grad(), t)),
+                &tokens,
+            ),
+        ),
+    ];
+    for (name, ours, burn) in cases {
+        // The kernel sums the statistics in f64 and the gradient in one formula (Burn: f32 sums,
+        // a chain of ops): outputs of magnitude ~5 and gradients agree to a few f32 ulps.
+        let forward = relative_difference(&ours.0, &burn.0);
+        let input = relative_difference(&ours.1, &burn.1);
+        assert!(forward < 1e-5, "{name} forward: {forward}");
+        assert!(input < 1e-5, "{name} input gradient: {input}");
+    }
+    // Tracked parameters take Burn's composition: the same parameter gradients, bit for bit.
+    let grads = sd_group_norm(&gn, x.clone()).sum().backward();
+    let ours = gn.gamma.as_ref().unwrap().val().grad(&grads).unwrap();
+    let grads = group_norm(&gn, x.clone()).sum().backward();
+    let burn = gn.gamma.as_ref().unwrap().val().grad(&grads).unwrap();
+    assert_eq!(ours.into_data(), burn.into_data());
+    let t3 = tokens.clone().reshape([2, 30, 12]);
+    let grads = sd_layer_norm(&ln, 1e-5, t3.clone()).sum().backward();
+    let ours = ln.gamma.val().grad(&grads).unwrap();
+    let grads = ln.forward(t3).sum().backward();
+    let burn = ln.gamma.val().grad(&grads).unwrap();
+    assert_eq!(ours.into_data(), burn.into_data());
+}

@@ -29,6 +29,7 @@ mod autodiff;
 #[cfg(feature = "flex")]
 pub mod cpu;
 pub mod geglu;
+pub mod norm;
 
 use attention::{InputGrads, RowStats, Wanted};
 
@@ -184,6 +185,57 @@ pub trait SdBackend: Backend {
     ///
     /// # Shapes
     /// `grad`: `[..., D_out]`, `weight`: `[D_in, D_out]` -> `[..., D_in]`.
+    /// Group or layer normalisation, `(x - mean) / sqrt(var + eps) * gamma + beta` per row of
+    /// `rows` (biased variance), by a kernel of the backend: `None` where the backend has none
+    /// for these inputs, and the caller composes Burn's operations. The default asks
+    /// [`sd_norm_forward`](Self::sd_norm_forward); `Autodiff<B>` makes a frozen `gamma` /
+    /// `beta`'s normalisation one node that keeps `x` and the row statistics, with
+    /// [`sd_norm_backward`](Self::sd_norm_backward) as its backward.
+    ///
+    /// # Shapes
+    /// `x`: `rows.rows * rows.len()` elements in any shape, `gamma`, `beta`: `[groups *
+    /// channels]` -> the shape of `x`.
+    fn sd_norm(
+        x: FloatTensor<Self>,
+        gamma: Option<FloatTensor<Self>>,
+        beta: Option<FloatTensor<Self>>,
+        rows: norm::Rows,
+        eps: f64,
+    ) -> Option<FloatTensor<Self>> {
+        Self::sd_norm_forward(x, gamma, beta, rows, eps).map(|(out, _)| out)
+    }
+
+    /// The kernel behind [`sd_norm`](Self::sd_norm): the output and per row the mean and
+    /// `sqrt(var + eps)`, or `None` (the default: no kernel).
+    ///
+    /// # Shapes
+    /// as [`sd_norm`](Self::sd_norm), and `[rows]` twice.
+    fn sd_norm_forward(
+        _x: FloatTensor<Self>,
+        _gamma: Option<FloatTensor<Self>>,
+        _beta: Option<FloatTensor<Self>>,
+        _rows: norm::Rows,
+        _eps: f64,
+    ) -> Option<(FloatTensor<Self>, [FloatTensor<Self>; 2])> {
+        None
+    }
+
+    /// The gradient of [`sd_norm_forward`](Self::sd_norm_forward)'s input given its output's
+    /// gradient and its statistics `[mean, std]`. Only called on a backend whose
+    /// `sd_norm_forward` gave `Some`; the default panics.
+    ///
+    /// # Shapes
+    /// `x`, `grad`: as `x` of the forward, `stats`: `[rows]` each -> the shape of `x`.
+    fn sd_norm_backward(
+        _x: FloatTensor<Self>,
+        _stats: [FloatTensor<Self>; 2],
+        _gamma: Option<FloatTensor<Self>>,
+        _rows: norm::Rows,
+        _grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("sd_norm_backward is only called where sd_norm_forward has a kernel")
+    }
+
     fn sd_linear_input_grad(
         grad: FloatTensor<Self>,
         weight: FloatTensor<Self>,

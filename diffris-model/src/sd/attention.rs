@@ -2,7 +2,7 @@
 //! attention, the GEGLU feed-forward, `BasicTransformerBlock` and the spatial transformer
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
-use crate::norm::{group_norm, layer_norm};
+use crate::norm::{sd_group_norm, sd_layer_norm};
 use crate::ops::{SdBackend, sd_attention, sd_conv2d, sd_geglu, sd_linear};
 use crate::precision::{to_dtype, widen};
 use burn::module::Module;
@@ -14,6 +14,9 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::resnet::conv1x1;
+
+/// The epsilon of the transformer blocks' layer norms (diffusers' default).
+const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Splits `[B, N, H*D]` into heads `[B, H, N, D]`.
 pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
@@ -157,7 +160,11 @@ pub struct BasicTransformerBlock<B: SdBackend> {
 
 impl<B: SdBackend> BasicTransformerBlock<B> {
     pub fn new(dim: usize, context_dim: usize, heads: usize, device: &B::Device) -> Self {
-        let ln = || LayerNormConfig::new(dim).with_epsilon(1e-5).init(device);
+        let ln = || {
+            LayerNormConfig::new(dim)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device)
+        };
         Self {
             norm1: ln(),
             attn1: CrossAttention::new(dim, dim, heads, device),
@@ -177,17 +184,22 @@ impl<B: SdBackend> BasicTransformerBlock<B> {
         context: Tensor<B, 3>,
         want_probs: bool,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
-        let (h, _) = self
-            .attn1
-            .forward(layer_norm(&self.norm1, x.clone()), None, false);
+        let (h, _) = self.attn1.forward(
+            sd_layer_norm(&self.norm1, LAYER_NORM_EPS, x.clone()),
+            None,
+            false,
+        );
         let x = x + h;
         let (h, probs) = self.attn2.forward(
-            layer_norm(&self.norm2, x.clone()),
+            sd_layer_norm(&self.norm2, LAYER_NORM_EPS, x.clone()),
             Some(context),
             want_probs,
         );
         let x = x + h;
-        let x = x.clone() + self.ff.forward(layer_norm(&self.norm3, x));
+        let x = x.clone()
+            + self
+                .ff
+                .forward(sd_layer_norm(&self.norm3, LAYER_NORM_EPS, x));
         (x, probs)
     }
 }
@@ -250,7 +262,7 @@ impl<B: SdBackend> Transformer2D<B> {
         want_probs: bool,
     ) -> (Tensor<B, 4>, Option<Tensor<B, 3>>) {
         let [b, c, h, w] = x.dims();
-        let normed = group_norm(&self.norm, x.clone());
+        let normed = sd_group_norm(&self.norm, x.clone());
         let to_tokens = |t: Tensor<B, 4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(sd_conv2d(conv, normed)),

@@ -1,7 +1,7 @@
 //! diffusers `resnet.py` / `downsampling.py` / `upsampling.py`: the ResNet block with an
 //! optional timestep embedding, and the 2x down- and upsamplers of the UNet and the VAE.
 
-use crate::norm::group_norm;
+use crate::norm::sd_group_norm;
 use crate::ops::{SdBackend, sd_conv2d, sd_linear, sd_silu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -61,12 +61,12 @@ impl<B: SdBackend> ResnetBlock2D<B> {
     /// # Shapes
     /// `x`: `[B, C_in, H, W]`, `temb`: `[B, T]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = sd_conv2d(&self.conv1, sd_silu(group_norm(&self.norm1, x.clone())));
+        let mut h = sd_conv2d(&self.conv1, sd_silu(sd_group_norm(&self.norm1, x.clone())));
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let [b, c] = [h.dims()[0], h.dims()[1]];
             h = h + sd_linear(proj, sd_silu(t)).reshape([b, c, 1, 1]);
         }
-        let h = sd_conv2d(&self.conv2, sd_silu(group_norm(&self.norm2, h)));
+        let h = sd_conv2d(&self.conv2, sd_silu(sd_group_norm(&self.norm2, h)));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => sd_conv2d(conv, x),
             None => x,

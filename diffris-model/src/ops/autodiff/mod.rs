@@ -5,6 +5,7 @@ mod activation;
 mod attention;
 mod conv;
 mod linear;
+mod norm;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -42,6 +43,16 @@ impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         conv::sd_conv2d::<B, C>(x, weight, bias, options)
+    }
+
+    fn sd_norm(
+        x: FloatTensor<Self>,
+        gamma: Option<FloatTensor<Self>>,
+        beta: Option<FloatTensor<Self>>,
+        rows: super::norm::Rows,
+        eps: f64,
+    ) -> Option<FloatTensor<Self>> {
+        norm::sd_norm::<B, C>(x, gamma, beta, rows, eps)
     }
 
     fn sd_linear(

@@ -9,6 +9,7 @@ pub mod attention;
 pub mod conv;
 pub mod geglu;
 mod matmul;
+pub mod norm;
 pub mod rows;
 pub mod silu;
 
@@ -97,6 +98,37 @@ fn contiguous(t: Tensor<Flex, 4>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(out, shape))
 }
 
+/// Whether `t` `[B, H, N, D]` is the head-split view of a row-major `[B, N, H, D]` buffer (what
+/// `split_heads` makes of a projection's output): its gradient then goes back in that layout.
+fn is_head_split(t: &Tensor<Flex, 4>) -> bool {
+    let [_, h, n, d] = t.dims();
+    let t: FlexTensor = t.clone().into_primitive().tensor();
+    let layout = t.layout();
+    let want = [(n * h * d) as isize, d as isize, (h * d) as isize, 1];
+    layout.start_offset() == 0 && layout.strides() == want && h > 1 && n > 1
+}
+
+/// Row-major `[B, H, N, D]` values as a tensor of that shape laid out as `[B, N, H, D]` (the
+/// head-split view of a contiguous buffer): `merge_heads` and the backward of `split_heads`
+/// then reshape it without a copy. The permutation runs in parallel rows of `D`; flex's own
+/// copy of a permuted view walks a generic strided index on one thread.
+fn head_split(values: Vec<f32>, [b, h, n, d]: [usize; 4]) -> Tensor<Flex, 4> {
+    use rayon::prelude::*;
+    let mut out = vec![0f32; values.len()];
+    if d > 0 {
+        out.par_chunks_mut(d)
+            .with_min_len(256)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                // dst is row (bi, ni, hi) of [B, N, H, D]; its source is (bi, hi, ni).
+                let (bi, ni, hi) = (row / (n * h), (row / h) % n, row % h);
+                let start = ((bi * h + hi) * n + ni) * d;
+                dst.copy_from_slice(&values[start..start + d]);
+            });
+    }
+    tensor(out, [b, n, h, d]).swap_dims(1, 2)
+}
+
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous f32 tensor (checked by the caller)")
@@ -147,6 +179,62 @@ fn conv_dims(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<
 }
 
 impl SdBackend for Flex {
+    fn sd_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: Option<FloatTensor<Self>>,
+        beta: Option<FloatTensor<Self>>,
+        rows: norm::Rows,
+        eps: f64,
+    ) -> Option<(FloatTensor<Self>, [FloatTensor<Self>; 2])> {
+        let f32s = [Some(&x), gamma.as_ref(), beta.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|t| t.dtype() == DType::F32);
+        let params = rows.groups * rows.channels;
+        let fits = rows.groups > 0
+            && x.layout().shape().num_elements() == rows.rows * rows.len()
+            && [&gamma, &beta]
+                .into_iter()
+                .flatten()
+                .all(|p| p.layout().shape().num_elements() == params);
+        if !f32s || !fits {
+            return None;
+        }
+        let shape = x.layout().shape().clone();
+        let x = x.to_contiguous();
+        let [gamma, beta] = [gamma, beta].map(|p| p.map(|p| p.to_contiguous()));
+        let f = norm::forward(
+            values(&x),
+            gamma.as_ref().map(values),
+            beta.as_ref().map(values),
+            rows,
+            eps as f32,
+        );
+        let stats = [f.mean, f.std].map(|s| from_values(s, [rows.rows].into()));
+        Some((from_values(f.out, shape), stats))
+    }
+
+    fn sd_norm_backward(
+        x: FloatTensor<Self>,
+        [mean, std]: [FloatTensor<Self>; 2],
+        gamma: Option<FloatTensor<Self>>,
+        rows: norm::Rows,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let shape = x.layout().shape().clone();
+        let [x, mean, std, grad] = [x, mean, std, grad].map(|t| t.to_contiguous());
+        let gamma = gamma.map(|g| g.to_contiguous());
+        let dx = norm::backward(
+            values(&x),
+            values(&mean),
+            values(&std),
+            gamma.as_ref().map(values),
+            values(&grad),
+            rows,
+        );
+        from_values(dx, shape)
+    }
+
     fn sd_linear_input_grad(
         grad: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -283,7 +371,8 @@ impl SdBackend for Flex {
         let dims = dims(&q.shape(), &k.shape(), &v.shape());
         let [q, k, v] = [q, k, v].map(|t| contiguous(widen(t)));
         let f = attention::forward(values(&q), values(&k), values(&v), dims);
-        let out = to_dtype(tensor(f.out, [b, h, nq, dv]), dtype);
+        // Laid out for merge_heads, which follows every attention of the SD stack.
+        let out = to_dtype(head_split(f.out, [b, h, nq, dv]), dtype);
         let stats = RowStats {
             rows: nq.max(1),
             blocks: vec![(tensor(f.max, [b, h, nq, 1]), tensor(f.sum, [b, h, nq, 1]))],
@@ -303,6 +392,9 @@ impl SdBackend for Flex {
             return super::attention::backward([q, k, v], out, stats, grad_out, wanted);
         }
         let (q_shape, k_shape, v_shape) = (q.dims(), k.dims(), v.dims());
+        // Each gradient in its input's layout: a head-split view's goes back head-split, so
+        // the backward of split_heads reshapes it without a copy.
+        let layouts = [&q, &k, &v].map(is_head_split);
         let dims = dims(&q.shape(), &k.shape(), &v.shape());
         let (max, sum) = stats.blocks.into_iter().next().expect("one block");
         let [q, k, v, out, grad_out, max, sum] =
@@ -317,10 +409,18 @@ impl SdBackend for Flex {
             grad_out: values(&grad_out),
         };
         let grads = attention::backward(saved, dims, wanted);
+        let wrap = |g: Vec<f32>, shape: [usize; 4], split: bool| {
+            let t = if split {
+                head_split(g, shape)
+            } else {
+                tensor(g, shape)
+            };
+            to_dtype(t, dtype)
+        };
         InputGrads {
-            q: grads.q.map(|g| to_dtype(tensor(g, q_shape), dtype)),
-            k: grads.k.map(|g| to_dtype(tensor(g, k_shape), dtype)),
-            v: grads.v.map(|g| to_dtype(tensor(g, v_shape), dtype)),
+            q: grads.q.map(|g| wrap(g, q_shape, layouts[0])),
+            k: grads.k.map(|g| wrap(g, k_shape, layouts[1])),
+            v: grads.v.map(|g| wrap(g, v_shape, layouts[2])),
         }
     }
 }

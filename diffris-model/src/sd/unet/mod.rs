@@ -3,7 +3,7 @@
 
 pub mod blocks;
 
-use crate::norm::group_norm;
+use crate::norm::sd_group_norm;
 use crate::ops::SdBackend;
 use crate::ops::{sd_conv2d, sd_silu};
 use crate::precision::{param_dtype, to_dtype};
@@ -252,9 +252,12 @@ impl<B: SdBackend> UNet2DConditionModel<B> {
         } else {
             vec![None; n]
         };
-        let sample = request
-            .sample
-            .then(|| sd_conv2d(&self.conv_out, sd_silu(group_norm(&self.conv_norm_out, x))));
+        let sample = request.sample.then(|| {
+            sd_conv2d(
+                &self.conv_out,
+                sd_silu(sd_group_norm(&self.conv_norm_out, x)),
+            )
+        });
         UNetOutput {
             sample,
             taps: taps
