@@ -236,6 +236,18 @@ pub trait SdBackend: Backend {
         unreachable!("sd_norm_backward is only called where sd_norm_forward has a kernel")
     }
 
+    /// Swaps the last two axes of a `[B, M, N]` tensor. The default is Burn's `swap_dims` (a
+    /// strided view); flex copies in parallel tiles into a contiguous `[B, N, M]`, so what
+    /// follows (reshapes, element-wise operations, the kernels' input copies) reads contiguous
+    /// memory instead of taking flex's one-thread strided paths. `Autodiff<B>` makes it one node
+    /// whose backward is the same operation on the gradient.
+    ///
+    /// # Shapes
+    /// `[B, M, N]` -> `[B, N, M]`.
+    fn sd_transpose(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_swap_dims(x, 1, 2)
+    }
+
     fn sd_linear_input_grad(
         grad: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -344,6 +356,16 @@ pub fn sd_geglu<B: SdBackend>(h: Tensor<B, 3>) -> Tensor<B, 3> {
 /// any -> the same.
 pub fn sd_relu<B: SdBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::sd_relu(
+        x.into_primitive().tensor(),
+    )))
+}
+
+/// [`SdBackend::sd_transpose`] on a tensor.
+///
+/// # Shapes
+/// `[B, M, N]` -> `[B, N, M]`.
+pub fn sd_transpose<B: SdBackend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::sd_transpose(
         x.into_primitive().tensor(),
     )))
 }

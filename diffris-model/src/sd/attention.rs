@@ -3,7 +3,7 @@
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
 use crate::norm::{sd_group_norm, sd_layer_norm};
-use crate::ops::{SdBackend, sd_attention, sd_conv2d, sd_geglu, sd_linear};
+use crate::ops::{SdBackend, sd_attention, sd_conv2d, sd_geglu, sd_linear, sd_transpose};
 use crate::precision::{to_dtype, widen};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -263,7 +263,9 @@ impl<B: SdBackend> Transformer2D<B> {
     ) -> (Tensor<B, 4>, Option<Tensor<B, 3>>) {
         let [b, c, h, w] = x.dims();
         let normed = sd_group_norm(&self.norm, x.clone());
-        let to_tokens = |t: Tensor<B, 4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
+        // Tokens are materialised transposed (sd_transpose), not as swapped views: on flex,
+        // every op that meets a view copies it on one thread.
+        let to_tokens = |t: Tensor<B, 4>| sd_transpose(t.reshape([b, c, h * w]));
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(sd_conv2d(conv, normed)),
             Projection::Linear(lin) => sd_linear(lin, to_tokens(normed)),
@@ -274,7 +276,7 @@ impl<B: SdBackend> Transformer2D<B> {
             tokens = t;
             probs = p;
         }
-        let to_map = |t: Tensor<B, 3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
+        let to_map = |t: Tensor<B, 3>| sd_transpose(t).reshape([b, c, h, w]);
         let out = match &self.proj_out {
             Projection::Conv(conv) => sd_conv2d(conv, to_map(tokens)),
             Projection::Linear(lin) => to_map(sd_linear(lin, tokens)),

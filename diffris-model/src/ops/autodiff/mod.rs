@@ -6,6 +6,7 @@ mod attention;
 mod conv;
 mod linear;
 mod norm;
+mod transpose;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -53,6 +54,10 @@ impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
         eps: f64,
     ) -> Option<FloatTensor<Self>> {
         norm::sd_norm::<B, C>(x, gamma, beta, rows, eps)
+    }
+
+    fn sd_transpose(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        transpose::sd_transpose::<B, C>(x)
     }
 
     fn sd_linear(

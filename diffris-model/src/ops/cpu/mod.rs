@@ -12,6 +12,7 @@ mod matmul;
 pub mod norm;
 pub mod rows;
 pub mod silu;
+pub mod transpose;
 
 use burn::backend::Flex;
 use burn::tensor::ops::{ConvOptions, FloatTensor, FloatTensorOps, ModuleOps};
@@ -129,6 +130,29 @@ fn head_split(values: Vec<f32>, [b, h, n, d]: [usize; 4]) -> Tensor<Flex, 4> {
     tensor(out, [b, n, h, d]).swap_dims(1, 2)
 }
 
+/// A rank-3 f32 tensor made contiguous; a swapped view of a contiguous tensor (what Burn's
+/// `swap_dims` gives) by this module's parallel transpose instead of flex's one-thread copy.
+fn contiguous3(t: FlexTensor) -> FlexTensor {
+    let layout = t.layout();
+    let shape = layout.shape();
+    let strides = layout.strides();
+    let swapped = !t.is_contiguous()
+        && layout.start_offset() == 0
+        && strides[0] == (shape[1] * shape[2]) as isize
+        && strides[1] == 1
+        && strides[2] == shape[1] as isize;
+    if !swapped {
+        return t.to_contiguous();
+    }
+    // The storage holds [B, N, M] row-major; its transpose is the tensor's [B, M, N].
+    let [b, m, n] = [shape[0], shape[1], shape[2]];
+    let src: &[f32] = t.storage();
+    from_values(
+        transpose::forward(&src[..b * m * n], [b, n, m]),
+        [b, m, n].into(),
+    )
+}
+
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous f32 tensor (checked by the caller)")
@@ -179,6 +203,16 @@ fn conv_dims(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<
 }
 
 impl SdBackend for Flex {
+    fn sd_transpose(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = x.layout().shape().clone();
+        if x.dtype() != DType::F32 || shape.num_dims() != 3 {
+            return Self::float_swap_dims(x, 1, 2);
+        }
+        let [b, m, n] = [shape[0], shape[1], shape[2]];
+        let x = contiguous3(x);
+        from_values(transpose::forward(values(&x), [b, m, n]), [b, n, m].into())
+    }
+
     fn sd_norm_forward(
         x: FloatTensor<Self>,
         gamma: Option<FloatTensor<Self>>,
