@@ -310,7 +310,7 @@ fn transpose_matches_swap_dims_bit_for_bit() {
     let burn = run(|x| swap(x, |t| t.swap_dims(1, 2)), &x);
     assert_eq!(ours.0, burn.0, "forward");
     assert_eq!(ours.1, burn.1, "input gradient");
-    // A swapped view as input (flex reads it through its own parallel transpose).
+    // A swapped view as input (flex swaps it back without a copy).
     let t = x.clone().reshape([2, 37, 45]);
     assert_eq!(
         sd_transpose(t.clone().swap_dims(1, 2)).into_data(),

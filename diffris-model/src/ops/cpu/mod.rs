@@ -130,29 +130,6 @@ fn head_split(values: Vec<f32>, [b, h, n, d]: [usize; 4]) -> Tensor<Flex, 4> {
     tensor(out, [b, n, h, d]).swap_dims(1, 2)
 }
 
-/// A rank-3 f32 tensor made contiguous; a swapped view of a contiguous tensor (what Burn's
-/// `swap_dims` gives) by this module's parallel transpose instead of flex's one-thread copy.
-fn contiguous3(t: FlexTensor) -> FlexTensor {
-    let layout = t.layout();
-    let shape = layout.shape();
-    let strides = layout.strides();
-    let swapped = !t.is_contiguous()
-        && layout.start_offset() == 0
-        && strides[0] == (shape[1] * shape[2]) as isize
-        && strides[1] == 1
-        && strides[2] == shape[1] as isize;
-    if !swapped {
-        return t.to_contiguous();
-    }
-    // The storage holds [B, N, M] row-major; its transpose is the tensor's [B, M, N].
-    let [b, m, n] = [shape[0], shape[1], shape[2]];
-    let src: &[f32] = t.storage();
-    from_values(
-        transpose::forward(&src[..b * m * n], [b, n, m]),
-        [b, m, n].into(),
-    )
-}
-
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous f32 tensor (checked by the caller)")
@@ -208,8 +185,13 @@ impl SdBackend for Flex {
         if x.dtype() != DType::F32 || shape.num_dims() != 3 {
             return Self::float_swap_dims(x, 1, 2);
         }
+        // A swapped view of a contiguous tensor (what swap_dims gives) swaps back to it for free.
+        let swapped_back = Self::float_swap_dims(x.clone(), 1, 2);
+        if swapped_back.is_contiguous() {
+            return swapped_back;
+        }
         let [b, m, n] = [shape[0], shape[1], shape[2]];
-        let x = contiguous3(x);
+        let x = x.to_contiguous();
         from_values(transpose::forward(values(&x), [b, m, n]), [b, n, m].into())
     }
 
