@@ -299,11 +299,7 @@ fn shifted_products(src: &[f32], s: Source, weight: Weight, bias: Option<&[f32]>
         }
         if !wide.is_empty() {
             let out_b = &mut out[b * weight.rows * out_plane..(b + 1) * weight.rows * out_plane];
-            out_b.par_chunks_mut(ow).enumerate().for_each(|(row, dst)| {
-                let (r, y) = (row / oh, row % oh);
-                let start = r * n + y * wp;
-                dst.copy_from_slice(&wide[start..start + ow]);
-            });
+            compact(&wide, out_b, [oh, ow], wp);
         }
     }
     out
@@ -359,11 +355,7 @@ pub fn forward_im2col(x: &[f32], weight: &[f32], bias: Option<&[f32]>, d: Dims) 
             parallel,
         );
         let out_b = &mut out[b * d.c_out * out_plane..(b + 1) * d.c_out * out_plane];
-        out_b.par_chunks_mut(ow).enumerate().for_each(|(row, dst)| {
-            let (r, y) = (row / oh, row % oh);
-            let start = r * n + y * wp;
-            dst.copy_from_slice(&wide[start..start + ow]);
-        });
+        compact(&wide, out_b, [oh, ow], wp);
     }
     out
 }
@@ -430,6 +422,20 @@ pub fn input_grad_col2im(grad: &[f32], weight: &[f32], d: Dims) -> Vec<f32> {
     out
 }
 
+/// Drops the discarded columns of a wide grid: `wide` holds each of `out`'s rows of `[oh, ow]`
+/// pixels as `oh` runs `wp` apart (the last run without its tail), `out` receives them packed.
+///
+/// # Shapes
+/// `wide`: `[rows, (oh - 1) * wp + ow]` -> `out`: `[rows, oh, ow]`.
+fn compact(wide: &[f32], out: &mut [f32], [oh, ow]: [usize; 2], wp: usize) {
+    let n = (oh - 1) * wp + ow;
+    out.par_chunks_mut(ow).enumerate().for_each(|(row, dst)| {
+        let (r, y) = (row / oh, row % oh);
+        let start = r * n + y * wp;
+        dst.copy_from_slice(&wide[start..start + ow]);
+    });
+}
+
 /// Copies `src` `[channels, h, w]` into the zeroed interior of `dst` `[channels, h + 2 ph,
 /// w + 2 pw]` (its border stays zero: it is only ever written here, always at the same places).
 fn pad(src: &[f32], dst: &mut [f32], [h, w]: [usize; 2], [ph, pw]: [usize; 2]) {
@@ -462,15 +468,15 @@ mod tests {
             .collect()
     }
 
-    /// The convolution by its definition, in f64.
-    fn naive_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Vec<f64> {
+    /// Every (input, weight, output) index triple of the convolution's definition: the taps
+    /// that land inside the unpadded input.
+    fn taps(d: Dims) -> Vec<[usize; 3]> {
         let [oh, ow] = d.out_hw();
-        let mut out = vec![0f64; d.batch * d.c_out * oh * ow];
+        let mut out = Vec::new();
         for b in 0..d.batch {
             for o in 0..d.c_out {
                 for y in 0..oh {
                     for xx in 0..ow {
-                        let mut acc = bias.map_or(0.0, |bias| bias[o] as f64);
                         for c in 0..d.c_in {
                             for i in 0..d.kh {
                                 for j in 0..d.kw {
@@ -482,13 +488,14 @@ mod tests {
                                     if sy >= d.h || sx >= d.w {
                                         continue;
                                     }
-                                    let xv = x[((b * d.c_in + c) * d.h + sy) * d.w + sx];
-                                    let wv = w[((o * d.c_in + c) * d.kh + i) * d.kw + j];
-                                    acc += xv as f64 * wv as f64;
+                                    out.push([
+                                        ((b * d.c_in + c) * d.h + sy) * d.w + sx,
+                                        ((o * d.c_in + c) * d.kh + i) * d.kw + j,
+                                        ((b * d.c_out + o) * oh + y) * ow + xx,
+                                    ]);
                                 }
                             }
                         }
-                        out[((b * d.c_out + o) * oh + y) * ow + xx] = acc;
                     }
                 }
             }
@@ -496,35 +503,25 @@ mod tests {
         out
     }
 
+    /// The convolution by its definition, in f64.
+    fn naive_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Dims) -> Vec<f64> {
+        let [oh, ow] = d.out_hw();
+        let plane = oh * ow;
+        let mut out: Vec<f64> = (0..d.batch * d.c_out * plane)
+            .map(|k| bias.map_or(0.0, |bias| bias[(k / plane) % d.c_out] as f64))
+            .collect();
+        for [xi, wi, oi] in taps(d) {
+            out[oi] += x[xi] as f64 * w[wi] as f64;
+        }
+        out
+    }
+
     /// The input gradient by its definition (each input element collects every output it
     /// contributed to), in f64.
     fn naive_input_grad(g: &[f32], w: &[f32], d: Dims) -> Vec<f64> {
-        let [oh, ow] = d.out_hw();
         let mut out = vec![0f64; d.batch * d.c_in * d.h * d.w];
-        for b in 0..d.batch {
-            for o in 0..d.c_out {
-                for y in 0..oh {
-                    for xx in 0..ow {
-                        let gv = g[((b * d.c_out + o) * oh + y) * ow + xx] as f64;
-                        for c in 0..d.c_in {
-                            for i in 0..d.kh {
-                                for j in 0..d.kw {
-                                    let (sy, sx) = (y + i, xx + j);
-                                    if sy < d.ph || sx < d.pw {
-                                        continue;
-                                    }
-                                    let (sy, sx) = (sy - d.ph, sx - d.pw);
-                                    if sy >= d.h || sx >= d.w {
-                                        continue;
-                                    }
-                                    let wv = w[((o * d.c_in + c) * d.kh + i) * d.kw + j] as f64;
-                                    out[((b * d.c_in + c) * d.h + sy) * d.w + sx] += gv * wv;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+        for [xi, wi, oi] in taps(d) {
+            out[xi] += g[oi] as f64 * w[wi] as f64;
         }
         out
     }
@@ -646,15 +643,11 @@ mod tests {
         let bias = values(d.c_out, 3);
         let g = values(d.batch * d.c_out * oh * ow, 4);
         let run = |threads| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a thread pool")
-                .install(|| {
-                    let forwards = FORWARDS.map(|(_, f)| f(&x, &w, Some(&bias), d));
-                    let grads = INPUT_GRADS.map(|(_, f)| f(&g, &w, d));
-                    (forwards, grads)
-                })
+            super::super::in_pool(threads, || {
+                let forwards = FORWARDS.map(|(_, f)| f(&x, &w, Some(&bias), d));
+                let grads = INPUT_GRADS.map(|(_, f)| f(&g, &w, d));
+                (forwards, grads)
+            })
         };
         let one = run(1);
         for threads in [2, 3, 8] {

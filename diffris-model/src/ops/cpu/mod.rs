@@ -130,6 +130,14 @@ fn head_split(values: Vec<f32>, [b, h, n, d]: [usize; 4]) -> Tensor<Flex, 4> {
     tensor(out, [b, n, h, d]).swap_dims(1, 2)
 }
 
+/// Whether every given tensor is f32 (absent ones do not count).
+fn all_f32<const N: usize>(tensors: [Option<&FlexTensor>; N]) -> bool {
+    tensors
+        .into_iter()
+        .flatten()
+        .all(|t| t.dtype() == DType::F32)
+}
+
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous f32 tensor (checked by the caller)")
@@ -202,10 +210,7 @@ impl SdBackend for Flex {
         rows: norm::Rows,
         eps: f64,
     ) -> Option<(FloatTensor<Self>, [FloatTensor<Self>; 2])> {
-        let f32s = [Some(&x), gamma.as_ref(), beta.as_ref()]
-            .into_iter()
-            .flatten()
-            .all(|t| t.dtype() == DType::F32);
+        let f32s = all_f32([Some(&x), gamma.as_ref(), beta.as_ref()]);
         let params = rows.groups * rows.channels;
         let fits = rows.groups > 0
             && x.layout().shape().num_elements() == rows.rows * rows.len()
@@ -279,10 +284,7 @@ impl SdBackend for Flex {
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let f32s = [Some(&x), Some(&weight), bias.as_ref()]
-            .into_iter()
-            .flatten()
-            .all(|t| t.dtype() == DType::F32);
+        let f32s = all_f32([Some(&x), Some(&weight), bias.as_ref()]);
         let dims = conv_dims(x.layout().shape(), weight.layout().shape(), &options).filter(|d| {
             bias.as_ref()
                 .is_none_or(|b| b.layout().shape()[..] == [d.c_out])
@@ -304,7 +306,7 @@ impl SdBackend for Flex {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         let (gs, ws) = (grad.layout().shape(), weight.layout().shape());
-        let f32s = grad.dtype() == DType::F32 && weight.dtype() == DType::F32;
+        let f32s = all_f32([Some(&grad), Some(&weight)]);
         // The input's shape: its batch from the gradient, its channels from the weight.
         let dims = (gs.num_dims() == 4 && ws.num_dims() == 4)
             .then(|| conv_dims(&[gs[0], ws[1], input_hw[0], input_hw[1]], ws, &options))
@@ -439,4 +441,14 @@ impl SdBackend for Flex {
             v: grads.v.map(|g| wrap(g, v_shape, layouts[2])),
         }
     }
+}
+
+/// Runs `f` in a fresh rayon pool of `threads` threads (the kernels' thread-count tests).
+#[cfg(test)]
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+        .install(f)
 }

@@ -113,17 +113,30 @@ pub fn backward(
         .with_min_len(min_rows(&shape))
         .for_each(|(r, (dx, (x, grad)))| {
             let (m, s) = (mean[r], std[r]);
-            let gamma_of = |i: usize| gamma.map_or(1.0, |g| g[shape.param(r, i / shape.spatial)]);
+            // Per channel: its gamma and its run of `spatial` elements.
+            let channels =
+                || (0..shape.channels).map(|c| gamma.map_or(1.0, |g| g[shape.param(r, c)]));
             let (mut sum_gy, mut sum_gy_xhat) = (0f64, 0f64);
-            for (i, (&v, &g)) in x.iter().zip(grad).enumerate() {
-                let gy = (g * gamma_of(i)) as f64;
-                sum_gy += gy;
-                sum_gy_xhat += gy * ((v - m) / s) as f64;
+            let runs = x
+                .chunks_exact(shape.spatial)
+                .zip(grad.chunks_exact(shape.spatial));
+            for (gamma, (x, grad)) in channels().zip(runs) {
+                for (&v, &g) in x.iter().zip(grad) {
+                    let gy = (g * gamma) as f64;
+                    sum_gy += gy;
+                    sum_gy_xhat += gy * ((v - m) / s) as f64;
+                }
             }
             let (a, b) = ((sum_gy / n as f64) as f32, (sum_gy_xhat / n as f64) as f32);
-            for (i, (d, (&v, &g))) in dx.iter_mut().zip(x.iter().zip(grad)).enumerate() {
-                let xhat = (v - m) / s;
-                *d = (g * gamma_of(i) - a - xhat * b) / s;
+            let runs = dx.chunks_exact_mut(shape.spatial).zip(
+                x.chunks_exact(shape.spatial)
+                    .zip(grad.chunks_exact(shape.spatial)),
+            );
+            for (gamma, (dx, (x, grad))) in channels().zip(runs) {
+                for (d, (&v, &g)) in dx.iter_mut().zip(x.iter().zip(grad)) {
+                    let xhat = (v - m) / s;
+                    *d = (g * gamma - a - xhat * b) / s;
+                }
             }
         });
     dx
@@ -273,15 +286,11 @@ mod tests {
         let gamma = data(shape.groups * shape.channels, 9);
         let grad = data(x.len(), 10);
         let run = |threads| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a thread pool")
-                .install(|| {
-                    let f = forward(&x, Some(&gamma), None, shape, 1e-6);
-                    let dx = backward(&x, &f.mean, &f.std, Some(&gamma), &grad, shape);
-                    (f.out, dx)
-                })
+            super::super::in_pool(threads, || {
+                let f = forward(&x, Some(&gamma), None, shape, 1e-6);
+                let dx = backward(&x, &f.mean, &f.std, Some(&gamma), &grad, shape);
+                (f.out, dx)
+            })
         };
         let one = run(1);
         for threads in [2, 5] {
