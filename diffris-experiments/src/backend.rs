@@ -144,39 +144,112 @@ impl DeviceSpec {
 /// the CPU backend has one device, and `flex,flex` runs two workers on it, which is how the
 /// multi-device path is tested without a GPU.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceList(Vec<DeviceSpec>);
+pub struct DeviceList {
+    specs: Vec<DeviceSpec>,
+    parallel: DataParallel,
+}
+
+/// How several devices share each optimizer batch (`--data-parallel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataParallel {
+    /// burn-train's `MultiDevice` loop with each step's gradients summed in the epoch plan's
+    /// order (`training::multi_device`): the same numbers as one device running the same
+    /// micro-batches, on any backend. burn-train copies the model from the first device to the
+    /// others for every pass.
+    #[default]
+    Ordered,
+    /// Burn's distributed data parallel (`training::ddp`): every device keeps its own copy of
+    /// the model and the gradients of each pass are summed over the devices by an all-reduce
+    /// (NCCL). CUDA GPUs only, in a binary built with `--no-default-features --features
+    /// cuda,ddp`; equal to `ordered` up to the all-reduce's order of summation.
+    Ddp,
+}
+
+impl fmt::Display for DataParallel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ordered => "ordered",
+            Self::Ddp => "ddp",
+        })
+    }
+}
 
 impl DeviceList {
     pub fn one(spec: DeviceSpec) -> Self {
-        Self(vec![spec])
+        Self {
+            specs: vec![spec],
+            parallel: DataParallel::Ordered,
+        }
     }
 
     /// The list of a [`RunTarget`]'s devices (already checked when parsed).
     pub fn from_specs(specs: &[DeviceSpec]) -> Self {
-        Self(specs.to_vec())
+        Self {
+            specs: specs.to_vec(),
+            parallel: DataParallel::Ordered,
+        }
+    }
+
+    /// The same devices sharing batches the way `parallel` says, if they can: Burn's DDP needs
+    /// several CUDA GPUs and a binary built with the `ddp` feature.
+    pub fn sharing(mut self, parallel: DataParallel) -> Result<Self, BackendError> {
+        if parallel == DataParallel::Ddp {
+            let bad = |reason: String| BackendError::BadDeviceList {
+                list: self.to_string(),
+                reason,
+            };
+            if self.len() < 2 {
+                return Err(bad(
+                    "--data-parallel ddp shares batches over several devices; name them all, \
+                     e.g. --device cuda:0,cuda:1"
+                        .into(),
+                ));
+            }
+            if !matches!(self.first(), DeviceSpec::Cuda(_)) {
+                return Err(bad(
+                    "--data-parallel ddp runs on cuda:N GPUs only (Burn 0.21 has collective \
+                     operations for its CUDA runtime alone); `--data-parallel ordered` runs on \
+                     every backend"
+                        .into(),
+                ));
+            }
+            if !cfg!(feature = "ddp") {
+                return Err(bad(
+                    "this binary was built without the `ddp` feature; rebuild with \
+                     `--no-default-features --features cuda,ddp`"
+                        .into(),
+                ));
+            }
+        }
+        self.parallel = parallel;
+        Ok(self)
     }
 
     /// The first device: the one that runs everything but the training passes.
     pub fn first(&self) -> DeviceSpec {
-        self.0[0]
+        self.specs[0]
     }
 
     pub fn specs(&self) -> &[DeviceSpec] {
-        &self.0
+        &self.specs
+    }
+
+    pub fn parallel(&self) -> DataParallel {
+        self.parallel
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.specs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.specs.is_empty()
     }
 }
 
 impl fmt::Display for DeviceList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<String> = self.0.iter().map(|d| d.to_string()).collect();
+        let names: Vec<String> = self.specs.iter().map(|d| d.to_string()).collect();
         write!(f, "{}", names.join(","))
     }
 }
@@ -217,7 +290,7 @@ impl FromStr for DeviceList {
                 }
             }
         }
-        Ok(Self(specs))
+        Ok(Self::from_specs(&specs))
     }
 }
 
@@ -252,6 +325,8 @@ pub struct RunTarget {
     pub device_debug: String,
     /// Every device of the run (the first is `spec`).
     pub devices: Vec<DeviceSpec>,
+    /// How several devices share each batch.
+    pub parallel: DataParallel,
 }
 
 impl RunTarget {
@@ -348,6 +423,7 @@ fn run_on<B: SdBackend, J: BackendJob>(
         backend_name: B::name(&device),
         device_debug: format!("{device:?}"),
         devices: devices.specs().to_vec(),
+        parallel: devices.parallel(),
     };
     job.run::<B>(device, target)
 }
@@ -447,6 +523,37 @@ mod tests {
         }
     }
 
+    /// `ddp` needs several CUDA GPUs and the `ddp` build; `ordered` takes any list.
+    #[test]
+    fn ddp_is_refused_where_burn_cannot_run_it() {
+        for list in [
+            "flex",
+            "flex,flex",
+            "cuda:0",
+            "wgpu",
+            "tch:cuda:0,tch:cuda:1",
+        ] {
+            let devices: DeviceList = list.parse().unwrap();
+            let ordered = devices.clone().sharing(DataParallel::Ordered).unwrap();
+            assert_eq!(ordered.parallel(), DataParallel::Ordered);
+            let msg = devices.sharing(DataParallel::Ddp).unwrap_err().to_string();
+            let says = if list.contains(',') {
+                "cuda:N GPUs only"
+            } else {
+                "several devices"
+            };
+            assert!(msg.contains(says), "{list}: {msg}");
+        }
+        let gpus: DeviceList = "cuda:0,cuda:1".parse().unwrap();
+        let shared = gpus.sharing(DataParallel::Ddp);
+        if cfg!(feature = "ddp") {
+            assert_eq!(shared.unwrap().parallel(), DataParallel::Ddp);
+        } else {
+            let msg = shared.unwrap_err().to_string();
+            assert!(msg.contains("--features cuda,ddp"), "{msg}");
+        }
+    }
+
     #[test]
     fn a_targets_burn_devices_follow_its_list() {
         let target = RunTarget {
@@ -458,6 +565,7 @@ mod tests {
                 DeviceSpec::Cuda(0),
                 DeviceSpec::Cuda(5),
             ],
+            parallel: DataParallel::Ordered,
         };
         // A stand-in device type with an index, as CUDA's.
         #[derive(Clone, Debug, Default, PartialEq)]

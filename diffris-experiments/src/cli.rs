@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::backend::{DeviceList, DeviceSpec};
+use crate::backend::{DataParallel, DeviceList, DeviceSpec};
 use crate::commands;
 
 /// DiffRIS: referring remote-sensing image segmentation on a frozen Stable Diffusion.
@@ -15,6 +15,13 @@ pub struct Cli {
     /// them; `flex,flex` runs two CPU workers.
     #[arg(long, global = true)]
     pub device: Option<DeviceList>,
+
+    /// How several training devices share each batch: `ordered` (burn-train's multi-device
+    /// loop, gradients summed in a fixed order: the numbers of one device, any backend) or
+    /// `ddp` (Burn's distributed data parallel: a model copy per GPU, gradients summed by
+    /// NCCL; cuda:N GPUs, in a binary built with `--no-default-features --features cuda,ddp`).
+    #[arg(long, global = true, value_enum, default_value_t = DataParallel::Ordered)]
+    pub data_parallel: DataParallel,
 
     #[command(subcommand)]
     pub command: Command,
@@ -62,16 +69,18 @@ pub enum Command {
 }
 
 impl Cli {
-    /// The devices the user asked for, or the default one.
-    pub fn devices(&self) -> DeviceList {
-        self.device
+    /// The devices the user asked for, or the default one, sharing batches as asked.
+    pub fn devices(&self) -> anyhow::Result<DeviceList> {
+        Ok(self
+            .device
             .clone()
             .unwrap_or_else(|| DeviceList::one(DeviceSpec::default_compiled()))
+            .sharing(self.data_parallel)?)
     }
 
     /// The device of a command that runs on one.
     pub fn device(&self) -> anyhow::Result<DeviceSpec> {
-        let devices = self.devices();
+        let devices = self.devices()?;
         anyhow::ensure!(
             devices.len() == 1,
             "--device {devices}: this command runs on one device; several devices are for \
@@ -91,8 +100,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(args) => commands::tokenize::run(&args),
         Command::Features(args) => commands::features::run(one?, args),
         Command::InitSd(args) => commands::init_sd::run(one?, args),
-        Command::Ablation(args) => commands::ablation::run(devices, args),
-        Command::Train(args) => commands::train::run(devices, args),
+        Command::Ablation(args) => commands::ablation::run(devices?, args),
+        Command::Train(args) => commands::train::run(devices?, args),
         Command::Eval(args) => commands::eval::run(one?, args),
         Command::Segment(args) => commands::segment::run(one?, args),
         Command::Figures(args) => commands::figures::run(one?, args),
@@ -100,6 +109,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => commands::score::run(args),
         Command::Tables(args) => commands::tables::run(args),
         Command::Data(cmd) => commands::data::run(cmd),
-        Command::RunSpec(args) => commands::run_spec::run(devices, args),
+        Command::RunSpec(args) => commands::run_spec::run(devices?, args),
     }
 }

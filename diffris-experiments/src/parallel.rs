@@ -165,6 +165,8 @@ fn spawn(
     let mut cmd = Command::new(exe);
     cmd.arg("--device")
         .arg(DeviceList::from_specs(&target.devices).to_string())
+        .arg("--data-parallel")
+        .arg(target.parallel.to_string())
         .arg("run-spec")
         .arg("--results")
         .arg(&ws.results)

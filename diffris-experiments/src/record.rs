@@ -94,6 +94,9 @@ pub struct EnvRecord {
     pub burn_version: String,
     pub backend: String,
     pub device: String,
+    /// How several devices shared each batch (`ordered` or `ddp`; `None` on one device).
+    #[serde(default)]
+    pub data_parallel: Option<String>,
     /// The CPU model and the vector extensions the CPU kernels may use: runs on CPUs that
     /// differ here use different floating-point kernels and differ in their last digits.
     pub cpu: CpuRecord,
@@ -197,6 +200,7 @@ impl EnvRecord {
                 crate::backend::DeviceList::from_specs(&target.devices),
                 target.device_debug
             ),
+            data_parallel: (target.devices.len() > 1).then(|| target.parallel.to_string()),
             cpu: CpuRecord::detect(),
             seed,
             started_unix: std::time::SystemTime::now()

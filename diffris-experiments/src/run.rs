@@ -126,6 +126,7 @@ pub fn run_one<B: SdBackend>(
             stop_after: ws.stop_after,
             bar,
             heartbeat: Some(ws.heartbeat(format!("{label} training"), &dir)),
+            parallel: target.parallel,
         },
     ) {
         Ok(trained) => trained,

@@ -165,6 +165,7 @@ fn trained(micro_batch: Option<usize>) -> (usize, Vec<(String, Vec<f32>)>) {
             stop_after: None,
             bar: ProgressBar::hidden(),
             heartbeat: None,
+            parallel: diffris_experiments::backend::DataParallel::Ordered,
         },
     )
     .unwrap();

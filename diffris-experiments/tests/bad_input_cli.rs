@@ -117,6 +117,11 @@ fn bad_configs_and_flags_are_refused_before_anything_runs() {
             vec!["different backends"],
         ),
         (
+            dry(&["--device", "flex,flex", "--data-parallel", "ddp"]),
+            vec!["--device flex,flex", "cuda:N GPUs only"],
+        ),
+        (dry(&["--data-parallel", "ddp"]), vec!["several devices"]),
+        (
             dry(&["--profile", "paper", "--data", "rrsisd=empty"]),
             vec!["--sd"],
         ),

@@ -89,6 +89,7 @@ fn a_non_finite_loss_stops_the_run_with_an_error_naming_the_pass() {
             stop_after: None,
             bar: ProgressBar::hidden(),
             heartbeat: None,
+            parallel: diffris_experiments::backend::DataParallel::Ordered,
         },
     )
     .err()

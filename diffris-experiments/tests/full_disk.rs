@@ -67,6 +67,7 @@ fn run(
             stop_after,
             bar: ProgressBar::hidden(),
             heartbeat: None,
+            parallel: diffris_experiments::backend::DataParallel::Ordered,
         },
     )
 }

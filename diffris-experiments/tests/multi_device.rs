@@ -78,6 +78,7 @@ fn trained(
             stop_after: None,
             bar: ProgressBar::hidden(),
             heartbeat: None,
+            parallel: diffris_experiments::backend::DataParallel::Ordered,
         },
     )
     .unwrap();

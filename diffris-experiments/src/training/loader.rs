@@ -198,7 +198,13 @@ impl<B: SdBackend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
         let n = self.data.len();
         let order: Vec<usize> = match self.seed {
             Some(seed) => {
-                B::seed(&self.device, epoch_seed(seed, epoch));
+                // One reseed per epoch, by the part holding the plan's first pass: with Burn's
+                // DDP every device's worker starts its epoch on its own thread, and a reseed by
+                // another part could land after that pass has begun drawing. The other parts'
+                // passes wait for it (their tickets), so all draws follow this one.
+                if self.shard.is_none_or(|s| s == 0) {
+                    B::seed(&self.device, epoch_seed(seed, epoch));
+                }
                 epoch_order(n, seed, epoch)
             }
             None => (0..n).collect(),

@@ -1,9 +1,11 @@
 //! Training on burn-train's supervised learner: the steps ([`step`]), the epoch metrics that
 //! drive best-checkpoint selection ([`epoch_log`]), the learning-rate decay ([`schedule`]), the
-//! batches of each epoch ([`loader`]), several devices ([`multi_device`], with the order of their
-//! forwards in [`turnstile`]), a progress renderer ([`renderer`]) and the entry point [`train`].
+//! batches of each epoch ([`loader`]), several devices ([`multi_device`] and [`ddp`], with the
+//! order of their forwards in [`turnstile`]), a progress renderer ([`renderer`]) and the entry
+//! point [`train`].
 
 pub mod checkpoint;
+pub mod ddp;
 pub mod divergence;
 pub mod epoch_log;
 pub mod loader;
@@ -23,6 +25,7 @@ use burn::optim::AdamWConfig;
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use indicatif::ProgressBar;
 
+use crate::backend::DataParallel;
 use crate::progress::Heartbeat;
 
 use crate::encoded::EncodedSplit;
@@ -56,14 +59,17 @@ pub struct TrainOptions {
     pub bar: ProgressBar,
     /// Progress lines for runs nobody watches.
     pub heartbeat: Option<Heartbeat>,
+    /// How several devices share each batch.
+    pub parallel: DataParallel,
 }
 
 /// Trains `model` for `spec.epochs` epochs (or until `opts.stop_after`), resuming from the last
 /// checkpoint in `dir` when `opts.resume`, and returns the best-on-validation model.
 ///
 /// With several `devices` every optimizer batch is shared over them (burn-train's
-/// `MultiDevice` loop with its gradients summed in plan order, [`multi_device`]; the optimizer
-/// on the first device, which also validates): each
+/// `MultiDevice` loop with its gradients summed in plan order, [`multi_device`], the optimizer
+/// on the first device; or, with [`DataParallel::Ddp`], Burn's distributed data parallel,
+/// [`ddp`]; the first device validates): each
 /// device runs `ceil(batch_size / (devices * micro_batch))` passes per step. The epoch's passes
 /// are those of one device (see [`loader::micro_batches`]), their random draws come in the same
 /// order ([`turnstile`]), so two devices with one pass each compute what one device computes
@@ -86,6 +92,7 @@ pub fn train<B: SdAutodiffBackend>(
         stop_after,
         bar,
         heartbeat,
+        parallel,
     } = opts;
     let n_dev = devices.len();
     let plan = loader::micro_batches(train_data.len(), spec.batch_size, spec.pass_size(), n_dev);
@@ -98,8 +105,7 @@ pub fn train<B: SdAutodiffBackend>(
         spec.batch_size,
         n_dev * loader::passes_per_device(spec.batch_size, spec.pass_size(), n_dev)
     );
-    // burn-train steps the schedule once per pass on one device and once per round of the
-    // devices on several, and accumulates `per_device` of those before each optimizer step.
+    // burn-train accumulates `per_device` passes of each device before each optimizer step.
     let per_device = loader::passes_per_device(spec.batch_size, spec.pass_size(), n_dev);
     let per_step = n_dev * per_device;
     let start = if resume { last_checkpoint(dir) } else { None };
@@ -137,7 +143,7 @@ pub fn train<B: SdAutodiffBackend>(
         base: spec.lr,
         power: spec.lr_power,
         total: spec.epochs * (passes / per_step),
-        passes_per_step: per_device,
+        passes_per_step: ddp::schedule_calls_per_step(parallel, n_dev, per_device),
         iteration: 0,
     };
     bar.set_length((spec.epochs * samples) as u64);
@@ -181,9 +187,18 @@ pub fn train<B: SdAutodiffBackend>(
         training = training.grads_accumulation(per_device);
     }
     if n_dev > 1 {
-        training = training.with_training_strategy(TrainingStrategy::Custom(Arc::new(
-            multi_device::OrderedMultiDevice::<B>::new(devices.to_vec()),
-        )));
+        training = training.with_training_strategy(match parallel {
+            DataParallel::Ordered => TrainingStrategy::Custom(Arc::new(
+                multi_device::OrderedMultiDevice::<B>::new(devices.to_vec()),
+            )),
+            #[cfg(feature = "ddp")]
+            DataParallel::Ddp => ddp::strategy(devices.to_vec()),
+            #[cfg(not(feature = "ddp"))]
+            DataParallel::Ddp => anyhow::bail!(
+                "--data-parallel ddp needs a binary built with `--no-default-features \
+                 --features cuda,ddp`"
+            ),
+        });
     }
     let result = training.launch(Learner::new(model, optim, scheduler));
     bar.finish_and_clear();

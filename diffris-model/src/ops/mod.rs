@@ -41,8 +41,25 @@ use burn::tensor::ops::conv::calculate_padding_out;
 use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 
+/// What a backend must be for diffris to train on it with Burn's distributed data parallel
+/// (DDP): Burn's `DistributedBackend` in builds with the `ddp` feature, any backend otherwise.
+///
+/// Burn 0.21 makes `Autodiff<B>` an autodiff backend only for `B: DistributedBackend` once its
+/// `distributed` feature is on, so in a `ddp` build every backend that trains must be one; of
+/// the backends diffris compiles in, only cubecl's (CUDA) implements it.
+#[cfg(feature = "ddp")]
+pub trait DataParallelBackend: burn::tensor::backend::distributed::DistributedBackend {}
+#[cfg(feature = "ddp")]
+impl<B: burn::tensor::backend::distributed::DistributedBackend> DataParallelBackend for B {}
+/// What a backend must be for diffris to train on it with Burn's distributed data parallel
+/// (DDP): Burn's `DistributedBackend` in builds with the `ddp` feature, any backend otherwise.
+#[cfg(not(feature = "ddp"))]
+pub trait DataParallelBackend: Backend {}
+#[cfg(not(feature = "ddp"))]
+impl<B: Backend> DataParallelBackend for B {}
+
 /// A Burn backend with the operations of the SD stack.
-pub trait SdBackend: Backend {
+pub trait SdBackend: DataParallelBackend {
     /// `softmax(q k^T / sqrt(D)) v` per head, without mask or bias.
     ///
     /// The default (for backends without autodiff) is Burn's attention kernel; `Autodiff<B>`
