@@ -1,4 +1,5 @@
-//! Records the git revision and the Burn version this binary is built from.
+//! Records the git revision and the Burn version this binary is built from, and a digest of the
+//! sources that decide what the frozen encoders compute (the key of the encoded-split cache).
 
 use std::path::Path;
 use std::process::Command;
@@ -19,6 +20,59 @@ fn main() {
         "cargo:rustc-env=DIFFRIS_BURN_VERSION={}",
         burn_version(root)
     );
+    // Cargo rescans a watched directory for any changed file.
+    let encoder_sources = ENCODER_SOURCES.map(|p| root.join(p));
+    for path in &encoder_sources {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    println!(
+        "cargo:rustc-env=DIFFRIS_ENCODER_SOURCES={:016x}",
+        digest(root, &encoder_sources)
+    );
+}
+
+/// What the encoded splits depend on besides their configuration: the model code (the frozen
+/// SD stack and its kernels), the data code (image decoding and resizing), the encoding step
+/// itself, and every dependency's version.
+const ENCODER_SOURCES: [&str; 4] = [
+    "diffris-model/src",
+    "diffris-data/src",
+    "diffris-experiments/src/encoded.rs",
+    "Cargo.lock",
+];
+
+/// 64-bit FNV-1a over every file under `paths` (in sorted order): its path relative to `root`,
+/// a zero byte, its bytes, a zero byte.
+fn digest(root: &Path, paths: &[std::path::PathBuf]) -> u64 {
+    fn files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
+        match std::fs::read_dir(path) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    files(&entry.path(), out);
+                }
+            }
+            Err(_) => out.push(path.to_path_buf()),
+        }
+    }
+    let mut all = Vec::new();
+    for path in paths {
+        files(path, &mut all);
+    }
+    all.sort();
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for file in all {
+        let relative = file.strip_prefix(root).unwrap_or(&file);
+        feed(relative.to_string_lossy().as_bytes());
+        feed(&[0]);
+        feed(&std::fs::read(&file).unwrap_or_default());
+        feed(&[0]);
+    }
+    h
 }
 
 fn git_revision(root: &Path) -> String {

@@ -13,7 +13,8 @@ use crate::cache::fnv1a;
 use crate::encoded::EncodedSplit;
 use crate::tensor_file::TensorFile;
 
-/// Bump when what [`EncodedSplit::encode`] computes changes, so older files are not reused.
+/// The file layout; bump when it changes. (What the encoders compute is in each split's key:
+/// the backend, the CPU's kernels and a digest of the encoding code, see `inputs::split_key`.)
 pub const FORMAT: &str = "diffris-encoded-split-v1";
 
 /// Where the split described by `key` is stored under `cache`.

@@ -70,18 +70,7 @@ impl<B: SdBackend> Shared<B> {
         } else {
             spec.limit_eval
         };
-        let mut key = format!(
-            "{}|{}|{}|{split}|{:?}|{}|{limit:?}",
-            sd_key.display(),
-            spec.dataset.name(),
-            spec.data_root.display(),
-            spec.model.image_size,
-            spec.model.latent_scale
-        );
-        // Half-precision encoders give other numbers (f32 keys stay as they were).
-        if !spec.model.precision.is_f32() {
-            key.push_str(&format!("|{}", spec.model.precision));
-        }
+        let key = split_key(spec, split, limit, sd_key, &B::name(device));
         if let Some(e) = self.encoded.get(&key) {
             return Ok(e.clone());
         }
@@ -173,6 +162,36 @@ impl<B: SdBackend> Shared<B> {
 
 /// Whether every input of `spec` lives in the cache under a name derived from its
 /// configuration (the tiny profile's random weights and SynthRS).
+/// What identifies a split's encoding: its configuration (weights, dataset, split, image size,
+/// latent scale, sample limit, precision) and what computes it (`backend`, the CPU's vector
+/// kernels, the build's [`ENCODER_SOURCES`](crate::build_info::ENCODER_SOURCES) digest): a cached
+/// split is what this binary would compute here, or it is not used.
+fn split_key(
+    spec: &RunSpec,
+    split: &str,
+    limit: Option<usize>,
+    sd_key: &Path,
+    backend: &str,
+) -> String {
+    let mut key = format!(
+        "{}|{}|{}|{split}|{:?}|{}|{limit:?}",
+        sd_key.display(),
+        spec.dataset.name(),
+        spec.data_root.display(),
+        spec.model.image_size,
+        spec.model.latent_scale
+    );
+    if !spec.model.precision.is_f32() {
+        key.push_str(&format!("|{}", spec.model.precision));
+    }
+    key.push_str(&format!(
+        "|{backend}|{}|src {}",
+        crate::record::CpuRecord::detect().features.join("+"),
+        crate::build_info::ENCODER_SOURCES
+    ));
+    key
+}
+
 fn cache_owned(spec: &RunSpec) -> bool {
     matches!(spec.sd_source, SdSource::Random { .. }) && spec.synth.is_some()
 }
@@ -256,4 +275,40 @@ pub fn prepare_for_processes<B: SdBackend>(
         shared.encoded_splits(spec, &sd_key, ws, device)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every input of the encoding, and what computes it, tells keys apart.
+    #[test]
+    fn split_keys_name_configuration_backend_and_build() {
+        let spec = RunSpec::example();
+        let key = |spec: &RunSpec, split: &str, limit, backend: &str| {
+            split_key(spec, split, limit, Path::new("/w"), backend)
+        };
+        let base = key(&spec, "train", None, "flex");
+        assert_eq!(
+            base,
+            key(&spec.clone(), "train", None, "flex"),
+            "deterministic"
+        );
+        let mut half = spec.clone();
+        half.model.precision = Precision::Bf16;
+        let mut larger = spec.clone();
+        larger.model.image_size = (1024, 1024);
+        for other in [
+            key(&spec, "val", None, "flex"),
+            key(&spec, "train", Some(3), "flex"),
+            key(&spec, "train", None, "cuda"),
+            key(&half, "train", None, "flex"),
+            key(&larger, "train", None, "flex"),
+        ] {
+            assert_ne!(base, other);
+        }
+        let build = crate::build_info::ENCODER_SOURCES;
+        assert_eq!(build.len(), 16, "a 64-bit digest in hex: {build}");
+        assert!(base.ends_with(&format!("|src {build}")), "{base}");
+    }
 }

@@ -133,38 +133,13 @@ impl MemoryEstimate {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use burn::backend::Flex;
-    use diffris_model::diffris::DiffRisConfig;
 
     use super::*;
-    use crate::profile::{ProfileName, SdSource};
-    use crate::recipe::TrainSpec;
 
     fn spec(micro_batch: Option<usize>) -> RunSpec {
-        RunSpec {
-            ablation: "a".into(),
-            variant: "v".into(),
-            label: "l".into(),
-            seed: 0,
-            profile: ProfileName::Paper,
-            dataset: diffris_data::DatasetFormat::Rrsisd,
-            data_root: "/data".into(),
-            synth: None,
-            train_split: "train".into(),
-            val_split: "val".into(),
-            test_split: "test".into(),
-            protocol: crate::metrics::Protocol::Lavt,
-            sd_weights: "sd15".into(),
-            sd_source: SdSource::Path("/w".into()),
-            sd_arch: SdConfig::sd15(),
-            model: DiffRisConfig::default(),
-            train: TrainSpec {
-                micro_batch,
-                ..TrainSpec::default()
-            },
-            limit_train: None,
-            limit_eval: None,
-            profile_changes: vec![],
-        }
+        let mut spec = RunSpec::example();
+        spec.train.micro_batch = micro_batch;
+        spec
     }
 
     #[test]

@@ -113,6 +113,35 @@ pub struct RunSpec {
     pub profile_changes: Vec<ProfileChange>,
 }
 
+#[cfg(test)]
+impl RunSpec {
+    /// A paper-profile run on RRSIS-D at `/data` with SD-1.5 weights at `/w`, for tests.
+    pub(crate) fn example() -> Self {
+        Self {
+            ablation: "a".into(),
+            variant: "v".into(),
+            label: "l".into(),
+            seed: 0,
+            profile: ProfileName::Paper,
+            dataset: DatasetFormat::Rrsisd,
+            data_root: "/data".into(),
+            synth: None,
+            train_split: "train".into(),
+            val_split: "val".into(),
+            test_split: "test".into(),
+            protocol: Protocol::Lavt,
+            sd_weights: "sd15".into(),
+            sd_source: SdSource::Path("/w".into()),
+            sd_arch: SdConfig::sd15(),
+            model: DiffRisConfig::default(),
+            train: TrainSpec::default(),
+            limit_train: None,
+            limit_eval: None,
+            profile_changes: vec![],
+        }
+    }
+}
+
 /// One value a profile set in place of the recipe's (paper-default) value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProfileChange {
