@@ -1,6 +1,9 @@
 //! Times the stride-1 convolutions of SD-1.5's UNet on the CPU backend: flex's own `conv2d` and
 //! transposed convolution (the input gradient) against `ops::cpu::conv`'s two routes (shifted
-//! products; im2col / col2im) and the route it picks. Best of three runs each, batch 1.
+//! products; im2col / col2im) and the route it picks. Then the weight gradients of the trained
+//! convolutions of PCMRD's mask head at a 512-pixel image (512 channels; 3x3 at 128x128 and
+//! 256x256, the 1x1 projection at 256x256): Burn's `conv2d_weight_backward` on flex against
+//! `ops::cpu::conv_weight`. Best of three runs each, batch 1.
 //!
 //! ```sh
 //! cargo run --release -p diffris-model --example conv_speed
@@ -15,6 +18,7 @@ use diffris_model::ops::cpu::conv::{
     Dims, forward, forward_im2col, forward_shifted, input_grad, input_grad_col2im,
     input_grad_shifted,
 };
+use diffris_model::ops::cpu::conv_weight::weight_grad;
 
 /// `(c_in, c_out, side, kernel)`: the UNet's 3x3 layers at each level, a 1x1 shortcut and the
 /// 4-channel input convolution.
@@ -27,6 +31,9 @@ const SHAPES: [(usize, usize, usize, usize); 7] = [
     (640, 320, 64, 1),
     (4, 320, 64, 3),
 ];
+
+/// `(channels, side, kernel)` of the mask head's trained convolutions at a 512-pixel image.
+const TRAINED: [(usize, usize, usize); 3] = [(512, 128, 3), (512, 256, 3), (512, 256, 1)];
 
 fn values(t: Tensor<Flex, 4>) -> Vec<f32> {
     t.into_data().to_vec().expect("f32 values")
@@ -112,5 +119,41 @@ fn main() {
             row += &format!(", {ms:.1}");
         }
         println!("{row}");
+    }
+    println!("shape | weight gradient: flex, ours (ms), largest difference / scale");
+    for (c, side, k) in TRAINED {
+        let p = k / 2;
+        let x = Tensor::<Flex, 4>::random([1, c, side, side], Distribution::Default, &device);
+        let w = Tensor::<Flex, 4>::random([c, c, k, k], Distribution::Default, &device);
+        let g = Tensor::<Flex, 4>::random([1, c, side, side], Distribution::Default, &device);
+        let (xs, gs) = (values(x.clone()), values(g.clone()));
+        let dims = Dims {
+            batch: 1,
+            c_in: c,
+            h: side,
+            w: side,
+            c_out: c,
+            kh: k,
+            kw: k,
+            ph: p,
+            pw: p,
+        };
+        let (flex_ms, flex_out) = best_ms(|| {
+            let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+            let (x, w, g) = (x.clone(), w.clone(), g.clone());
+            from_primitive(Flex::conv2d_weight_backward(
+                x.into_primitive().tensor(),
+                w.into_primitive().tensor(),
+                g.into_primitive().tensor(),
+                options,
+            ))
+        });
+        let flex_out = values(flex_out);
+        let (ms, out) = best_ms(|| weight_grad(&xs, &gs, dims));
+        let scale = flex_out.iter().fold(0f32, |m, v| m.max(v.abs()));
+        println!(
+            "{c}->{c} {side}x{side} k{k} | {flex_ms:.1}, {ms:.1} | {:.1e}",
+            max_difference(&out, &flex_out) / scale
+        );
     }
 }

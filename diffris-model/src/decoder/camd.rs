@@ -26,7 +26,7 @@
 //! normal.
 
 use crate::norm::group_norm;
-use crate::ops::{SdBackend, sd_relu};
+use crate::ops::{SdBackend, sd_conv2d, sd_relu};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -98,7 +98,7 @@ impl<B: SdBackend> ConvGn<B> {
     /// # Shapes
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        group_norm(&self.norm, self.conv.forward(x))
+        group_norm(&self.norm, sd_conv2d(&self.conv, x))
     }
 }
 
@@ -349,7 +349,7 @@ impl<B: SdBackend> Camd<B> {
         );
         let last = self.mask_features.len() - 1;
         for (k, conv) in self.mask_features.iter().enumerate() {
-            pixels = conv.forward(pixels);
+            pixels = sd_conv2d(conv, pixels);
             if k < last {
                 pixels = sd_relu(pixels);
             }

@@ -3,7 +3,7 @@
 
 use super::resize::resize_bilinear_matmul;
 use crate::norm::batch_norm;
-use crate::ops::{SdBackend, sd_relu};
+use crate::ops::{SdBackend, sd_conv2d, sd_relu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -43,7 +43,7 @@ impl<B: SdBackend> ConvBnRelu<B> {
     /// # Shapes
     /// `[B, C_in, H, W]` -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>, training: bool) -> Tensor<B, 4> {
-        sd_relu(batch_norm(&self.bn, self.conv.forward(x), training))
+        sd_relu(batch_norm(&self.bn, sd_conv2d(&self.conv, x), training))
     }
 }
 

@@ -119,7 +119,7 @@ impl<B: SdBackend> Lmp<B> {
             };
         }
         let (h, w) = input.image_size;
-        let class_logits = resize_bilinear(self.classifier.forward(x), [h, w]);
+        let class_logits = resize_bilinear(crate::ops::sd_conv2d(&self.classifier, x), [h, w]);
         let logits = class_logits.clone().narrow(1, 1, 1) - class_logits.clone().narrow(1, 0, 1);
         DecoderOutput {
             logits,

@@ -116,7 +116,7 @@ impl<B: SdBackend> MaskHead<B> {
         let x = self
             .up2
             .forward(resize_bilinear_corners(x, [4 * h, 4 * w]), training);
-        let x = self.proj.forward(x);
+        let x = crate::ops::sd_conv2d(&self.proj, x);
         // Reshape the contiguous kernel first, then narrow: Burn 0.21's cubecl backends (wgpu,
         // cuda) give a narrowed `[B, 1]` view the wrong batch stride when it is reshaped to more
         // dimensions (burn-std's `split_strides` skips size-1 dimensions of the old shape), so

@@ -13,7 +13,7 @@
 //! `n * C_in * 9` (see `docs/DESIGN.md`).
 
 use crate::norm::batch_norm;
-use crate::ops::{SdBackend, sd_relu};
+use crate::ops::{SdBackend, sd_conv2d, sd_relu};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -147,7 +147,7 @@ impl<B: SdBackend> RotatedConvBnRelu<B> {
     /// `[B, C, H, W]` -> (`[B, n]`, `[B, n]`).
     pub fn route(&self, x: Tensor<B, 4>, training: bool) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let [b, c, _, _] = x.dims();
-        let r = self.routing_conv.forward(x);
+        let r = sd_conv2d(&self.routing_conv, x);
         // LayerNorm over channels at every pixel, then ReLU and global average pooling.
         let r = self
             .routing_norm

@@ -182,6 +182,35 @@ pub trait SdBackend: DataParallelBackend {
         conv2d_input_grad_transposed::<Self>(grad, weight, input_hw, options)
     }
 
+    /// Whether `Autodiff<B>` runs a convolution with a tracked weight (a trained layer) as one
+    /// node of [`sd_conv2d`](Self::sd_conv2d), [`sd_conv2d_input_grad`](Self::sd_conv2d_input_grad)
+    /// and [`sd_conv2d_weight_grad`](Self::sd_conv2d_weight_grad): where the backend has kernels
+    /// for them (flex, for stride-1 f32 shapes). Otherwise (the default) Burn's autodiff
+    /// `conv2d` runs unchanged.
+    fn sd_conv2d_trains(
+        _x: &FloatTensor<Self>,
+        _weight: &FloatTensor<Self>,
+        _options: &ConvOptions<2>,
+    ) -> bool {
+        false
+    }
+
+    /// The gradient of [`sd_conv2d`](Self::sd_conv2d)'s weight given its input `x` and its
+    /// output's gradient. The default is Burn's `conv2d_weight_backward`; flex runs stride-1
+    /// shapes through its own kernel ([`cpu::conv_weight`]).
+    ///
+    /// # Shapes
+    /// `x`: `[B, C_in, H, W]`, `weight`: `[C_out, C_in / groups, kH, kW]`, `grad`:
+    /// `[B, C_out, H', W']` -> the weight's shape.
+    fn sd_conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, grad, options)
+    }
+
     /// Burn's `linear`, `x @ weight + bias`; `Autodiff<B>` makes a frozen weight's layer one
     /// node whose backward is [`sd_linear_input_grad`](Self::sd_linear_input_grad).
     ///

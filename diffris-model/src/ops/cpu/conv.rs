@@ -30,7 +30,7 @@ use super::matmul::matmul;
 
 /// Below this many multiply-adds a product runs on one thread (flex's threshold for its
 /// convolution's products).
-const PARALLEL_WORK: usize = 192 * 192 * 192;
+pub(super) const PARALLEL_WORK: usize = 192 * 192 * 192;
 
 /// The shape of a stride-1, dilation-1, ungrouped convolution: input `[batch, c_in, h, w]`,
 /// weight `[c_out, c_in, kh, kw]`, zero padding `ph` rows above and below, `pw` columns left
@@ -188,7 +188,7 @@ pub fn input_grad_shifted(grad: &[f32], weight: &[f32], dims: Dims) -> Vec<f32> 
     )
 }
 
-fn check(dims: &Dims, x_len: usize, weight_len: usize) {
+pub(super) fn check(dims: &Dims, x_len: usize, weight_len: usize) {
     assert!(dims.supported(), "conv: unsupported shape {dims:?}");
     assert_eq!(
         x_len,
@@ -438,7 +438,7 @@ fn compact(wide: &[f32], out: &mut [f32], [oh, ow]: [usize; 2], wp: usize) {
 
 /// Copies `src` `[channels, h, w]` into the zeroed interior of `dst` `[channels, h + 2 ph,
 /// w + 2 pw]` (its border stays zero: it is only ever written here, always at the same places).
-fn pad(src: &[f32], dst: &mut [f32], [h, w]: [usize; 2], [ph, pw]: [usize; 2]) {
+pub(super) fn pad(src: &[f32], dst: &mut [f32], [h, w]: [usize; 2], [ph, pw]: [usize; 2]) {
     let wp = w + 2 * pw;
     let padded_plane = (h + 2 * ph) * wp;
     dst.par_chunks_mut(padded_plane)
@@ -452,11 +452,11 @@ fn pad(src: &[f32], dst: &mut [f32], [h, w]: [usize; 2], [ph, pw]: [usize; 2]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Deterministic values in [-1, 1) from a small linear congruential generator.
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    pub(in super::super) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         (0..len)
             .map(|_| {
@@ -470,7 +470,7 @@ mod tests {
 
     /// Every (input, weight, output) index triple of the convolution's definition: the taps
     /// that land inside the unpadded input.
-    fn taps(d: Dims) -> Vec<[usize; 3]> {
+    pub(in super::super) fn taps(d: Dims) -> Vec<[usize; 3]> {
         let [oh, ow] = d.out_hw();
         let mut out = Vec::new();
         for b in 0..d.batch {
@@ -527,7 +527,7 @@ mod tests {
     }
 
     /// Largest difference relative to the largest reference magnitude.
-    fn relative_error(got: &[f32], want: &[f64]) -> f64 {
+    pub(in super::super) fn relative_error(got: &[f32], want: &[f64]) -> f64 {
         assert_eq!(got.len(), want.len());
         let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
         let worst = got
@@ -537,7 +537,7 @@ mod tests {
         worst / scale
     }
 
-    fn shapes() -> Vec<Dims> {
+    pub(in super::super) fn shapes() -> Vec<Dims> {
         let d = |batch, c_in, h, w, c_out, kh, kw, ph, pw| Dims {
             batch,
             c_in,
@@ -576,7 +576,7 @@ mod tests {
     // Tolerances: f32 sums of at most a few hundred products of values in [-1, 1] against the
     // f64 definition, relative to the output's largest magnitude: a few ulp (6e-8 each) times
     // the square root of the terms' count stays far below 1e-6.
-    const TOLERANCE: f64 = 1e-6;
+    pub(in super::super) const TOLERANCE: f64 = 1e-6;
 
     #[test]
     fn forward_matches_the_definition() {

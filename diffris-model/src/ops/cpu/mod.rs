@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod conv_weight;
 pub mod geglu;
 mod matmul;
 pub mod norm;
@@ -320,6 +321,36 @@ impl SdBackend for Flex {
         from_values(
             out,
             [dims.batch, dims.c_in, input_hw[0], input_hw[1]].into(),
+        )
+    }
+
+    fn sd_conv2d_trains(
+        x: &FloatTensor<Self>,
+        weight: &FloatTensor<Self>,
+        options: &ConvOptions<2>,
+    ) -> bool {
+        all_f32([Some(x), Some(weight)])
+            && conv_dims(x.layout().shape(), weight.layout().shape(), options).is_some()
+    }
+
+    fn sd_conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let f32s = all_f32([Some(&x), Some(&weight), Some(&grad)]);
+        let ws = weight.layout().shape().clone();
+        let dims = conv_dims(x.layout().shape(), &ws, &options).filter(|d| {
+            grad.layout().shape()[..] == [d.batch, d.c_out, d.out_hw()[0], d.out_hw()[1]]
+        });
+        let (true, Some(dims)) = (f32s, dims) else {
+            return Self::conv2d_weight_backward(x, weight, grad, options);
+        };
+        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+        from_values(
+            conv_weight::weight_grad(values(&x), values(&grad), dims),
+            ws,
         )
     }
 
