@@ -327,6 +327,9 @@ fn frozen_norms_match_burn() {
     assert_eq!(ours.into_data(), burn.into_data());
 }
 
+// Burn's own `swap_dims` and `permute` are the references here (clippy refuses them in model
+// code: see `SdBackend::sd_swap_dims`).
+#[allow(clippy::disallowed_methods)]
 #[test]
 fn transpose_matches_swap_dims_bit_for_bit() {
     // [B, M, N] = [2, 37, 45]: sides not multiples of the kernel's tile.
@@ -345,4 +348,38 @@ fn transpose_matches_swap_dims_bit_for_bit() {
         sd_transpose(t.clone().swap_dims(1, 2)).into_data(),
         t.into_data()
     );
+}
+
+/// The axis helpers model code calls give Burn's `swap_dims`, `transpose` and `permute`, outputs
+/// and input gradients, bit for bit (flex keeps Burn's operations; the helpers only route them
+/// through `SdBackend`, whose libtorch implementation mends burn-tch's aliasing).
+#[allow(clippy::disallowed_methods)]
+#[test]
+fn axis_helpers_match_burn_bit_for_bit() {
+    use diffris_model::ops::{permute, swap_dims, transpose};
+    let x = random([2, 3, 4, 5], 32);
+    // Each case ends in a reshape to a fixed shape so the same `run` compares them.
+    type Case = fn(Tensor<AB, 4>) -> Tensor<AB, 4>;
+    let cases: [(&str, Case, Case); 3] = [
+        (
+            "swap_dims",
+            |t| swap_dims(t, 0, 2).reshape([2, 3, 4, 5]),
+            |t| t.swap_dims(0, 2).reshape([2, 3, 4, 5]),
+        ),
+        (
+            "transpose",
+            |t| transpose(t).reshape([2, 3, 4, 5]),
+            |t| t.transpose().reshape([2, 3, 4, 5]),
+        ),
+        (
+            "permute",
+            |t| permute(t, [3, 0, 2, 1]).reshape([2, 3, 4, 5]),
+            |t| t.permute([3, 0, 2, 1]).reshape([2, 3, 4, 5]),
+        ),
+    ];
+    for (name, ours, burn) in cases {
+        let (ours, burn) = (run(ours, &x), run(burn, &x));
+        assert_eq!(ours.0, burn.0, "{name}: forward");
+        assert_eq!(ours.1, burn.1, "{name}: input gradient");
+    }
 }

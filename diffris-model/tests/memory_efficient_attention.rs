@@ -234,8 +234,12 @@ fn flex_kernel_equals_the_generic_blocks() {
         // Head-split views (`[B, N, H, D]` data with the middle axes swapped, what the UNet
         // passes) are read row by row: the same bits as contiguous inputs.
         let head_split = |t: &Tensor<Flex, 4>| {
-            let bnhd = t.clone().swap_dims(1, 2);
-            Tensor::<Flex, 4>::from_data(bnhd.to_data(), &bnhd.device()).swap_dims(1, 2)
+            let bnhd = diffris_model::ops::swap_dims(t.clone(), 1, 2);
+            diffris_model::ops::swap_dims(
+                Tensor::<Flex, 4>::from_data(bnhd.to_data(), &bnhd.device()),
+                1,
+                2,
+            )
         };
         let (out_split, _) =
             Flex::sd_attention_forward(head_split(&q), head_split(&k), head_split(&v));

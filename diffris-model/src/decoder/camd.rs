@@ -26,7 +26,7 @@
 //! normal.
 
 use crate::norm::group_norm;
-use crate::ops::{SdBackend, sd_conv2d, sd_relu};
+use crate::ops::{SdBackend, sd_conv2d, sd_relu, swap_dims};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -299,7 +299,7 @@ impl<B: SdBackend> Camd<B> {
             let lvl = level_embed.clone().narrow(0, k, 1);
             let pos = sine_position_embedding::<B>(h, w, d, &m.device()) + lvl;
             positions.push(pos.reshape([1, h * w, d]));
-            tokens.push(m.reshape([b, d, h * w]).swap_dims(1, 2));
+            tokens.push(swap_dims(m.reshape([b, d, h * w]), 1, 2));
         }
         let mut vision = Tensor::cat(tokens, 1);
         let n = vision.dims()[1];
@@ -337,10 +337,7 @@ impl<B: SdBackend> Camd<B> {
         }
         // The finest level's (F32's, last) tokens as a map, upsampled onto F64's lateral.
         let (hf, wf) = sizes[2];
-        let fine = vision
-            .narrow(1, n - hf * wf, hf * wf)
-            .swap_dims(1, 2)
-            .reshape([b, d, hf, wf]);
+        let fine = swap_dims(vision.narrow(1, n - hf * wf, hf * wf), 1, 2).reshape([b, d, hf, wf]);
         let lateral = self.lateral.forward(f[0].clone());
         let [_, _, h0, w0] = lateral.dims();
         let mut pixels = sd_relu(

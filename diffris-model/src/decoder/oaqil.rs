@@ -2,7 +2,7 @@
 //! through cross-attention, then group the fused visual features through Gumbel-normalised
 //! attention with a straight-through hard assignment.
 
-use crate::ops::SdBackend;
+use crate::ops::{SdBackend, permute, swap_dims};
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
@@ -218,10 +218,8 @@ impl<B: SdBackend> Oaqil<B> {
         if (h, w) == (h0, w0) {
             return pe.reshape([1, h * w, d]);
         }
-        let grid = pe.reshape([1, h0, w0, d]).permute([0, 3, 1, 2]);
-        resize_bilinear(grid, [h, w])
-            .permute([0, 2, 3, 1])
-            .reshape([1, h * w, d])
+        let grid = permute(pe.reshape([1, h0, w0, d]), [0, 3, 1, 2]);
+        permute(resize_bilinear(grid, [h, w]), [0, 2, 3, 1]).reshape([1, h * w, d])
     }
 
     /// One interaction: text into the tokens, then pixels into the tokens.
@@ -248,7 +246,7 @@ impl<B: SdBackend> Oaqil<B> {
         let k = self.text_k.forward(normed_text.clone());
         let v = self.text_v.forward(normed_text);
         let scores = q
-            .matmul(k.swap_dims(1, 2))
+            .matmul(swap_dims(k, 1, 2))
             .mul_scalar((d as f64).powf(-0.5));
         let mask = padding_mask(eos_index, t)
             .reshape([b, 1, t])
@@ -259,7 +257,7 @@ impl<B: SdBackend> Oaqil<B> {
 
         // Eq. 16-20: Gumbel-normalised grouping of the pixels into the tokens.
         let [_, _, h, w] = pixels.dims();
-        let flat = pixels.reshape([b, d, h * w]).swap_dims(1, 2);
+        let flat = swap_dims(pixels.reshape([b, d, h * w]), 1, 2);
         let x = self.norm_pixels.forward(flat + self.positional(h, w));
         let gq = l2_normalize(
             self.group_q
@@ -267,7 +265,7 @@ impl<B: SdBackend> Oaqil<B> {
         );
         let gk = l2_normalize(self.group_k.forward(x.clone()));
         let u = self.group_v.forward(x);
-        let similarity = gq.matmul(gk.swap_dims(1, 2));
+        let similarity = gq.matmul(swap_dims(gk, 1, 2));
         let tau = self.temperature();
         let noise =
             (training && self.gumbel).then(|| gumbel_noise([b, n, h * w], &similarity.device()));

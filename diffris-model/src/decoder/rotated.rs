@@ -13,7 +13,7 @@
 //! `n * C_in * 9` (see `docs/DESIGN.md`).
 
 use crate::norm::batch_norm;
-use crate::ops::{SdBackend, sd_conv2d, sd_relu};
+use crate::ops::{SdBackend, permute, sd_conv2d, sd_relu, swap_dims};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -149,10 +149,10 @@ impl<B: SdBackend> RotatedConvBnRelu<B> {
         let [b, c, _, _] = x.dims();
         let r = sd_conv2d(&self.routing_conv, x);
         // LayerNorm over channels at every pixel, then ReLU and global average pooling.
-        let r = self
-            .routing_norm
-            .forward(r.permute([0, 2, 3, 1]))
-            .permute([0, 3, 1, 2]);
+        let r = permute(
+            self.routing_norm.forward(permute(r, [0, 2, 3, 1])),
+            [0, 3, 1, 2],
+        );
         let pooled = relu(r).mean_dim(3).mean_dim(2).reshape([b, c]);
         // Each linear layer behind its own dropout mask, as RMSIN's two `nn.Dropout`s.
         let alpha = sigmoid(
@@ -184,7 +184,7 @@ impl<B: SdBackend> RotatedConvBnRelu<B> {
             .reshape([1, n, cout * cin, 9])
             .expand([b, n, cout * cin, 9])
             .reshape([b * n, cout * cin, 9]);
-        let rotated = taps.matmul(m.swap_dims(1, 2)) * alpha.reshape([b * n, 1, 1]);
+        let rotated = taps.matmul(swap_dims(m, 1, 2)) * alpha.reshape([b * n, 1, 1]);
         let kernels =
             rotated
                 .reshape([b, n, cout * cin * 9])
@@ -300,7 +300,7 @@ mod tests {
         let mut k = vec![0f32; 9];
         k[5] = 1.0;
         let k = Tensor::<B, 3>::from_data(TensorData::new(k, [1, 1, 9]), &device);
-        let rotated: Vec<f32> = k.matmul(m.swap_dims(1, 2)).into_data().to_vec().unwrap();
+        let rotated: Vec<f32> = k.matmul(swap_dims(m, 1, 2)).into_data().to_vec().unwrap();
         // R(90deg) (1, 0) = (0, 1): the bottom tap (index 7), with y growing downwards.
         for (i, v) in rotated.iter().enumerate() {
             let want = if i == 7 { 1.0 } else { 0.0 };

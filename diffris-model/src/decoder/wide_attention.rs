@@ -6,7 +6,7 @@
 //! Masked keys get the score -1e4 before the softmax, as in Burn's module, so their weight is 0
 //! in f32 wherever one key is not masked.
 
-use crate::ops::SdBackend;
+use crate::ops::{SdBackend, swap_dims};
 use crate::sd::attention::{merge_heads, split_heads};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -60,7 +60,7 @@ impl<B: SdBackend> WideAttention<B> {
         let v = split_heads(self.value.forward(value), self.heads);
         let head_dim = q.dims()[3];
         let mut scores = q
-            .matmul(k.swap_dims(2, 3))
+            .matmul(swap_dims(k, 2, 3))
             .div_scalar((head_dim as f64).sqrt());
         if let Some(pad) = pad {
             scores = scores.mask_fill(pad.reshape([b, 1, 1, m]), MASKED);

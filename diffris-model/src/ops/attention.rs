@@ -23,6 +23,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use crate::ops::{SdBackend, swap_dims};
 use crate::precision::{to_dtype, widen};
 
 /// Elements of one `[B, H, rows, Nk]` block temporary: 2^24 f32 values, 64 MiB.
@@ -59,7 +60,7 @@ pub struct RowStats<B: Backend> {
 /// # Shapes
 /// `q`: `[B, H, Nq, D]`, `k`: `[B, H, Nk, D]`, `v`: `[B, H, Nk, Dv]` -> (`[B, H, Nq, Dv]`,
 /// [`RowStats`]).
-pub fn forward<B: Backend>(
+pub fn forward<B: SdBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -70,7 +71,7 @@ pub fn forward<B: Backend>(
     let (q, k, v) = (widen(q), widen(k), widen(v));
     let [_, _, nq, d] = q.dims();
     let scale = (d as f64).powf(-0.5);
-    let k_t = k.swap_dims(2, 3);
+    let k_t = swap_dims(k, 2, 3);
     let (mut outs, mut blocks) = (Vec::new(), Vec::new());
     for start in (0..nq).step_by(rows) {
         let len = rows.min(nq - start);
@@ -99,7 +100,7 @@ pub fn forward<B: Backend>(
 ///
 /// # Shapes
 /// as [`forward`].
-pub fn forward_blocked<B: Backend>(
+pub fn forward_blocked<B: SdBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -136,7 +137,7 @@ pub struct InputGrads<B: Backend> {
 /// # Shapes
 /// `q`: `[B, H, Nq, D]`, `k`: `[B, H, Nk, D]`, `v`: `[B, H, Nk, Dv]`, `out` and `grad_out`:
 /// `[B, H, Nq, Dv]`, `stats` as [`forward`] returned them -> gradients shaped as `q`, `k`, `v`.
-pub fn backward<B: Backend>(
+pub fn backward<B: SdBackend>(
     [q, k, v]: [Tensor<B, 4>; 3],
     out: Tensor<B, 4>,
     stats: RowStats<B>,
@@ -148,8 +149,8 @@ pub fn backward<B: Backend>(
     let [_, _, _, d] = q.dims();
     let scale = (d as f64).powf(-0.5);
     let need_ds = wanted.q || wanted.k;
-    let k_t = k.clone().swap_dims(2, 3);
-    let v_t = v.swap_dims(2, 3);
+    let k_t = swap_dims(k.clone(), 2, 3);
+    let v_t = swap_dims(v, 2, 3);
     let mut dq_blocks = Vec::new();
     let mut dk: Option<Tensor<B, 4>> = None;
     let mut dv: Option<Tensor<B, 4>> = None;
@@ -168,7 +169,7 @@ pub fn backward<B: Backend>(
         let exps = (scores - max).exp();
         let g = g_block.clone() / sum.clone();
         if wanted.v {
-            dv = add(dv, exps.clone().swap_dims(2, 3).matmul(g.clone()));
+            dv = add(dv, swap_dims(exps.clone(), 2, 3).matmul(g.clone()));
         }
         if need_ds {
             // delta = rowsum(dO * O) = rowsum(P * dP).
@@ -178,7 +179,7 @@ pub fn backward<B: Backend>(
                 dq_blocks.push(d_scores.clone().matmul(k.clone()));
             }
             if wanted.k {
-                dk = add(dk, d_scores.swap_dims(2, 3).matmul(q_block));
+                dk = add(dk, swap_dims(d_scores, 2, 3).matmul(q_block));
             }
         }
     }

@@ -291,7 +291,32 @@ pub trait SdBackend: DataParallelBackend {
     /// # Shapes
     /// `[B, M, N]` -> `[B, N, M]`.
     fn sd_transpose(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_swap_dims(x, 1, 2)
+        Self::sd_swap_dims(x, 1, 2)
+    }
+
+    /// Burn's `swap_dims` (a view). Model code swaps and permutes axes through this and
+    /// [`sd_permute`](Self::sd_permute) only ([`swap_dims`], [`permute`], [`transpose`]; clippy
+    /// refuses Burn's tensor methods): burn-tch 0.21 gives a swapped or permuted view a storage
+    /// handle of its own, so an operation that may work in place on its input (an addition, an
+    /// activation) counts the view as unshared and overwrites the tensor it was taken from
+    /// (tracel-ai/burn#5375, fixed after 0.21). PCMRD's token layers add positions to a
+    /// swapped view of the fusion output, which the next fusion stage then read overwritten:
+    /// on libtorch its loss and gradients were wrong. The libtorch implementation shares the
+    /// handle, as Burn's later fix does; every other backend keeps Burn's operation.
+    ///
+    /// # Shapes
+    /// any -> `dim1` and `dim2` swapped.
+    fn sd_swap_dims(x: FloatTensor<Self>, dim1: usize, dim2: usize) -> FloatTensor<Self> {
+        Self::float_swap_dims(x, dim1, dim2)
+    }
+
+    /// Burn's `permute` (a view); see [`sd_swap_dims`](Self::sd_swap_dims) for why model code
+    /// calls this.
+    ///
+    /// # Shapes
+    /// any -> axis `i` is the input's axis `axes[i]`.
+    fn sd_permute(x: FloatTensor<Self>, axes: &[usize]) -> FloatTensor<Self> {
+        Self::float_permute(x, axes)
     }
 
     fn sd_linear_input_grad(
@@ -406,6 +431,50 @@ pub fn sd_relu<B: SdBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     )))
 }
 
+/// `x.swap_dims(dim1, dim2)` through [`SdBackend::sd_swap_dims`].
+///
+/// # Shapes
+/// any -> `dim1` and `dim2` swapped.
+pub fn swap_dims<B: SdBackend, const D: usize>(
+    x: Tensor<B, D>,
+    dim1: usize,
+    dim2: usize,
+) -> Tensor<B, D> {
+    assert!(
+        dim1 < D && dim2 < D,
+        "swap_dims({dim1}, {dim2}) of a rank-{D} tensor"
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(B::sd_swap_dims(
+        x.into_primitive().tensor(),
+        dim1,
+        dim2,
+    )))
+}
+
+/// `x.transpose()` (the last two axes swapped) through [`SdBackend::sd_swap_dims`].
+///
+/// # Shapes
+/// `[..., M, N]` -> `[..., N, M]`.
+pub fn transpose<B: SdBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    swap_dims(x, D - 2, D - 1)
+}
+
+/// `x.permute(axes)` through [`SdBackend::sd_permute`].
+///
+/// # Shapes
+/// any -> axis `i` is the input's axis `axes[i]`.
+pub fn permute<B: SdBackend, const D: usize>(x: Tensor<B, D>, axes: [usize; D]) -> Tensor<B, D> {
+    let mut seen = [false; D];
+    for &a in &axes {
+        assert!(a < D && !seen[a], "permute({axes:?}) of a rank-{D} tensor");
+        seen[a] = true;
+    }
+    Tensor::from_primitive(TensorPrimitive::Float(B::sd_permute(
+        x.into_primitive().tensor(),
+        &axes,
+    )))
+}
+
 /// [`SdBackend::sd_transpose`] on a tensor.
 ///
 /// # Shapes
@@ -489,5 +558,21 @@ impl SdBackend for burn::backend::Wgpu {}
 #[cfg(feature = "cuda")]
 impl SdBackend for burn::backend::Cuda {}
 
+/// libtorch's swapped and permuted views share their input's storage handle (see
+/// [`SdBackend::sd_swap_dims`]).
 #[cfg(feature = "tch")]
-impl SdBackend for burn::backend::LibTorch {}
+impl SdBackend for burn::backend::LibTorch {
+    fn sd_swap_dims(x: FloatTensor<Self>, dim1: usize, dim2: usize) -> FloatTensor<Self> {
+        let storage = x.storage.clone();
+        let view = x.tensor.transpose(dim1 as i64, dim2 as i64);
+        burn::backend::libtorch::TchTensor::from_existing(view, storage)
+    }
+
+    fn sd_permute(x: FloatTensor<Self>, axes: &[usize]) -> FloatTensor<Self> {
+        let storage = x.storage.clone();
+        let view = x
+            .tensor
+            .permute(axes.iter().map(|&a| a as i64).collect::<Vec<_>>());
+        burn::backend::libtorch::TchTensor::from_existing(view, storage)
+    }
+}

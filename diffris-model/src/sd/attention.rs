@@ -3,7 +3,9 @@
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
 use crate::norm::{sd_group_norm, sd_layer_norm};
-use crate::ops::{SdBackend, sd_attention, sd_conv2d, sd_geglu, sd_linear, sd_transpose};
+use crate::ops::{
+    SdBackend, sd_attention, sd_conv2d, sd_geglu, sd_linear, sd_transpose, swap_dims,
+};
 use crate::precision::{to_dtype, widen};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -19,15 +21,15 @@ use super::resnet::conv1x1;
 const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Splits `[B, N, H*D]` into heads `[B, H, N, D]`.
-pub(crate) fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+pub(crate) fn split_heads<B: SdBackend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     let [b, n, c] = x.dims();
-    x.reshape([b, n, heads, c / heads]).swap_dims(1, 2)
+    swap_dims(x.reshape([b, n, heads, c / heads]), 1, 2)
 }
 
 /// Merges heads `[B, H, N, D]` back into `[B, N, H*D]`.
-pub(crate) fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+pub(crate) fn merge_heads<B: SdBackend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, h, n, d] = x.dims();
-    x.swap_dims(1, 2).reshape([b, n, h * d])
+    swap_dims(x, 1, 2).reshape([b, n, h * d])
 }
 
 /// Burn's attention kernel, run in f32 for half-precision inputs and cast back (CLIP's causal
@@ -50,7 +52,7 @@ pub(crate) fn frozen_attention<B: Backend>(
 ///
 /// # Shapes
 /// `q`: `[B, H, Nq, D]`, `k`, `v`: `[B, H, Nk, D]` -> (`[B, H, Nq, D]`, `[B, Nq, Nk]`).
-pub(crate) fn attention_with_probs<B: Backend>(
+pub(crate) fn attention_with_probs<B: SdBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -59,7 +61,7 @@ pub(crate) fn attention_with_probs<B: Backend>(
     let nk = k.dims()[2];
     let dtype = q.dtype();
     let scores = q
-        .matmul(k.swap_dims(2, 3))
+        .matmul(swap_dims(k, 2, 3))
         .mul_scalar((d as f64).powf(-0.5));
     // Half-precision scores get their softmax and head mean in f32, cast back.
     let probs = softmax(widen(scores), 3);

@@ -100,7 +100,7 @@ impl ClipConfig {
     }
 }
 
-impl<B: Backend> ClipTextModel<B> {
+impl<B: crate::ops::SdBackend> ClipTextModel<B> {
     /// The architecture this model was built from.
     pub fn config(&self) -> &ClipConfig {
         &self.config

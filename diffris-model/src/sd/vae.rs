@@ -2,7 +2,7 @@
 //! mean (the decoder is never run by DiffRIS and is not built).
 
 use crate::norm::group_norm;
-use crate::ops::SdBackend;
+use crate::ops::{SdBackend, swap_dims};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
@@ -37,7 +37,7 @@ pub struct VaeAttention<B: Backend> {
     pub to_out: Linear<B>,
 }
 
-impl<B: Backend> VaeAttention<B> {
+impl<B: SdBackend> VaeAttention<B> {
     fn new(channels: usize, groups: usize, device: &B::Device) -> Self {
         let lin = || LinearConfig::new(channels, channels).init(device);
         Self {
@@ -55,15 +55,17 @@ impl<B: Backend> VaeAttention<B> {
     /// `[B, C, H, W]` -> `[B, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        let tokens = group_norm(&self.group_norm, x.clone())
-            .reshape([b, c, h * w])
-            .swap_dims(1, 2);
+        let tokens = swap_dims(
+            group_norm(&self.group_norm, x.clone()).reshape([b, c, h * w]),
+            1,
+            2,
+        );
         let q = split_heads(self.to_q.forward(tokens.clone()), 1);
         let k = split_heads(self.to_k.forward(tokens.clone()), 1);
         let v = split_heads(self.to_v.forward(tokens), 1);
         let out = frozen_attention(q, k, v, AttentionModuleOptions::default());
         let out = self.to_out.forward(merge_heads(out));
-        out.swap_dims(1, 2).reshape([b, c, h, w]) + x
+        swap_dims(out, 1, 2).reshape([b, c, h, w]) + x
     }
 }
 

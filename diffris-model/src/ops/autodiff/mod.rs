@@ -60,6 +60,14 @@ impl<B: SdBackend, C: CheckpointStrategy> SdBackend for Autodiff<B, C> {
         transpose::sd_transpose::<B, C>(x)
     }
 
+    fn sd_swap_dims(x: FloatTensor<Self>, dim1: usize, dim2: usize) -> FloatTensor<Self> {
+        transpose::sd_swap_dims::<B, C>(x, dim1, dim2)
+    }
+
+    fn sd_permute(x: FloatTensor<Self>, axes: &[usize]) -> FloatTensor<Self> {
+        transpose::sd_permute::<B, C>(x, axes)
+    }
+
     fn sd_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

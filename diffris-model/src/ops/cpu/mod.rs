@@ -128,7 +128,7 @@ fn head_split(values: Vec<f32>, [b, h, n, d]: [usize; 4]) -> Tensor<Flex, 4> {
                 dst.copy_from_slice(&values[start..start + d]);
             });
     }
-    tensor(out, [b, n, h, d]).swap_dims(1, 2)
+    super::swap_dims(tensor(out, [b, n, h, d]), 1, 2)
 }
 
 /// Whether every given tensor is f32 (absent ones do not count).

@@ -5,7 +5,7 @@ pub mod blocks;
 
 use crate::norm::sd_group_norm;
 use crate::ops::SdBackend;
-use crate::ops::{sd_conv2d, sd_silu};
+use crate::ops::{sd_conv2d, sd_silu, swap_dims};
 use crate::precision::{param_dtype, to_dtype};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -279,7 +279,7 @@ fn attn2_path(kind: &str, block: usize, attention: usize) -> String {
 }
 
 /// Averages the cross-attention probabilities of each level and lays them out as maps.
-fn level_maps<B: Backend>(
+fn level_maps<B: SdBackend>(
     probs: &[(String, usize, Tensor<B, 3>)],
     taps: &[Option<Tensor<B, 4>>],
     n: usize,
@@ -296,11 +296,7 @@ fn level_maps<B: Backend>(
             let sum = at_level.into_iter().reduce(|a, b| a + b)?;
             let [b, hw, m] = sum.dims();
             debug_assert_eq!(hw, h * w);
-            Some(
-                sum.div_scalar(count as f64)
-                    .swap_dims(1, 2)
-                    .reshape([b, m, h, w]),
-            )
+            Some(swap_dims(sum.div_scalar(count as f64), 1, 2).reshape([b, m, h, w]))
         })
         .collect()
 }
