@@ -24,6 +24,12 @@
 //!   `Arc`); every update happens inside a forward, in turn, so the statistics are those one
 //!   device computes over the same passes.
 //!
+//! - **Stopping.** burn-train's workers each check the stop flag after every pass; a stop
+//!   raised mid-pass could end one worker a pass before another, which would then wait forever
+//!   for its turn or its all-reduce. The metrics' stops (divergence, a failed write) are
+//!   therefore requests that the workers turn into a stop together, at a barrier before each
+//!   pass ([`super::turnstile::Rounds`]), so all end after the same pass.
+//!
 //! Not bit-identical to one device: NCCL sums the devices' gradients in its own order, and the
 //! workers report their training losses to the metrics in arrival order.
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use diffris_data::batch::epoch_order;
 
-use super::turnstile::{Ticket, Turnstile};
+use super::turnstile::{Rounds, Ticket, Turnstile};
 use crate::encoded::{EncodedBatch, EncodedSplit};
 
 /// Batches of an [`EncodedSplit`] for burn-train. In training mode each epoch's order is a
@@ -71,6 +71,13 @@ impl<B: SdBackend> EpochLoader<B> {
     /// on each (see [`micro_batches`]).
     pub fn shared_over(mut self, devices: usize) -> Self {
         self.devices = devices.max(1);
+        self
+    }
+
+    /// Under Burn's DDP: every pass first meets the other workers at `rounds` (see
+    /// [`Rounds`]).
+    pub fn in_rounds(mut self, rounds: Arc<Rounds>) -> Self {
+        self.turnstile = Turnstile::with_rounds(rounds);
         self
     }
 

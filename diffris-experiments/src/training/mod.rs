@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use burn::module::Module;
 use burn::optim::AdamWConfig;
-use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
+use burn::train::{Interrupter, Learner, SupervisedTraining, TrainingStrategy};
 use indicatif::ProgressBar;
 
 use crate::backend::DataParallel;
@@ -39,6 +39,7 @@ use metric_files::MetricFiles;
 use renderer::BarRenderer;
 use schedule::PolyLr;
 pub use step::Trainee;
+use turnstile::Rounds;
 
 /// The outcome of training.
 pub struct Trained<B: SdBackend> {
@@ -111,17 +112,24 @@ pub fn train<B: SdAutodiffBackend>(
     let start = if resume { last_checkpoint(dir) } else { None };
     let log = EpochLog::persisted(dir.join("epochs.json"))?;
     log.truncate(start.unwrap_or(0));
-    let train_loader = Arc::new(
-        EpochLoader::<B>::new(
-            train_data,
-            spec.batch_size,
-            spec.pass_size(),
-            Some(seed),
-            start.unwrap_or(0),
-            device.clone(),
-        )
-        .shared_over(n_dev),
-    );
+    // Under Burn's DDP the stops the metrics raise are requests the workers act on together
+    // (`turnstile::Rounds`); otherwise they stop the learner directly.
+    let ddp = parallel == DataParallel::Ddp && n_dev > 1;
+    let requests = Interrupter::new();
+    let rounds = ddp.then(|| Rounds::new(n_dev, requests.clone()));
+    let mut train_loader = EpochLoader::<B>::new(
+        train_data,
+        spec.batch_size,
+        spec.pass_size(),
+        Some(seed),
+        start.unwrap_or(0),
+        device.clone(),
+    )
+    .shared_over(n_dev);
+    if let Some(rounds) = &rounds {
+        train_loader = train_loader.in_rounds(rounds.clone());
+    }
+    let train_loader = Arc::new(train_loader);
     let val_samples = val_data.len();
     let val_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
         val_data,
@@ -150,11 +158,15 @@ pub fn train<B: SdAutodiffBackend>(
     let epochs = stop_after.unwrap_or(spec.epochs).min(spec.epochs);
     let training = SupervisedTraining::new(dir, train_loader, val_loader);
     let stop = training.interrupter();
+    if let Some(rounds) = &rounds {
+        rounds.bind(stop.clone());
+    }
+    let requested = if ddp { requests } else { stop.clone() };
     // The newest checkpoint (for resume) and the best one by the epoch log (the final model).
     let recorder = AtomicRecorder::default();
-    let divergence = DivergenceWatch::new(stop.clone());
+    let divergence = DivergenceWatch::new(requested.clone());
     let strategy = BestAndLast::new(dir, log.clone(), spec.select_by, val_samples)
-        .unless_stopped(stop.clone());
+        .unless_stopped(requested.clone());
     let mut training = training
         .metric_train_numeric(
             RisMetric::new(RisMetricKind::Loss, "train", log.clone())
@@ -164,7 +176,7 @@ pub fn train<B: SdAutodiffBackend>(
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Loss, "valid", log.clone()))
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Oiou, "valid", log.clone()))
         .metric_valid_numeric(select)
-        .with_metric_logger(MetricFiles::new(dir, start.unwrap_or(0), stop.clone()))
+        .with_metric_logger(MetricFiles::new(dir, start.unwrap_or(0), requested.clone()))
         .with_file_checkpointer(recorder.clone())
         .with_checkpointing_strategy(strategy)
         .with_application_logger(None)
@@ -206,11 +218,12 @@ pub fn train<B: SdAutodiffBackend>(
         log.save()?;
         return Err(Diverged(d).into());
     }
-    if stop.should_stop() {
+    if stop.should_stop() || requested.should_stop() {
         // A failed checkpoint write is named by the recorder (burn-train's message wraps it).
         let reason = recorder
             .failure()
             .or_else(|| stop.get_message())
+            .or_else(|| requested.get_message())
             .unwrap_or_else(|| "no reason given".into());
         // The reason comes first: on a full disk saving the log fails too.
         return Err(match log.save() {

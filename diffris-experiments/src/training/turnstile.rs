@@ -8,18 +8,30 @@
 //! have finished their forward (where all draws happen), so the draws come in the plan's order:
 //! the same sequence as on one device, run after run. Backward passes (no draws) still overlap.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+
+use burn::train::Interrupter;
 
 /// The next pass allowed to run its forward: `(epoch, pass index in the epoch's plan)`.
 #[derive(Debug, Default)]
 pub struct Turnstile {
     next: Mutex<(usize, usize)>,
     turn: Condvar,
+    /// Burn's DDP: where the workers agree on stopping (see [`Rounds`]).
+    rounds: Option<Arc<Rounds>>,
 }
 
 impl Turnstile {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A turnstile whose passes first meet at `rounds`' barrier.
+    pub fn with_rounds(rounds: Arc<Rounds>) -> Arc<Self> {
+        Arc::new(Self {
+            rounds: Some(rounds),
+            ..Self::default()
+        })
     }
 
     /// Starts epoch `epoch` at its first pass (every worker's loader calls this when its epoch
@@ -48,8 +60,12 @@ pub struct Turn<'a> {
 }
 
 impl Ticket {
-    /// Blocks until every earlier pass of the epoch has finished its forward.
+    /// Blocks until every earlier pass of the epoch has finished its forward (under Burn's DDP,
+    /// after the workers' round barrier, [`Rounds::meet`]).
     pub fn wait(&self) -> Turn<'_> {
+        if let Some(rounds) = &self.turnstile.rounds {
+            rounds.meet();
+        }
         let t = &self.turnstile;
         let mut next = t.next.lock().unwrap_or_else(|e| e.into_inner());
         while *next != (self.epoch, self.pass) {
@@ -65,6 +81,60 @@ impl Drop for Turn<'_> {
         let mut next = t.next.lock().unwrap_or_else(|e| e.into_inner());
         *next = (self.ticket.epoch, self.ticket.pass + 1);
         t.turn.notify_all();
+    }
+}
+
+/// Where Burn's DDP workers agree on stopping.
+///
+/// burn-train 0.21's DDP workers each check the learner's stop flag on their own, after every
+/// pass. A stop raised while they run (a diverged loss, a failed metrics write) can end one
+/// worker's loop a pass before another's, whose next pass then waits forever: for its turn
+/// here, or for the stopped worker's share of the all-reduce. So under DDP those stops are
+/// *requested* (`requests`, the interrupter the divergence watch and the metric files get), and
+/// become the learner's stop only here: every worker meets at a barrier before each pass's
+/// forward (the workers run the same number of passes per epoch), one of them turns a pending
+/// request into the learner's stop, and a second barrier holds them until that is done. Every
+/// worker then finishes that same pass, with its all-reduce, and ends after it. A request made
+/// after the last pass (during the last validation) is never turned into a stop; the caller
+/// checks `requests` after training too.
+pub struct Rounds {
+    barrier: Barrier,
+    requests: Interrupter,
+    stop: Mutex<Option<Interrupter>>,
+}
+
+impl std::fmt::Debug for Rounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rounds")
+            .field("stop_requested", &self.requests.should_stop())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rounds {
+    /// Rounds of `workers` workers; stops requested on `requests`.
+    pub fn new(workers: usize, requests: Interrupter) -> Arc<Self> {
+        Arc::new(Self {
+            barrier: Barrier::new(workers),
+            requests,
+            stop: Mutex::new(None),
+        })
+    }
+
+    /// The learner's stop flag (known once the learner exists, after the loaders).
+    pub fn bind(&self, stop: Interrupter) {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
+    }
+
+    /// Every worker calls this once per pass, before its forward.
+    pub fn meet(&self) {
+        if self.barrier.wait().is_leader() && self.requests.should_stop() {
+            let stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(stop) = stop.as_ref() {
+                stop.stop(self.requests.get_message().as_deref());
+            }
+        }
+        self.barrier.wait();
     }
 }
 
@@ -125,5 +195,48 @@ mod tests {
         let _turn = second.wait(); // returns: the panicking pass advanced the turnstile
         turnstile.open_epoch(2);
         assert_eq!(*turnstile.next.lock().unwrap(), (2, 0));
+    }
+
+    /// Two workers running passes like burn-train's DDP loop (check the learner's stop flag
+    /// after each pass): a stop requested by either at any moment, even in the middle of a pass
+    /// or between the other's check and its next pass, ends both after the same pass.
+    #[test]
+    fn ddp_workers_stop_after_the_same_pass() {
+        for (requester, at) in [(0, 0), (1, 0), (0, 3), (1, 5), (0, 7)] {
+            let requests = Interrupter::new();
+            let stop = Interrupter::new();
+            let rounds = Rounds::new(2, requests.clone());
+            rounds.bind(stop.clone());
+            let workers: Vec<_> = (0..2)
+                .map(|w| {
+                    let (rounds, stop, requests) = (rounds.clone(), stop.clone(), requests.clone());
+                    std::thread::spawn(move || {
+                        let mut done = 0;
+                        for pass in 0..100 {
+                            rounds.meet();
+                            // Worker `w` is slower by a different amount each pass.
+                            std::thread::sleep(Duration::from_micros(
+                                ((pass * 7 + w * 13) % 5) as u64 * 200,
+                            ));
+                            if w == requester && pass == at {
+                                requests.stop(Some("diverged"));
+                            }
+                            done += 1;
+                            if stop.should_stop() {
+                                break;
+                            }
+                        }
+                        done
+                    })
+                })
+                .collect();
+            let done: Vec<usize> = workers.into_iter().map(|h| h.join().unwrap()).collect();
+            assert_eq!(
+                done[0], done[1],
+                "request by {requester} at pass {at}: {done:?}"
+            );
+            assert!(done[0] > at && done[0] <= at + 2, "{done:?}");
+            assert_eq!(stop.get_message().as_deref(), Some("diverged"));
+        }
     }
 }
