@@ -613,8 +613,7 @@ pub(super) mod tests {
             // <conv(x), g> = <x, input_grad(g)> (no bias): the two are each other's adjoint.
             let x = values(d.batch * d.c_in * d.h * d.w, 500 + n as u64);
             let y = forward(&x, &w, None, d);
-            let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let rhs: f64 = x.iter().zip(&got).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let (lhs, rhs) = (dot(&y, &g), dot(&x, &got));
             assert!(
                 (lhs - rhs).abs() <= 1e-5 * lhs.abs().max(1.0),
                 "{d:?}: {lhs} vs {rhs}"
@@ -622,9 +621,9 @@ pub(super) mod tests {
         }
     }
 
-    #[test]
-    fn results_do_not_depend_on_the_thread_count() {
-        // Large enough for the products to run in parallel (PARALLEL_WORK).
+    /// A 3x3 shape large enough for the products to run in parallel (`PARALLEL_WORK`: the
+    /// wide grid's pixels times both channel counts).
+    pub(in super::super) fn parallel_shape() -> Dims {
         let d = Dims {
             batch: 2,
             c_in: 96,
@@ -637,7 +636,20 @@ pub(super) mod tests {
             pw: 1,
         };
         let [oh, ow] = d.out_hw();
-        assert!(d.c_out * ((oh - 1) * (d.w + 2) + ow) * d.c_in >= PARALLEL_WORK);
+        assert!(d.c_out * ((oh - 1) * (d.w + 2 * d.pw) + ow) * d.c_in >= PARALLEL_WORK);
+        d
+    }
+
+    /// `<a, b>` in f64 (the adjoint checks).
+    pub(in super::super) fn dot(a: &[f32], b: &[f32]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let d = parallel_shape();
+        let [oh, ow] = d.out_hw();
         let x = values(d.batch * d.c_in * d.h * d.w, 1);
         let w = values(d.c_out * d.c_in * 9, 2);
         let bias = values(d.c_out, 3);

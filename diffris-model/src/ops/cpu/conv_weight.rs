@@ -114,7 +114,9 @@ fn spread(src: &[f32], wide: &mut [f32], [oh, ow]: [usize; 2], wp: usize) {
 #[cfg(test)]
 mod tests {
     use super::super::conv::forward;
-    use super::super::conv::tests::{TOLERANCE, relative_error, shapes, taps, values};
+    use super::super::conv::tests::{
+        TOLERANCE, dot, parallel_shape, relative_error, shapes, taps, values,
+    };
     use super::*;
 
     /// The weight gradient by its definition (each weight collects every product it entered),
@@ -139,8 +141,7 @@ mod tests {
             // <conv(x; w), g> is linear in w with gradient dW: for any w, <w, dW> equals it.
             let w = values(d.c_out * d.c_in * d.kh * d.kw, 800 + n as u64);
             let y = forward(&x, &w, None, d);
-            let lhs: f64 = y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let rhs: f64 = w.iter().zip(&got).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let (lhs, rhs) = (dot(&y, &g), dot(&w, &got));
             assert!(
                 (lhs - rhs).abs() <= 1e-5 * lhs.abs().max(1.0),
                 "{d:?}: {lhs} vs {rhs}"
@@ -150,20 +151,8 @@ mod tests {
 
     #[test]
     fn weight_grad_does_not_depend_on_the_thread_count() {
-        // Large enough for the products to run in parallel (PARALLEL_WORK).
-        let d = Dims {
-            batch: 2,
-            c_in: 96,
-            h: 24,
-            w: 30,
-            c_out: 112,
-            kh: 3,
-            kw: 3,
-            ph: 1,
-            pw: 1,
-        };
+        let d = parallel_shape();
         let [oh, ow] = d.out_hw();
-        assert!(d.c_out * d.c_in * ((oh - 1) * (d.w + 2) + ow) >= PARALLEL_WORK);
         let x = values(d.batch * d.c_in * d.h * d.w, 1);
         let g = values(d.batch * d.c_out * oh * ow, 4);
         let run = |threads| super::super::in_pool(threads, || weight_grad(&x, &g, d));
