@@ -15,6 +15,7 @@ pub mod renderer;
 pub mod schedule;
 pub mod step;
 pub mod turnstile;
+pub mod workers;
 
 use diffris_model::ops::{SdAutodiffBackend, SdBackend};
 use std::path::Path;
@@ -212,8 +213,29 @@ pub fn train<B: SdAutodiffBackend>(
             ),
         });
     }
-    let result = training.launch(Learner::new(model, optim, scheduler));
+    // A panic in a pass on this thread (one device: burn-train runs the step here; a GPU out of
+    // memory is a panic in Burn's cubecl backends) becomes an error like any other stop, with
+    // the epoch record saved. Passes on other devices' threads are caught by [`workers`].
+    let launched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        training.launch(Learner::new(model, optim, scheduler))
+    }));
     bar.finish_and_clear();
+    let result = match launched {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = workers::panic_message(payload.as_ref());
+            let reason = format!(
+                "training failed: a pass panicked: {message}{}",
+                workers::memory_hint(&message)
+            );
+            return Err(match log.save() {
+                Ok(()) => anyhow::anyhow!(reason),
+                Err(e) => {
+                    anyhow::anyhow!("{reason} (and the epoch record could not be saved: {e:#})")
+                }
+            });
+        }
+    };
     if let Some(d) = divergence.found() {
         log.save()?;
         return Err(Diverged(d).into());

@@ -10,27 +10,33 @@
 //! That is the one thing it cannot express that diffris needs (a run is reproducible on its
 //! machine), and the strategy cannot be configured to order the sum. [`OrderedMultiDevice`] is
 //! that strategy's loop with one change: each round's outputs are sorted by their pass index
-//! in the epoch's plan before they are summed and logged. Everything else is burn-train's: its
-//! worker threads and the split of the loader over the devices, its accumulator, learner,
-//! optimizer step, checkpointer, early stopping and event processor. No gradient crosses
-//! devices except through burn's `GradientsParams::to_device`, as in its own strategy.
+//! in the epoch's plan before they are summed and logged. Everything else is burn-train's: the
+//! split of the loader over the devices, its accumulator, learner, optimizer step,
+//! checkpointer, early stopping and event processor. No gradient crosses devices except through
+//! burn's `GradientsParams::to_device`, as in its own strategy.
+//!
+//! The workers are burn-train's `MultiDevicesTrainStep` loop (fork the model to the device, run
+//! the step) in [`Workers`], which returns a pass that panics as an error instead of waiting
+//! forever for its output (see there); the run then stops with that error, naming the device.
 
 use std::marker::PhantomData;
 
 use burn::data::dataloader::Progress;
 use burn::data::dataloader::split::split_dataloader;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsAccumulator;
 use burn::tensor::backend::DeviceOps;
-use burn::train::train::MultiDevicesTrainStep;
 use burn::train::{
     EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningComponentsTypes,
-    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents,
-    TrainingItem, TrainingModel, ValidLoader,
+    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainStep,
+    TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
 };
 use diffris_model::ops::SdAutodiffBackend;
 
 use super::step::Trainee;
+use super::turnstile::PassOver;
+use super::workers::Workers;
+use crate::encoded::EncodedBatch;
 
 /// burn-train's multi-device loop (optimizer on the first device, which also validates) with
 /// each round's gradients summed in plan order.
@@ -74,7 +80,14 @@ where
         let mut early_stopping = components.early_stopping;
         let interrupter = components.interrupter;
         let accumulation = components.grad_accumulation.unwrap_or(1);
-        let step = MultiDevicesTrainStep::<LC>::new(&self.devices);
+        let workers = Workers::new(
+            &self.devices,
+            |device: &B::Device, (model, batch): (Trainee<B>, EncodedBatch<B>)| {
+                // However the pass ends, the passes after it get their turn.
+                let _over = PassOver(batch.ticket.clone());
+                TrainStep::step(&model.fork(device), batch)
+            },
+        );
 
         for epoch in starting_epoch..=components.num_epochs {
             let global = Progress::new(epoch, components.num_epochs);
@@ -82,18 +95,25 @@ where
             let mut accumulator = GradientsAccumulator::new();
             let (mut iteration, mut accumulated) = (0, 0);
             loop {
-                let (mut items, progress) = step.step(iterators.as_mut_slice(), &learner.model());
-                if items.is_empty() {
+                let (round, progress) = next_round(iterators.as_mut_slice(), &learner.model());
+                if round.iter().all(Option::is_none) {
                     break;
                 }
+                let mut items = match workers.round(round) {
+                    Ok(items) => items,
+                    Err(failure) => {
+                        interrupter.stop(Some(&failure.to_string()));
+                        break;
+                    }
+                };
                 // The one change to burn-train's loop: plan order, not arrival order.
-                items.sort_by_key(|item| item.output.item.pass);
+                items.sort_by_key(|item| item.item.pass);
                 learner.lr_step();
                 let mut outputs = Vec::with_capacity(items.len());
                 for item in items {
-                    let grads = item.output.grads.to_device(&main, &learner.model());
+                    let grads = item.grads.to_device(&main, &learner.model());
                     accumulator.accumulate(&learner.model(), grads);
-                    outputs.push(item.output.item);
+                    outputs.push(item.item);
                 }
                 accumulated += 1;
                 if accumulated >= accumulation {
@@ -150,4 +170,25 @@ where
         }
         (learner.model(), events)
     }
+}
+
+/// One pass for each device whose loader part has one left (with the model to fork), and the
+/// loaders' summed progress: burn-train's `MultiDevicesTrainStep::step` up to sending.
+#[allow(clippy::type_complexity)]
+fn next_round<B: SdAutodiffBackend>(
+    loaders: &mut [Box<dyn burn::data::dataloader::DataLoaderIterator<EncodedBatch<B>> + '_>],
+    model: &Trainee<B>,
+) -> (Vec<Option<(Trainee<B>, EncodedBatch<B>)>>, Progress) {
+    let (mut total, mut processed) = (0, 0);
+    let round = loaders
+        .iter_mut()
+        .map(|loader| {
+            let batch = loader.next()?;
+            let progress = loader.progress();
+            total += progress.items_total;
+            processed += progress.items_processed;
+            Some((model.clone(), batch))
+        })
+        .collect();
+    (round, Progress::new(processed, total))
 }

@@ -75,6 +75,35 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// Moves the turnstile past this pass when it ends without having had its turn (its worker
+    /// panicked before the forward, e.g. while the model was copied to its device), so the passes
+    /// after it are not left waiting: waits for the passes before it, then lets the next one in.
+    /// Does nothing for a pass that had its turn.
+    pub fn pass_over(&self) {
+        let t = &self.turnstile;
+        let mut next = t.next.lock().unwrap_or_else(|e| e.into_inner());
+        while *next < (self.epoch, self.pass) {
+            next = t.turn.wait(next).unwrap_or_else(|e| e.into_inner());
+        }
+        if *next == (self.epoch, self.pass) {
+            *next = (self.epoch, self.pass + 1);
+            t.turn.notify_all();
+        }
+    }
+}
+
+/// Calls [`Ticket::pass_over`] when dropped: held by a worker for the whole of a pass.
+pub struct PassOver(pub Option<Ticket>);
+
+impl Drop for PassOver {
+    fn drop(&mut self) {
+        if let Some(ticket) = &self.0 {
+            ticket.pass_over();
+        }
+    }
+}
+
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let t = &self.ticket.turnstile;
@@ -195,6 +224,45 @@ mod tests {
         let _turn = second.wait(); // returns: the panicking pass advanced the turnstile
         turnstile.open_epoch(2);
         assert_eq!(*turnstile.next.lock().unwrap(), (2, 0));
+    }
+
+    /// A pass that fails before its turn (its worker panicked while copying the model) is
+    /// passed over once the passes before it are done; one that had its turn changes nothing.
+    #[test]
+    fn a_pass_failing_before_its_turn_is_passed_over_in_order() {
+        let turnstile = Turnstile::new();
+        turnstile.open_epoch(1);
+        let ticket = |pass| Ticket {
+            turnstile: turnstile.clone(),
+            epoch: 1,
+            pass,
+        };
+        let (first, second, third) = (ticket(0), ticket(1), ticket(2));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = order.clone();
+        // Pass 1 fails at once, before pass 0 has had its turn: it must wait for pass 0.
+        let failing = std::thread::spawn(move || {
+            let _over = PassOver(Some(second));
+            log.lock().unwrap().push("1 failing");
+            panic!("out of memory while copying the model");
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        {
+            let _over = PassOver(Some(first.clone()));
+            let _turn = first.wait();
+            order.lock().unwrap().push("0 forward");
+        }
+        assert!(failing.join().is_err());
+        let _turn = third.wait(); // returns: pass 1 was passed over
+        order.lock().unwrap().push("2 forward");
+        drop(_turn);
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["1 failing", "0 forward", "2 forward"]
+        );
+        // Pass 0 had its turn: passing it over again leaves the turnstile where it is.
+        first.pass_over();
+        assert_eq!(*turnstile.next.lock().unwrap(), (1, 3));
     }
 
     /// Two workers running passes like burn-train's DDP loop (check the learner's stop flag
