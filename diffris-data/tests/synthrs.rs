@@ -171,3 +171,48 @@ fn objects_that_cannot_fit_are_an_error() {
         "{err}"
     );
 }
+
+/// The cache names a SynthRS set after its config and `GENERATOR_VERSION` only, and reuses a
+/// cached set whatever build finds it; this pins the bytes of one set at the current version, so
+/// a change to what the generator writes cannot reuse sets cached under the old name. If this
+/// fails after a deliberate change, bump `GENERATOR_VERSION` (synth/mod.rs) and update `PINNED`.
+#[test]
+fn the_written_set_is_pinned_to_the_generator_version() {
+    const PINNED: (u32, u64) = (2, 0xe4da_f324_991c_4830);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("set");
+    write(&root, &small()).unwrap();
+    fn files(path: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    files(&root, &mut all);
+    all.sort();
+    // 64-bit FNV-1a over each file's relative path and bytes.
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for path in &all {
+        let relative = path
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let bytes = std::fs::read(path).unwrap();
+        for &b in relative.as_bytes().iter().chain([0u8].iter()).chain(&bytes) {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    assert_eq!(
+        (diffris_data::synth::GENERATOR_VERSION, h),
+        PINNED,
+        "the SynthRS set for a config changed ({} files): bump GENERATOR_VERSION and pin the \
+         new digest {h:#018x}",
+        all.len()
+    );
+}

@@ -323,6 +323,8 @@ pub struct RunTarget {
     pub backend_name: String,
     /// Burn's debug form of the device.
     pub device_debug: String,
+    /// What draws random SD weights here ([`crate::frozen::weights_generator`]).
+    pub weights_generator: String,
     /// Every device of the run (the first is `spec`).
     pub devices: Vec<DeviceSpec>,
     /// How several devices share each batch.
@@ -422,6 +424,7 @@ fn run_on<B: SdBackend, J: BackendJob>(
         spec: devices.first(),
         backend_name: B::name(&device),
         device_debug: format!("{device:?}"),
+        weights_generator: crate::frozen::weights_generator::<B>(&device),
         devices: devices.specs().to_vec(),
         parallel: devices.parallel(),
     };
@@ -560,6 +563,7 @@ mod tests {
             spec: DeviceSpec::Cuda(2),
             backend_name: String::new(),
             device_debug: String::new(),
+            weights_generator: String::new(),
             devices: vec![
                 DeviceSpec::Cuda(2),
                 DeviceSpec::Cuda(0),

@@ -72,21 +72,47 @@ pub fn write_random<B: SdBackend>(
     Ok(())
 }
 
-/// Where the seeded random weights of a run's architecture live in the cache: the directory
-/// names the architecture (by a hash of its config) and the seed.
-pub fn random_sd_dir(arch: &SdConfig, seed: u64, cache: &Path) -> PathBuf {
-    let arch = ron::to_string(arch).unwrap_or_default();
-    let hash = fnv1a(arch.bytes());
-    cache
-        .join("sd-random")
-        .join(format!("arch{:08x}-seed{seed}", hash as u32))
+/// Version of what [`write_random`] writes for an architecture and seed; part of the cache
+/// folder's name, so weights written by a build that drew them otherwise are never reused.
+/// Bump it whenever the weights for a seed change (the snapshot test of the tiny weights,
+/// `random_weights_of_a_seed_are_those_of_this_version`, fails then).
+pub const RANDOM_WEIGHTS_VERSION: u32 = 1;
+
+/// What draws a run's random weights: the backend's name and the kind of device (Burn's backends
+/// each have their own generator, and libtorch one per device type), e.g. `flex-Cpu`. Runs
+/// record it (`env.json`), so a trained run finds the weights it was trained with.
+pub fn weights_generator<B: SdBackend>(device: &B::Device) -> String {
+    let debug = format!("{device:?}");
+    let kind = debug
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    let name = format!("{}-{kind}", B::name(device));
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
-/// The SD weights folder or file a run reads, without writing anything.
-pub fn sd_location(spec: &RunSpec, cache: &Path) -> PathBuf {
+/// Where the seeded random weights of an architecture live in the cache: the folder names the
+/// architecture (by a hash of its config), the seed, the generator that drew them
+/// ([`weights_generator`]) and [`RANDOM_WEIGHTS_VERSION`]. (Before version 1 the name held
+/// only the first two: `generator: None` gives that name, for runs trained then.)
+pub fn random_sd_dir(arch: &SdConfig, seed: u64, generator: Option<&str>, cache: &Path) -> PathBuf {
+    let arch = ron::to_string(arch).unwrap_or_default();
+    let hash = fnv1a(arch.bytes());
+    let mut name = format!("arch{:08x}-seed{seed}", hash as u32);
+    if let Some(generator) = generator {
+        name.push_str(&format!("-{generator}-v{RANDOM_WEIGHTS_VERSION}"));
+    }
+    cache.join("sd-random").join(name)
+}
+
+/// The SD weights folder or file a run reads, without writing anything; random weights are
+/// those `generator` draws (see [`random_sd_dir`]).
+pub fn sd_location(spec: &RunSpec, cache: &Path, generator: Option<&str>) -> PathBuf {
     match &spec.sd_source {
         SdSource::Path(p) => p.clone(),
-        SdSource::Random { seed } => random_sd_dir(&spec.sd_arch, *seed, cache),
+        SdSource::Random { seed } => random_sd_dir(&spec.sd_arch, *seed, generator, cache),
     }
 }
 
@@ -97,7 +123,7 @@ pub fn provision<B: SdBackend>(
     cache: &Path,
     device: &B::Device,
 ) -> anyhow::Result<PathBuf> {
-    let dir = sd_location(spec, cache);
+    let dir = sd_location(spec, cache, Some(&weights_generator::<B>(device)));
     let present = |dir: &Path| dir.join("unet").join("config.json").is_file();
     if let SdSource::Random { seed } = &spec.sd_source
         && !present(&dir)

@@ -100,6 +100,10 @@ pub struct EnvRecord {
     /// The CPU model and the vector extensions the CPU kernels may use: runs on CPUs that
     /// differ here use different floating-point kernels and differ in their last digits.
     pub cpu: CpuRecord,
+    /// What drew the run's random SD weights, which it reads back from the cache
+    /// ([`crate::frozen::random_sd_dir`]); absent in runs from before it was recorded.
+    #[serde(default)]
+    pub weights_generator: Option<String>,
     pub seed: u64,
     pub started_unix: u64,
     pub command: Vec<String>,
@@ -202,6 +206,7 @@ impl EnvRecord {
             ),
             data_parallel: (target.devices.len() > 1).then(|| target.parallel.to_string()),
             cpu: CpuRecord::detect(),
+            weights_generator: Some(target.weights_generator.clone()),
             seed,
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -256,6 +261,23 @@ pub fn read_spec(dir: &Path) -> anyhow::Result<RunSpec> {
     parse_spec(&text, &path)
 }
 
+/// What drew a run's random SD weights, as its `env.json` records it (`None` for runs from
+/// before it was recorded, whose weights carry the older cache name).
+pub fn read_weights_generator(dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = dir.join("env.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok(value
+        .get("weights_generator")
+        .and_then(|g| g.as_str())
+        .map(str::to_string))
+}
+
 /// Reads `dir/result.json`: a finished run's metrics, or where a diverged run stopped.
 pub fn read_result(dir: &Path) -> anyhow::Result<Outcome> {
     let path = dir.join("result.json");
@@ -301,6 +323,31 @@ pub fn other_revision_note(dir: &Path, variant: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_weights_generator_is_read_from_env_json_when_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_weights_generator(dir.path()).unwrap(),
+            None,
+            "no env.json"
+        );
+        let env = dir.path().join("env.json");
+        std::fs::write(&env, r#"{"seed": 0, "backend": "flex"}"#).unwrap();
+        assert_eq!(
+            read_weights_generator(dir.path()).unwrap(),
+            None,
+            "a run from before the field"
+        );
+        std::fs::write(&env, r#"{"seed": 0, "weights_generator": "flex-Cpu"}"#).unwrap();
+        assert_eq!(
+            read_weights_generator(dir.path()).unwrap().as_deref(),
+            Some("flex-Cpu")
+        );
+        std::fs::write(&env, "{\"seed\": 0,").unwrap();
+        let err = format!("{:#}", read_weights_generator(dir.path()).unwrap_err());
+        assert!(err.contains("env.json"), "names the file: {err}");
+    }
 
     #[test]
     fn a_run_of_another_revision_is_named_on_reuse() {

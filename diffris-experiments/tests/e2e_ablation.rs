@@ -108,6 +108,8 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         let env: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("env.json")).unwrap()).unwrap();
         assert!(env["git_revision"].is_string() && env["backend"].is_string() && env["seed"] == 0);
+        // What drew the random weights, which `eval` below reads back by it.
+        assert_eq!(env["weights_generator"], "flex-Cpu", "{env}");
         assert!(
             env["cpu"]["features"].is_array() && env["cpu"]["arch"].is_string(),
             "{env}"
@@ -302,6 +304,23 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     );
     assert_eq!(r.val, full.val);
     assert_eq!(r.best_epoch, full.best_epoch);
+
+    // Without the random weights it was trained with, `eval` refuses the run and names the
+    // backend that drew them.
+    std::fs::remove_dir_all(cache.path().join("sd-random")).unwrap();
+    let (ok, printed) = binary::outcome(binary::diffris().current_dir(dir.path()).args([
+        "eval",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--cache",
+        cache.path().to_str().unwrap(),
+    ]));
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.contains("which do not exist (random weights are regenerated")
+            && printed.contains("on the backend that trained the run, flex-Cpu)"),
+        "{printed}"
+    );
 }
 
 /// `explain` on a test sample of the full model (PCMRD, adapter on) and on an image and a
