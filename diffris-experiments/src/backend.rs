@@ -434,13 +434,16 @@ fn run_on<B: SdBackend, J: BackendJob>(
 /// Burn's CUDA backend loads the driver lazily and panics in a worker thread when it is missing;
 /// this asks the driver first so the user gets an error instead.
 #[cfg(feature = "cuda")]
-mod cuda_check {
+pub(crate) mod cuda_check {
     use std::os::raw::c_int;
 
     type CuInit = unsafe extern "C" fn(flags: u32) -> c_int;
     type CuDeviceGetCount = unsafe extern "C" fn(count: *mut c_int) -> c_int;
+    type CuDeviceGet = unsafe extern "C" fn(device: *mut c_int, ordinal: c_int) -> c_int;
+    type CuDeviceTotalMem = unsafe extern "C" fn(bytes: *mut usize, device: c_int) -> c_int;
 
-    pub fn usable(index: usize) -> Result<(), String> {
+    /// The system's CUDA driver, initialised.
+    fn driver() -> Result<libloading::Library, String> {
         let lib = ["libcuda.so.1", "libcuda.so", "nvcuda.dll", "libcuda.dylib"]
             .iter()
             // SAFETY: loading the system CUDA driver runs only its initialisers.
@@ -450,18 +453,26 @@ mod cuda_check {
                  another device with --device"
                     .to_string()
             })?;
-        // SAFETY: the symbols have the signatures of the CUDA driver API.
-        unsafe {
+        // SAFETY: `cuInit` has this signature in the CUDA driver API.
+        let code = unsafe {
             let init: libloading::Symbol<CuInit> =
                 lib.get(b"cuInit\0").map_err(|e| e.to_string())?;
+            init(0)
+        };
+        if code != 0 {
+            return Err(format!(
+                "the CUDA driver failed to initialise (CUresult {code}); is a GPU visible?"
+            ));
+        }
+        Ok(lib)
+    }
+
+    pub fn usable(index: usize) -> Result<(), String> {
+        let lib = driver()?;
+        // SAFETY: the symbol has the signature of the CUDA driver API.
+        unsafe {
             let count_fn: libloading::Symbol<CuDeviceGetCount> =
                 lib.get(b"cuDeviceGetCount\0").map_err(|e| e.to_string())?;
-            let code = init(0);
-            if code != 0 {
-                return Err(format!(
-                    "the CUDA driver failed to initialise (CUresult {code}); is a GPU visible?"
-                ));
-            }
             let mut count: c_int = 0;
             let code = count_fn(&mut count);
             if code != 0 {
@@ -474,6 +485,30 @@ mod cuda_check {
             }
         }
         Ok(())
+    }
+
+    /// The total memory of CUDA device `index`, in bytes (no context is created).
+    pub fn total_memory(index: usize) -> Result<u64, String> {
+        let lib = driver()?;
+        // SAFETY: the symbols have the signatures of the CUDA driver API (`_v2`: 64-bit sizes).
+        unsafe {
+            let get: libloading::Symbol<CuDeviceGet> =
+                lib.get(b"cuDeviceGet\0").map_err(|e| e.to_string())?;
+            let total: libloading::Symbol<CuDeviceTotalMem> = lib
+                .get(b"cuDeviceTotalMem_v2\0")
+                .map_err(|e| e.to_string())?;
+            let mut device: c_int = 0;
+            let code = get(&mut device, index as c_int);
+            if code != 0 {
+                return Err(format!("cuDeviceGet({index}) failed (CUresult {code})"));
+            }
+            let mut bytes: usize = 0;
+            let code = total(&mut bytes, device);
+            if code != 0 {
+                return Err(format!("cuDeviceTotalMem failed (CUresult {code})"));
+            }
+            Ok(bytes as u64)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! Burn 0.21's `Backend` has no memory query of its own, and libtorch's is not exposed by it.
 
 use crate::backend::DeviceSpec;
+use crate::memory::Capacity;
 
 /// A device's memory, as far as its backend reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +66,36 @@ pub fn query(device: DeviceSpec) -> Option<DeviceMemory> {
     }
 }
 
+/// What `device` offers a run, where diffris can ask: the RAM the system reports available
+/// (`MemAvailable` of `/proc/meminfo`) for the CPU backend, a CUDA GPU's total memory (from the
+/// driver); `None` elsewhere.
+pub fn capacity(device: DeviceSpec) -> Option<Capacity> {
+    match device {
+        DeviceSpec::Flex => Some(Capacity {
+            bytes: mem_available(&std::fs::read_to_string("/proc/meminfo").ok()?)? as f64,
+            what: "RAM available",
+        }),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(index) => Some(Capacity {
+            bytes: crate::backend::cuda_check::total_memory(index).ok()? as f64,
+            what: "GPU memory",
+        }),
+        _ => None,
+    }
+}
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => Some(value * 1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn pool(usage: cubecl::MemoryUsage) -> Option<DeviceMemory> {
     Some(DeviceMemory::Pool {
@@ -76,6 +107,19 @@ fn pool(usage: cubecl::MemoryUsage) -> Option<DeviceMemory> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn available_memory_is_read_from_meminfo() {
+        let meminfo = "MemTotal:       24596812 kB\nMemFree:        20000000 kB\n\
+                       MemAvailable:   23456789 kB\nBuffers:          123456 kB\n";
+        assert_eq!(mem_available(meminfo), Some(23_456_789 * 1024));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(mem_available("MemAvailable: many kB\n"), None);
+        // This machine's own figure, where there is one, is below its total.
+        if let Some(c) = capacity(DeviceSpec::Flex) {
+            assert!(c.bytes > 0.0 && c.what == "RAM available");
+        }
+    }
 
     /// The heap figure follows what is allocated: a 64 MiB buffer raises the live bytes and the
     /// peak by at least its size while it lives.

@@ -39,6 +39,12 @@ pub fn sd15_activations_per_sample(precision: Precision) -> f64 {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// What a training process holds at its peak besides the estimate's three parts (encoded
+/// splits, loaders, the allocator's slack), kept free when a run is checked against its
+/// device: the paper recipe at 512 px with micro-batch 4 on the CPU backend peaked at 20.3 GiB
+/// RSS (`/usr/bin/time`, 64 + 4 + 4 encoded samples) where its estimate said 18.3 GiB.
+pub const REST_OF_PROCESS: f64 = 2.0 * GIB;
+
 /// The parts of a run's peak memory on one device, in bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryEstimate {
@@ -130,6 +136,79 @@ impl MemoryEstimate {
     }
 }
 
+/// How much memory a device offers a run, where diffris can ask: the RAM available to the CPU
+/// backend, a CUDA GPU's total memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Capacity {
+    pub bytes: f64,
+    /// What the figure is, for messages (`RAM available`, `GPU memory`).
+    pub what: &'static str,
+}
+
+/// Whether a run's estimate fits its device, and the line that says so.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fit {
+    pub fits: bool,
+    pub line: String,
+}
+
+impl MemoryEstimate {
+    /// The most samples per pass whose estimate fits in `bytes` (0 when the weights alone do
+    /// not fit); `None` without an activation figure.
+    pub fn largest_pass_within(&self, bytes: f64) -> Option<usize> {
+        let per_sample = self.activations? / self.pass_size.max(1) as f64;
+        let room = bytes - self.frozen - self.trained;
+        Some(if room <= 0.0 {
+            0
+        } else {
+            (room / per_sample).floor() as usize
+        })
+    }
+
+    /// Whether `runs` runs of this estimate at once (`--jobs`, all on the same device), each
+    /// with [`REST_OF_PROCESS`] besides, fit `capacity`, with advice when they do not: the
+    /// `--micro-batch` that fits. `None` without an activation figure.
+    pub fn fit(&self, capacity: Capacity, runs: usize) -> Option<Fit> {
+        let need = self.total()? + REST_OF_PROCESS;
+        let runs = runs.max(1);
+        let share = capacity.bytes / runs as f64;
+        let gib = |b: f64| format!("{:.1} GiB", b / GIB);
+        let each = if runs > 1 {
+            format!("{runs} runs at once, each about {}", gib(need))
+        } else {
+            format!("about {}", gib(need))
+        };
+        let of = format!(
+            "{each} with the rest of the process, {} the {} of {}",
+            if need <= share { "within" } else { "more than" },
+            gib(capacity.bytes),
+            capacity.what
+        );
+        if need <= share {
+            return Some(Fit {
+                fits: true,
+                line: format!("fits: {of}"),
+            });
+        }
+        let advice = match self.largest_pass_within(share - REST_OF_PROCESS)? {
+            0 => format!(
+                "not even one sample per pass fits: the frozen weights and trained parameters \
+                 alone take {}{}",
+                gib(self.frozen + self.trained),
+                if runs > 1 { "; try --jobs 1" } else { "" }
+            ),
+            n => format!(
+                "--micro-batch {n} fits{}",
+                if runs > 1 { " (or fewer --jobs)" } else { "" }
+            ),
+        };
+        Some(Fit {
+            fits: false,
+            line: format!("does not fit: {of}; {advice}"),
+        })
+    }
+}
+
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use burn::backend::Flex;
@@ -180,6 +259,69 @@ mod tests {
         assert_eq!(half.trained, full.trained, "trained parameters stay f32");
         assert!((half.activations.unwrap() / GIB - 4.0 * 1.84).abs() < 1e-9);
         assert!(half.describe().contains("at bf16"), "{}", half.describe());
+    }
+
+    /// Hand-computed: frozen 3 GiB + trained 1 GiB + 4 samples of 2 GiB = 12 GiB.
+    fn made_up() -> MemoryEstimate {
+        MemoryEstimate {
+            frozen: 3.0 * GIB,
+            trained: 1.0 * GIB,
+            activations: Some(8.0 * GIB),
+            pass_size: 4,
+            precision: Precision::F32,
+        }
+    }
+
+    #[test]
+    fn a_run_that_does_not_fit_is_told_the_micro_batch_that_does() {
+        let e = made_up();
+        let ram = |gib: f64| Capacity {
+            bytes: gib * GIB,
+            what: "RAM available",
+        };
+        // 12 GiB + 2 for the rest of the process in 16: fits.
+        let fit = e.fit(ram(16.0), 1).unwrap();
+        assert!(fit.fits, "{fit:?}");
+        assert_eq!(
+            fit.line,
+            "fits: about 14.0 GiB with the rest of the process, within the 16.0 GiB of RAM \
+             available"
+        );
+        // In 11 GiB: (11 - 2 - 4) / 2 = 2.5, so 2 samples per pass.
+        assert_eq!(e.largest_pass_within(9.0 * GIB), Some(2));
+        let fit = e.fit(ram(11.0), 1).unwrap();
+        assert!(!fit.fits);
+        assert_eq!(
+            fit.line,
+            "does not fit: about 14.0 GiB with the rest of the process, more than the 11.0 GiB \
+             of RAM available; --micro-batch 2 fits"
+        );
+        // Two runs at once in 16 GiB: 8 each, (8 - 2 - 4) / 2 = 1 sample per pass.
+        let fit = e.fit(ram(16.0), 2).unwrap();
+        assert!(!fit.fits);
+        assert!(
+            fit.line
+                .starts_with("does not fit: 2 runs at once, each about 14.0 GiB with the rest")
+                && fit.line.ends_with("--micro-batch 1 fits (or fewer --jobs)"),
+            "{}",
+            fit.line
+        );
+        // The weights (4 GiB) and the rest (2) exceed 5.5 GiB.
+        let fit = e.fit(ram(5.5), 1).unwrap();
+        assert!(
+            fit.line.ends_with(
+                "not even one sample per pass fits: the frozen weights and trained parameters \
+                 alone take 4.0 GiB"
+            ),
+            "{}",
+            fit.line
+        );
+        // Without an activation figure nothing is said.
+        let unknown = MemoryEstimate {
+            activations: None,
+            ..made_up()
+        };
+        assert_eq!(unknown.fit(ram(1.0), 1), None);
     }
 
     #[test]

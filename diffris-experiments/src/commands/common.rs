@@ -238,8 +238,24 @@ impl BackendJob for Ablation {
         for s in &specs {
             crate::inputs::check_inputs_exist(s)?;
         }
+        let jobs = a
+            .run
+            .jobs
+            .unwrap_or_else(|| default_jobs(&target.devices, resolver.profile))
+            .clamp(1, specs.len().max(1));
+        // Whether each run's estimated peak fits its device (where both are known).
+        let capacity = crate::device_memory::capacity(target.spec);
+        let fits: Vec<Option<crate::memory::Fit>> = specs
+            .iter()
+            .map(|s| {
+                let n = target.devices.len();
+                capacity.and_then(|c| {
+                    crate::memory::MemoryEstimate::of::<B>(s, &device, n).fit(c, jobs)
+                })
+            })
+            .collect();
         if a.dry_run {
-            for s in &specs {
+            for (s, fit) in specs.iter().zip(&fits) {
                 println!(
                     "# {}/{} seed {}\n{}\n",
                     s.ablation,
@@ -252,6 +268,9 @@ impl BackendJob for Ablation {
                     crate::memory::MemoryEstimate::of::<B>(s, &device, target.devices.len())
                         .describe()
                 );
+                if let Some(fit) = fit {
+                    println!("# memory: {}\n", fit.line);
+                }
                 if !s.profile_changes.is_empty() {
                     println!(
                         "# the {} profile changed {} value(s) the recipe left at the paper's defaults:",
@@ -275,11 +294,21 @@ impl BackendJob for Ablation {
             DeviceList::from_specs(&target.devices)
         );
         let started = std::time::Instant::now();
-        let jobs = a
-            .run
-            .jobs
-            .unwrap_or_else(|| default_jobs(&target.devices, resolver.profile))
-            .clamp(1, specs.len().max(1));
+        // Said once per distinct line: the variants of a table mostly share their estimate.
+        let mut warned = std::collections::BTreeSet::new();
+        for (s, fit) in specs.iter().zip(&fits) {
+            if let Some(fit) = fit.as_ref().filter(|f| !f.fits)
+                && warned.insert(fit.line.clone())
+            {
+                say(
+                    &progress,
+                    format!(
+                        "warning: {}/{}: estimated peak memory {}",
+                        s.ablation, s.variant, fit.line
+                    ),
+                );
+            }
+        }
         if jobs > 1 {
             say(
                 &progress,
