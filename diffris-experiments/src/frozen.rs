@@ -118,16 +118,33 @@ pub fn sd_location(spec: &RunSpec, cache: &Path, generator: Option<&str>) -> Pat
 
 /// The SD weights folder or file of a run; random weights missing from the cache are written
 /// first (into a temporary folder moved into place, so a crash leaves nothing half-written).
+/// `generator` names the random weights the run reads ([`random_sd_dir`]): this backend's for a
+/// new run, the recorded one for a resumed run, which continues with the weights it started
+/// with. Only this backend's weights can be drawn here; others missing from the cache are an
+/// error.
 pub fn provision<B: SdBackend>(
     spec: &RunSpec,
     cache: &Path,
     device: &B::Device,
+    generator: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let dir = sd_location(spec, cache, Some(&weights_generator::<B>(device)));
+    let dir = sd_location(spec, cache, generator);
     let present = |dir: &Path| dir.join("unet").join("config.json").is_file();
     if let SdSource::Random { seed } = &spec.sd_source
         && !present(&dir)
     {
+        let here = weights_generator::<B>(device);
+        anyhow::ensure!(
+            generator == Some(here.as_str()),
+            "{} is missing: this run was started with random weights drawn by {}, which this \
+             backend ({here}) cannot draw; resume it with the backend and --cache it started \
+             with, or --restart it",
+            dir.display(),
+            generator.map_or(
+                "an older build (before the cache named their generator)",
+                |g| g
+            )
+        );
         // Another process may be writing the same weights: wait for it, then reuse them.
         let _lock = lock_waiting(&lock_path(&dir), |owner| {
             eprintln!("waiting for {owner}, which is writing {}", dir.display())

@@ -227,8 +227,9 @@ pub fn prepare_inputs<B: SdBackend>(
     spec: &RunSpec,
     ws: &Workspace,
     device: &B::Device,
+    generator: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let sd = provision::<B>(spec, &ws.cache, device)?;
+    let sd = provision::<B>(spec, &ws.cache, device, generator)?;
     if let Some(synth) = &spec.synth {
         let parent = spec.data_root.parent().unwrap_or(&ws.cache);
         // Another process may be generating the same set: wait for it, then reuse it.
@@ -270,7 +271,8 @@ pub fn prepare_for_processes<B: SdBackend>(
     ws: &Workspace,
     device: &B::Device,
 ) -> anyhow::Result<()> {
-    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
+    let here = crate::frozen::weights_generator::<B>(device);
+    let sd_key = prepare_inputs::<B>(spec, ws, device, Some(&here))?;
     if cache_owned(spec) {
         shared.encoded_splits(spec, &sd_key, ws, device)?;
     }

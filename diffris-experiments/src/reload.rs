@@ -51,7 +51,10 @@ pub fn load_run_with<B: SdBackend>(
     let config = dir.join("config.ron");
     // The random weights the run was trained with: those its backend drew, whichever backend
     // evaluates it now.
-    let generator = read_weights_generator(dir)?;
+    let generator = match spec.sd_source {
+        SdSource::Random { .. } => read_weights_generator(dir)?,
+        SdSource::Path(_) => None,
+    };
     let sd_path = sd_location(&spec, cache, generator.as_deref());
     if !sd_path.exists() {
         let hint = match (&spec.sd_source, &generator) {

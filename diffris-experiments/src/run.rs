@@ -21,8 +21,8 @@ use crate::metrics::Metrics;
 use crate::profile::RunSpec;
 use crate::progress::say;
 use crate::record::{
-    DivergedRun, EnvRecord, Outcome, RunResult, finished, outcome_line, spec_dir, spec_ron,
-    write_json,
+    DivergedRun, EnvRecord, Outcome, RunResult, finished, outcome_line, read_weights_generator,
+    spec_dir, spec_ron, write_json,
 };
 use crate::tensor_file::write_atomic;
 use crate::training::divergence::Diverged;
@@ -85,12 +85,23 @@ pub fn run_one<B: SdBackend>(
             );
         }
     }
+    // A resumed run continues with the random weights it started with (`None`: a run from
+    // before they were recorded, whose weights carry the older folder name).
+    let generator = if dir.exists() {
+        read_weights_generator(&dir)?
+    } else {
+        Some(target.weights_generator.clone())
+    };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     write_atomic(&dir.join("config.ron"), config_text.as_bytes())?;
-    write_json(&dir.join("env.json"), &EnvRecord::now(target, spec.seed))?;
+    let env = EnvRecord {
+        weights_generator: generator.clone(),
+        ..EnvRecord::now(target, spec.seed)
+    };
+    write_json(&dir.join("env.json"), &env)?;
 
     // Frozen encoders and data.
-    let sd_key = prepare_inputs::<B>(spec, ws, device)?;
+    let sd_key = prepare_inputs::<B>(spec, ws, device, generator.as_deref())?;
     let [train_data, val_data, test_data] = shared.encoded_splits(spec, &sd_key, ws, device)?;
     let val_eval = val_data.clone();
 

@@ -305,6 +305,33 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     assert_eq!(r.val, full.val);
     assert_eq!(r.best_epoch, full.best_epoch);
 
+    // A resumed run continues with the random weights it started with: weights another backend
+    // drew, missing from the cache, are an error naming it, not weights drawn here instead.
+    let moved = tempfile::tempdir().unwrap();
+    std::fs::write(moved.path().join("mini.ron"), ABLATION).unwrap();
+    binary::succeeds(&first, moved.path());
+    let env_path = moved.path().join("results/runs/mini/full/seed-0/env.json");
+    let env = std::fs::read_to_string(&env_path).unwrap();
+    assert!(env.contains("\"weights_generator\": \"flex-Cpu\""), "{env}");
+    std::fs::write(
+        &env_path,
+        env.replace("\"flex-Cpu\"", "\"cubecl-wgpu-DefaultDevice\""),
+    )
+    .unwrap();
+    let (ok, printed) = binary::outcome(binary::diffris().current_dir(moved.path()).args(&again));
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.contains(
+            "this run was started with random weights drawn by \
+             cubecl-wgpu-DefaultDevice, which this backend (flex-Cpu) cannot draw"
+        ),
+        "{printed}"
+    );
+    // Back on the backend it started with, it resumes to the uninterrupted run's numbers.
+    std::fs::write(&env_path, env).unwrap();
+    binary::succeeds(&again, moved.path());
+    assert_eq!(result(moved.path(), "full").test, full.test);
+
     // Without the random weights it was trained with, `eval` refuses the run and names the
     // backend that drew them.
     std::fs::remove_dir_all(cache.path().join("sd-random")).unwrap();
