@@ -66,22 +66,48 @@ pub fn query(device: DeviceSpec) -> Option<DeviceMemory> {
     }
 }
 
-/// What `device` offers a run, where diffris can ask: the RAM the system reports available
-/// (`MemAvailable` of `/proc/meminfo`) for the CPU backend, a CUDA GPU's total memory (from the
-/// driver); `None` elsewhere.
-pub fn capacity(device: DeviceSpec) -> Option<Capacity> {
-    match device {
-        DeviceSpec::Flex => Some(Capacity {
-            bytes: mem_available(&std::fs::read_to_string("/proc/meminfo").ok()?)? as f64,
-            what: "RAM available",
-        }),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(index) => Some(Capacity {
-            bytes: crate::backend::cuda_check::total_memory(index).ok()? as f64,
-            what: "GPU memory",
-        }),
-        _ => None,
+/// The variable that tells diffris a device's memory in GiB, where it cannot ask (wgpu, tch) or
+/// should assume less than there is (a shared GPU).
+pub const DEVICE_MEMORY_VAR: &str = "DIFFRIS_DEVICE_MEMORY_GIB";
+
+/// What `device` offers a run: `DIFFRIS_DEVICE_MEMORY_GIB` when set, else, where diffris can
+/// ask, the RAM the system reports available (`MemAvailable` of `/proc/meminfo`) for the CPU
+/// backend and a CUDA GPU's total memory (from the driver); `None` elsewhere. A value of the
+/// variable that is not a positive number is an error naming it.
+pub fn capacity(device: DeviceSpec) -> anyhow::Result<Option<Capacity>> {
+    if let Ok(text) = std::env::var(DEVICE_MEMORY_VAR) {
+        let gib: f64 = text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|g: &f64| g.is_finite() && *g > 0.0)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{DEVICE_MEMORY_VAR}={text:?} is not a positive number of GiB")
+            })?;
+        return Ok(Some(Capacity {
+            bytes: gib * (1u64 << 30) as f64,
+            what: format!("device memory set by {DEVICE_MEMORY_VAR}"),
+        }));
     }
+    Ok(match device {
+        DeviceSpec::Flex => std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| mem_available(&m))
+            .map(|bytes| Capacity {
+                bytes: bytes as f64,
+                what: "RAM available".into(),
+            }),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(index) => {
+            crate::backend::cuda_check::total_memory(index)
+                .ok()
+                .map(|bytes| Capacity {
+                    bytes: bytes as f64,
+                    what: "GPU memory".into(),
+                })
+        }
+        _ => None,
+    })
 }
 
 /// `MemAvailable` of a `/proc/meminfo` text, in bytes.
@@ -115,8 +141,10 @@ mod tests {
         assert_eq!(mem_available(meminfo), Some(23_456_789 * 1024));
         assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
         assert_eq!(mem_available("MemAvailable: many kB\n"), None);
-        // This machine's own figure, where there is one, is below its total.
-        if let Some(c) = capacity(DeviceSpec::Flex) {
+        // This machine's own figure (unless the variable overrides it).
+        if std::env::var(DEVICE_MEMORY_VAR).is_err()
+            && let Some(c) = capacity(DeviceSpec::Flex).unwrap()
+        {
             assert!(c.bytes > 0.0 && c.what == "RAM available");
         }
     }

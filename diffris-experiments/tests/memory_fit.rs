@@ -1,12 +1,15 @@
-//! `--dry-run` says whether each run's estimated peak memory fits its device (on the CPU backend:
-//! the RAM the system reports available), and which `--micro-batch` fits when it does not.
+//! `--dry-run` says whether each run's estimated peak memory fits its device, and which
+//! `--micro-batch` fits when it does not. The device's size is fixed here with
+//! `DIFFRIS_DEVICE_MEMORY_GIB` (otherwise the CPU backend's is the RAM available now, which
+//! moves between runs).
 
-#![cfg(feature = "flex")] // the CPU backend's capacity is the machine's RAM
+#![cfg(feature = "flex")]
 
 mod binary;
 
-/// The `# memory:` fit line of a paper-profile dry run of `cp_adapter/full` with `extra` flags.
-fn fit_line(extra: &[&str]) -> String {
+/// The `# memory:` fit line of a paper-profile dry run of `cp_adapter/full` with `extra` flags
+/// and `memory` (the variable's value, or the machine's own figure).
+fn fit_line(extra: &[&str], memory: Option<&str>) -> Result<String, String> {
     let dir = tempfile::tempdir().unwrap();
     // The dry run only checks that the weights and the dataset root exist.
     let weights = dir.path().join("sd15.safetensors");
@@ -16,7 +19,8 @@ fn fit_line(extra: &[&str]) -> String {
     let sd = format!("sd15={}", weights.display());
     let rrsisd = format!("rrsisd={}", data.display());
     let ablations = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
-    let mut args = vec![
+    let mut cmd = binary::diffris();
+    cmd.current_dir(dir.path()).args([
         "train",
         "cp_adapter",
         "--variant",
@@ -30,41 +34,56 @@ fn fit_line(extra: &[&str]) -> String {
         "--ablations",
         ablations,
         "--dry-run",
-    ];
-    args.extend(extra);
-    let out = binary::succeeds(&args, dir.path());
-    out.lines()
+    ]);
+    cmd.args(extra).env_remove("DIFFRIS_DEVICE_MEMORY_GIB");
+    if let Some(m) = memory {
+        cmd.env("DIFFRIS_DEVICE_MEMORY_GIB", m);
+    }
+    let (ok, out) = binary::outcome(&mut cmd);
+    if !ok {
+        return Err(out);
+    }
+    Ok(out
+        .lines()
         .find(|l| l.starts_with("# memory: fits") || l.starts_with("# memory: does not fit"))
         .unwrap_or_else(|| panic!("no fit line:\n{out}"))
-        .to_string()
+        .to_string())
 }
 
 #[test]
-fn the_dry_run_says_whether_the_paper_batch_fits_the_machine() {
-    // Batch 32 in one pass: about 109 GiB with the rest of the process, more than any machine
-    // this runs on offers; the advice names a micro-batch that fits the estimate.
-    let whole = fit_line(&[]);
-    assert!(
-        whole.starts_with(
-            "# memory: does not fit: about 109.2 GiB with the rest of the process, more than the "
-        ) && whole.contains(" GiB of RAM available; "),
-        "{whole}"
+fn the_dry_run_says_whether_the_paper_batch_fits_and_which_micro_batch_does() {
+    // 24 GiB: batch 32 in one pass needs 3.8 + 1.0 GiB of weights and AdamW state, 102.4 GiB of
+    // activations and 3 GiB for the rest of the process; (24 - 3 - 4.8) / 3.2 = 5.06 samples
+    // per pass fit.
+    let whole = fit_line(&[], Some("24")).unwrap();
+    assert_eq!(
+        whole,
+        "# memory: does not fit: about 110.2 GiB with the rest of the process, more than the \
+         24.0 GiB of device memory set by DIFFRIS_DEVICE_MEMORY_GIB; --micro-batch 5 fits"
     );
-    let advised: Option<usize> = whole
-        .rsplit("--micro-batch ")
-        .next()
-        .and_then(|t| t.strip_suffix(" fits"))
-        .and_then(|n| n.parse().ok());
-    match advised {
-        // Following the advice, the dry run says it fits.
-        Some(n) => {
-            let followed = fit_line(&["--micro-batch", &n.to_string()]);
-            assert!(followed.starts_with("# memory: fits: about "), "{followed}");
-            // One more sample per pass would not.
-            let more = fit_line(&["--micro-batch", &(n + 1).to_string()]);
-            assert!(more.starts_with("# memory: does not fit"), "{more}");
-        }
-        // A machine with under 8 GiB free: not even one sample fits.
-        None => assert!(whole.ends_with("alone take 4.8 GiB"), "{whole}"),
-    }
+    let five = fit_line(&["--micro-batch", "5"], Some("24")).unwrap();
+    assert!(five.starts_with("# memory: fits: about 23.8 GiB"), "{five}");
+    let six = fit_line(&["--micro-batch", "6"], Some("24")).unwrap();
+    assert!(
+        six.starts_with("# memory: does not fit: about 27.0 GiB"),
+        "{six}"
+    );
+    // Below the weights and the rest of the process, no micro-batch fits.
+    let tiny = fit_line(&[], Some("7.5")).unwrap();
+    assert!(
+        tiny.ends_with(
+            "not even one sample per pass fits: the frozen weights and trained \
+             parameters alone take 4.8 GiB"
+        ),
+        "{tiny}"
+    );
+    // A value that is not a size is refused, naming the variable.
+    let err = fit_line(&[], Some("lots")).unwrap_err();
+    assert!(
+        err.contains("DIFFRIS_DEVICE_MEMORY_GIB=\"lots\" is not a positive number of GiB"),
+        "{err}"
+    );
+    // Without the variable the CPU backend's figure is the RAM available.
+    let own = fit_line(&[], None).unwrap();
+    assert!(own.contains(" GiB of RAM available"), "{own}");
 }

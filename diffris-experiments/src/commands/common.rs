@@ -244,18 +244,17 @@ impl BackendJob for Ablation {
             .unwrap_or_else(|| default_jobs(&target.devices, resolver.profile))
             .clamp(1, specs.len().max(1));
         // Whether each run's estimated peak fits its device (where both are known).
-        let capacity = crate::device_memory::capacity(target.spec);
-        let fits: Vec<Option<crate::memory::Fit>> = specs
+        let capacity = crate::device_memory::capacity(target.spec)?;
+        let estimates: Vec<_> = specs
             .iter()
-            .map(|s| {
-                let n = target.devices.len();
-                capacity.and_then(|c| {
-                    crate::memory::MemoryEstimate::of::<B>(s, &device, n).fit(c, jobs)
-                })
-            })
+            .map(|s| crate::memory::MemoryEstimate::of::<B>(s, &device, target.devices.len()))
+            .collect();
+        let fits: Vec<Option<crate::memory::Fit>> = estimates
+            .iter()
+            .map(|e| capacity.as_ref().and_then(|c| e.fit(c, jobs)))
             .collect();
         if a.dry_run {
-            for (s, fit) in specs.iter().zip(&fits) {
+            for ((s, fit), estimate) in specs.iter().zip(&fits).zip(&estimates) {
                 println!(
                     "# {}/{} seed {}\n{}\n",
                     s.ablation,
@@ -263,11 +262,7 @@ impl BackendJob for Ablation {
                     s.seed,
                     spec_ron(s)?
                 );
-                println!(
-                    "# memory: {}\n",
-                    crate::memory::MemoryEstimate::of::<B>(s, &device, target.devices.len())
-                        .describe()
-                );
+                println!("# memory: {}\n", estimate.describe());
                 if let Some(fit) = fit {
                     println!("# memory: {}\n", fit.line);
                 }
@@ -294,20 +289,27 @@ impl BackendJob for Ablation {
             DeviceList::from_specs(&target.devices)
         );
         let started = std::time::Instant::now();
-        // Said once per distinct line: the variants of a table mostly share their estimate.
-        let mut warned = std::collections::BTreeSet::new();
+        // Said once per distinct line, naming the runs it is about (finished runs, which are
+        // reused, train nothing).
+        let mut warnings: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (s, fit) in specs.iter().zip(&fits) {
             if let Some(fit) = fit.as_ref().filter(|f| !f.fits)
-                && warned.insert(fit.line.clone())
+                && crate::record::finished(&crate::record::spec_dir(&ws.results, s), s)?.is_none()
             {
-                say(
-                    &progress,
-                    format!(
-                        "warning: {}/{}: estimated peak memory {}",
-                        s.ablation, s.variant, fit.line
-                    ),
-                );
+                warnings
+                    .entry(fit.line.clone())
+                    .or_default()
+                    .push(format!("{}/{} seed {}", s.ablation, s.variant, s.seed));
             }
+        }
+        for (line, runs) in warnings {
+            say(
+                &progress,
+                format!(
+                    "warning: estimated peak memory of {}: {line}",
+                    runs.join(", ")
+                ),
+            );
         }
         if jobs > 1 {
             say(

@@ -230,39 +230,41 @@ mod tests {
     /// passed over once the passes before it are done; one that had its turn changes nothing.
     #[test]
     fn a_pass_failing_before_its_turn_is_passed_over_in_order() {
-        let turnstile = Turnstile::new();
-        turnstile.open_epoch(1);
-        let ticket = |pass| Ticket {
-            turnstile: turnstile.clone(),
-            epoch: 1,
-            pass,
-        };
-        let (first, second, third) = (ticket(0), ticket(1), ticket(2));
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let log = order.clone();
-        // Pass 1 fails at once, before pass 0 has had its turn: it must wait for pass 0.
-        let failing = std::thread::spawn(move || {
-            let _over = PassOver(Some(second));
-            log.lock().unwrap().push("1 failing");
-            panic!("out of memory while copying the model");
+        let (done, finished) = std::sync::mpsc::channel();
+        // On its own thread, so that a broken pass-over fails the test instead of hanging it.
+        std::thread::spawn(move || {
+            let turnstile = Turnstile::new();
+            turnstile.open_epoch(1);
+            let ticket = |pass| Ticket {
+                turnstile: turnstile.clone(),
+                epoch: 1,
+                pass,
+            };
+            let (first, second, third) = (ticket(0), ticket(1), ticket(2));
+            let (started, running) = std::sync::mpsc::channel();
+            // Pass 1 fails at once, before pass 0 has had its turn: it waits for pass 0.
+            let failing = std::thread::spawn(move || {
+                let _over = PassOver(Some(second));
+                started.send(()).unwrap();
+                panic!("out of memory while copying the model");
+            });
+            running.recv().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !failing.is_finished(),
+                "pass 1 moved on before pass 0's turn"
+            );
+            drop(first.wait());
+            assert!(failing.join().is_err());
+            drop(third.wait()); // returns: pass 1 was passed over
+            // Pass 0 had its turn: passing it over again leaves the turnstile where it is.
+            first.pass_over();
+            done.send(*turnstile.next.lock().unwrap()).unwrap();
         });
-        std::thread::sleep(Duration::from_millis(50));
-        {
-            let _over = PassOver(Some(first.clone()));
-            let _turn = first.wait();
-            order.lock().unwrap().push("0 forward");
-        }
-        assert!(failing.join().is_err());
-        let _turn = third.wait(); // returns: pass 1 was passed over
-        order.lock().unwrap().push("2 forward");
-        drop(_turn);
-        assert_eq!(
-            *order.lock().unwrap(),
-            ["1 failing", "0 forward", "2 forward"]
-        );
-        // Pass 0 had its turn: passing it over again leaves the turnstile where it is.
-        first.pass_over();
-        assert_eq!(*turnstile.next.lock().unwrap(), (1, 3));
+        let next = finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the passes after a failed one were left waiting");
+        assert_eq!(next, (1, 3));
     }
 
     /// Two workers running passes like burn-train's DDP loop (check the learner's stop flag
