@@ -154,6 +154,13 @@ fn a_diverged_run_is_recorded_shown_in_the_table_and_reused() {
             && table.contains("Diverged, left out of the means: w/o CP-adapter seed 0"),
         "{table}"
     );
+    // The CSV counts it: no finished seed, one diverged, no mean.
+    let csv = std::fs::read_to_string(results.path().join("cp_adapter/table.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("none,\"w/o CP-adapter\",0,1,,,61.43,")),
+        "{csv}"
+    );
 
     // Nothing to evaluate, said as such.
     let (ok, text) = binary::outcome(

@@ -207,7 +207,7 @@ pub fn write_tables(
         eprintln!(
             "left {} finished run(s) out of the {} table: their config differs from what this \
              command resolves (another profile, recipe or --epochs/--batch-size/--micro-batch/--lr/--precision/\
-             --limit-* flags):",
+             --limit-* flags, or another --cache, where the tiny profile's data lives):",
             written.skipped.len(),
             file.name
         );

@@ -249,13 +249,14 @@ fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// The table as CSV: one line per row, mean, std and paper value per column. A reported row
-/// has an empty variant and seed count and no mean or std.
+/// The table as CSV: one line per row, the finished and the diverged seeds (left out of the
+/// means), mean, std and paper value per column. A reported row has an empty variant and seed
+/// counts and no mean or std.
 pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
     let cols = table_columns(file);
     let lines = lines(file, rows);
     let encoders = has_encoders(&lines);
-    let mut out = String::from("variant,label,seeds");
+    let mut out = String::from("variant,label,seeds,diverged");
     if encoders {
         out.push_str(",visual_encoder,text_encoder");
     }
@@ -267,15 +268,16 @@ pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
     }
     out.push('\n');
     for line in &lines {
-        let (variant, label, seeds) = match line {
-            Line::Reported(r) => (String::new(), &r.label, String::new()),
+        let (variant, label, seeds, diverged) = match line {
+            Line::Reported(r) => (String::new(), &r.label, String::new(), String::new()),
             Line::Ours(_, row) => (
                 row.variant.name.clone(),
                 &row.variant.label,
                 row.results.len().to_string(),
+                row.diverged.len().to_string(),
             ),
         };
-        out.push_str(&format!("{variant},{},{seeds}", quoted(label)));
+        out.push_str(&format!("{variant},{},{seeds},{diverged}", quoted(label)));
         if encoders {
             let [v, t] = encoder_cells(line);
             out.push_str(&format!(",{},{}", quoted(&v), quoted(&t)));
@@ -403,8 +405,9 @@ mod tests {
         );
         let md = markdown(&file, &rows, &notes);
         assert!(md.contains("| 1 | no adapter | diverged | 61.43 |"), "{md}");
-        // The CSV leaves our mean empty (no finished seed) and keeps the paper's number.
-        assert!(csv(&file, &rows).ends_with("off,\"no adapter\",0,,,61.43\n"));
+        // The CSV counts the diverged seed, leaves our mean empty (no finished seed) and keeps
+        // the paper's number.
+        assert!(csv(&file, &rows).ends_with("off,\"no adapter\",0,1,,,61.43\n"));
     }
 
     const WITH_REPORTED: &str = r#"(
@@ -459,16 +462,17 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "variant,label,seeds,visual_encoder,text_encoder,Pr_at_0.5_val_mean,Pr_at_0.5_val_std,\
+            "variant,label,seeds,diverged,visual_encoder,text_encoder,Pr_at_0.5_val_mean,\
+             Pr_at_0.5_val_std,\
              Pr_at_0.5_val_paper,Pr_at_0.5_mean,Pr_at_0.5_std,Pr_at_0.5_paper,mIoU_val_mean,\
              mIoU_val_std,mIoU_val_paper,mIoU_mean,mIoU_std,mIoU_paper"
         );
         assert_eq!(
             lines[1],
-            ",\"RRN [39]\",,\"ResNet-101\",\"LSTM\",,,51.09,,,51.07,,,46.06,,,45.64"
+            ",\"RRN [39]\",,,\"ResNet-101\",\"LSTM\",,,51.09,,,51.07,,,46.06,,,45.64"
         );
         assert!(
-            lines[2].starts_with("ours,\"DiffRIS (ours)\",0,"),
+            lines[2].starts_with("ours,\"DiffRIS (ours)\",0,0,"),
             "{}",
             lines[2]
         );
