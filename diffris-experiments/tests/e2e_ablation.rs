@@ -266,21 +266,40 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap(),
         table
     );
-    // Runs made with other settings are left out and named, never averaged in.
-    let mut other = tables.clone();
-    other.extend(["--lr", "0.5"]);
-    let printed = binary::succeeds(&other, dir.path());
+    // With one run made otherwise, the table holds the other and names the one left out.
+    let off_config = dir.path().join("results/runs/mini/off/seed-0/config.ron");
+    let saved = std::fs::read_to_string(&off_config).unwrap();
+    std::fs::write(&off_config, format!("{saved}// made otherwise\n")).unwrap();
+    let printed = binary::succeeds(&tables, dir.path());
     assert!(
-        printed.contains("left 2 finished run(s) out of the mini table"),
+        printed.contains("left 1 finished run(s) out of the mini table")
+            && printed.contains("runs/mini/off/seed-0"),
         "{printed}"
     );
-    assert!(printed.contains("runs/mini/full/seed-0"), "{printed}");
-    let empty = std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap();
+    let partial = std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap();
     assert!(
-        !empty.contains(&format!("{:.2}", full.test.miou)),
-        "{empty}"
+        partial.contains("| 1 | no adapter | – | 61.43 |")
+            && partial.contains(&format!("| 2 | full adapter | {:.2} |", full.test.miou)),
+        "{partial}"
     );
+    std::fs::write(&off_config, saved).unwrap();
     binary::succeeds(&tables, dir.path()); // and back
+    // Runs made with other settings are never averaged in; when none of them matches, the
+    // command fails naming them, and the table that holds them stays as it was.
+    let mut other = tables.clone();
+    other.extend(["--lr", "0.5"]);
+    let (ok, printed) = binary::outcome(binary::diffris().current_dir(dir.path()).args(&other));
+    assert!(!ok, "{printed}");
+    assert!(
+        printed
+            .contains("none of the 2 finished run(s) of the mini table was made with the config")
+            && printed.contains("runs/mini/full/seed-0"),
+        "{printed}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap(),
+        table
+    );
 
     // Interrupted after epoch 1 and resumed: the same final metrics as uninterrupted.
     let resumed = tempfile::tempdir().unwrap();

@@ -36,8 +36,31 @@ pub fn write_ablation(
         profile,
         skipped,
     } = collect(file, results, expected)?;
-    let notes = notes(file, profile, &rows);
     let dir = results.join(&file.name);
+    // Every saved run made with other settings: a table of none of them would replace one that
+    // holds them (a `tables` call without the runs' flags or cache), so nothing is written.
+    if !skipped.is_empty()
+        && rows
+            .iter()
+            .all(|r| r.results.is_empty() && r.diverged.is_empty())
+    {
+        anyhow::bail!(
+            "none of the {} finished run(s) of the {} table was made with the config this command \
+             resolves (another profile, recipe or --epochs/--batch-size/--micro-batch/--lr/\
+             --precision/--limit-* flags, or another --cache, where the tiny profile's data \
+             lives), so {} was left as it was; pass the settings the runs were made with. The \
+             runs: {}",
+            skipped.len(),
+            file.name,
+            dir.display(),
+            skipped
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let notes = notes(file, profile, &rows);
     let md = markdown(file, &rows, &notes);
     let mut files = Vec::new();
     for (name, text) in [
