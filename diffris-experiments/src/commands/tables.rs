@@ -42,13 +42,20 @@ pub fn run(a: TablesArgs) -> anyhow::Result<()> {
         "no saved runs under {}",
         results.join("runs").display()
     );
+    // Each ablation on its own: one whose runs do not match leaves the others' tables written.
+    let mut failed = Vec::new();
     for name in names {
         let file = AblationFile::load(&locate(&name, ablations)?)?;
-        let written = write_tables(&file, &resolver, &overrides, results)?;
-        println!("{}\n", written.markdown);
-        for f in written.files {
-            println!("  wrote {}", f.display());
+        match write_tables(&file, &resolver, &overrides, results) {
+            Ok(written) => {
+                println!("{}\n", written.markdown);
+                for f in written.files {
+                    println!("  wrote {}", f.display());
+                }
+            }
+            Err(e) => failed.push(format!("{name}: {e:#}")),
         }
     }
+    anyhow::ensure!(failed.is_empty(), "{}", failed.join("\n"));
     Ok(())
 }
