@@ -104,6 +104,7 @@ fn doctor_passes(device: &str) {
     let run = |decoders: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_diffris"))
             .args(["--device", device, "doctor", "--decoders", decoders])
+            .env_remove("DIFFRIS_DEVICE_MEMORY_GIB")
             .output()
             .unwrap()
     };
@@ -130,6 +131,14 @@ fn doctor_passes(device: &str) {
         );
     }
     assert!(stdout.contains("mem MiB: "), "{stdout}");
+    // The size runs are checked against: the RAM available on the CPU backend.
+    let size = stdout
+        .lines()
+        .find(|l| l.starts_with("device memory: "))
+        .unwrap_or_else(|| panic!("no device memory line:\n{stdout}"));
+    if device == "flex" {
+        assert!(size.ends_with(" GiB (RAM available)"), "{size}");
+    }
     assert!(
         stdout.contains(&format!("verdict: {device} trains DiffRIS")),
         "{stdout}"

@@ -48,6 +48,19 @@ impl BackendJob for Doctor {
             "device {} ({}, {})",
             target.spec, target.backend_name, target.device_debug
         );
+        // What training runs' memory estimates are checked against (`--dry-run`).
+        match crate::device_memory::capacity(target.spec)? {
+            Some(c) => println!(
+                "device memory: {:.1} GiB ({})",
+                c.bytes / (1u64 << 30) as f64,
+                c.what
+            ),
+            None => println!(
+                "device memory: not known for this backend (set {} to have runs checked \
+                 against it)",
+                crate::device_memory::DEVICE_MEMORY_VAR
+            ),
+        }
         let mut rows = vec![];
         for (name, decoder) in probe_decoders() {
             if !self.args.decoders.is_empty() && !self.args.decoders.iter().any(|d| d == name) {
