@@ -78,9 +78,10 @@ pub fn write_random<B: SdBackend>(
 /// `random_weights_of_a_seed_are_those_of_this_version`, fails then).
 pub const RANDOM_WEIGHTS_VERSION: u32 = 1;
 
-/// What draws a run's random weights: the backend's name and the kind of device (Burn's backends
-/// each have their own generator, and libtorch one per device type), e.g. `flex-Cpu`. Runs
-/// record it (`env.json`), so a trained run finds the weights it was trained with.
+/// What draws a run's random weights: the backend's name, the kind of device (Burn's backends
+/// each have their own generator, and libtorch one per device type) and
+/// [`RANDOM_WEIGHTS_VERSION`], e.g. `flex-Cpu-v1`. Runs record it (`env.json`), so a trained
+/// or resumed run finds the weights it started with, also after the version changes.
 pub fn weights_generator<B: SdBackend>(device: &B::Device) -> String {
     let debug = format!("{device:?}");
     let kind = debug
@@ -88,21 +89,23 @@ pub fn weights_generator<B: SdBackend>(device: &B::Device) -> String {
         .next()
         .unwrap_or_default();
     let name = format!("{}-{kind}", B::name(device));
-    name.chars()
+    let name: String = name
+        .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
+        .collect();
+    format!("{name}-v{RANDOM_WEIGHTS_VERSION}")
 }
 
 /// Where the seeded random weights of an architecture live in the cache: the folder names the
-/// architecture (by a hash of its config), the seed, the generator that drew them
-/// ([`weights_generator`]) and [`RANDOM_WEIGHTS_VERSION`]. (Before version 1 the name held
-/// only the first two: `generator: None` gives that name, for runs trained then.)
+/// architecture (by a hash of its config), the seed and the generator that drew them
+/// ([`weights_generator`], which carries the version). (Before version 1 the name held only the
+/// first two: `generator: None` gives that name, for runs trained then.)
 pub fn random_sd_dir(arch: &SdConfig, seed: u64, generator: Option<&str>, cache: &Path) -> PathBuf {
     let arch = ron::to_string(arch).unwrap_or_default();
     let hash = fnv1a(arch.bytes());
     let mut name = format!("arch{:08x}-seed{seed}", hash as u32);
     if let Some(generator) = generator {
-        name.push_str(&format!("-{generator}-v{RANDOM_WEIGHTS_VERSION}"));
+        name.push_str(&format!("-{generator}"));
     }
     cache.join("sd-random").join(name)
 }

@@ -339,10 +339,10 @@ mod tests {
             None,
             "a run from before the field"
         );
-        std::fs::write(&env, r#"{"seed": 0, "weights_generator": "flex-Cpu"}"#).unwrap();
+        std::fs::write(&env, r#"{"seed": 0, "weights_generator": "flex-Cpu-v1"}"#).unwrap();
         assert_eq!(
             read_weights_generator(dir.path()).unwrap().as_deref(),
-            Some("flex-Cpu")
+            Some("flex-Cpu-v1")
         );
         std::fs::write(&env, "{\"seed\": 0,").unwrap();
         let err = format!("{:#}", read_weights_generator(dir.path()).unwrap_err());

@@ -109,7 +109,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
             serde_json::from_str(&std::fs::read_to_string(run.join("env.json")).unwrap()).unwrap();
         assert!(env["git_revision"].is_string() && env["backend"].is_string() && env["seed"] == 0);
         // What drew the random weights, which `eval` below reads back by it.
-        assert_eq!(env["weights_generator"], "flex-Cpu", "{env}");
+        assert_eq!(env["weights_generator"], "flex-Cpu-v1", "{env}");
         assert!(
             env["cpu"]["features"].is_array() && env["cpu"]["arch"].is_string(),
             "{env}"
@@ -266,6 +266,22 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap(),
         table
     );
+    // Nor does a results folder without the runs (a fresh clone holds the tables, not the
+    // runs): the command fails and the table is kept.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(fresh.join("mini")).unwrap();
+    std::fs::write(fresh.join("mini/table.md"), "kept").unwrap();
+    let mut no_runs = tables.clone();
+    no_runs.extend(["--results", fresh.to_str().unwrap()]);
+    let (ok, printed) = binary::outcome(binary::diffris().current_dir(dir.path()).args(&no_runs));
+    assert!(
+        !ok && printed.contains("no finished run of the mini table under"),
+        "{printed}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fresh.join("mini/table.md")).unwrap(),
+        "kept"
+    );
     // With one run made otherwise, the table holds the other and names the one left out.
     let off_config = dir.path().join("results/runs/mini/off/seed-0/config.ron");
     let saved = std::fs::read_to_string(&off_config).unwrap();
@@ -331,10 +347,13 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     binary::succeeds(&first, moved.path());
     let env_path = moved.path().join("results/runs/mini/full/seed-0/env.json");
     let env = std::fs::read_to_string(&env_path).unwrap();
-    assert!(env.contains("\"weights_generator\": \"flex-Cpu\""), "{env}");
+    assert!(
+        env.contains("\"weights_generator\": \"flex-Cpu-v1\""),
+        "{env}"
+    );
     std::fs::write(
         &env_path,
-        env.replace("\"flex-Cpu\"", "\"cubecl-wgpu-DefaultDevice\""),
+        env.replace("\"flex-Cpu-v1\"", "\"cubecl-wgpu-DefaultDevice-v1\""),
     )
     .unwrap();
     let (ok, printed) = binary::outcome(binary::diffris().current_dir(moved.path()).args(&again));
@@ -342,7 +361,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     assert!(
         printed.contains(
             "this run was started with random weights drawn by \
-             cubecl-wgpu-DefaultDevice, which this backend (flex-Cpu) cannot draw"
+             cubecl-wgpu-DefaultDevice-v1, which this backend (flex-Cpu-v1) cannot draw"
         ),
         "{printed}"
     );
@@ -364,7 +383,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     assert!(!ok, "{printed}");
     assert!(
         printed.contains("which do not exist (random weights are regenerated")
-            && printed.contains("on the backend that trained the run, flex-Cpu)"),
+            && printed.contains("on the backend that trained the run, flex-Cpu-v1)"),
         "{printed}"
     );
 }

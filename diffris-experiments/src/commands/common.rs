@@ -290,11 +290,13 @@ impl BackendJob for Ablation {
         );
         let started = std::time::Instant::now();
         // Said once per distinct line, naming the runs it is about (finished runs, which are
-        // reused, train nothing).
+        // reused unless --restart, train nothing).
         let mut warnings: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (s, fit) in specs.iter().zip(&fits) {
             if let Some(fit) = fit.as_ref().filter(|f| !f.fits)
-                && crate::record::finished(&crate::record::spec_dir(&ws.results, s), s)?.is_none()
+                && (ws.restart
+                    || crate::record::finished(&crate::record::spec_dir(&ws.results, s), s)?
+                        .is_none())
             {
                 warnings
                     .entry(fit.line.clone())

@@ -49,13 +49,14 @@ impl BackendJob for Doctor {
             target.spec, target.backend_name, target.device_debug
         );
         // What training runs' memory estimates are checked against (`--dry-run`).
-        match crate::device_memory::capacity(target.spec)? {
-            Some(c) => println!(
+        match crate::device_memory::capacity(target.spec) {
+            Ok(Some(c)) => println!(
                 "device memory: {:.1} GiB ({})",
                 c.bytes / (1u64 << 30) as f64,
                 c.what
             ),
-            None => println!(
+            Err(e) => println!("device memory: {e:#}"),
+            Ok(None) => println!(
                 "device memory: not known for this backend (set {} to have runs checked \
                  against it)",
                 crate::device_memory::DEVICE_MEMORY_VAR

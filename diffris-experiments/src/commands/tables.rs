@@ -45,8 +45,10 @@ pub fn run(a: TablesArgs) -> anyhow::Result<()> {
     // Each ablation on its own: one whose runs do not match leaves the others' tables written.
     let mut failed = Vec::new();
     for name in names {
-        let file = AblationFile::load(&locate(&name, ablations)?)?;
-        match write_tables(&file, &resolver, &overrides, results) {
+        let written = locate(&name, ablations)
+            .and_then(|path| AblationFile::load(&path))
+            .and_then(|file| write_tables(&file, &resolver, &overrides, results));
+        match written {
             Ok(written) => {
                 println!("{}\n", written.markdown);
                 for f in written.files {

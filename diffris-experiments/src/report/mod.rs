@@ -37,13 +37,20 @@ pub fn write_ablation(
         skipped,
     } = collect(file, results, expected)?;
     let dir = results.join(&file.name);
-    // Every saved run made with other settings: a table of none of them would replace one that
-    // holds them (a `tables` call without the runs' flags or cache), so nothing is written.
-    if !skipped.is_empty()
-        && rows
-            .iter()
-            .all(|r| r.results.is_empty() && r.diverged.is_empty())
+    // No run to show: a table of none would replace one that holds them (a `tables` call
+    // without the runs' flags, `--cache` or `--results`), so nothing is written.
+    if rows
+        .iter()
+        .all(|r| r.results.is_empty() && r.diverged.is_empty())
     {
+        if skipped.is_empty() {
+            anyhow::bail!(
+                "no finished run of the {} table under {}, so {} was left as it was",
+                file.name,
+                results.join("runs").join(&file.name).display(),
+                dir.display()
+            );
+        }
         anyhow::bail!(
             "none of the {} finished run(s) of the {} table was made with the config this command \
              resolves (another profile, recipe or --epochs/--batch-size/--micro-batch/--lr/\
