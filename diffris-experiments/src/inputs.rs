@@ -270,9 +270,9 @@ pub fn prepare_for_processes<B: SdBackend>(
     shared: &mut Shared<B>,
     ws: &Workspace,
     device: &B::Device,
+    generator: Option<&str>,
 ) -> anyhow::Result<()> {
-    let here = crate::frozen::weights_generator::<B>(device);
-    let sd_key = prepare_inputs::<B>(spec, ws, device, Some(&here))?;
+    let sd_key = prepare_inputs::<B>(spec, ws, device, generator)?;
     if cache_owned(spec) {
         shared.encoded_splits(spec, &sd_key, ws, device)?;
     }

@@ -72,7 +72,9 @@ pub fn run_all<B: SdBackend>(
             _ => {
                 // Weights, data and (where the cache owns them) encoded splits are written
                 // here, once, before any process reads them.
-                prepare_for_processes::<B>(spec, &mut shared, ws, device)?;
+                // (With the weights the run reads: a resumed run's recorded ones.)
+                let generator = crate::run::run_weights_generator(&dir, ws, target)?;
+                prepare_for_processes::<B>(spec, &mut shared, ws, device, generator.as_deref())?;
                 pending.push_back(i);
             }
         }

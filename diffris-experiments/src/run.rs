@@ -3,6 +3,7 @@
 //! outputs; and a list of runs, in this process or one process each.
 
 use diffris_model::ops::SdBackend;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -28,6 +29,30 @@ use crate::tensor_file::write_atomic;
 use crate::training::divergence::Diverged;
 use crate::training::{TrainOptions, Trainee, train};
 use crate::workspace::Workspace;
+
+/// A run folder left by a run that failed before its first epoch ended (unreadable data, say):
+/// only its records, nothing to resume or lose.
+fn never_trained(dir: &Path) -> bool {
+    ["epochs.json", "checkpoint", "result.json"]
+        .iter()
+        .all(|f| !dir.join(f).exists())
+}
+
+/// The generator of the random weights a run reads ([`crate::frozen::random_sd_dir`]): the one
+/// it recorded when it resumes (a folder with training state, without `--restart`), so that it
+/// continues with the weights it started with (`None`: a run from before they were recorded,
+/// whose weights carry the older folder name); this backend's for a run that starts.
+pub fn run_weights_generator(
+    dir: &Path,
+    ws: &Workspace,
+    target: &RunTarget,
+) -> anyhow::Result<Option<String>> {
+    if dir.exists() && !ws.restart && !never_trained(dir) {
+        read_weights_generator(dir)
+    } else {
+        Ok(Some(target.weights_generator.clone()))
+    }
+}
 
 /// Runs (or reuses) one run: its outcome (finished, or diverged), `None` when `--stop-after`
 /// stopped it early.
@@ -68,10 +93,7 @@ pub fn run_one<B: SdBackend>(
         let saved = std::fs::read_to_string(dir.join("config.ron")).unwrap_or_default();
         // A run that failed before its first epoch ended (unreadable data, say) left only its
         // records: nothing to resume or lose, so it starts over without --restart.
-        let never_trained = ["epochs.json", "checkpoint", "result.json"]
-            .iter()
-            .all(|f| !dir.join(f).exists());
-        if ws.restart || never_trained {
+        if ws.restart || never_trained(&dir) {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         } else if !ws.resume || saved != config_text {
             anyhow::bail!(
@@ -85,13 +107,7 @@ pub fn run_one<B: SdBackend>(
             );
         }
     }
-    // A resumed run continues with the random weights it started with (`None`: a run from
-    // before they were recorded, whose weights carry the older folder name).
-    let generator = if dir.exists() {
-        read_weights_generator(&dir)?
-    } else {
-        Some(target.weights_generator.clone())
-    };
+    let generator = run_weights_generator(&dir, ws, target)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     write_atomic(&dir.join("config.ron"), config_text.as_bytes())?;
     let env = EnvRecord {

@@ -366,9 +366,40 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         "{printed}"
     );
     // Back on the backend it started with, it resumes to the uninterrupted run's numbers.
-    std::fs::write(&env_path, env).unwrap();
+    std::fs::write(&env_path, &env).unwrap();
     binary::succeeds(&again, moved.path());
     assert_eq!(result(moved.path(), "full").test, full.test);
+    // The same with runs in their own processes: the parent, which writes the weights before
+    // starting them, refuses too, before any run starts.
+    let jobs = tempfile::tempdir().unwrap();
+    std::fs::write(jobs.path().join("mini.ron"), ABLATION).unwrap();
+    let mut both = vec!["ablation", "mini", "--jobs", "2", "--stop-after", "1"];
+    both.extend(q.iter().map(String::as_str));
+    binary::succeeds(&both, jobs.path());
+    let env_path = jobs.path().join("results/runs/mini/off/seed-0/env.json");
+    let env = std::fs::read_to_string(&env_path).unwrap();
+    std::fs::write(
+        &env_path,
+        env.replace("\"flex-Cpu-v1\"", "\"cubecl-wgpu-DefaultDevice-v1\""),
+    )
+    .unwrap();
+    let mut resume_both = vec!["ablation", "mini", "--jobs", "2", "--resume"];
+    resume_both.extend(q.iter().map(String::as_str));
+    let (ok, printed) = binary::outcome(
+        binary::diffris()
+            .current_dir(jobs.path())
+            .args(&resume_both),
+    );
+    assert!(
+        !ok && printed.contains("drawn by cubecl-wgpu-DefaultDevice-v1, which this backend"),
+        "{printed}"
+    );
+    assert!(
+        !jobs
+            .path()
+            .join("results/runs/mini/full/seed-0/result.json")
+            .exists()
+    );
 
     // Without the random weights it was trained with, `eval` refuses the run and names the
     // backend that drew them.
