@@ -10,6 +10,8 @@
 
 #![cfg(feature = "flex")] // runs on the CPU reference backend
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,9 +26,8 @@ use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, grads_by_path, to_data};
 use diffris_experiments::training::loader::EpochLoader;
-use diffris_experiments::training::{TrainOptions, Trainee, train};
+use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
-use indicatif::ProgressBar;
 
 type AB = Autodiff<Flex>;
 
@@ -159,14 +160,7 @@ fn trained(micro_batch: Option<usize>) -> (usize, Vec<(String, Vec<f32>)>) {
         &settings,
         dir.path(),
         &[device],
-        TrainOptions {
-            seed: 0,
-            resume: false,
-            stop_after: None,
-            bar: ProgressBar::hidden(),
-            heartbeat: None,
-            parallel: diffris_experiments::backend::DataParallel::Ordered,
-        },
+        common::quiet(0),
     )
     .unwrap();
     let weights = to_data(&out.model)

@@ -4,6 +4,7 @@
 #![cfg(feature = "flex")] // runs on the CPU reference backend
 
 mod binary;
+mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,9 +15,8 @@ use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights};
 use diffris_experiments::training::divergence::Diverged;
-use diffris_experiments::training::{TrainOptions, Trainee, train};
+use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
-use indicatif::ProgressBar;
 
 type AB = Autodiff<Flex>;
 
@@ -83,14 +83,7 @@ fn a_non_finite_loss_stops_the_run_with_an_error_naming_the_pass() {
         &settings,
         dir.path(),
         &[device],
-        TrainOptions {
-            seed: 0,
-            resume: false,
-            stop_after: None,
-            bar: ProgressBar::hidden(),
-            heartbeat: None,
-            parallel: diffris_experiments::backend::DataParallel::Ordered,
-        },
+        common::quiet(0),
     )
     .err()
     .unwrap_or_else(|| {

@@ -19,9 +19,8 @@ use burn::backend::{Autodiff, Flex};
 use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights};
-use diffris_experiments::training::{TrainOptions, Trainee, train};
+use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{CamdConfig, DecoderConfig};
-use indicatif::ProgressBar;
 
 type AB = Autodiff<Flex>;
 
@@ -58,14 +57,7 @@ fn failure(workers: usize, bad: &'static [usize]) -> String {
             &settings,
             dir.path(),
             &vec![device; workers],
-            TrainOptions {
-                seed: 0,
-                resume: false,
-                stop_after: None,
-                bar: ProgressBar::hidden(),
-                heartbeat: None,
-                parallel: diffris_experiments::backend::DataParallel::Ordered,
-            },
+            common::quiet(0),
         );
         let _ = send.send(result.err().map(|e| format!("{e:#}")));
     });

@@ -19,7 +19,6 @@ use diffris_experiments::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, to_data};
 use diffris_experiments::training::{TrainOptions, Trained, Trainee, last_checkpoint, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
-use indicatif::ProgressBar;
 
 type AB = Autodiff<Flex>;
 
@@ -62,12 +61,9 @@ fn run(
         dir,
         &[device],
         TrainOptions {
-            seed: 3,
             resume,
             stop_after,
-            bar: ProgressBar::hidden(),
-            heartbeat: None,
-            parallel: diffris_experiments::backend::DataParallel::Ordered,
+            ..common::quiet(3)
         },
     )
 }

@@ -21,9 +21,8 @@ use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, to_data};
 use diffris_experiments::training::epoch_log::EpochSums;
-use diffris_experiments::training::{TrainOptions, Trainee, train};
+use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
-use indicatif::ProgressBar;
 
 type AB = Autodiff<Flex>;
 
@@ -72,14 +71,7 @@ fn trained(
         &settings,
         dir.path(),
         &vec![device; workers],
-        TrainOptions {
-            seed: 3,
-            resume: false,
-            stop_after: None,
-            bar: ProgressBar::hidden(),
-            heartbeat: None,
-            parallel: diffris_experiments::backend::DataParallel::Ordered,
-        },
+        common::quiet(3),
     )
     .unwrap();
     let split = |name: &str| out.log.split(name).into_values().collect::<Vec<_>>();

@@ -1,4 +1,7 @@
-//! What several test files build: small encoded splits for training runs on the CPU backend.
+//! What several test files build: small encoded splits for training runs on the CPU backend,
+//! and the options of such a run.
+// Each test file uses some of these.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use burn::tensor::{Distribution, Tensor};
 use diffris_data::{MaskSource, Sample};
 use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::step_probe::ProbeSpec;
+use diffris_experiments::training::TrainOptions;
 
 /// `n` encoded samples: distinct random latents and text states (`distinct`), or `n` copies of
 /// the first; masks are rectangles of different heights.
@@ -56,4 +60,17 @@ pub fn encoded_samples(spec: &ProbeSpec, n: usize, distinct: bool) -> Arc<Encode
         eos: vec![4; n],
         masks,
     })
+}
+
+/// The options of a test's training run: `seed`, from the start to the last epoch, no progress
+/// output, several devices in the ordered loop.
+pub fn quiet(seed: u64) -> TrainOptions {
+    TrainOptions {
+        seed,
+        resume: false,
+        stop_after: None,
+        bar: indicatif::ProgressBar::hidden(),
+        heartbeat: None,
+        parallel: diffris_experiments::backend::DataParallel::Ordered,
+    }
 }
