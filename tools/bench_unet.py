@@ -1,16 +1,21 @@
-"""PyTorch CPU timing of the full-size SD-1.5 UNet, the anchor for the Burn benchmarks.
+"""PyTorch timing of the full-size SD-1.5 UNet, the anchor for the Burn benchmarks.
 
-Random-init diffusers UNet2DConditionModel with SD-1.5's config (859.5M parameters), fp32, CPU,
-latent [1,4,64,64], context [1,77,768], timestep 1. Two phases:
+Random-init diffusers UNet2DConditionModel with SD-1.5's config (859.5M parameters), on the CPU
+(default) or a CUDA GPU (--device cuda), fp32 or bf16 (--dtype), latent [N,4,64,64], context
+[N,77,768] (N = --batch, default 1), timestep 1. Two phases:
   forward   forward pass under torch.no_grad()
   fwdbwd    forward + backward to the context (every weight requires_grad=False,
             context.requires_grad=True), i.e. what DiffRIS training does through the frozen UNet
 Each phase: 1 warm-up, then --repeats timed runs; the median is reported, with the process's
-peak RSS (resource.getrusage ru_maxrss) after the phase. With --phase both (default) every
-phase runs in its own child process so that its peak RSS is its own.
+peak RSS (resource.getrusage ru_maxrss) after the phase. On CUDA each run is timed by CUDA
+events around it, and the GPU's figures are PyTorch's max_memory_allocated (tensors) and
+max_memory_reserved (its caching pool, what Burn's cubecl pool reports as reserved) over the
+timed runs, in MiB (device_mib is the reserved figure). With --phase both (default) every
+phase runs in its own child process so that its peak memory is its own.
 
     ../venv-ref/bin/python tools/bench_unet.py [--threads 2] [--repeats 3] [--json]
     ../venv-ref/bin/python tools/bench_unet.py --phase forward --json
+    python3 tools/bench_unet.py --device cuda --dtype bf16 --batch 4 --phase fwdbwd --json
 
 Needs ../venv-ref (or any venv built from tools/requirements.txt). Dev-only; takes about a
 minute per phase on 2 threads. Machines here are noisy: compare against Burn in the same run.
@@ -52,19 +57,21 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def run_phase(phase, threads, repeats):
+def run_phase(phase, threads, repeats, device="cpu", dtype="fp32", batch=1):
     import torch
     from diffusers import UNet2DConditionModel
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET).eval()
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    unet = UNet2DConditionModel(**SD15_UNET).eval().to(device=device, dtype=dt)
     unet.requires_grad_(False)
     n = sum(p.numel() for p in unet.parameters())
     gen = torch.Generator().manual_seed(1)
-    sample = torch.randn((1, 4, 64, 64), generator=gen)
-    context = torch.randn((1, 77, 768), generator=gen)
-    timestep = torch.tensor([1.0])
+    sample = torch.randn((batch, 4, 64, 64), generator=gen).to(device=device, dtype=dt)
+    context = torch.randn((batch, 77, 768), generator=gen).to(device=device, dtype=dt)
+    timestep = torch.tensor([1.0], device=device)
+    cuda = device.startswith("cuda")
 
     def forward():
         with torch.no_grad():
@@ -80,13 +87,28 @@ def run_phase(phase, threads, repeats):
     fn = forward if phase == "forward" else fwd_bwd
     fn()  # warm-up
     times = []
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    res = {"phase": phase, "median_s": statistics.median(times), "times_s": times,
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    mib = 1024.0 * 1024.0
+    res = {"phase": phase, "device": device, "dtype": dtype, "batch": batch,
+           "median_s": statistics.median(times), "times_s": times,
            "peak_rss_mib": peak_rss_mib(), "params": n, "threads": threads,
-           "torch": torch.__version__}
+           "torch": torch.__version__,
+           "allocated_mib": torch.cuda.max_memory_allocated() / mib if cuda else None,
+           "device_mib": torch.cuda.max_memory_reserved() / mib if cuda else None}
     return res
 
 
@@ -95,11 +117,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--phase", choices=("both", "forward", "fwdbwd"), default="both")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     if args.phase != "both":
-        res = run_phase(args.phase, args.threads, args.repeats)
+        res = run_phase(args.phase, args.threads, args.repeats, args.device, args.dtype,
+                        args.batch)
         if args.json:
             print(json.dumps(res))
         else:
@@ -112,7 +138,8 @@ def main():
     results = {}
     for phase in ("forward", "fwdbwd"):
         cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--json",
-               "--threads", str(args.threads), "--repeats", str(args.repeats)]
+               "--threads", str(args.threads), "--repeats", str(args.repeats),
+               "--device", args.device, "--dtype", args.dtype, "--batch", str(args.batch)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results[phase] = json.loads(out.strip().splitlines()[-1])
         if not args.json:

@@ -45,6 +45,17 @@ impl BackendKind {
         }
     }
 
+    /// The kernels this backend runs in diffris builds, as `diffris info` prints them: Burn's
+    /// cubecl backends are built with `autotune` and `fusion` (the `cuda` and `wgpu` features
+    /// turn them on; `.ci/run` checks with `cargo tree` that they reach burn-cubecl).
+    pub fn kernels(self) -> &'static str {
+        match self {
+            Self::Flex => "flex with diffris's CPU kernels (attention, convolutions, norms)",
+            Self::Cuda | Self::Wgpu => "autotune, fusion",
+            Self::Tch => "libtorch's (cuDNN and scaled-dot-product attention on CUDA)",
+        }
+    }
+
     /// Whether this binary was built with the backend.
     pub fn compiled(self) -> bool {
         match self {
@@ -441,6 +452,33 @@ pub(crate) mod cuda_check {
     type CuDeviceGetCount = unsafe extern "C" fn(count: *mut c_int) -> c_int;
     type CuDeviceGet = unsafe extern "C" fn(device: *mut c_int, ordinal: c_int) -> c_int;
     type CuDeviceTotalMem = unsafe extern "C" fn(bytes: *mut usize, device: c_int) -> c_int;
+    type CuDriverGetVersion = unsafe extern "C" fn(version: *mut c_int) -> c_int;
+
+    /// The CUDA version cubecl's driver bindings were generated for, e.g. `13.4`: fixed when the
+    /// binary is built, by `CUDARC_CUDA_VERSION` (e.g. `12080`), else by the `nvcc` found then,
+    /// else the newest cudarc knows.
+    pub fn bindings_version() -> String {
+        let v = cudarc::driver::sys::CUDA_VERSION;
+        format!("{}.{}", v / 1000, (v % 1000) / 10)
+    }
+
+    /// The newest CUDA version the installed driver supports (`cuDriverGetVersion`), e.g.
+    /// `13.0`.
+    pub fn driver_version() -> Result<String, String> {
+        let lib = driver()?;
+        // SAFETY: the symbol has the signature of the CUDA driver API.
+        unsafe {
+            let get: libloading::Symbol<CuDriverGetVersion> = lib
+                .get(b"cuDriverGetVersion\0")
+                .map_err(|e| e.to_string())?;
+            let mut v: c_int = 0;
+            let code = get(&mut v);
+            if code != 0 {
+                return Err(format!("cuDriverGetVersion failed (CUresult {code})"));
+            }
+            Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
+        }
+    }
 
     /// The system's CUDA driver, initialised.
     fn driver() -> Result<libloading::Library, String> {

@@ -1,7 +1,9 @@
-//! A split's encoder outputs on disk, for runs whose inputs the cache owns (seeded random
-//! weights and generated SynthRS, both named after the configuration that made them). The
-//! parent of `ablation --jobs N` encodes each split once; its runs, each in its own process,
-//! read the file instead of encoding the split again.
+//! A split's encoder outputs on disk, under a key naming the configuration, what computed them
+//! and the files they were computed from (`inputs::split_key`, [`crate::fingerprint`]): the
+//! parent of `ablation --jobs N` encodes each split once and its runs, each in its own process,
+//! read the file, as do later runs of the same data and weights (a resumed run, another seed or
+//! variant), instead of encoding the split again. Masks are stored as one byte per pixel (they
+//! are 0 or 1), a quarter of their f32 size.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,7 @@ use crate::tensor_file::TensorFile;
 
 /// The file layout; bump when it changes. (What the encoders compute is in each split's key:
 /// the backend, the CPU's kernels and a digest of the encoding code, see `inputs::split_key`.)
-pub const FORMAT: &str = "diffris-encoded-split-v1";
+pub const FORMAT: &str = "diffris-encoded-split-v2";
 
 /// Where the split described by `key` is stored under `cache`.
 pub fn path(cache: &Path, key: &str) -> PathBuf {
@@ -38,7 +40,19 @@ pub fn save(enc: &EncodedSplit, key: &str, path: &Path) -> anyhow::Result<()> {
     file.floats("latents", vec![n, c, h, w], &enc.latents);
     file.floats("text", vec![n, t, d], &enc.text);
     file.ints("eos", vec![n], &enc.eos);
-    file.floats("masks", vec![n, ih, iw], &enc.masks);
+    // Masks are 0 or 1 (`transforms::resize_nearest` of binary masks): one byte each.
+    let masks: Vec<u8> = enc
+        .masks
+        .iter()
+        .map(|&m| match m {
+            0.0 => Ok(0),
+            1.0 => Ok(1),
+            other => Err(anyhow::anyhow!(
+                "a mask value of {other} in a split to cache (masks are 0 or 1)"
+            )),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    file.bytes("masks", vec![n, ih, iw], &masks);
     file.write(path)
 }
 
@@ -96,7 +110,7 @@ pub fn load(
     let (ls, latents) = read("latents", Dtype::F32, 4)?;
     let (ts, text) = read("text", Dtype::F32, 3)?;
     let (_, eos) = read("eos", Dtype::I64, 1)?;
-    let (ms, masks) = read("masks", Dtype::F32, 3)?;
+    let (ms, masks) = read("masks", Dtype::U8, 3)?;
     if ms[1..] != [ih, iw] {
         return Err(bad(format!(
             "masks are {}x{}, the run's input is {ih}x{iw}",
@@ -119,7 +133,14 @@ pub fn load(
     };
     let latents = finite("latents", f32s(latents))?;
     let text = finite("text", f32s(text))?;
-    let masks = finite("masks", f32s(masks))?;
+    if let Some(i) = masks.iter().position(|&m| m > 1) {
+        let sample = i / (ih * iw).max(1);
+        return Err(bad(format!(
+            "tensor `masks` holds {} at sample {sample} (`{}`): masks are 0 or 1",
+            masks[i], samples[sample].id
+        )));
+    }
+    let masks = masks.iter().map(|&m| m as f32).collect();
     Ok(Some(EncodedSplit {
         samples,
         image_size,
@@ -206,6 +227,10 @@ mod tests {
             msg.contains("tensor `text` holds NaN at sample 1 (`line 1`)"),
             "{msg}"
         );
+        let mut grey = split(3);
+        grey.masks[2] = 0.5;
+        let msg = save(&grey, "a", &p).unwrap_err().to_string();
+        assert!(msg.contains("a mask value of 0.5"), "{msg}");
         std::fs::write(&p, b"not a file").unwrap();
         let junk = load(&p, "a", samples(3), (4, 2)).unwrap_err().to_string();
         assert!(junk.contains("not a safetensors file"), "{junk}");

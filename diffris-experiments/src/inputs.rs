@@ -83,32 +83,35 @@ impl<B: SdBackend> Shared<B> {
         if let Some(n) = limit {
             samples.truncate(n);
         }
-        // Random weights and SynthRS are named after their configurations, so their encodings
-        // can be kept on disk and shared by the runs' processes; a user's files could change
-        // under the same path, so theirs are encoded in every process.
-        let disk = cache_owned(spec).then(|| encoded_cache::path(&ws.cache, &key));
-        let load =
-            |path: &Path| encoded_cache::load(path, &key, samples.clone(), spec.model.image_size);
+        // Kept on disk and shared by the runs' processes (and later commands), under the key and
+        // the fingerprints of the files read: a dataset or weights changed under the same path
+        // make a new encoding instead of reusing the old one.
+        let disk_key = format!(
+            "{key}|data {:016x}|weights {:016x}",
+            crate::fingerprint::samples(&samples)?,
+            crate::fingerprint::weights(sd_key)?
+        );
+        let path = encoded_cache::path(&ws.cache, &disk_key);
+        let load = || encoded_cache::load(&path, &disk_key, samples.clone(), spec.model.image_size);
         // Held until this split is saved: another process encoding it waits, then reuses it.
         let mut _lock = None;
-        let mut cached = None;
-        if let Some(path) = &disk {
-            cached = load(path)?;
-            if cached.is_none() {
-                _lock = Some(lock_waiting(&lock_path(path), |owner| {
-                    say(
-                        &ws.progress,
-                        format!("waiting for {owner}, which is encoding {}", path.display()),
-                    )
-                })?);
-                cached = load(path)?;
-            }
+        let mut cached = load()?;
+        if cached.is_none() {
+            _lock = Some(lock_waiting(&lock_path(&path), |owner| {
+                say(
+                    &ws.progress,
+                    format!("waiting for {owner}, which is encoding {}", path.display()),
+                )
+            })?);
+            cached = load()?;
         }
         let enc = match cached {
             Some(enc) => enc,
             None => {
                 let (sd, tokenizer) = self.frozen(spec, sd_key, device)?;
                 let bar = ws.bar(format!("encoding {split}"));
+                // Batches and threads that fit the device beside the frozen weights.
+                let plan = crate::plan::Plan::of::<B>(spec, device, 1, &ws.budget, ws.threads);
                 let enc = EncodedSplit::encode(
                     samples,
                     tokenizer,
@@ -116,22 +119,20 @@ impl<B: SdBackend> Shared<B> {
                     spec.model.image_size,
                     spec.model.latent_scale,
                     device,
-                    spec.train.pass_size(),
-                    ws.threads,
+                    plan.encode.batch,
+                    plan.encode.workers,
                     &bar,
                 )?;
                 bar.finish_and_clear();
-                if let Some(path) = &disk {
-                    encoded_cache::save(&enc, &key, path)?;
-                    say(
-                        &ws.progress,
-                        format!(
-                            "encoded the {split} split ({} samples) into {}",
-                            enc.len(),
-                            path.display()
-                        ),
-                    );
-                }
+                encoded_cache::save(&enc, &disk_key, &path)?;
+                say(
+                    &ws.progress,
+                    format!(
+                        "encoded the {split} split ({} samples) into {}",
+                        enc.len(),
+                        path.display()
+                    ),
+                );
                 enc
             }
         };
@@ -160,8 +161,6 @@ impl<B: SdBackend> Shared<B> {
     }
 }
 
-/// Whether every input of `spec` lives in the cache under a name derived from its
-/// configuration (the tiny profile's random weights and SynthRS).
 /// What identifies a split's encoding: its configuration (weights, dataset, split, image size,
 /// latent scale, sample limit, precision) and what computes it (`backend`, the CPU's vector
 /// kernels, the build's [`ENCODER_SOURCES`](crate::build_info::ENCODER_SOURCES) digest): a cached
@@ -190,10 +189,6 @@ fn split_key(
         crate::build_info::ENCODER_SOURCES
     ));
     key
-}
-
-fn cache_owned(spec: &RunSpec) -> bool {
-    matches!(spec.sd_source, SdSource::Random { .. }) && spec.synth.is_some()
 }
 
 /// Checks, before anything runs (also for `--dry-run`), that the files a run reads from outside
@@ -263,8 +258,8 @@ pub fn prepare_inputs<B: SdBackend>(
 }
 
 /// Before runs start in their own processes: writes what they read that is still missing (see
-/// [`prepare_inputs`]) and, when their inputs are cache-owned, encodes their splits once into
-/// the cache (otherwise each process encodes its own).
+/// [`prepare_inputs`]) and encodes their splits once into the cache, where each process reads
+/// them.
 pub fn prepare_for_processes<B: SdBackend>(
     spec: &RunSpec,
     shared: &mut Shared<B>,
@@ -273,9 +268,7 @@ pub fn prepare_for_processes<B: SdBackend>(
     generator: Option<&str>,
 ) -> anyhow::Result<()> {
     let sd_key = prepare_inputs::<B>(spec, ws, device, generator)?;
-    if cache_owned(spec) {
-        shared.encoded_splits(spec, &sd_key, ws, device)?;
-    }
+    shared.encoded_splits(spec, &sd_key, ws, device)?;
     Ok(())
 }
 

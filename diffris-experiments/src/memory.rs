@@ -37,7 +37,8 @@ pub fn sd15_activations_per_sample(precision: Precision) -> f64 {
     }
 }
 
-const GIB: f64 = (1u64 << 30) as f64;
+/// Bytes in a GiB.
+pub const GIB: f64 = (1u64 << 30) as f64;
 
 /// What a training process holds at its peak besides the estimate's three parts (encoded
 /// splits, loaders, the allocator's slack), kept free when a run is checked against its

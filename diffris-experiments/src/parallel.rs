@@ -187,6 +187,10 @@ fn spawn(
     if let Some(s) = ws.stop_after {
         cmd.arg("--stop-after").arg(s.to_string());
     }
+    if let Some(share) = &ws.budget.share {
+        cmd.arg("--memory-gib")
+            .arg((share.bytes / crate::memory::GIB).to_string());
+    }
     // On the CPU backend the compute pool is rayon's global pool, one thread per core by
     // default: with several runs sharing the cores, each run gets its share of them instead
     // (four runs on 2 cores: 8% more batches per second than with two threads each, measured).

@@ -154,12 +154,36 @@ pub struct ProfileChange {
     pub reason: String,
 }
 
+/// `--micro-batch`: samples per pass, or `auto`, the most whose pass fits the device
+/// ([`crate::plan::auto_micro_batch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicroBatch {
+    Auto,
+    Samples(usize),
+}
+
+impl std::str::FromStr for MicroBatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            n => n
+                .parse()
+                .map(Self::Samples)
+                .map_err(|_| format!("`{s}` is neither `auto` nor a number of samples per pass")),
+        }
+    }
+}
+
 /// Settings from the command line that apply to every run after the profile.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunOverrides {
     pub epochs: Option<usize>,
     pub batch_size: Option<usize>,
-    pub micro_batch: Option<usize>,
+    /// `None`: the recipe's value, and under the paper profile `auto` where the recipe sets none
+    /// (see [`Resolver::auto_micro_batch`]).
+    pub micro_batch: Option<MicroBatch>,
     pub lr: Option<f64>,
     pub precision: Option<Precision>,
     pub limit_train: Option<usize>,
@@ -229,18 +253,29 @@ impl Resolver {
                 )
             }
             ProfileName::Tiny => {
-                let synth = tiny_synth();
-                let root = diffris_data::synth::cached_dir(&self.cache, &synth);
+                // The tiny profile draws its own frozen weights: SD weights given for it would
+                // be silently unused (they are another architecture).
+                if let Some(name) = self.setup.sd.keys().next() {
+                    anyhow::bail!(
+                        "the tiny profile draws random weights of its tiny SD architecture and \
+                         cannot read SD weights (`{name}` is given): use --profile paper with \
+                         --sd, or leave the weights out"
+                    );
+                }
                 profile_changes = shrink_for_tiny(&mut model, &mut train);
-                (
-                    DatasetFormat::Synthrs,
-                    root,
-                    Some(synth),
-                    SdSource::Random {
-                        seed: tiny_weight_seed(&recipe.sd_weights),
-                    },
-                    tiny_arch(),
-                )
+                let seed = tiny_weight_seed(&recipe.sd_weights);
+                let weights = SdSource::Random { seed };
+                match self.setup.data.get(recipe.dataset.name()) {
+                    // A user's dataset at the tiny architecture and input size: a CPU smoke test
+                    // of real data.
+                    Some(root) => (recipe.dataset, root.clone(), None, weights, tiny_arch()),
+                    None => {
+                        let synth = tiny_synth();
+                        let root = diffris_data::synth::cached_dir(&self.cache, &synth);
+                        let format = DatasetFormat::Synthrs;
+                        (format, root, Some(synth), weights, tiny_arch())
+                    }
+                }
             }
         };
         model
@@ -329,7 +364,7 @@ impl Resolver {
         if let Some(b) = overrides.batch_size {
             spec.train.batch_size = b;
         }
-        if let Some(m) = overrides.micro_batch {
+        if let Some(MicroBatch::Samples(m)) = overrides.micro_batch {
             spec.train.micro_batch = Some(m);
         }
         if let Some(lr) = overrides.lr {
@@ -349,6 +384,20 @@ impl Resolver {
         spec.limit_train = overrides.limit_train;
         spec.limit_eval = overrides.limit_eval;
         Ok(spec)
+    }
+}
+
+impl Resolver {
+    /// Whether a run resolved with `overrides` takes `--micro-batch auto`: when the flag says so,
+    /// and under the paper profile when neither the flag nor the recipe sets a micro-batch (a
+    /// whole batch of 32 at 512 px needs about 110 GiB). The runner then picks the micro-batch
+    /// before the run starts and records it in the run's config.
+    pub fn auto_micro_batch(&self, overrides: &RunOverrides, spec: &RunSpec) -> bool {
+        match overrides.micro_batch {
+            Some(MicroBatch::Auto) => true,
+            Some(MicroBatch::Samples(_)) => false,
+            None => self.profile == ProfileName::Paper && spec.train.micro_batch.is_none(),
+        }
     }
 }
 

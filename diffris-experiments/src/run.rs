@@ -116,6 +116,10 @@ pub fn run_one<B: SdBackend>(
     };
     write_json(&dir.join("env.json"), &env)?;
 
+    // The batches of evaluation (and, in `inputs`, of encoding) that fit the device.
+    let plan =
+        crate::plan::Plan::of::<B>(spec, device, target.devices.len(), &ws.budget, ws.threads);
+
     // Frozen encoders and data.
     let sd_key = prepare_inputs::<B>(spec, ws, device, generator.as_deref())?;
     let [train_data, val_data, test_data] = shared.encoded_splits(spec, &sd_key, ws, device)?;
@@ -154,6 +158,7 @@ pub fn run_one<B: SdBackend>(
             bar,
             heartbeat: Some(ws.heartbeat(format!("{label} training"), &dir)),
             parallel: target.parallel,
+            eval_batch: Some(plan.eval.batch),
         },
     ) {
         Ok(trained) => trained,
@@ -185,7 +190,7 @@ pub fn run_one<B: SdBackend>(
         let probs = predict(
             &trained.model.model,
             data,
-            spec.train.pass_size(),
+            plan.eval.batch,
             device,
             &bar,
             Some(&mut beat),

@@ -37,6 +37,12 @@ impl TensorFile {
             .push((name.to_string(), Dtype::F32, shape, bytes));
     }
 
+    /// Adds bytes of the given shape (stored as U8).
+    pub fn bytes(&mut self, name: &str, shape: Vec<usize>, values: &[u8]) {
+        self.entries
+            .push((name.to_string(), Dtype::U8, shape, values.to_vec()));
+    }
+
     /// Adds integers (stored as I64).
     pub fn ints(&mut self, name: &str, shape: Vec<usize>, values: &[i64]) {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();

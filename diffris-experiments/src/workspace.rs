@@ -22,6 +22,8 @@ pub struct Workspace {
     pub progress: MultiProgress,
     /// The interval of progress lines when nobody watches the bars.
     pub log_every: Duration,
+    /// What one run may use of its device (its evaluation and encoding batches fit it).
+    pub budget: crate::plan::Budget,
 }
 
 impl Workspace {

@@ -165,7 +165,7 @@ fn frozen_convolution_matches_burn() {
                 conv.dilation,
                 conv.groups,
             );
-            let default = diffris_model::ops::conv2d_input_grad_transposed::<Flex>(
+            let default = diffris_model::ops::conv2d_input_grad_burn::<Flex>(
                 grad.into_primitive().tensor(),
                 weight,
                 [h, w],

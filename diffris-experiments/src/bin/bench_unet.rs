@@ -8,7 +8,11 @@
 //!   side, 512x512 by default): frozen UNet, CP-adapter, PCMRD, loss, backward and AdamW, on an
 //!   encoded batch (as training reads it from the cache);
 //! - `profile`: the memory a training step's graph keeps, stage by stage (counted by the
-//!   allocator, not RSS), one JSON line per stage before the usual line.
+//!   allocator, not RSS), one JSON line per stage before the usual line;
+//! - `eval`: the paper's model predicting masks for an encoded batch (UNet without a graph,
+//!   PCMRD): what validation and test run;
+//! - `encode`: the frozen VAE encoder and CLIP text encoder on a batch of images (8x the latent
+//!   side) and 77-token texts: what encoding a split runs.
 //!
 //! Run each phase in its own process so the peak RSS belongs to that phase:
 //!
@@ -20,7 +24,11 @@
 //! python tools/bench_unet.py --phase forward     # the PyTorch reference, same machine
 //! ```
 //!
-//! Prints one JSON line: phase, arch, seconds of every repeat and their median, peak RSS (MiB).
+//! Prints one JSON line: phase, arch, seconds of every repeat and their median, peak RSS (MiB),
+//! and `device_mib`: on the CPU backend, for `eval` and `encode`, the most the heap held during
+//! the timed repeats above what it held before them (weights and inputs; other phases: the
+//! heap's peak); on cubecl backends the memory their pool had reserved from the device after
+//! the repeats (weights included); elsewhere `null`.
 
 use diffris_model::ops::SdBackend;
 use std::time::Instant;
@@ -44,7 +52,7 @@ use diffris_model::sd::{SdConfig, UNetRequest};
 
 #[derive(Parser)]
 struct Args {
-    /// forward, fwdbwd, step or profile.
+    /// forward, fwdbwd, step, profile, eval or encode.
     #[arg(long, default_value = "forward")]
     phase: String,
     /// sd15 or tiny.
@@ -91,18 +99,20 @@ fn main() -> anyhow::Result<()> {
     diffris_experiments::allocator::retain_freed_memory();
     let args = Args::parse();
     let device = args.device.unwrap_or_else(DeviceSpec::default_compiled);
-    let (n, times) = dispatch(device, Bench { args: &args })??;
+    let (n, (times, device_mib)) = dispatch(device, Bench { args: &args })??;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     println!(
-        "{{\"phase\":\"{}\",\"arch\":\"{}\",\"precision\":\"{}\",\"device\":\"{device}\",\"params\":{n},\"latent\":{},\"seconds\":{:?},\"median_s\":{:.3},\"peak_rss_mib\":{:.0}}}",
+        "{{\"phase\":\"{}\",\"arch\":\"{}\",\"precision\":\"{}\",\"device\":\"{device}\",\"params\":{n},\"latent\":{},\"batch\":{},\"seconds\":{:?},\"median_s\":{:.3},\"peak_rss_mib\":{:.0},\"device_mib\":{}}}",
         args.phase,
         args.arch,
         args.precision,
         args.latent,
+        args.batch,
         times,
         sorted[sorted.len() / 2],
-        peak_rss_mib().unwrap_or(f64::NAN)
+        peak_rss_mib().unwrap_or(f64::NAN),
+        device_mib.map_or("null".to_string(), |m| format!("{m:.0}"))
     );
     Ok(())
 }
@@ -113,11 +123,20 @@ struct Bench<'a> {
 }
 
 impl BackendJob for Bench<'_> {
-    type Output = anyhow::Result<(usize, Vec<f64>)>;
+    type Output = anyhow::Result<(usize, (Vec<f64>, Option<f64>))>;
 
-    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> Self::Output {
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
         let args = self.args;
         let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
+        // The inference phases build their own models on the plain backend.
+        let inference = match args.phase.as_str() {
+            "eval" => Some(evaluation::<B>(&arch, args, &device)?),
+            "encode" => Some(encoding::<B>(&arch, args, &device)?),
+            _ => None,
+        };
+        if let Some((n, times)) = inference {
+            return Ok((n, (times, device_mib(target.spec))));
+        }
         type AB<B> = Autodiff<B>;
         AB::<B>::seed(&device, 0);
         let unet = cast_module(arch.unet.init::<AB<B>>(&device).no_grad(), args.precision);
@@ -168,10 +187,98 @@ impl BackendJob for Bench<'_> {
                 drop(unet);
                 stage_profile::<B>(&arch, args, &device)?
             }
-            other => anyhow::bail!("unknown phase {other} (forward, fwdbwd, step or profile)"),
+            other => anyhow::bail!(
+                "unknown phase {other} (forward, fwdbwd, step, profile, eval or encode)"
+            ),
         };
-        Ok((n, times))
+        Ok((n, (times, device_mib(target.spec))))
     }
+}
+
+/// The device memory a phase used: on the CPU backend the heap's peak above what was live at
+/// the last [`start_measuring`], on cubecl backends their pool's reservation.
+fn device_mib(device: DeviceSpec) -> Option<f64> {
+    use diffris_experiments::device_memory::{DeviceMemory, query};
+    use std::sync::atomic::Ordering;
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    match query(device)? {
+        DeviceMemory::Heap { peak, .. } => Some(mib(
+            peak.saturating_sub(HEAP_BASE.load(Ordering::Relaxed) as u64)
+        )),
+        DeviceMemory::Pool { reserved, .. } => Some(mib(reserved)),
+    }
+}
+
+/// Heap bytes live before the timed repeats of an inference phase.
+static HEAP_BASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts the heap measurement of [`device_mib`]: what is live now is the base.
+fn start_measuring() {
+    use diffris_experiments::allocator::{live_bytes, reset_peak};
+    HEAP_BASE.store(live_bytes(), std::sync::atomic::Ordering::Relaxed);
+    reset_peak();
+}
+
+/// Timed predictions (`--phase eval`): the paper's model around random frozen weights of
+/// `arch` on the plain backend and one random encoded batch of `--batch` samples, logits to
+/// probabilities as evaluation computes them.
+fn evaluation<B: SdBackend>(
+    arch: &SdConfig,
+    args: &Args,
+    device: &B::Device,
+) -> anyhow::Result<(usize, Vec<f64>)> {
+    use burn::module::AutodiffModule;
+    let (trainee, batch) = paper_trainee::<B>(arch, args, device)?;
+    let model = trainee.model.valid();
+    drop(trainee);
+    let n = model.num_params();
+    let (latent, text, eos) = (batch.latent.inner(), batch.text.inner(), batch.eos.inner());
+    drop(batch.mask);
+    start_measuring();
+    let times = time(args.repeats, || {
+        let logits = model
+            .forward_encoded(latent.clone(), text.clone(), eos.clone(), false)
+            .logits;
+        let _ = burn::tensor::activation::sigmoid(logits)
+            .sum()
+            .into_scalar();
+    });
+    Ok((n, times))
+}
+
+/// Timed encodings (`--phase encode`): the frozen VAE encoder and CLIP text encoder of random
+/// weights of `arch` on `--batch` random images 8x the latent side and 77-token texts.
+fn encoding<B: SdBackend>(
+    arch: &SdConfig,
+    args: &Args,
+    device: &B::Device,
+) -> anyhow::Result<(usize, Vec<f64>)> {
+    use diffris_model::diffris::{encode_latent, encode_text};
+    B::seed(device, 0);
+    let sd = arch.init::<B>(device);
+    let vae = cast_module(sd.vae, args.precision);
+    let clip = cast_module(sd.text_encoder, args.precision);
+    drop(sd.unet);
+    let n = vae.num_params() + clip.num_params();
+    let side = 8 * args.latent;
+    let image = Tensor::<B, 4>::random(
+        [args.batch, 3, side, side],
+        Distribution::Uniform(-1.0, 1.0),
+        device,
+    );
+    let ids = Tensor::<B, 2, Int>::random(
+        [args.batch, 77],
+        Distribution::Uniform(0.0, arch.clip.vocab_size as f64),
+        device,
+    );
+    start_measuring();
+    let times = time(args.repeats, || {
+        let latent = encode_latent(&vae, image.clone(), 1.0);
+        let text = encode_text(&clip, ids.clone());
+        let _ = latent.sum().into_scalar();
+        let _ = text.sum().into_scalar();
+    });
+    Ok((n, times))
 }
 
 /// Timed DiffRIS training steps (`--phase step`): the paper's model (`DiffRisConfig::default()`,

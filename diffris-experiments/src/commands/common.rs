@@ -10,9 +10,11 @@ use indicatif::MultiProgress;
 
 use crate::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
 use crate::cache::default_cache;
+use crate::memory::MemoryEstimate;
 use crate::metrics::{Metrics, PR_THRESHOLDS};
 use crate::parallel::default_jobs;
-use crate::profile::{ProfileName, Resolver, RunOverrides, Setup};
+use crate::plan::{Budget, Plan, auto_micro_batch};
+use crate::profile::{MicroBatch, ProfileName, Resolver, RunOverrides, Setup};
 use crate::progress::say;
 use crate::recipe::{AblationFile, Variant, locate};
 use crate::record::spec_ron;
@@ -61,9 +63,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Compute every batch as passes of at most N samples whose gradients are summed before
-    /// the optimizer steps (gradient accumulation; the recipe's `train.micro_batch`).
-    #[arg(long)]
-    pub micro_batch: Option<usize>,
+    /// the optimizer steps (gradient accumulation; the recipe's `train.micro_batch`), or `auto`:
+    /// the most samples whose pass fits the device (the paper profile's default where the
+    /// recipe sets none). The run's config records the number chosen.
+    #[arg(long, value_name = "N|auto")]
+    pub micro_batch: Option<MicroBatch>,
     /// Override the learning rate of every run.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -149,6 +153,7 @@ impl RunArgs {
             stop_after: self.stop_after,
             progress,
             log_every: Duration::from_secs_f64(self.log_every.max(0.0)),
+            budget: Default::default(),
         };
         Ok((
             ws,
@@ -191,6 +196,20 @@ pub fn print_metrics(name: &str, m: &Metrics) {
     );
 }
 
+/// The micro-batch a run of `spec` already holds in its directory (not under `--restart`), when
+/// its config is `spec`'s but for the micro-batch: `--micro-batch auto` continues a run (or
+/// reuses a finished one) with the micro-batch it was started with, whatever device it started
+/// on.
+fn recorded_micro_batch(ws: &Workspace, spec: &crate::profile::RunSpec) -> Option<usize> {
+    if ws.restart {
+        return None;
+    }
+    let saved = crate::record::read_spec(&crate::record::spec_dir(&ws.results, spec)).ok()?;
+    let mut same = spec.clone();
+    same.train.micro_batch = saved.train.micro_batch;
+    (same == saved).then_some(saved.train.micro_batch).flatten()
+}
+
 /// Writes the table and plots of `file` from the saved runs whose config is the one `resolver`
 /// and `overrides` resolve (the runs this command would make), and says which finished runs it
 /// left out.
@@ -200,8 +219,13 @@ pub fn write_tables(
     overrides: &RunOverrides,
     results: &std::path::Path,
 ) -> anyhow::Result<Written> {
-    let expected =
-        |v: &Variant, seed: u64| spec_ron(&resolver.resolve_variant(file, v, seed, overrides)?);
+    let expected = |v: &Variant, seed: u64, saved: &crate::profile::RunSpec| {
+        let mut spec = resolver.resolve_variant(file, v, seed, overrides)?;
+        if resolver.auto_micro_batch(overrides, &spec) {
+            spec.train.micro_batch = saved.train.micro_batch;
+        }
+        spec_ron(&spec)
+    };
     let written = crate::report::write_ablation(file, results, &expected)?;
     if !written.skipped.is_empty() {
         eprintln!(
@@ -231,10 +255,11 @@ impl BackendJob for Ablation {
     fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let progress = MultiProgress::new();
-        let (ws, resolver) = a.run.resolve(progress.clone())?;
+        let (mut ws, resolver) = a.run.resolve(progress.clone())?;
         let path = locate(&a.name, &a.run.ablations)?;
         let file = AblationFile::load(&path)?;
-        let specs = resolver.resolve_file(&file, &a.only, &a.seeds, &a.run.overrides())?;
+        let overrides = a.run.overrides();
+        let mut specs = resolver.resolve_file(&file, &a.only, &a.seeds, &overrides)?;
         for s in &specs {
             crate::inputs::check_inputs_exist(s)?;
         }
@@ -243,18 +268,36 @@ impl BackendJob for Ablation {
             .jobs
             .unwrap_or_else(|| default_jobs(&target.devices, resolver.profile))
             .clamp(1, specs.len().max(1));
-        // Whether each run's estimated peak fits its device (where both are known).
+        // What each run may use of the device (where its size is known): the runs' micro-batches
+        // under `auto`, and the batches of their evaluation and encoding, are chosen to fit it.
         let capacity = crate::device_memory::capacity(target.spec)?;
+        ws.budget = Budget::shared(capacity.clone(), jobs, target.spec);
+        let devices = target.devices.len();
+        let mut auto = vec![None; specs.len()];
+        for (s, chosen) in specs.iter_mut().zip(&mut auto) {
+            if resolver.auto_micro_batch(&overrides, s) {
+                let n = match recorded_micro_batch(&ws, s) {
+                    Some(n) => n,
+                    None => auto_micro_batch(
+                        s,
+                        &MemoryEstimate::of::<B>(s, &device, devices),
+                        &ws.budget,
+                    )?,
+                };
+                s.train.micro_batch = Some(n);
+                *chosen = Some(n);
+            }
+        }
         let estimates: Vec<_> = specs
             .iter()
-            .map(|s| crate::memory::MemoryEstimate::of::<B>(s, &device, target.devices.len()))
+            .map(|s| MemoryEstimate::of::<B>(s, &device, devices))
             .collect();
         let fits: Vec<Option<crate::memory::Fit>> = estimates
             .iter()
             .map(|e| capacity.as_ref().and_then(|c| e.fit(c, jobs)))
             .collect();
         if a.dry_run {
-            for ((s, fit), estimate) in specs.iter().zip(&fits).zip(&estimates) {
+            for (i, ((s, fit), estimate)) in specs.iter().zip(&fits).zip(&estimates).enumerate() {
                 println!(
                     "# {}/{} seed {}\n{}\n",
                     s.ablation,
@@ -262,7 +305,15 @@ impl BackendJob for Ablation {
                     s.seed,
                     spec_ron(s)?
                 );
+                if let Some(n) = auto[i] {
+                    println!("# micro-batch auto: {n} sample(s) per pass\n");
+                }
+                let plan = Plan::new(s, estimate.clone(), &ws.budget, ws.threads);
                 println!("# memory: {}\n", estimate.describe());
+                for line in &plan.describe()[1..] {
+                    println!("# memory, {line}");
+                }
+                println!();
                 if let Some(fit) = fit {
                     println!("# memory: {}\n", fit.line);
                 }
@@ -364,14 +415,19 @@ impl BackendJob for Ablation {
 
 /// A finished run's predictions on the first `limit` samples of `split` (default: as many as
 /// its own evaluation read, its `--limit-eval`, else all): the encoded split and each
-/// sample's foreground probabilities at the network size.
+/// sample's foreground probabilities at the network size, in batches that fit the device.
 pub fn predict_split<B: SdBackend>(
     run: &crate::reload::LoadedRun<B>,
     split: &str,
     limit: Option<usize>,
     device: &B::Device,
+    target: &RunTarget,
 ) -> anyhow::Result<(crate::encoded::EncodedSplit, Vec<Vec<f32>>)> {
     let spec = &run.spec;
+    let budget =
+        crate::plan::Budget::shared(crate::device_memory::capacity(target.spec)?, 1, target.spec);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = crate::plan::Plan::of::<B>(spec, device, 1, &budget, threads);
     let mut samples = spec.dataset.read_split(&spec.data_root, split)?;
     if let Some(n) = limit.or(spec.limit_eval) {
         samples.truncate(n);
@@ -389,18 +445,11 @@ pub fn predict_split<B: SdBackend>(
         spec.model.image_size,
         spec.model.latent_scale,
         device,
-        spec.train.pass_size(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        plan.encode.batch,
+        plan.encode.workers,
         &bar,
     )?;
-    let probs = crate::evaluate::predict(
-        &run.model,
-        &data,
-        spec.train.pass_size(),
-        device,
-        &bar,
-        None,
-    );
+    let probs = crate::evaluate::predict(&run.model, &data, plan.eval.batch, device, &bar, None);
     bar.finish_and_clear();
     Ok((data, probs))
 }

@@ -4,16 +4,22 @@
 //! and on the flex CPU backend from the same weights and batch, compares loss and gradients
 //! within the probe's tolerances, times the steps, reports the device's memory where its backend
 //! says ([`crate::device_memory`]), and prints a verdict (exit status 1 when a decoder fails).
+//! With `--precision bf16` or `f16` it also runs the step with the frozen stack in that
+//! precision on the device and compares it with the device's f32 step ([`crate::half_step`]).
+//! On CUDA it first prints the driver's CUDA version and the one the binary's bindings were
+//! built for.
 
 use burn::backend::Autodiff;
 use diffris_model::ops::SdBackend;
 
 use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::device_memory::{DeviceMemory, query};
+use crate::half_step::{HalfDiff, HalfTolerance};
 use crate::step_probe::{
     GRAD_REL_TOLERANCE, LATER_LOSS_REL_TOLERANCE, LOSS_REL_TOLERANCE, ProbeSpec, ProbeWeights,
     StepProbe, compare, probe, probe_decoders,
 };
+use diffris_model::precision::Precision;
 
 /// Arguments of `diffris doctor`.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,6 +30,10 @@ pub struct DoctorArgs {
     /// Seed of the probe's weights.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Also check the step with the frozen stack in this precision (bf16 or f16) against the
+    /// device's own f32 step.
+    #[arg(long, value_parser = crate::commands::common::parse_precision)]
+    pub precision: Option<Precision>,
 }
 
 /// One decoder's outcome on the device.
@@ -34,6 +44,8 @@ struct Row {
     reference: Option<StepProbe>,
     /// The device's memory after its step (`None` where the backend does not say).
     memory: Option<DeviceMemory>,
+    /// The half-precision step against the f32 step, with `--precision`.
+    half: Option<HalfDiff>,
 }
 
 struct Doctor {
@@ -48,6 +60,15 @@ impl BackendJob for Doctor {
             "device {} ({}, {})",
             target.spec, target.backend_name, target.device_debug
         );
+        #[cfg(feature = "cuda")]
+        if let DeviceSpec::Cuda(_) = target.spec {
+            use crate::backend::cuda_check::{bindings_version, driver_version};
+            println!(
+                "CUDA: driver supports {}; the bindings were built for {} (CUDARC_CUDA_VERSION                  at build time pins them)",
+                driver_version().unwrap_or_else(|e| format!("? ({e})")),
+                bindings_version()
+            );
+        }
         // What training runs' memory estimates are checked against (`--dry-run`).
         match crate::device_memory::capacity(target.spec) {
             Ok(Some(c)) => println!(
@@ -75,11 +96,22 @@ impl BackendJob for Doctor {
             };
             crate::allocator::reset_peak();
             let probe = probe::<Autodiff<B>>(&spec, &weights, &device)?;
+            let memory = query(target.spec);
+            let half = match self.args.precision.filter(|p| !p.is_f32()) {
+                Some(precision) => {
+                    let mut half = spec.clone();
+                    half.model.precision = precision;
+                    let p = crate::step_probe::probe::<Autodiff<B>>(&half, &weights, &device)?;
+                    Some(HalfDiff::new(&p, &probe))
+                }
+                None => None,
+            };
             rows.push(Row {
                 name,
                 probe,
                 reference: reference.map(|(_, p)| p),
-                memory: query(target.spec),
+                memory,
+                half,
             });
         }
         Ok(rows)
@@ -117,6 +149,7 @@ pub fn run(device: DeviceSpec, args: DoctorArgs) -> anyhow::Result<()> {
     if let Some(bad) = args.decoders.iter().find(|d| !known.contains(&d.as_str())) {
         anyhow::bail!("no decoder named `{bad}`; known: {}", known.join(", "));
     }
+    let precision = args.precision.filter(|p| !p.is_f32());
     let rows = dispatch(device, Doctor { args })??;
     println!(
         "tiny training step (batch 2, 64x64, frozen SD + CP-adapter + decoder + loss + AdamW); \
@@ -158,6 +191,11 @@ pub fn run(device: DeviceSpec, args: DoctorArgs) -> anyhow::Result<()> {
             }
             None => ("-".into(), "-".into(), "-".into()),
         };
+        if let (Some(half), Some(precision)) = (&row.half, precision) {
+            for problem in half.problems(HalfTolerance::of(precision)) {
+                problems.push(format!("{precision}: {problem}"));
+            }
+        }
         let verdict = if problems.is_empty() {
             "ok".to_string()
         } else {
@@ -176,6 +214,33 @@ pub fn run(device: DeviceSpec, args: DoctorArgs) -> anyhow::Result<()> {
             flex_s,
             memory
         );
+    }
+    if let Some(precision) = precision {
+        let tol = HalfTolerance::of(precision);
+        println!(
+            "{precision} step against the device's f32 step (bounds: losses {:.0e} relative, \
+             gradient cosine of the adapter and of the decoder above {}):",
+            tol.loss_rel, tol.min_cosine
+        );
+        for row in &rows {
+            if let Some(h) = &row.half {
+                let cosines: Vec<String> = h
+                    .cosines
+                    .iter()
+                    .map(|(p, c)| format!("{p} {c:.4}"))
+                    .collect();
+                println!(
+                    "  {:<15} losses {}  cosine {}",
+                    row.name,
+                    h.loss_rel
+                        .iter()
+                        .map(|r| format!("{r:.1e}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    cosines.join(", ")
+                );
+            }
+        }
     }
     match rows.last().and_then(|r| r.memory) {
         Some(m @ DeviceMemory::Pool { in_use, .. }) => println!(

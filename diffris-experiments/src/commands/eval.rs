@@ -43,14 +43,14 @@ struct Eval(EvalArgs);
 impl BackendJob for Eval {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         let run = load_run::<B>(&a.run, &cache, &device)?;
         let spec = &run.spec;
         let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());
         let protocol = a.protocol.unwrap_or(spec.protocol);
-        let (data, probs) = predict_split(&run, &split, a.limit, &device)?;
+        let (data, probs) = predict_split(&run, &split, a.limit, &device, &target)?;
         let (m, each) = score_samples(&probs, &data, protocol)?;
         let csv_path = a
             .run

@@ -79,7 +79,7 @@ struct Figures(FiguresArgs);
 impl BackendJob for Figures {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         let mut split = a.split.clone();
@@ -94,7 +94,7 @@ impl BackendJob for Figures {
             let protocol = *protocol.get_or_insert(run.spec.protocol);
             // Every run reads the first run's samples.
             let limit = *limit.get_or_insert_with(|| run.spec.limit_eval.unwrap_or(usize::MAX));
-            let (data, probs) = predict_split(&run, &split, Some(limit), &device)?;
+            let (data, probs) = predict_split(&run, &split, Some(limit), &device, &target)?;
             let (_, scores) = score_samples(&probs, &data, protocol)?;
             if let Some(first) = runs.first() {
                 let same = first.data.samples.len() == data.samples.len()

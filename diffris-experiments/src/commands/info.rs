@@ -33,6 +33,7 @@ impl BackendJob for Info {
              git revision {GIT_REVISION}\n\
              burn         {BURN_VERSION}\n\
              backends     {}\n\
+             kernels      {}\n\
              device       {} ({})\n\
              backend      {}",
             compiled_backends()
@@ -40,6 +41,11 @@ impl BackendJob for Info {
                 .map(|b| b.feature())
                 .collect::<Vec<_>>()
                 .join(", "),
+            compiled_backends()
+                .iter()
+                .map(|b| format!("{}: {}", b.feature(), b.kernels()))
+                .collect::<Vec<_>>()
+                .join("; "),
             target.spec,
             target.device_debug,
             target.backend_name,

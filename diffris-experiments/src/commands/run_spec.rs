@@ -35,6 +35,9 @@ pub struct RunSpecArgs {
     pub stop_after: Option<usize>,
     #[arg(long, default_value_t = 60.0)]
     pub log_every: f64,
+    /// The memory this run may use of its device, in GiB (its share, from the parent).
+    #[arg(long)]
+    pub memory_gib: Option<f64>,
 }
 
 struct RunSpecJob(RunSpecArgs, RunSpec);
@@ -53,6 +56,14 @@ impl BackendJob for RunSpecJob {
             stop_after: a.stop_after,
             progress: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
             log_every: std::time::Duration::from_secs_f64(a.log_every.max(0.0)),
+            budget: crate::plan::Budget::shared(
+                a.memory_gib.map(|gib| crate::memory::Capacity {
+                    bytes: gib * crate::memory::GIB,
+                    what: "this run's share of the device's memory".into(),
+                }),
+                1,
+                target.spec,
+            ),
         };
         let mut shared = Shared::<B>::default();
         match run_one::<B>(&spec, &ws, &mut shared, &device, &target)? {

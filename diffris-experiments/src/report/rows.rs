@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::profile::ProfileName;
+use crate::profile::RunSpec;
 use crate::recipe::{AblationFile, Variant};
-use crate::record::{DivergedRun, Outcome, RunResult, read_result, read_spec, run_dir};
+use crate::record::{DivergedRun, Outcome, RunResult, parse_spec, read_result, read_spec, run_dir};
 
 /// The runs of one variant that have ended: finished (with metrics) or diverged.
 #[derive(Clone, Debug)]
@@ -30,8 +31,10 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 }
 
 /// The config text (`config.ron`) a run of a variant and seed must hold to enter the table: the
-/// run spec the current command resolves for it.
-pub type Expected<'e> = &'e dyn Fn(&Variant, u64) -> anyhow::Result<String>;
+/// run spec the current command resolves for it, given the run's own saved spec (where the
+/// command leaves a choice to the run: `--micro-batch auto` accepts the micro-batch the run's
+/// device fitted).
+pub type Expected<'e> = &'e dyn Fn(&Variant, u64, &RunSpec) -> anyhow::Result<String>;
 
 /// What [`collect`] found.
 pub struct Collected<'a> {
@@ -69,7 +72,11 @@ pub fn collect<'a>(
                 continue;
             }
             let saved = std::fs::read_to_string(dir.join("config.ron")).unwrap_or_default();
-            if saved != expected(v, seed)? {
+            let matches = match parse_spec(&saved, &dir.join("config.ron")) {
+                Ok(spec) => saved == expected(v, seed, &spec)?,
+                Err(_) => false,
+            };
+            if !matches {
                 skipped.push(dir);
                 continue;
             }

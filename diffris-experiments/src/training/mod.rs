@@ -63,6 +63,9 @@ pub struct TrainOptions {
     pub heartbeat: Option<Heartbeat>,
     /// How several devices share each batch.
     pub parallel: DataParallel,
+    /// Samples per validation batch (`None`: the training pass size); the runner's
+    /// [`crate::plan::Plan`] picks one that fits the device.
+    pub eval_batch: Option<usize>,
 }
 
 /// Trains `model` for `spec.epochs` epochs (or until `opts.stop_after`), resuming from the last
@@ -95,6 +98,7 @@ pub fn train<B: SdAutodiffBackend>(
         bar,
         heartbeat,
         parallel,
+        eval_batch,
     } = opts;
     let n_dev = devices.len();
     let plan = loader::micro_batches(train_data.len(), spec.batch_size, spec.pass_size(), n_dev);
@@ -132,10 +136,11 @@ pub fn train<B: SdAutodiffBackend>(
     }
     let train_loader = Arc::new(train_loader);
     let val_samples = val_data.len();
+    let eval_batch = eval_batch.unwrap_or(spec.pass_size()).max(1);
     let val_loader = Arc::new(EpochLoader::<B::InnerBackend>::new(
         val_data,
-        spec.pass_size(),
-        spec.pass_size(),
+        eval_batch,
+        eval_batch,
         None,
         0,
         device.clone(),

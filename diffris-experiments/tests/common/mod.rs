@@ -72,5 +72,6 @@ pub fn quiet(seed: u64) -> TrainOptions {
         bar: indicatif::ProgressBar::hidden(),
         heartbeat: None,
         parallel: diffris_experiments::backend::DataParallel::Ordered,
+        eval_batch: None,
     }
 }

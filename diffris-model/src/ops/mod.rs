@@ -19,10 +19,12 @@
 //! The last three give Burn's gradients bit for bit on the CPU backend.
 //!
 //! Model code that runs the UNet is generic over `B: SdBackend`. Every backend
-//! `diffris-experiments` can compile in implements it (a plain backend with Burn's own
-//! attention kernel, `Autodiff<B>` with the custom backward of [`autodiff`], flex with the
-//! parallel CPU attention kernel of [`cpu`]); a new backend needs one line,
-//! `impl SdBackend for MyBackend {}`.
+//! `diffris-experiments` can compile in implements it (a plain backend with the blocked
+//! attention of [`attention`] and Burn's kernels for the rest, `Autodiff<B>` with the custom
+//! backward of [`autodiff`], flex with the parallel CPU kernels of [`cpu`]); a new backend
+//! needs one line, `impl SdBackend for MyBackend {}`. The cubecl backends (wgpu, cuda) are
+//! Burn's fused ones (`Fusion<CubeBackend<..>>`, autotuned kernels): every default here is a
+//! composition of Burn's operations, which fusion records and fuses like any other.
 
 pub mod attention;
 mod autodiff;
@@ -37,8 +39,7 @@ use burn::nn::Linear;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::conv::calculate_padding_out;
-use burn::tensor::ops::{AttentionModuleOptions, ConvOptions, ConvTransposeOptions, FloatTensor};
+use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 
 /// What a backend must be for diffris to train on it with Burn's distributed data parallel
@@ -62,8 +63,15 @@ impl<B: Backend> DataParallelBackend for B {}
 pub trait SdBackend: DataParallelBackend {
     /// `softmax(q k^T / sqrt(D)) v` per head, without mask or bias.
     ///
-    /// The default (for backends without autodiff) is Burn's attention kernel; `Autodiff<B>`
-    /// overrides it with the memory-efficient backward; flex with its CPU kernel ([`cpu`]).
+    /// The default (plain backends: evaluation, encoding, `explain`, `segment`) is
+    /// [`sd_attention_forward`](Self::sd_attention_forward) without its statistics: query
+    /// blocks whose `[B, H, rows, Nk]` scores hold at most 64 MiB, so inference memory per
+    /// sample is bounded as training's is (Burn's fallback, which cubecl runs without autotune
+    /// and tries while autotuning, materialises all `[B, H, Nq, Nk]` scores: 16 GiB at SD-1.5's
+    /// 64x64 level for 32 samples), and inference gives the numbers of an untracked training
+    /// forward. `Autodiff<B>` overrides it with the memory-efficient backward; flex with its CPU
+    /// kernel ([`cpu`]); libtorch with its scaled-dot-product attention (flash or
+    /// memory-efficient kernels on CUDA).
     ///
     /// # Shapes
     /// `q`: `[B, H, Nq, D]`, `k`: `[B, H, Nk, D]`, `v`: `[B, H, Nk, Dv]` -> `[B, H, Nq, Dv]`.
@@ -72,7 +80,9 @@ pub trait SdBackend: DataParallelBackend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        Self::attention(q, k, v, None, None, AttentionModuleOptions::default())
+        let tensor = |t| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(t));
+        let (out, _) = Self::sd_attention_forward(tensor(q), tensor(k), tensor(v));
+        out.into_primitive().tensor()
     }
 
     /// The forward of the memory-efficient attention: the output and the softmax statistics of
@@ -166,9 +176,10 @@ pub trait SdBackend: DataParallelBackend {
 
     /// The gradient of [`sd_conv2d`](Self::sd_conv2d)'s input `x` (whose height and width are
     /// `input_hw`) given its output's gradient, with the weight taking no gradient. The
-    /// default is Burn's formula, a transposed convolution of `grad` with the weight
-    /// ([`conv2d_input_grad_transposed`]); flex runs stride-1 shapes through its own kernel
-    /// ([`cpu::conv`]).
+    /// default is the backend's own `conv2d_x_backward`, the kernel Burn's autodiff `conv2d`
+    /// uses ([`conv2d_input_grad_burn`]): cubecl's autotuned data-gradient kernels, Burn's
+    /// transposed-convolution formula elsewhere; flex runs stride-1 shapes through its own
+    /// kernel ([`cpu::conv`]).
     ///
     /// # Shapes
     /// `grad`: `[B, C_out, H', W']`, `weight`: `[C_out, C_in / groups, kH, kW]` ->
@@ -179,7 +190,7 @@ pub trait SdBackend: DataParallelBackend {
         input_hw: [usize; 2],
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        conv2d_input_grad_transposed::<Self>(grad, weight, input_hw, options)
+        conv2d_input_grad_burn::<Self>(grad, weight, input_hw, options)
     }
 
     /// Whether `Autodiff<B>` runs a convolution with a tracked weight (a trained layer) as one
@@ -327,36 +338,32 @@ pub trait SdBackend: DataParallelBackend {
     }
 }
 
-/// A convolution's input gradient as Burn's autodiff computes it (`conv2d_x_backward` in
-/// `burn-backend`): the transposed convolution of the output gradient with the weight, its
-/// output padding chosen to give back the input's size.
+/// A convolution's input gradient as Burn's autodiff computes it: the backend's
+/// `conv2d_x_backward` (by default Burn's formula, the transposed convolution of the output
+/// gradient with the weight; cubecl's implicit-GEMM data-gradient kernels, autotuned). Burn's
+/// signature takes the input itself, of which every implementation reads only the shape: an
+/// uninitialised tensor of that shape stands in for it, since the frozen convolution's node
+/// keeps only the input's height and width.
 ///
 /// # Shapes
 /// `grad`: `[B, C_out, H', W']`, `weight`: `[C_out, C_in / groups, kH, kW]` ->
 /// `[B, C_in, H, W]` with `[H, W]` = `input_hw`.
-pub fn conv2d_input_grad_transposed<B: Backend>(
+pub fn conv2d_input_grad_burn<B: Backend>(
     grad: FloatTensor<B>,
     weight: FloatTensor<B>,
     input_hw: [usize; 2],
     options: ConvOptions<2>,
 ) -> FloatTensor<B> {
-    let [_, _, kh, kw] = weight.shape().dims();
-    let [_, _, oh, ow] = grad.shape().dims();
-    let pad_out = |i: usize, k: usize, size_in: usize, size_out: usize| {
-        let (s, p, d) = (options.stride[i], options.padding[i], options.dilation[i]);
-        calculate_padding_out(k, s, p, d, size_in, size_out)
-    };
-    let transpose = ConvTransposeOptions::new(
-        options.stride,
-        options.padding,
-        [
-            pad_out(0, kh, input_hw[0], oh),
-            pad_out(1, kw, input_hw[1], ow),
-        ],
-        options.dilation,
-        options.groups,
-    );
-    B::conv_transpose2d(grad, weight, None, transpose)
+    let [batch, _, _, _] = grad.shape().dims();
+    let [_, c_in_per_group, _, _] = weight.shape().dims();
+    let shape = [
+        batch,
+        c_in_per_group * options.groups,
+        input_hw[0],
+        input_hw[1],
+    ];
+    let stand_in = B::float_empty(shape.into(), &B::float_device(&grad), grad.dtype().into());
+    B::conv2d_x_backward(stand_in, weight, grad, options)
 }
 
 /// `x * sigmoid(x)` from Burn's ops (the default of [`SdBackend::sd_silu`]).
@@ -559,9 +566,19 @@ impl SdBackend for burn::backend::Wgpu {}
 impl SdBackend for burn::backend::Cuda {}
 
 /// libtorch's swapped and permuted views share their input's storage handle (see
-/// [`SdBackend::sd_swap_dims`]).
+/// [`SdBackend::sd_swap_dims`]); its inference attention is libtorch's scaled-dot-product
+/// attention.
 #[cfg(feature = "tch")]
 impl SdBackend for burn::backend::LibTorch {
+    fn sd_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let options = burn::tensor::ops::AttentionModuleOptions::default();
+        Self::attention(q, k, v, None, None, options)
+    }
+
     fn sd_swap_dims(x: FloatTensor<Self>, dim1: usize, dim2: usize) -> FloatTensor<Self> {
         let storage = x.storage.clone();
         let view = x.tensor.transpose(dim1 as i64, dim2 as i64);

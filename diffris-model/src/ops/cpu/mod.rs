@@ -314,7 +314,7 @@ impl SdBackend for Flex {
             .flatten()
             .filter(|d| gs[..] == [d.batch, d.c_out, d.out_hw()[0], d.out_hw()[1]]);
         let (true, Some(dims)) = (f32s, dims) else {
-            return super::conv2d_input_grad_transposed::<Self>(grad, weight, input_hw, options);
+            return super::conv2d_input_grad_burn::<Self>(grad, weight, input_hw, options);
         };
         let (grad, weight) = (grad.to_contiguous(), weight.to_contiguous());
         let out = conv::input_grad(values(&grad), values(&weight), dims);
@@ -392,18 +392,6 @@ impl SdBackend for Flex {
             geglu::backward(values(&h), values(&grad), two_i / 2),
             [b, n, two_i],
         )
-    }
-
-    fn sd_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let wrap = |t| Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(t));
-        Self::sd_attention_forward(wrap(q), wrap(k), wrap(v))
-            .0
-            .into_primitive()
-            .tensor()
     }
 
     fn sd_attention_forward(
