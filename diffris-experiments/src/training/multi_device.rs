@@ -18,7 +18,13 @@
 //! The workers are burn-train's `MultiDevicesTrainStep` loop (fork the model to the device, run
 //! the step) in [`Workers`], which returns a pass that panics as an error instead of waiting
 //! forever for its output (see there); the run then stops with that error, naming the device.
+//! One more change: burn-train forks the whole model to a worker's device for every pass, the
+//! frozen SD stack included (3.8 GB at SD-1.5 size, copied from the first GPU each pass); each
+//! worker here keeps its device's copy of the frozen stack, made at its first pass
+//! ([`with_frozen_of`]), and forks only the trained parts (a tensor already on the device is
+//! not copied again). The frozen stack never changes, so the numbers are the same.
 
+use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use burn::data::dataloader::Progress;
@@ -32,6 +38,9 @@ use burn::train::{
     TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
 };
 use diffris_model::ops::SdAutodiffBackend;
+use diffris_model::sd::clip::ClipTextModel;
+use diffris_model::sd::unet::UNet2DConditionModel;
+use diffris_model::sd::vae::VaeEncoder;
 
 use super::step::Trainee;
 use super::turnstile::PassOver;
@@ -80,11 +89,13 @@ where
         let mut early_stopping = components.early_stopping;
         let interrupter = components.interrupter;
         let accumulation = components.grad_accumulation.unwrap_or(1);
+        let frozen = RefCell::new(None);
         let workers = Workers::new(
             &self.devices,
-            |device: &B::Device, (model, batch): (Trainee<B>, EncodedBatch<B>)| {
+            move |device: &B::Device, (model, batch): (Trainee<B>, EncodedBatch<B>)| {
                 // However the pass ends, the passes after it get their turn.
                 let _over = PassOver(batch.ticket.clone());
+                let model = with_frozen_of(model, device, &frozen);
                 TrainStep::step(&model.fork(device), batch)
             },
         );
@@ -170,6 +181,31 @@ where
         }
         (learner.model(), events)
     }
+}
+
+/// The frozen SD stack of a model (never trained), as one worker keeps it on its device.
+type Frozen<B> = (ClipTextModel<B>, VaeEncoder<B>, UNet2DConditionModel<B>);
+
+/// `model` with the frozen stack of `cache`, which holds it on `device` (copied there from
+/// `model` on the first call).
+fn with_frozen_of<B: SdAutodiffBackend>(
+    mut model: Trainee<B>,
+    device: &B::Device,
+    cache: &RefCell<Option<Frozen<B>>>,
+) -> Trainee<B> {
+    let mut cache = cache.borrow_mut();
+    let m = &mut model.model;
+    let (text, vae, unet) = cache.get_or_insert_with(|| {
+        (
+            m.text_encoder.clone().fork(device),
+            m.vae.clone().fork(device),
+            m.unet.clone().fork(device),
+        )
+    });
+    m.text_encoder = text.clone();
+    m.vae = vae.clone();
+    m.unet = unet.clone();
+    model
 }
 
 /// One pass for each device whose loader part has one left (with the model to fork), and the
