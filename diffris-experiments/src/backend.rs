@@ -50,7 +50,7 @@ impl BackendKind {
     /// turn them on; `.ci/run` checks with `cargo tree` that they reach burn-cubecl).
     pub fn kernels(self) -> &'static str {
         match self {
-            Self::Flex => "flex with diffris's CPU kernels (attention, convolutions, norms)",
+            Self::Flex => "Burn's flex with diffris's CPU kernels (attention, convolutions, norms)",
             Self::Cuda | Self::Wgpu => "autotune, fusion",
             Self::Tch => "libtorch's (cuDNN and scaled-dot-product attention on CUDA)",
         }

@@ -208,15 +208,15 @@ impl Plan {
         }
     }
 
-    /// The `--dry-run` lines: one per phase, with its batch and estimated peak.
-    pub fn describe(&self) -> Vec<String> {
+    /// The `--dry-run` lines of the inference phases (evaluation, encoding), with their batches
+    /// and estimated peaks; the training pass's is [`MemoryEstimate::describe`].
+    pub fn describe(&self) -> [String; 2] {
         let gib = |b: Option<f64>| {
             b.map_or("no measured figure for this architecture".into(), |b| {
                 format!("about {:.1} GiB", b / GIB)
             })
         };
-        vec![
-            format!("training pass: {}", self.train.describe()),
+        [
             format!(
                 "evaluation: batches of {}, {} per device (weights, trained parameters with \
                  their optimizer state, one batch without a graph)",
@@ -403,7 +403,7 @@ mod tests {
         );
         assert_eq!((plan.eval.peak, plan.encode.peak), (None, None));
         assert!(
-            plan.describe()[1].contains("no measured figure"),
+            plan.describe()[0].contains("no measured figure"),
             "{:?}",
             plan.describe()
         );

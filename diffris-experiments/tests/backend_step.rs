@@ -153,6 +153,33 @@ fn doctor_passes(device: &str) {
     );
 }
 
+/// `diffris info` names each compiled backend's kernels: in a wgpu build, Burn's tuned cubecl
+/// kernels, and the backend that runs is Burn's fused one.
+#[test]
+fn info_names_each_backends_kernels() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_diffris"))
+        .args(["--device", "flex", "info"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}");
+    let kernels = stdout
+        .lines()
+        .find(|l| l.starts_with("kernels "))
+        .unwrap_or_else(|| panic!("no kernels line:\n{stdout}"));
+    assert!(
+        kernels.contains("flex: Burn's flex with diffris's CPU kernels"),
+        "{kernels}"
+    );
+    #[cfg(feature = "wgpu")]
+    {
+        use burn::tensor::backend::Backend;
+        assert!(kernels.contains("wgpu: autotune, fusion"), "{kernels}");
+        let name = burn::backend::Wgpu::name(&burn::backend::wgpu::WgpuDevice::DefaultDevice);
+        assert!(name.starts_with("fusion<"), "{name}");
+    }
+}
+
 #[test]
 fn doctor_on_flex() {
     doctor_passes("flex");

@@ -310,7 +310,7 @@ impl BackendJob for Ablation {
                 }
                 let plan = Plan::new(s, estimate.clone(), &ws.budget, ws.threads);
                 println!("# memory: {}\n", estimate.describe());
-                for line in &plan.describe()[1..] {
+                for line in plan.describe() {
                     println!("# memory, {line}");
                 }
                 println!();
