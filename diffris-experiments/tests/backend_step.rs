@@ -175,7 +175,8 @@ fn info_names_each_backends_kernels() {
     {
         use burn::tensor::backend::Backend;
         assert!(kernels.contains("wgpu: autotune, fusion"), "{kernels}");
-        let name = burn::backend::Wgpu::name(&burn::backend::wgpu::WgpuDevice::DefaultDevice);
+        let device = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+        let name = <burn::backend::Wgpu as Backend>::name(&device);
         assert!(name.starts_with("fusion<"), "{name}");
     }
 }
