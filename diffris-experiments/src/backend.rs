@@ -45,13 +45,15 @@ impl BackendKind {
         }
     }
 
-    /// The kernels this backend runs in diffris builds, as `diffris info` prints them: Burn's
-    /// cubecl backends are built with `autotune` and `fusion` (the `cuda` and `wgpu` features
-    /// turn them on; `.ci/run` checks with `cargo tree` that they reach burn-cubecl).
+    /// The kernels this backend runs in diffris builds, as `diffris info` prints them: the
+    /// `cuda` feature builds Burn's cubecl backend with `autotune` and `fusion` (`.ci/run`
+    /// checks with `cargo tree` that they reach burn-cubecl); `wgpu` without (its autotuning
+    /// made CI's lavapipe tests run for over 20 minutes).
     pub fn kernels(self) -> &'static str {
         match self {
             Self::Flex => "Burn's flex with diffris's CPU kernels (attention, convolutions, norms)",
-            Self::Cuda | Self::Wgpu => "autotune, fusion",
+            Self::Cuda => "autotune, fusion",
+            Self::Wgpu => "cubecl's untuned defaults (no autotune, no fusion)",
             Self::Tch => "libtorch's (cuDNN and scaled-dot-product attention on CUDA)",
         }
     }

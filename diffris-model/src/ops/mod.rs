@@ -22,8 +22,8 @@
 //! `diffris-experiments` can compile in implements it (a plain backend with the blocked
 //! attention of [`attention`] and Burn's kernels for the rest, `Autodiff<B>` with the custom
 //! backward of [`autodiff`], flex with the parallel CPU kernels of [`cpu`]); a new backend
-//! needs one line, `impl SdBackend for MyBackend {}`. The cubecl backends (wgpu, cuda) are
-//! Burn's fused ones (`Fusion<CubeBackend<..>>`, autotuned kernels): every default here is a
+//! needs one line, `impl SdBackend for MyBackend {}`. cuda is Burn's fused cubecl backend
+//! (`Fusion<CubeBackend<..>>`, autotuned kernels; wgpu the plain one): every default here is a
 //! composition of Burn's operations, which fusion records and fuses like any other.
 
 pub mod attention;
