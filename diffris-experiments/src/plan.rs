@@ -111,10 +111,9 @@ pub struct Phase {
     pub peak: Option<f64>,
 }
 
-/// The three phases of a run on one device.
+/// The inference phases of a run on one device (the training pass is its [`MemoryEstimate`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    pub train: MemoryEstimate,
     pub eval: Phase,
     pub encode: Phase,
 }
@@ -140,7 +139,7 @@ impl Plan {
     ) -> Self {
         Self::new(
             spec,
-            MemoryEstimate::of::<B>(spec, device, devices),
+            &MemoryEstimate::of::<B>(spec, device, devices),
             budget,
             threads,
         )
@@ -148,7 +147,7 @@ impl Plan {
 
     /// The plan of `spec` on a device of `budget`, whose training estimate is `train`, with up
     /// to `threads` encoding threads.
-    pub fn new(spec: &RunSpec, train: MemoryEstimate, budget: &Budget, threads: usize) -> Self {
+    pub fn new(spec: &RunSpec, train: &MemoryEstimate, budget: &Budget, threads: usize) -> Self {
         let pass = spec.train.pass_size();
         let (h, w) = spec.model.image_size;
         let figures = (spec.sd_arch == SdConfig::sd15()).then(|| {
@@ -201,11 +200,7 @@ impl Plan {
                 peak: None,
             },
         };
-        Self {
-            train,
-            eval,
-            encode,
-        }
+        Self { eval, encode }
     }
 
     /// The `--dry-run` lines of the inference phases (evaluation, encoding), with their batches
@@ -357,7 +352,7 @@ mod tests {
         // samples; encoding 12 - 3 - 3 = 6 GiB = 6,144 MiB, 1 + floor((6,144 - 645) / 384) =
         // 15 samples, one thread (15 samples take 645 + 14 * 384 = 6,021 MiB).
         let (spec, _) = paper(None);
-        let plan = Plan::new(&spec, made_up(&spec), &budget(12.0, true), 16);
+        let plan = Plan::new(&spec, &made_up(&spec), &budget(12.0, true), 16);
         assert_eq!(plan.eval.batch, 18);
         assert_eq!(
             plan.eval.peak,
@@ -368,19 +363,19 @@ mod tests {
         // floor(18,432 / (645 + 3 * 384)) = 10 threads' batches, of which an accelerator takes
         // two, the CPU backend all ten (of its 16 threads).
         let (spec, _) = paper(Some(4));
-        let gpu = Plan::new(&spec, made_up(&spec), &budget(24.0, true), 16);
+        let gpu = Plan::new(&spec, &made_up(&spec), &budget(24.0, true), 16);
         assert_eq!(
             (gpu.eval.batch, gpu.encode.batch, gpu.encode.workers),
             (4, 4, 2)
         );
-        let cpu = Plan::new(&spec, made_up(&spec), &budget(24.0, false), 16);
+        let cpu = Plan::new(&spec, &made_up(&spec), &budget(24.0, false), 16);
         assert_eq!((cpu.encode.batch, cpu.encode.workers), (4, 10));
         assert_eq!(
             cpu.encode.peak,
             Some(3.0 * GIB + 10.0 * (645.0 + 3.0 * 384.0) * MIB)
         );
         // Unknown device size: the pass size, and every thread the device may use.
-        let blind = Plan::new(&spec, made_up(&spec), &Budget::default(), 16);
+        let blind = Plan::new(&spec, &made_up(&spec), &Budget::default(), 16);
         assert_eq!(
             (blind.eval.batch, blind.encode.batch, blind.encode.workers),
             (4, 4, 16)
@@ -396,7 +391,7 @@ mod tests {
         let (mut spec, _) = paper(Some(4));
         spec.sd_arch = SdConfig::tiny();
         let train = MemoryEstimate::of::<Flex>(&spec, &Default::default(), 1);
-        let plan = Plan::new(&spec, train, &budget(1.0, false), 2);
+        let plan = Plan::new(&spec, &train, &budget(1.0, false), 2);
         assert_eq!(
             (plan.eval.batch, plan.encode.batch, plan.encode.workers),
             (4, 4, 2)

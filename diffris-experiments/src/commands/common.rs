@@ -308,7 +308,7 @@ impl BackendJob for Ablation {
                 if let Some(n) = auto[i] {
                     println!("# micro-batch auto: {n} sample(s) per pass\n");
                 }
-                let plan = Plan::new(s, estimate.clone(), &ws.budget, ws.threads);
+                let plan = Plan::new(s, estimate, &ws.budget, ws.threads);
                 println!("# memory: {}\n", estimate.describe());
                 for line in plan.describe() {
                     println!("# memory, {line}");
