@@ -2,18 +2,24 @@
 //! DiffRIS adds no noise and no augmentation, so the latents and text states of a sample never
 //! change during training: caching them removes the frozen encoders from every training step.
 
+use std::path::Path;
+
 use burn::data::dataloader::batcher::Batcher;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use diffris_data::batch::{RisBatch, RisBatcher, prepare_all};
 use diffris_data::{ClipTokenizer, Sample};
-use diffris_model::diffris::{encode_latent, encode_text};
+use diffris_model::diffris::{encode_latent, encode_text_native};
 use diffris_model::ops::SdBackend;
 use diffris_model::sd::{ClipTextModel, StableDiffusion, VaeEncoder};
 use indicatif::ProgressBar;
+use safetensors::Dtype;
 
+use crate::encoded_cache::{self, EncodedRows, Layout, Writer, mask_bytes};
 use crate::frozen::check_vocab;
+use crate::rows::Rows;
 
-/// Cached encoder outputs and network-size masks of one split.
+/// Cached encoder outputs and network-size masks of one split: one row per sample, read from
+/// the encoded cache's file a batch at a time (see [`crate::rows`]), or held in memory.
 #[derive(Debug)]
 pub struct EncodedSplit {
     pub samples: Vec<Sample>,
@@ -22,14 +28,41 @@ pub struct EncodedSplit {
     pub latent_dims: [usize; 3],
     /// `[T, D]` of one text state.
     pub text_dims: [usize; 2],
-    pub latents: Vec<f32>,
-    pub text: Vec<f32>,
+    /// Rows of `C*h*w` values, at the frozen stack's precision.
+    pub latents: Rows,
+    /// Rows of `T*D` values, at the frozen stack's precision.
+    pub text: Rows,
     pub eos: Vec<i64>,
-    /// Ground truth at the network size, `{0, 1}`.
-    pub masks: Vec<f32>,
+    /// Rows of `H*W` ground-truth values at the network size, `{0, 1}` (bytes on disk).
+    pub masks: Rows,
 }
 
 impl EncodedSplit {
+    /// A split held in memory, from f32 values one sample after another (tests and small
+    /// constructions; encoded splits live in the cache's files).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_vecs(
+        samples: Vec<Sample>,
+        image_size: (usize, usize),
+        latent_dims: [usize; 3],
+        text_dims: [usize; 2],
+        latents: &[f32],
+        text: &[f32],
+        eos: Vec<i64>,
+        masks: &[f32],
+    ) -> Self {
+        Self {
+            samples,
+            image_size,
+            latent_dims,
+            text_dims,
+            latents: Rows::from_f32(latent_dims.iter().product(), latents),
+            text: Rows::from_f32(text_dims.iter().product(), text),
+            eos,
+            masks: Rows::from_f32(image_size.0 * image_size.1, masks),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.eos.len()
     }
@@ -38,37 +71,58 @@ impl EncodedSplit {
         self.eos.is_empty()
     }
 
+    /// The network-size ground truth of sample `i`, `H*W` values in `{0, 1}`.
+    pub fn mask(&self, i: usize) -> anyhow::Result<Vec<f32>> {
+        self.masks.row(i)
+    }
+
     /// The samples whose network-size mask holds no foreground pixel.
-    pub fn empty_masks(&self) -> usize {
-        let (h, w) = self.image_size;
-        if h * w == 0 {
-            return self.len();
+    pub fn empty_masks(&self) -> anyhow::Result<usize> {
+        let per = self.masks.per();
+        if per == 0 {
+            return Ok(self.len());
         }
-        self.masks
-            .chunks(h * w)
-            .filter(|m| m.iter().all(|&v| v <= 0.0))
-            .count()
+        let mut empty = 0;
+        let mut values = Vec::new();
+        self.masks.scan(self.len(), 64, |_, bytes| {
+            values.clear();
+            crate::rows::decode(self.masks.dtype(), bytes, &mut values);
+            empty += values
+                .chunks(per)
+                .filter(|m| m.iter().all(|&v| v <= 0.0))
+                .count();
+            Ok(())
+        })?;
+        Ok(empty)
     }
 
     /// A warning when every mask of this split (`name`, read from `root`) is empty: most often
     /// masks stored so that no pixel reads as foreground (another encoding or bit depth than
     /// the format's), which would train towards all-background and score 0.
-    pub fn empty_mask_warning(&self, name: &str, root: &std::path::Path) -> Option<String> {
-        (!self.is_empty() && self.empty_masks() == self.len()).then(|| {
-            format!(
-                "warning: all {} masks of the {name} split of {} are empty (no foreground \
+    pub fn empty_mask_warning(
+        &self,
+        name: &str,
+        root: &std::path::Path,
+    ) -> anyhow::Result<Option<String>> {
+        Ok(
+            (!self.is_empty() && self.empty_masks()? == self.len()).then(|| {
+                format!(
+                    "warning: all {} masks of the {name} split of {} are empty (no foreground \
                  pixel at the network size); check how the masks are stored (`diffris data \
                  inspect --overlays N` draws some)",
-                self.len(),
-                root.display()
-            )
-        })
+                    self.len(),
+                    root.display()
+                )
+            }),
+        )
     }
 
-    /// Decodes, tokenises and encodes every sample, in batches of `batch` on `device`, split
-    /// into `threads` contiguous parts encoded at once (each part on its own thread with its
-    /// own handle on the frozen weights). A sample's numbers do not depend on the thread count:
-    /// the batches are the same either way.
+    /// Decodes, tokenises and encodes every sample, in batches of `batch` on `device`, and
+    /// writes the encodings under `key` to the cache file `out` as they come (the split is never
+    /// held in memory whole), then opens it ([`encoded_cache::load`]). The batches after the
+    /// first are split into `threads` contiguous parts encoded at once (each part on its own
+    /// thread with its own handle on the frozen weights). A sample's numbers do not depend on
+    /// the thread count: the batches are the same either way.
     #[allow(clippy::too_many_arguments)]
     pub fn encode<B: SdBackend>(
         samples: Vec<Sample>,
@@ -80,12 +134,13 @@ impl EncodedSplit {
         batch: usize,
         threads: usize,
         bar: &ProgressBar,
+        out: &Path,
+        key: &str,
     ) -> anyhow::Result<Self> {
-        let indices: Vec<usize> = (0..samples.len()).collect();
+        let n = samples.len();
+        let indices: Vec<usize> = (0..n).collect();
         let chunks: Vec<&[usize]> = indices.chunks(batch.max(1)).collect();
-        bar.set_length(samples.len() as u64);
-        let workers = threads.clamp(1, chunks.len().max(1));
-        let per_worker = chunks.len().div_ceil(workers).max(1);
+        bar.set_length(n as u64);
         let job = Encoder {
             samples: &samples,
             tokenizer,
@@ -94,66 +149,82 @@ impl EncodedSplit {
             device,
             bar,
         };
-        let parts: Vec<anyhow::Result<Part>> = if workers == 1 {
-            vec![job.run(&chunks, &sd.vae, &sd.text_encoder)]
+        // The first batch gives the file its row sizes and element types.
+        let (writer, rest) = match chunks.split_first() {
+            None => {
+                let layout = Layout {
+                    samples: 0,
+                    image_size,
+                    latent: (Dtype::F32, [0; 3]),
+                    text: (Dtype::F32, [0; 2]),
+                };
+                (Writer::create(out, key, layout)?, &[][..])
+            }
+            Some((first, rest)) => {
+                let (rows, latent, text) = job.batch(first, &sd.vae, &sd.text_encoder)?;
+                let layout = Layout {
+                    samples: n,
+                    image_size,
+                    latent,
+                    text,
+                };
+                let writer = Writer::create(out, key, layout)?;
+                writer.write(0, &rows)?;
+                (writer, rest)
+            }
+        };
+        let workers = threads.clamp(1, rest.len().max(1));
+        let per_worker = rest.len().div_ceil(workers).max(1);
+        if workers == 1 {
+            job.run(rest, &sd.vae, &sd.text_encoder, &writer)?;
         } else {
             std::thread::scope(|scope| {
-                let handles: Vec<_> = chunks
+                let handles: Vec<_> = rest
                     .chunks(per_worker)
                     .map(|mine| {
                         let (vae, clip) = (sd.vae.clone(), sd.text_encoder.clone());
-                        let job = &job;
-                        scope.spawn(move || job.run(mine, &vae, &clip))
+                        let (job, writer) = (&job, &writer);
+                        scope.spawn(move || job.run(mine, &vae, &clip, writer))
                     })
                     .collect();
                 handles
                     .into_iter()
                     .map(|h| h.join().expect("an encoding thread panicked"))
-                    .collect()
-            })
-        };
-        let mut out = EncodedSplit {
-            samples: vec![],
-            image_size,
-            latent_dims: [0; 3],
-            text_dims: [0; 2],
-            latents: vec![],
-            text: vec![],
-            eos: vec![],
-            masks: vec![],
-        };
-        for part in parts {
-            let part = part?;
-            out.latent_dims = part.latent_dims;
-            out.text_dims = part.text_dims;
-            out.latents.extend(part.latents);
-            out.text.extend(part.text);
-            out.eos.extend(part.eos);
-            out.masks.extend(part.masks);
+                    .collect::<anyhow::Result<Vec<()>>>()
+            })?;
         }
-        out.samples = samples;
-        Ok(out)
+        writer.finish()?;
+        encoded_cache::load(out, key, samples, image_size)?
+            .ok_or_else(|| anyhow::anyhow!("{} vanished after it was written", out.display()))
     }
 
     /// The batch of the given sample indices.
+    ///
+    /// # Panics
+    /// When the split's file cannot be read (burn-train's loaders cannot return an error; the
+    /// message names the file).
     pub fn batch<B: SdBackend>(&self, indices: &[usize], device: &B::Device) -> EncodedBatch<B> {
+        self.try_batch(indices, device)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The batch of the given sample indices, or the error reading its rows.
+    pub fn try_batch<B: SdBackend>(
+        &self,
+        indices: &[usize],
+        device: &B::Device,
+    ) -> anyhow::Result<EncodedBatch<B>> {
         let n = indices.len();
         let [c, lh, lw] = self.latent_dims;
         let [t, d] = self.text_dims;
         let (h, w) = self.image_size;
-        let gather = |src: &[f32], per: usize| -> Vec<f32> {
-            indices
-                .iter()
-                .flat_map(|&i| src[i * per..(i + 1) * per].iter().copied())
-                .collect()
-        };
-        EncodedBatch {
+        Ok(EncodedBatch {
             latent: Tensor::from_data(
-                TensorData::new(gather(&self.latents, c * lh * lw), [n, c, lh, lw]),
+                TensorData::new(self.latents.gather(indices)?, [n, c, lh, lw]),
                 device,
             ),
             text: Tensor::from_data(
-                TensorData::new(gather(&self.text, t * d), [n, t, d]),
+                TensorData::new(self.text.gather(indices)?, [n, t, d]),
                 device,
             ),
             eos: Tensor::from_data(
@@ -164,13 +235,13 @@ impl EncodedSplit {
                 device,
             ),
             mask: Tensor::from_data(
-                TensorData::new(gather(&self.masks, h * w), [n, 1, h, w]),
+                TensorData::new(self.masks.gather(indices)?, [n, 1, h, w]),
                 device,
             ),
             indices: indices.to_vec(),
             loss_weight: 1.0,
             ticket: None,
-        }
+        })
     }
 }
 
@@ -205,54 +276,95 @@ struct Encoder<'a, B: SdBackend> {
     bar: &'a ProgressBar,
 }
 
-/// The encodings of a contiguous run of batches.
-#[derive(Default)]
-struct Part {
-    latent_dims: [usize; 3],
-    text_dims: [usize; 2],
-    latents: Vec<f32>,
-    text: Vec<f32>,
-    eos: Vec<i64>,
-    masks: Vec<f32>,
+/// An encoder output as the cache stores it: its element type and little-endian bytes.
+fn stored(data: TensorData) -> anyhow::Result<(Dtype, Vec<u8>)> {
+    Ok(match data.dtype {
+        DType::F32 => (
+            Dtype::F32,
+            data.iter::<f32>().flat_map(f32::to_le_bytes).collect(),
+        ),
+        DType::F16 => (
+            Dtype::F16,
+            data.iter::<half::f16>()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::BF16 => (
+            Dtype::BF16,
+            data.iter::<half::bf16>()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        other => anyhow::bail!("an encoder output of {other:?} (expected f32, f16 or bf16)"),
+    })
 }
 
 impl<B: SdBackend> Encoder<'_, B> {
-    /// Encodes the batches `chunks` (sample indices) in order.
+    /// Encodes one batch (sample indices): its rows, and the element type and per-sample dims
+    /// of its latents and text states.
+    #[allow(clippy::type_complexity)]
+    fn batch(
+        &self,
+        chunk: &[usize],
+        vae: &VaeEncoder<B>,
+        clip: &ClipTextModel<B>,
+    ) -> anyhow::Result<(EncodedRows, (Dtype, [usize; 3]), (Dtype, [usize; 2]))> {
+        let (h, w) = self.image_size;
+        let vocab = clip.config().vocab_size;
+        let items = prepare_all(self.samples, chunk, self.tokenizer, (h, w), 1)?;
+        for item in &items {
+            check_vocab(&item.ids, vocab)?;
+        }
+        let n = items.len();
+        let eos: Vec<i64> = items.iter().map(|i| i.eos_index as i64).collect();
+        let masks: Vec<f32> = items
+            .iter()
+            .flat_map(|i| i.mask.iter().flatten().copied())
+            .collect();
+        let batch: RisBatch<B> = RisBatcher.batch(items, self.device);
+        let (image, ids) = (batch.image, batch.ids);
+        let latent = encode_latent(vae, image, self.latent_scale);
+        // At the text encoder's precision: half the bytes at f16/bf16, the same values.
+        let text = encode_text_native(clip, ids);
+        let [_, c, lh, lw] = latent.dims();
+        let [_, t, d] = text.dims();
+        let (latent_type, latents) = stored(latent.into_data())?;
+        let (text_type, text) = stored(text.into_data())?;
+        self.bar.inc(n as u64);
+        Ok((
+            EncodedRows {
+                latents,
+                text,
+                eos,
+                masks: mask_bytes(&masks)?,
+            },
+            (latent_type, [c, lh, lw]),
+            (text_type, [t, d]),
+        ))
+    }
+
+    /// Encodes the batches `chunks` (sample indices) in order, writing each to `writer`.
     fn run(
         &self,
         chunks: &[&[usize]],
         vae: &VaeEncoder<B>,
         clip: &ClipTextModel<B>,
-    ) -> anyhow::Result<Part> {
-        let (h, w) = self.image_size;
-        let vocab = clip.config().vocab_size;
-        let mut out = Part::default();
+        writer: &Writer,
+    ) -> anyhow::Result<()> {
+        let layout = *writer.layout();
         for chunk in chunks {
-            let items = prepare_all(self.samples, chunk, self.tokenizer, (h, w), 1)?;
-            for item in &items {
-                check_vocab(&item.ids, vocab)?;
-            }
-            let n = items.len();
-            let eos: Vec<i64> = items.iter().map(|i| i.eos_index as i64).collect();
-            let masks: Vec<f32> = items
-                .iter()
-                .flat_map(|i| i.mask.iter().flatten().copied())
-                .collect();
-            let batch: RisBatch<B> = RisBatcher.batch(items, self.device);
-            let (image, ids) = (batch.image, batch.ids);
-            let latent = encode_latent(vae, image, self.latent_scale);
-            let text = encode_text(clip, ids);
-            let [_, c, lh, lw] = latent.dims();
-            let [_, t, d] = text.dims();
-            out.latent_dims = [c, lh, lw];
-            out.text_dims = [t, d];
-            out.latents.extend(latent.into_data().iter::<f32>());
-            out.text.extend(text.into_data().iter::<f32>());
-            out.eos.extend(eos);
-            out.masks.extend(masks);
-            self.bar.inc(n as u64);
+            let (rows, latent, text) = self.batch(chunk, vae, clip)?;
+            anyhow::ensure!(
+                (latent, text) == (layout.latent, layout.text),
+                "the encoders gave {latent:?} / {text:?} for samples {}.., {:?} / {:?} for the \
+                 first batch",
+                chunk[0],
+                layout.latent,
+                layout.text
+            );
+            writer.write(chunk[0], &rows)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -274,16 +386,16 @@ mod tests {
             category: None,
             origin: PathBuf::from("test"),
         };
-        EncodedSplit {
-            samples: vec![sample; n],
-            image_size: (2, 2),
-            latent_dims: [1, 1, 1],
-            text_dims: [1, 1],
-            latents: vec![0.0; n],
-            text: vec![0.0; n],
-            eos: vec![0; n],
-            masks,
-        }
+        EncodedSplit::from_vecs(
+            vec![sample; n],
+            (2, 2),
+            [1, 1, 1],
+            [1, 1],
+            &vec![0.0; n],
+            &vec![0.0; n],
+            vec![0; n],
+            &masks,
+        )
     }
 
     #[test]
@@ -291,15 +403,18 @@ mod tests {
         let root = Path::new("/data/RefSegRS");
         // One foreground pixel in the second sample: nothing to warn about.
         let some = split(vec![0., 0., 0., 0., 0., 0., 1., 0.]);
-        assert_eq!(some.empty_masks(), 1);
-        assert_eq!(some.empty_mask_warning("test", root), None);
+        assert_eq!(some.empty_masks().unwrap(), 1);
+        assert_eq!(some.empty_mask_warning("test", root).unwrap(), None);
         let none = split(vec![0.; 8]);
-        assert_eq!(none.empty_masks(), 2);
-        let w = none.empty_mask_warning("test", root).unwrap();
+        assert_eq!(none.empty_masks().unwrap(), 2);
+        let w = none.empty_mask_warning("test", root).unwrap().unwrap();
         assert!(
             w.starts_with("warning: all 2 masks of the test split of /data/RefSegRS are empty"),
             "{w}"
         );
-        assert_eq!(split(vec![]).empty_mask_warning("test", root), None);
+        assert_eq!(
+            split(vec![]).empty_mask_warning("test", root).unwrap(),
+            None
+        );
     }
 }

@@ -19,34 +19,119 @@ use crate::metrics::{
     MetricAccumulator, Metrics, PR_THRESHOLDS, Protocol, SampleScore, protocol_pair,
 };
 
-/// Foreground probabilities of every sample, `H*W` each at the network size.
-pub fn predict<B: SdBackend>(
+/// Foreground probabilities of every sample, `H*W` each at the network size, handed to `each`
+/// (sample index, probabilities) batch by batch: nothing of the split is held.
+pub fn predict_each<B: SdBackend>(
     model: &DiffRis<B>,
     data: &EncodedSplit,
     batch: usize,
     device: &B::Device,
     bar: &ProgressBar,
     mut heartbeat: Option<&mut Heartbeat>,
-) -> Vec<Vec<f32>> {
+    mut each: impl FnMut(usize, &[f32]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let (h, w) = data.image_size;
     let indices: Vec<usize> = (0..data.len()).collect();
-    let mut out = Vec::with_capacity(data.len());
     bar.set_length(data.len() as u64);
+    let mut done = 0;
     for chunk in indices.chunks(batch.max(1)) {
-        let b = data.batch::<B>(chunk, device);
+        let b = data.try_batch::<B>(chunk, device)?;
         let logits = model.forward_encoded(b.latent, b.text, b.eos, false).logits;
         let probs: Vec<f32> = sigmoid(logits).into_data().iter::<f32>().collect();
-        out.extend(probs.chunks(h * w).map(<[f32]>::to_vec));
+        for (&i, p) in chunk.iter().zip(probs.chunks(h * w)) {
+            each(i, p)?;
+        }
+        done += chunk.len();
         bar.inc(chunk.len() as u64);
         if let Some(h) = heartbeat.as_deref_mut() {
-            h.beat(out.len() as u64, data.len() as u64, String::new);
+            h.beat(done as u64, data.len() as u64, String::new);
         }
     }
-    out
+    Ok(())
 }
 
-/// Scores predictions under a protocol (LAVT: against the cached network-size masks;
-/// CGFormer: against each sample's original mask, read again from disk).
+/// Foreground probabilities of every sample, `H*W` each at the network size (all held: for
+/// the commands that draw or save them).
+pub fn predict<B: SdBackend>(
+    model: &DiffRis<B>,
+    data: &EncodedSplit,
+    batch: usize,
+    device: &B::Device,
+    bar: &ProgressBar,
+    heartbeat: Option<&mut Heartbeat>,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(data.len());
+    predict_each(model, data, batch, device, bar, heartbeat, |_, p| {
+        out.push(p.to_vec());
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Scores a split's predictions sample by sample under a protocol (LAVT: against the cached
+/// network-size masks; CGFormer: against each sample's original mask, read again from disk).
+pub struct Scorer<'a> {
+    data: &'a EncodedSplit,
+    protocol: Protocol,
+    acc: MetricAccumulator,
+    each: Vec<SampleScore>,
+}
+
+impl<'a> Scorer<'a> {
+    pub fn new(data: &'a EncodedSplit, protocol: Protocol) -> Self {
+        Self {
+            data,
+            protocol,
+            acc: MetricAccumulator::default(),
+            each: Vec::with_capacity(data.len()),
+        }
+    }
+
+    /// Scores sample `i`'s probabilities `p` (`H*W` at the network size).
+    pub fn add(&mut self, i: usize, p: &[f32]) -> anyhow::Result<()> {
+        let (h, w) = self.data.image_size;
+        let s = match self.protocol {
+            Protocol::Lavt => {
+                let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
+                let gt: Vec<bool> = self.data.mask(i)?.iter().map(|&v| v > 0.5).collect();
+                self.acc.add_masks(&pred, &gt)?
+            }
+            Protocol::Cgformer => {
+                let gt = self.data.samples[i].load_mask()?;
+                let (pred, gt) =
+                    protocol_pair(p, (h, w), &gt.data, (gt.height, gt.width), self.protocol);
+                self.acc.add_masks(&pred, &gt)?
+            }
+        };
+        self.each.push(s);
+        Ok(())
+    }
+
+    /// The split's metrics and each sample's score, in the order added.
+    pub fn finish(self) -> (Metrics, Vec<SampleScore>) {
+        (self.acc.summary(), self.each)
+    }
+}
+
+/// Predicts and scores a split batch by batch (no sample's prediction is kept).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_split<B: SdBackend>(
+    model: &DiffRis<B>,
+    data: &EncodedSplit,
+    protocol: Protocol,
+    batch: usize,
+    device: &B::Device,
+    bar: &ProgressBar,
+    heartbeat: Option<&mut Heartbeat>,
+) -> anyhow::Result<Metrics> {
+    let mut scorer = Scorer::new(data, protocol);
+    predict_each(model, data, batch, device, bar, heartbeat, |i, p| {
+        scorer.add(i, p)
+    })?;
+    Ok(scorer.finish().0)
+}
+
+/// Scores predictions under a protocol (see [`Scorer`]).
 pub fn score(
     probs: &[Vec<f32>],
     data: &EncodedSplit,
@@ -61,29 +146,11 @@ pub fn score_samples(
     data: &EncodedSplit,
     protocol: Protocol,
 ) -> anyhow::Result<(Metrics, Vec<SampleScore>)> {
-    let (h, w) = data.image_size;
-    let mut acc = MetricAccumulator::default();
-    let mut each = Vec::with_capacity(probs.len());
+    let mut scorer = Scorer::new(data, protocol);
     for (i, p) in probs.iter().enumerate() {
-        let s = match protocol {
-            Protocol::Lavt => {
-                let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
-                let gt: Vec<bool> = data.masks[i * h * w..(i + 1) * h * w]
-                    .iter()
-                    .map(|&v| v > 0.5)
-                    .collect();
-                acc.add_masks(&pred, &gt)?
-            }
-            Protocol::Cgformer => {
-                let gt = data.samples[i].load_mask()?;
-                let (pred, gt) =
-                    protocol_pair(p, (h, w), &gt.data, (gt.height, gt.width), protocol);
-                acc.add_masks(&pred, &gt)?
-            }
-        };
-        each.push(s);
+        scorer.add(i, p)?;
     }
-    Ok((acc.summary(), each))
+    Ok(scorer.finish())
 }
 
 /// One CSV line per sample: `index,image,expression,iou,intersection,union` (IoU in percent,
@@ -128,7 +195,7 @@ pub fn baselines(
     let mut empty = MetricAccumulator::default();
     let mut whole = MetricAccumulator::default();
     for i in 0..n {
-        let gt = &data.masks[i * h * w..(i + 1) * h * w];
+        let gt = data.mask(i)?;
         let area = gt.iter().filter(|&&v| v > 0.5).count() as u64;
         empty.add_counts(0, area);
         whole.add_counts(area, (h * w) as u64);
@@ -186,10 +253,7 @@ pub fn random_object(
                 .collect::<anyhow::Result<Vec<_>>>()?;
             objects.insert(s.image.as_path(), masks);
         }
-        let gt: Vec<bool> = data.masks[i * h * w..(i + 1) * h * w]
-            .iter()
-            .map(|&v| v > 0.5)
-            .collect();
+        let gt: Vec<bool> = data.mask(i)?.iter().map(|&v| v > 0.5).collect();
         let objs = &objects[s.image.as_path()];
         let k = objs.len().max(1) as f64;
         for obj in objs {
@@ -252,17 +316,17 @@ mod tests {
     #[test]
     fn random_object_is_the_expectation_over_each_scenes_objects() {
         let (a, b, c) = (coco(&[0, 1, 3]), coco(&[0, 2, 2]), coco(&[3, 1]));
-        let data = EncodedSplit {
-            samples: vec![sample("a.jpg", a.clone()), sample("b.jpg", c.clone())],
-            image_size: (2, 2),
-            latent_dims: [1, 1, 1],
-            text_dims: [1, 1],
-            latents: vec![0.0; 2],
-            text: vec![0.0; 2],
-            eos: vec![1, 1],
+        let data = EncodedSplit::from_vecs(
+            vec![sample("a.jpg", a.clone()), sample("b.jpg", c.clone())],
+            (2, 2),
+            [1, 1, 1],
+            [1, 1],
+            &[0.0; 2],
+            &[0.0; 2],
+            vec![1, 1],
             // Row-major network-size ground truth: A, then C.
-            masks: vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-        };
+            &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+        );
         let scenes: HashMap<PathBuf, Vec<MaskSource>> = [
             (PathBuf::from("a.jpg"), vec![a, b]),
             (PathBuf::from("b.jpg"), vec![c]),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use diffris_data::ClipTokenizer;
+use diffris_data::{ClipTokenizer, Sample};
 use diffris_model::precision::{Precision, cast_module};
 use diffris_model::sd::StableDiffusion;
 
@@ -74,40 +74,16 @@ impl<B: SdBackend> Shared<B> {
         if let Some(e) = self.encoded.get(&key) {
             return Ok(e.clone());
         }
-        let mut samples = spec
-            .dataset
-            .read_split(&spec.data_root, split)
-            .with_context(|| {
-                format!("reading the {split} split of {}", spec.data_root.display())
-            })?;
-        if let Some(n) = limit {
-            samples.truncate(n);
-        }
-        // Kept on disk and shared by the runs' processes (and later commands), under the key and
-        // the fingerprints of the files read: a dataset or weights changed under the same path
-        // make a new encoding instead of reusing the old one.
-        let disk_key = format!(
-            "{key}|data {:016x}|weights {:016x}",
-            crate::fingerprint::samples(&samples)?,
-            crate::fingerprint::weights(sd_key)?
-        );
-        let path = encoded_cache::path(&ws.cache, &disk_key);
-        let load = || encoded_cache::load(&path, &disk_key, samples.clone(), spec.model.image_size);
-        // Held until this split is saved: another process encoding it waits, then reuses it.
-        let mut _lock = None;
-        let mut cached = load()?;
-        if cached.is_none() {
-            _lock = Some(lock_waiting(&lock_path(&path), |owner| {
-                say(
-                    &ws.progress,
-                    format!("waiting for {owner}, which is encoding {}", path.display()),
-                )
-            })?);
-            cached = load()?;
-        }
-        let enc = match cached {
-            Some(enc) => enc,
-            None => {
+        let say = |line: String| say(&ws.progress, line);
+        let enc = cached_split::<B>(
+            spec,
+            split,
+            limit,
+            sd_key,
+            &ws.cache,
+            device,
+            &say,
+            |samples, path, key| {
                 let (sd, tokenizer) = self.frozen(spec, sd_key, device)?;
                 let bar = ws.bar(format!("encoding {split}"));
                 // Batches and threads that fit the device beside the frozen weights.
@@ -122,23 +98,13 @@ impl<B: SdBackend> Shared<B> {
                     plan.encode.batch,
                     plan.encode.workers,
                     &bar,
+                    path,
+                    key,
                 )?;
                 bar.finish_and_clear();
-                encoded_cache::save(&enc, &disk_key, &path)?;
-                say(
-                    &ws.progress,
-                    format!(
-                        "encoded the {split} split ({} samples) into {}",
-                        enc.len(),
-                        path.display()
-                    ),
-                );
-                enc
-            }
-        };
-        if let Some(w) = enc.empty_mask_warning(split, &spec.data_root) {
-            say(&ws.progress, w);
-        }
+                Ok(enc)
+            },
+        )?;
         let enc = Arc::new(enc);
         self.encoded.insert(key, enc.clone());
         Ok(enc)
@@ -159,6 +125,69 @@ impl<B: SdBackend> Shared<B> {
         }
         Ok(splits.try_into().expect("three splits"))
     }
+}
+
+/// The encoding of `split` (its first `limit` samples) of `spec`'s dataset with the SD weights at
+/// `sd_key` on backend `B`: read from the encoded cache under `cache` when it holds it (keyed by
+/// the configuration, what computes it and the fingerprints of the files read: a dataset or
+/// weights changed under the same path make a new encoding), else computed by `encode` (given the
+/// samples, the file to write and its key) and written there. While one process encodes a split,
+/// another that needs it waits, then reads it. Prints where a new encoding went, and a warning
+/// when every mask of the split is empty.
+#[allow(clippy::too_many_arguments)]
+pub fn cached_split<B: SdBackend>(
+    spec: &RunSpec,
+    split: &str,
+    limit: Option<usize>,
+    sd_key: &Path,
+    cache: &Path,
+    device: &B::Device,
+    say: &dyn Fn(String),
+    encode: impl FnOnce(Vec<Sample>, &Path, &str) -> anyhow::Result<EncodedSplit>,
+) -> anyhow::Result<EncodedSplit> {
+    let key = split_key(spec, split, limit, sd_key, &B::name(device));
+    let mut samples = spec
+        .dataset
+        .read_split(&spec.data_root, split)
+        .with_context(|| format!("reading the {split} split of {}", spec.data_root.display()))?;
+    if let Some(n) = limit {
+        samples.truncate(n);
+    }
+    let disk_key = format!(
+        "{key}|data {:016x}|weights {:016x}",
+        crate::fingerprint::samples(&samples)?,
+        crate::fingerprint::weights(sd_key)?
+    );
+    let path = encoded_cache::path(cache, &disk_key);
+    let load = || encoded_cache::load(&path, &disk_key, samples.clone(), spec.model.image_size);
+    // Held until this split is written: another process encoding it waits, then reuses it.
+    let mut _lock = None;
+    let mut cached = load()?;
+    if cached.is_none() {
+        _lock = Some(lock_waiting(&lock_path(&path), |owner| {
+            say(format!(
+                "waiting for {owner}, which is encoding {}",
+                path.display()
+            ))
+        })?);
+        cached = load()?;
+    }
+    let enc = match cached {
+        Some(enc) => enc,
+        None => {
+            let enc = encode(samples, &path, &disk_key)?;
+            say(format!(
+                "encoded the {split} split ({} samples) into {}",
+                enc.len(),
+                path.display()
+            ));
+            enc
+        }
+    };
+    if let Some(w) = enc.empty_mask_warning(split, &spec.data_root)? {
+        say(w);
+    }
+    Ok(enc)
 }
 
 /// What identifies a split's encoding: its configuration (weights, dataset, split, image size,

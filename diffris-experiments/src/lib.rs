@@ -34,6 +34,7 @@ pub mod recipe;
 pub mod record;
 pub mod reload;
 pub mod report;
+pub mod rows;
 pub mod run;
 pub mod step_probe;
 pub mod tensor_file;

@@ -216,8 +216,31 @@ impl EnvRecord {
     }
 }
 
-/// The directory of a run.
+/// Checks a name that becomes one folder of a path (an ablation's or a variant's): ASCII letters,
+/// digits, `_`, `-` and `.`, not starting with `.` (so never `.` or `..`), at most 100 bytes. No
+/// separator, drive or parent step can then take a path built from it out of `--results`.
+pub fn check_dir_name(what: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    anyhow::ensure!(
+        ok,
+        "{what} `{name}` must be 1 to 100 letters, digits, `_`, `-` or `.`, not starting with `.` \
+         (it names a directory)"
+    );
+    Ok(())
+}
+
+/// The directory of a run (`ablation` and `variant` checked by [`check_dir_name`] where they
+/// were read).
 pub fn run_dir(results: &Path, ablation: &str, variant: &str, seed: u64) -> PathBuf {
+    debug_assert!(
+        check_dir_name("ablation", ablation).is_ok() && check_dir_name("variant", variant).is_ok(),
+        "unchecked names {ablation:?} / {variant:?}"
+    );
     results
         .join("runs")
         .join(ablation)
@@ -250,7 +273,11 @@ pub fn spec_ron(spec: &RunSpec) -> anyhow::Result<String> {
 
 /// Reads a saved run spec (`config.ron`, or one sent to a `run-spec` process).
 pub fn parse_spec(text: &str, origin: &Path) -> anyhow::Result<RunSpec> {
-    ron::from_str(text).map_err(|e| crate::recipe::ron_error(origin, e))
+    let spec: RunSpec = ron::from_str(text).map_err(|e| crate::recipe::ron_error(origin, e))?;
+    check_dir_name("ablation", &spec.ablation)
+        .and_then(|()| check_dir_name("variant", &spec.variant))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;
+    Ok(spec)
 }
 
 /// Reads `dir/config.ron`.
@@ -323,6 +350,42 @@ pub fn other_revision_note(dir: &Path, variant: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every name a shipped ablation uses passes; nothing that could leave the folder does.
+    #[test]
+    fn directory_names_cannot_leave_their_folder() {
+        for ok in ["cp_adapter", "lr_1e-4", "sd1.5", "a", &"x".repeat(100)] {
+            check_dir_name("variant", ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/abs",
+            "a\\b",
+            ".hidden",
+            "C:",
+            "a b",
+            "é",
+            &"x".repeat(101),
+        ] {
+            let err = check_dir_name("variant", bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("variant `{bad}` must be")), "{err}");
+        }
+        let spec = RunSpec {
+            variant: "../../x".into(),
+            ..RunSpec::example()
+        };
+        let err = parse_spec(&spec_ron(&spec).unwrap(), Path::new("config.ron"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config.ron: variant `../../x` must be"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn the_weights_generator_is_read_from_env_json_when_recorded() {

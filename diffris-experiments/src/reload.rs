@@ -2,7 +2,7 @@
 //! trained adapter and decoder from `model.safetensors`.
 
 use diffris_model::ops::SdBackend;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_data::ClipTokenizer;
@@ -18,6 +18,8 @@ pub struct LoadedRun<B: SdBackend> {
     pub spec: RunSpec,
     pub model: DiffRis<B>,
     pub tokenizer: ClipTokenizer,
+    /// Where its frozen SD weights were read from.
+    pub sd_path: PathBuf,
 }
 
 /// Loads the run in `dir` (which must have finished: `model.safetensors` present).
@@ -98,5 +100,6 @@ pub fn load_run_with<B: SdBackend>(
         spec,
         model: trainee.model,
         tokenizer,
+        sd_path,
     })
 }

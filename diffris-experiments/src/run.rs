@@ -15,7 +15,7 @@ use diffris_model::sd::StableDiffusion;
 
 use crate::backend::RunTarget;
 use crate::encoded::EncodedSplit;
-use crate::evaluate::{baselines, predict, score};
+use crate::evaluate::{baselines, evaluate_split};
 use crate::inputs::{Shared, prepare_inputs};
 use crate::lock::{lock_path, try_lock};
 use crate::metrics::Metrics;
@@ -36,6 +36,47 @@ fn never_trained(dir: &Path) -> bool {
     ["epochs.json", "checkpoint", "result.json"]
         .iter()
         .all(|f| !dir.join(f).exists())
+}
+
+/// What a run writes into its folder before its first epoch ends: its records and burn-train's
+/// per-split logs (and temporary files of an interrupted write, `.NAME.tmp-PID`).
+const FIRST_RECORDS: [&str; 6] = [
+    "config.ron",
+    "env.json",
+    "progress.log",
+    "experiment.log",
+    "train",
+    "valid",
+];
+
+/// Why the folder at a run's path must be left as it is (`None`: it may be removed). Without
+/// `--restart` only a folder of nothing but [`FIRST_RECORDS`] may go (a run that never trained);
+/// with it, any run folder (one with the `config.ron` every run writes first). Anything else is
+/// not diffris's to delete: a folder of other files that happens to sit at the run's path.
+fn keep_reason(dir: &Path, restart: bool) -> anyhow::Result<Option<String>> {
+    if restart && dir.join("config.ron").is_file() {
+        return Ok(None);
+    }
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let name = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let temporary = name.starts_with('.') && name.contains(".tmp-");
+        if !temporary && !FIRST_RECORDS.contains(&name.as_str()) {
+            return Ok(Some(if restart {
+                format!("it holds `{name}` and no config.ron, so it is not a run folder")
+            } else {
+                format!(
+                    "it holds `{name}`, which a run that never trained does not write (without \
+                     --restart only such a run is removed)"
+                )
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// The generator of the random weights a run reads ([`crate::frozen::random_sd_dir`]): the one
@@ -94,6 +135,13 @@ pub fn run_one<B: SdBackend>(
         // A run that failed before its first epoch ended (unreadable data, say) left only its
         // records: nothing to resume or lose, so it starts over without --restart.
         if ws.restart || never_trained(&dir) {
+            if let Some(why) = keep_reason(&dir, ws.restart)? {
+                anyhow::bail!(
+                    "{} is this run's path, and is left as it is: {why}. Move it away, or write \
+                     the runs elsewhere (--results)",
+                    dir.display()
+                );
+            }
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         } else if !ws.resume || saved != config_text {
             anyhow::bail!(
@@ -187,16 +235,17 @@ pub fn run_one<B: SdBackend>(
     let evaluate = |data: &EncodedSplit, name: &str| -> anyhow::Result<Metrics> {
         let bar = ws.bar(format!("evaluating {name}"));
         let mut beat = ws.heartbeat(format!("{label} evaluating {name}"), &dir);
-        let probs = predict(
+        let m = evaluate_split(
             &trained.model.model,
             data,
+            spec.protocol,
             plan.eval.batch,
             device,
             &bar,
             Some(&mut beat),
         );
         bar.finish_and_clear();
-        score(&probs, data, spec.protocol)
+        m
     };
     let val = evaluate(&val_eval, "val")?;
     let test = evaluate(&test_data, "test")?;

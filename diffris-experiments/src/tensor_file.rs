@@ -72,15 +72,21 @@ impl TensorFile {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary sibling file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// The temporary sibling (`.NAME.tmp-PID`) through which `path` is written and renamed into
+/// place, its folder created.
+pub fn temp_sibling(path: &Path) -> anyhow::Result<std::path::PathBuf> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    Ok(dir.join(format!(".{name}.tmp-{}", std::process::id())))
+}
+
+/// Writes `bytes` to `path` through a temporary sibling file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = temp_sibling(path)?;
     let written = std::fs::write(&tmp, bytes)
         .with_context(|| format!("writing {} (as {})", path.display(), tmp.display()))
         .and_then(|()| {

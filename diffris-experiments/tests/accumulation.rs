@@ -73,16 +73,16 @@ fn copies(spec: &ProbeSpec, n: usize) -> Arc<EncodedSplit> {
         category: None,
         origin: PathBuf::from("test"),
     };
-    Arc::new(EncodedSplit {
-        samples: vec![sample; n],
-        image_size: (h, w),
-        latent_dims: [c, h / f, w / f],
-        text_dims: [77, d],
-        latents: latent.repeat(n),
-        text: text.repeat(n),
-        eos: vec![4; n],
-        masks: mask.repeat(n),
-    })
+    Arc::new(EncodedSplit::from_vecs(
+        vec![sample; n],
+        (h, w),
+        [c, h / f, w / f],
+        [77, d],
+        &latent.repeat(n),
+        &text.repeat(n),
+        vec![4; n],
+        &mask.repeat(n),
+    ))
 }
 
 /// Largest difference of two parameter sets, each tensor on its own scale (at least `floor`).

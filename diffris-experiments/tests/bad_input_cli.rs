@@ -266,3 +266,95 @@ fn damaged_run_records_are_named() {
         &["config.ron:1:"],
     );
 }
+
+/// A name that would lead out of `--results` is refused where it is read, and a folder at a run's
+/// path that diffris did not make is never deleted, with or without `--restart`.
+#[test]
+fn paths_stay_inside_results_and_foreign_folders_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("abl")).unwrap();
+    for (file, name) in [
+        ("up", "../../escape"),
+        ("abs", "/tmp/escape"),
+        ("dot", ".."),
+    ] {
+        let text = RECIPE
+            .replace("NAME", name)
+            .replace("BASE", "train: (epochs: 1)");
+        std::fs::write(d.join("abl").join(format!("{file}.ron")), text).unwrap();
+        refused(
+            d,
+            &["ablation", file, "--ablations", "abl", "--dry-run"],
+            &[&format!("ablation name `{name}` must be"), "abl/"],
+        );
+    }
+    assert!(!d.join("escape").exists() && !d.parent().unwrap().join("escape").exists());
+
+    // Someone's folder at the first run's path: left whole, whatever the flags.
+    let run = d.join("results/runs/cp_adapter/none/seed-0");
+    std::fs::create_dir_all(run.join("train")).unwrap();
+    std::fs::write(run.join("notes.txt"), "mine").unwrap();
+    let cache = d.join("cache");
+    for extra in [None, Some("--restart")] {
+        let mut args = vec![
+            "train",
+            "cp_adapter",
+            "--ablations",
+            ABLATIONS,
+            "--results",
+            "results",
+            "--cache",
+            cache.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        refused(
+            d,
+            &args,
+            &["cp_adapter/none/seed-0", "`notes.txt`", "left as it is"],
+        );
+        assert_eq!(
+            std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+            "mine"
+        );
+    }
+}
+
+/// Numeric flags out of their range are refused by the argument parser, naming the flag: no
+/// panic (`--log-every inf`, `--object-scale NaN`) and no huge allocation (`--panel`, `--size`).
+#[test]
+fn numeric_flags_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["train", "cp_adapter", "--dry-run", "--log-every", "inf"],
+            "--log-every",
+        ),
+        (
+            &["train", "cp_adapter", "--dry-run", "--log-every=-1"],
+            "--log-every",
+        ),
+        (
+            &["data", "synth", "--out", "s", "--object-scale", "NaN"],
+            "--object-scale",
+        ),
+        (
+            &["data", "synth", "--out", "s", "--size", "1000000"],
+            "--size",
+        ),
+        (
+            &["figures", "--run", "r", "--panel", "4000000000"],
+            "--panel",
+        ),
+        (
+            &["explain", "--run", "r", "--text", "x", "--panel", "0"],
+            "--panel",
+        ),
+    ];
+    for (args, flag) in cases {
+        let text = refused(d, args, &[flag]);
+        assert!(text.contains("is not between"), "{args:?}: {text}");
+    }
+    assert!(!d.join("s").exists(), "nothing generated");
+}

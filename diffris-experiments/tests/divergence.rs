@@ -43,16 +43,16 @@ fn data(spec: &ProbeSpec, n: usize, bad: usize) -> Arc<EncodedSplit> {
         .map(|i| ((i % (h * w)) < h * w / 2) as u8 as f32)
         .collect();
     masks[bad * h * w + 3] = f32::NAN;
-    Arc::new(EncodedSplit {
-        samples: vec![sample; n],
-        image_size: (h, w),
-        latent_dims: [c, h / f, w / f],
-        text_dims: [77, d],
-        latents: vec![1.0; n * c * (h / f) * (w / f)],
-        text: vec![1.0; n * 77 * d],
-        eos: vec![4; n],
-        masks,
-    })
+    Arc::new(EncodedSplit::from_vecs(
+        vec![sample; n],
+        (h, w),
+        [c, h / f, w / f],
+        [77, d],
+        &vec![1.0; n * c * (h / f) * (w / f)],
+        &vec![1.0; n * 77 * d],
+        vec![4; n],
+        &masks,
+    ))
 }
 
 #[test]

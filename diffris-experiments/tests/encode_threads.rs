@@ -29,8 +29,9 @@ fn threads_split_the_batches_without_changing_a_number() {
     write_random::<Flex>(&tiny_arch(), 7, &weights, &device).unwrap();
     let (sd, tokenizer) = load_frozen::<Flex>(&weights, Some(&tiny_arch()), &device).unwrap();
     let size = (cfg.image_size, cfg.image_size);
-    let encode = |threads| {
+    let encode = |threads: usize| {
         let bar = ProgressBar::hidden();
+        let out = dir.path().join(format!("encoded-{threads}.safetensors"));
         let enc = EncodedSplit::encode(
             samples.clone(),
             &tokenizer,
@@ -41,6 +42,8 @@ fn threads_split_the_batches_without_changing_a_number() {
             3,
             threads,
             &bar,
+            &out,
+            "key",
         )
         .unwrap();
         assert_eq!(bar.position(), 16, "every sample counted once");
@@ -51,15 +54,85 @@ fn threads_split_the_batches_without_changing_a_number() {
     let three = encode(3);
     assert_eq!(one.len(), 16);
     assert_eq!(one.latent_dims, [32, 16, 16]);
-    assert_eq!(one.latents.len(), 16 * 32 * 16 * 16);
-    assert_eq!(one.text.len(), 16 * one.text_dims[0] * one.text_dims[1]);
-    assert_eq!(one.masks.len(), 16 * 64 * 64);
+    let all = |rows: &diffris_experiments::rows::Rows| rows.all(16).unwrap();
+    assert_eq!(all(&one.latents).len(), 16 * 32 * 16 * 16);
+    assert_eq!(
+        all(&one.text).len(),
+        16 * one.text_dims[0] * one.text_dims[1]
+    );
+    assert_eq!(all(&one.masks).len(), 16 * 64 * 64);
+    assert!(
+        one.latents.on_disk(),
+        "the encoding is read back from its file"
+    );
     assert_eq!(three.latent_dims, one.latent_dims);
     assert_eq!(three.text_dims, one.text_dims);
     assert_eq!(three.eos, one.eos);
-    assert_eq!(three.masks, one.masks);
-    assert!(three.latents == one.latents, "latents differ");
-    assert!(three.text == one.text, "text states differ");
+    assert_eq!(all(&three.masks), all(&one.masks));
+    assert!(all(&three.latents) == all(&one.latents), "latents differ");
+    assert!(all(&three.text) == all(&one.text), "text states differ");
+    // The files are the same byte for byte (the key and every row).
+    assert!(
+        std::fs::read(dir.path().join("encoded-1.safetensors")).unwrap()
+            == std::fs::read(dir.path().join("encoded-3.safetensors")).unwrap()
+    );
     let ids = |e: &EncodedSplit| e.samples.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&three), ids(&one));
+}
+
+/// At half precision the text states are stored at the text encoder's precision (2 bytes each)
+/// and read back as exactly the f32 states the model computes (`encode_text`); latents, scaled
+/// in f32, stay f32.
+#[test]
+fn half_precision_text_states_are_stored_at_their_precision() {
+    use burn::data::dataloader::batcher::Batcher;
+    use diffris_data::batch::{RisBatch, RisBatcher, prepare_all};
+    use diffris_model::diffris::encode_text;
+    use diffris_model::precision::{Precision, cast_module};
+    use safetensors::Dtype;
+
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        train: 4,
+        val: 1,
+        test: 1,
+        ..tiny_synth()
+    };
+    let root = dir.path().join("synthrs");
+    synth::write(&root, &cfg).unwrap();
+    let samples = DatasetFormat::Synthrs.read_split(&root, "train").unwrap();
+    let weights = dir.path().join("sd");
+    write_random::<Flex>(&tiny_arch(), 7, &weights, &device).unwrap();
+    let (sd, tokenizer) = load_frozen::<Flex>(&weights, Some(&tiny_arch()), &device).unwrap();
+    let sd = cast_module(sd, Precision::Bf16);
+    let size = (cfg.image_size, cfg.image_size);
+    let enc = EncodedSplit::encode(
+        samples.clone(),
+        &tokenizer,
+        &sd,
+        size,
+        2.0,
+        &device,
+        4,
+        1,
+        &ProgressBar::hidden(),
+        &dir.path().join("bf16.safetensors"),
+        "key",
+    )
+    .unwrap();
+    assert_eq!(enc.text.dtype(), Dtype::BF16);
+    assert_eq!(enc.latents.dtype(), Dtype::F32);
+    let items = prepare_all(&samples, &[0, 1, 2, 3], &tokenizer, size, 1).unwrap();
+    let batch: RisBatch<Flex> = RisBatcher.batch(items, &device);
+    let expected: Vec<f32> = encode_text(&sd.text_encoder, batch.ids)
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let stored = enc.batch::<Flex>(&[0, 1, 2, 3], &device).text;
+    let stored: Vec<f32> = stored.into_data().iter::<f32>().collect();
+    assert!(
+        stored == expected,
+        "the stored states are not encode_text's"
+    );
 }

@@ -47,14 +47,16 @@ fn tiny_latent_scale_is_one_over_the_std_of_the_random_vae_means() {
         8,
         1,
         &ProgressBar::hidden(),
+        &dir.path().join("encoded.safetensors"),
+        "key",
     )
     .unwrap();
     assert_eq!(enc.latent_dims, [32, 16, 16], "32 channels at 1/4 of 64 px");
 
-    let n = enc.latents.len() as f64;
-    let mean = enc.latents.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let var = enc
-        .latents
+    let latents = enc.latents.all(enc.len()).unwrap();
+    let n = latents.len() as f64;
+    let mean = latents.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = latents
         .iter()
         .map(|&x| (x as f64 - mean).powi(2))
         .sum::<f64>()

@@ -70,6 +70,19 @@ fn a_users_dataset_is_encoded_once_and_again_when_its_files_change() {
     // Another process (another seed) reads the three encodings from the cache.
     let second = run("1");
     assert_eq!(encoded(&second), 0, "{second}");
+    // So does `eval` of a finished run on its test split.
+    let eval = binary::succeeds(
+        &[
+            "eval",
+            "--run",
+            "results/runs/cp_adapter/full/seed-0",
+            "--cache",
+            "cache",
+        ],
+        d,
+    );
+    assert_eq!(encoded(&eval), 0, "{eval}");
+    assert!(eval.contains("per-sample scores"), "{eval}");
     // A changed annotation file (here only its modification time) makes new encodings.
     let refs = data.join("rrsisd/refs(unc).p");
     let later =

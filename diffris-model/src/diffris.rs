@@ -323,7 +323,20 @@ pub fn encode_latent<B: SdBackend>(
 /// # Shapes
 /// `[B, 77]` -> `[B, 77, D]`.
 pub fn encode_text<B: SdBackend>(clip: &ClipTextModel<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-    to_dtype(clip.forward(ids), DType::F32).detach()
+    to_dtype(encode_text_native(clip, ids), DType::F32)
+}
+
+/// The CLIP text states of `ids` in the text encoder's own dtype (f32, or f16/bf16 at half
+/// precision), without gradient: [`encode_text`] before its cast to f32, which is exact, so
+/// states stored at this precision and widened later are [`encode_text`]'s.
+///
+/// # Shapes
+/// `[B, 77]` -> `[B, 77, D]`.
+pub fn encode_text_native<B: SdBackend>(
+    clip: &ClipTextModel<B>,
+    ids: Tensor<B, 2, Int>,
+) -> Tensor<B, 3> {
+    clip.forward(ids).detach()
 }
 
 /// Parameter count of one component.

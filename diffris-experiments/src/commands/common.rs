@@ -84,7 +84,8 @@ pub struct RunArgs {
     /// Seconds between the progress lines a run prints when its progress bars are hidden
     /// (stdout not a terminal, or a run in its own process); every run also writes them to its
     /// directory's `progress.log`.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0,
+          value_parser = super::bounds::within(super::bounds::LOG_EVERY.0, super::bounds::LOG_EVERY.1))]
     pub log_every: f64,
     /// Runs trained at once, each in its own process (default: two per core for the tiny
     /// profile on the CPU backend, otherwise 1).
@@ -413,13 +414,15 @@ impl BackendJob for Ablation {
     }
 }
 
-/// A finished run's predictions on the first `limit` samples of `split` (default: as many as
-/// its own evaluation read, its `--limit-eval`, else all): the encoded split and each
+/// A finished run's predictions on the first `limit` samples of `split` (`None`: all): the
+/// encoded split (from the encoded
+/// cache under `cache` when the run's training or an earlier command encoded it) and each
 /// sample's foreground probabilities at the network size, in batches that fit the device.
 pub fn predict_split<B: SdBackend>(
     run: &crate::reload::LoadedRun<B>,
     split: &str,
     limit: Option<usize>,
+    cache: &std::path::Path,
     device: &B::Device,
     target: &RunTarget,
 ) -> anyhow::Result<(crate::encoded::EncodedSplit, Vec<Vec<f32>>)> {
@@ -428,28 +431,38 @@ pub fn predict_split<B: SdBackend>(
         crate::plan::Budget::shared(crate::device_memory::capacity(target.spec)?, 1, target.spec);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = crate::plan::Plan::of::<B>(spec, device, 1, &budget, threads);
-    let mut samples = spec.dataset.read_split(&spec.data_root, split)?;
-    if let Some(n) = limit.or(spec.limit_eval) {
-        samples.truncate(n);
-    }
-    let sd = diffris_model::sd::StableDiffusion {
-        text_encoder: run.model.text_encoder.clone(),
-        vae: run.model.vae.clone(),
-        unet: run.model.unet.clone(),
-    };
     let bar = indicatif::ProgressBar::new(0);
-    let data = crate::encoded::EncodedSplit::encode(
-        samples,
-        &run.tokenizer,
-        &sd,
-        spec.model.image_size,
-        spec.model.latent_scale,
+    let say = |line: String| eprintln!("{line}");
+    let data = crate::inputs::cached_split::<B>(
+        spec,
+        split,
+        limit,
+        &run.sd_path,
+        cache,
         device,
-        plan.encode.batch,
-        plan.encode.workers,
-        &bar,
+        &say,
+        |samples, path, key| {
+            let sd = diffris_model::sd::StableDiffusion {
+                text_encoder: run.model.text_encoder.clone(),
+                vae: run.model.vae.clone(),
+                unet: run.model.unet.clone(),
+            };
+            crate::encoded::EncodedSplit::encode(
+                samples,
+                &run.tokenizer,
+                &sd,
+                spec.model.image_size,
+                spec.model.latent_scale,
+                device,
+                plan.encode.batch,
+                plan.encode.workers,
+                &bar,
+                path,
+                key,
+            )
+        },
     )?;
-    let probs = crate::evaluate::predict(&run.model, &data, plan.eval.batch, device, &bar, None);
+    let probs = crate::evaluate::predict(&run.model, &data, plan.eval.batch, device, &bar, None)?;
     bar.finish_and_clear();
     Ok((data, probs))
 }

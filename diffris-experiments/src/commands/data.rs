@@ -44,7 +44,9 @@ pub struct SynthArgs {
     /// Output directory (must not exist).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 128)]
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 128,
+          value_parser = super::bounds::within(super::bounds::SYNTH_SIZE.0, super::bounds::SYNTH_SIZE.1))]
     pub size: usize,
     #[arg(long, default_value_t = 700)]
     pub train: usize,
@@ -55,7 +57,8 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Object size multiplier.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0,
+          value_parser = super::bounds::within(super::bounds::OBJECT_SCALE.0, super::bounds::OBJECT_SCALE.1))]
     pub object_scale: f32,
 }
 

@@ -50,7 +50,14 @@ impl BackendJob for Eval {
         let spec = &run.spec;
         let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());
         let protocol = a.protocol.unwrap_or(spec.protocol);
-        let (data, probs) = predict_split(&run, &split, a.limit, &device, &target)?;
+        let (data, probs) = predict_split(
+            &run,
+            &split,
+            a.limit.or(spec.limit_eval),
+            &cache,
+            &device,
+            &target,
+        )?;
         let (m, each) = score_samples(&probs, &data, protocol)?;
         let csv_path = a
             .run

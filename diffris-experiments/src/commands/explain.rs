@@ -49,7 +49,8 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub batch: Option<usize>,
     /// Width of one panel in pixels.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128,
+          value_parser = super::bounds::within(super::bounds::PANEL.0, super::bounds::PANEL.1))]
     pub panel: u32,
     #[arg(long)]
     pub cache: Option<PathBuf>,

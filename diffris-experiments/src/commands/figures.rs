@@ -38,7 +38,8 @@ pub struct FiguresArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Width of one panel in pixels.
-    #[arg(long, default_value_t = 192)]
+    #[arg(long, default_value_t = 192,
+          value_parser = super::bounds::within(super::bounds::PANEL.0, super::bounds::PANEL.1))]
     pub panel: u32,
     /// The PNG to write.
     #[arg(long, default_value = "figures.png")]
@@ -94,7 +95,8 @@ impl BackendJob for Figures {
             let protocol = *protocol.get_or_insert(run.spec.protocol);
             // Every run reads the first run's samples.
             let limit = *limit.get_or_insert_with(|| run.spec.limit_eval.unwrap_or(usize::MAX));
-            let (data, probs) = predict_split(&run, &split, Some(limit), &device, &target)?;
+            let limit = (limit != usize::MAX).then_some(limit);
+            let (data, probs) = predict_split(&run, &split, limit, &cache, &device, &target)?;
             let (_, scores) = score_samples(&probs, &data, protocol)?;
             if let Some(first) = runs.first() {
                 let same = first.data.samples.len() == data.samples.len()
@@ -163,10 +165,7 @@ fn draw(runs: &[Predicted], rows: &[(&str, usize)], panel: u32, out: &Path) -> a
             .load_image()
             .with_context(|| format!("reading the image of sample {i}"))?;
         let image = image::imageops::resize(&image, panel, panel_h, FilterType::Triangle);
-        let gt: Vec<bool> = data.masks[i * h * w..(i + 1) * h * w]
-            .iter()
-            .map(|&v| v > 0.5)
-            .collect();
+        let gt: Vec<bool> = data.mask(*i)?.iter().map(|&v| v > 0.5).collect();
         let mut panels = vec![image.clone(), overlay(&image, &binary(&gt))];
         for run in runs {
             let pred: Vec<bool> = run.probs[*i].iter().map(|&p| p > 0.5).collect();

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod ablation;
+pub mod bounds;
 pub mod common;
 pub mod data;
 pub mod doctor;

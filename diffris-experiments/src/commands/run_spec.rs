@@ -33,7 +33,8 @@ pub struct RunSpecArgs {
     pub restart: bool,
     #[arg(long)]
     pub stop_after: Option<usize>,
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0,
+          value_parser = super::bounds::within(super::bounds::LOG_EVERY.0, super::bounds::LOG_EVERY.1))]
     pub log_every: f64,
     /// The memory this run may use of its device, in GiB (its share, from the parent).
     #[arg(long)]

@@ -371,19 +371,11 @@ impl AblationFile {
                     v.name
                 );
             }
-            if v.name.is_empty()
-                || !v
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                anyhow::bail!(
-                    "{}: variant name `{}` must be letters, digits, `_` or `-` (it names a directory)",
-                    path.display(),
-                    v.name
-                );
-            }
+            crate::record::check_dir_name("variant name", &v.name)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
+        crate::record::check_dir_name("ablation name", &file.name)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let tree = Node::parse(text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
         let base = Node::parse(&ron::to_string(&file.base)?)
             .map_err(|e| anyhow::anyhow!("the base recipe of {} as RON: {e}", path.display()))?;

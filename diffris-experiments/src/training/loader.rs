@@ -371,16 +371,16 @@ mod tests {
                 category: None,
                 origin: PathBuf::from("test"),
             };
-            Arc::new(EncodedSplit {
-                samples: vec![sample; n],
-                image_size: (1, 1),
-                latent_dims: [1, 1, 1],
-                text_dims: [1, 1],
-                latents: vec![0.0; n],
-                text: vec![0.0; n],
-                eos: vec![0; n],
-                masks: vec![0.0; n],
-            })
+            Arc::new(EncodedSplit::from_vecs(
+                vec![sample; n],
+                (1, 1),
+                [1, 1, 1],
+                [1, 1],
+                &vec![0.0; n],
+                &vec![0.0; n],
+                vec![0; n],
+                &vec![0.0; n],
+            ))
         }
 
         /// `(plan index, sample indices, weight)` of every pass of one epoch of `loader`.

@@ -50,16 +50,16 @@ pub fn encoded_samples(spec: &ProbeSpec, n: usize, distinct: bool) -> Arc<Encode
         category: None,
         origin: PathBuf::from("test"),
     };
-    Arc::new(EncodedSplit {
-        samples: (0..n).map(sample).collect(),
-        image_size: (h, w),
-        latent_dims: [c, h / f, w / f],
-        text_dims: [77, d],
-        latents,
-        text,
-        eos: vec![4; n],
-        masks,
-    })
+    Arc::new(EncodedSplit::from_vecs(
+        (0..n).map(sample).collect(),
+        (h, w),
+        [c, h / f, w / f],
+        [77, d],
+        &latents,
+        &text,
+        vec![4; n],
+        &masks,
+    ))
 }
 
 /// The options of a test's training run: `seed`, from the start to the last epoch, no progress
