@@ -64,7 +64,11 @@ pub fn run_all<B: SdBackend>(
         match finished(&dir, spec)? {
             Some(done) if !ws.restart => {
                 say(&ws.progress, outcome_line(&spec.variant, Some(&done)));
-                if let Some(note) = crate::record::other_revision_note(&dir, &spec.variant) {
+                if let Some(note) = crate::record::reuse_note(
+                    &dir,
+                    &spec.variant,
+                    &crate::run::trained_as(spec, target),
+                ) {
                     say(&ws.progress, note);
                 }
                 results[i] = Some(done);

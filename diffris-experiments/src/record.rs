@@ -104,9 +104,73 @@ pub struct EnvRecord {
     /// ([`crate::frozen::random_sd_dir`]); absent in runs from before it was recorded.
     #[serde(default)]
     pub weights_generator: Option<String>,
+    /// Samples of each pass of a full optimizer batch, in order over the devices (`[8]`: one
+    /// pass of 8; `[4, 4]`: two, on one device with micro-batches of 4 or on two devices): with
+    /// `data_parallel`, what decides how a batch's gradient is summed, so runs that differ here
+    /// differ in their numbers. Absent in runs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes: Option<Vec<usize>>,
     pub seed: u64,
     pub started_unix: u64,
     pub command: Vec<String>,
+}
+
+/// How a run was trained, beyond its config: the build and the way each batch was split into
+/// passes (see [`EnvRecord::passes`]). Runs that differ here may differ in their numbers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TrainedAs {
+    pub revision: String,
+    /// `None` for runs from before the split was recorded.
+    pub passes: Option<Vec<usize>>,
+    pub data_parallel: Option<String>,
+}
+
+impl TrainedAs {
+    /// What a run of `passes` on this build trains as.
+    pub fn here(passes: Vec<usize>, data_parallel: Option<String>) -> Self {
+        Self {
+            revision: GIT_REVISION.into(),
+            passes: Some(passes),
+            data_parallel,
+        }
+    }
+
+    /// Read from a run's `env.json` (`None` when it has none or it cannot be read).
+    pub fn of(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join("env.json")).ok()?;
+        let env: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(Self {
+            revision: env.get("git_revision")?.as_str()?.to_string(),
+            passes: env
+                .get("passes")
+                .and_then(|p| serde_json::from_value(p.clone()).ok()),
+            data_parallel: env
+                .get("data_parallel")
+                .and_then(|d| d.as_str())
+                .map(String::from),
+        })
+    }
+
+    /// The pass split in words: `passes [4, 4] (ordered)`.
+    pub fn split(&self) -> String {
+        match &self.passes {
+            None => "passes not recorded".into(),
+            Some(p) => format!(
+                "passes {p:?}{}",
+                self.data_parallel
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Whether the pass splits are known to differ (a record without one differs from none).
+    pub fn split_differs(&self, other: &Self) -> bool {
+        self.passes.is_some()
+            && other.passes.is_some()
+            && (&self.passes, &self.data_parallel) != (&other.passes, &other.data_parallel)
+    }
 }
 
 /// The CPU a run computed on.
@@ -207,6 +271,7 @@ impl EnvRecord {
             data_parallel: (target.devices.len() > 1).then(|| target.parallel.to_string()),
             cpu: CpuRecord::detect(),
             weights_generator: Some(target.weights_generator.clone()),
+            passes: None,
             seed,
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -333,16 +398,25 @@ pub fn finished(dir: &Path, spec: &RunSpec) -> anyhow::Result<Option<Outcome>> {
 }
 
 /// When a finished run in `dir` was trained by another build than this one (its `env.json`
-/// names another git revision), a line saying so, for the reuse message: code changes between
-/// revisions can change a run's numbers, and reuse looks only at the resolved config.
-pub fn other_revision_note(dir: &Path, variant: &str) -> Option<String> {
-    let env = std::fs::read_to_string(dir.join("env.json")).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&env).ok()?;
-    let recorded = value.get("git_revision")?.as_str()?;
-    (recorded != GIT_REVISION).then(|| {
+/// names another git revision) or with another pass split than this command's (`now`), a line
+/// saying so, for the reuse message: either can change a run's numbers, and reuse looks only at
+/// the resolved config.
+pub fn reuse_note(dir: &Path, variant: &str, now: &TrainedAs) -> Option<String> {
+    let then = TrainedAs::of(dir)?;
+    let mut what = Vec::new();
+    if then.revision != now.revision {
+        what.push(format!(
+            "revision {} (this build: {})",
+            then.revision, now.revision
+        ));
+    }
+    if then.split_differs(now) {
+        what.push(format!("{} (this command: {})", then.split(), now.split()));
+    }
+    (!what.is_empty()).then(|| {
         format!(
-            "{variant:>24}  reused from revision {recorded} (this build: {GIT_REVISION}); \
-             --restart trains it again"
+            "{variant:>24}  reused, trained with {}; --restart trains it again",
+            what.join(" and ")
         )
     })
 }
@@ -413,26 +487,42 @@ mod tests {
     }
 
     #[test]
-    fn a_run_of_another_revision_is_named_on_reuse() {
+    fn a_run_of_another_revision_or_pass_split_is_named_on_reuse() {
         let dir = tempfile::tempdir().unwrap();
+        let now = TrainedAs::here(vec![8], None);
         assert_eq!(
-            other_revision_note(dir.path(), "full"),
+            reuse_note(dir.path(), "full", &now),
             None,
             "no env.json: nothing to say"
         );
-        let write = |rev: &str| {
-            let env = serde_json::json!({ "git_revision": rev, "seed": 0 });
+        let write = |env: serde_json::Value| {
             std::fs::write(dir.path().join("env.json"), env.to_string()).unwrap();
         };
-        write(GIT_REVISION);
-        assert_eq!(other_revision_note(dir.path(), "full"), None, "same build");
-        write("0123abc");
-        let note = other_revision_note(dir.path(), "full").expect("another revision");
+        write(serde_json::json!({ "git_revision": GIT_REVISION, "seed": 0 }));
+        assert_eq!(
+            reuse_note(dir.path(), "full", &now),
+            None,
+            "same build, split not recorded"
+        );
+        write(serde_json::json!({ "git_revision": "0123abc", "seed": 0 }));
+        let note = reuse_note(dir.path(), "full", &now).expect("another revision");
         assert!(
             note.contains("revision 0123abc") && note.contains(GIT_REVISION),
             "{note}"
         );
         assert!(note.contains("--restart"), "{note}");
+        // Two devices, one pass of 4 each: another split than one pass of 8.
+        write(serde_json::json!({
+            "git_revision": GIT_REVISION, "passes": [4, 4], "data_parallel": "ordered"
+        }));
+        let note = reuse_note(dir.path(), "full", &now).expect("another split");
+        assert!(
+            note.contains("passes [4, 4] (ordered) (this command: passes [8])"),
+            "{note}"
+        );
+        assert!(!note.contains("revision"), "{note}");
+        let same = TrainedAs::here(vec![4, 4], Some("ordered".into()));
+        assert_eq!(reuse_note(dir.path(), "full", &same), None);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::metrics::Metrics;
 use crate::profile::RunSpec;
 use crate::progress::say;
 use crate::record::{
-    DivergedRun, EnvRecord, Outcome, RunResult, finished, outcome_line, read_weights_generator,
-    spec_dir, spec_ron, write_json,
+    DivergedRun, EnvRecord, Outcome, RunResult, TrainedAs, finished, outcome_line,
+    read_weights_generator, spec_dir, spec_ron, write_json,
 };
 use crate::tensor_file::write_atomic;
 use crate::training::divergence::Diverged;
@@ -95,6 +95,20 @@ pub fn run_weights_generator(
     }
 }
 
+/// How a run of `spec` trains on `target` with this build: the samples of each pass of a full
+/// batch over the devices ([`crate::training::loader::micro_batches`]) and, on several devices,
+/// how they share it.
+pub fn trained_as(spec: &RunSpec, target: &RunTarget) -> TrainedAs {
+    let devices = target.devices.len().max(1);
+    let t = &spec.train;
+    let passes =
+        crate::training::loader::micro_batches(t.batch_size, t.batch_size, t.pass_size(), devices)
+            .into_iter()
+            .map(|(range, _)| range.len())
+            .collect();
+    TrainedAs::here(passes, (devices > 1).then(|| target.parallel.to_string()))
+}
+
 /// Runs (or reuses) one run: its outcome (finished, or diverged), `None` when `--stop-after`
 /// stopped it early.
 pub fn run_one<B: SdBackend>(
@@ -108,7 +122,9 @@ pub fn run_one<B: SdBackend>(
     if let Some(done) = finished(&dir, spec)?
         && !ws.restart
     {
-        if let Some(note) = crate::record::other_revision_note(&dir, &spec.variant) {
+        if let Some(note) =
+            crate::record::reuse_note(&dir, &spec.variant, &trained_as(spec, target))
+        {
             crate::progress::say(&ws.progress, note);
         }
         return Ok(Some(done));
@@ -130,6 +146,7 @@ pub fn run_one<B: SdBackend>(
         return Ok(Some(done));
     }
     let config_text = spec_ron(spec)?;
+    let now = trained_as(spec, target);
     if dir.exists() {
         let saved = std::fs::read_to_string(dir.join("config.ron")).unwrap_or_default();
         // A run that failed before its first epoch ended (unreadable data, say) left only its
@@ -153,6 +170,19 @@ pub fn run_one<B: SdBackend>(
                     ""
                 }
             );
+        } else if let Some(then) = TrainedAs::of(&dir)
+            && then.split_differs(&now)
+        {
+            // Continuing with another split would mix two ways of summing each batch's gradient
+            // in one run (a preempted 8-GPU job resumed on 4, say).
+            anyhow::bail!(
+                "{} was started with {}, and would continue with {}: a run's numbers depend on \
+                 how each batch is split into passes, so resume it on the devices (and \
+                 --micro-batch, --data-parallel) it started with, or --restart it",
+                dir.display(),
+                then.split(),
+                now.split()
+            );
         }
     }
     let generator = run_weights_generator(&dir, ws, target)?;
@@ -160,6 +190,7 @@ pub fn run_one<B: SdBackend>(
     write_atomic(&dir.join("config.ron"), config_text.as_bytes())?;
     let env = EnvRecord {
         weights_generator: generator.clone(),
+        passes: now.passes.clone(),
         ..EnvRecord::now(target, spec.seed)
     };
     write_json(&dir.join("env.json"), &env)?;

@@ -358,3 +358,91 @@ fn numeric_flags_out_of_range_are_refused() {
     }
     assert!(!d.join("s").exists(), "nothing generated");
 }
+
+/// How a batch is split into passes (devices, micro-batches) changes a run's numbers, so a run
+/// resumes only with the split it started with, a reused run and a table whose seeds were
+/// trained with different splits say so.
+#[test]
+fn the_pass_split_is_recorded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let train = |seed: &str, device: &str, extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "cp_adapter",
+            "--variant",
+            "none",
+            "--ablations",
+            ABLATIONS,
+            "--limit-train",
+            "8",
+            "--limit-eval",
+            "4",
+            "--results",
+            "results",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--seed",
+            seed,
+            "--device",
+            device,
+        ];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    // The tiny profile's batch of 8: one pass on one device, a pass of 4 on each of two.
+    let (code, text) = diffris(d, &strs(&train("0", "flex,flex", &["--epochs", "1"])));
+    assert_eq!(code, Some(0), "{text}");
+    let env =
+        std::fs::read_to_string(d.join("results/runs/cp_adapter/none/seed-0/env.json")).unwrap();
+    assert!(env.contains("\"passes\": [\n    4,\n    4\n  ]"), "{env}");
+    let (code, text) = diffris(d, &strs(&train("1", "flex", &["--epochs", "1"])));
+    assert_eq!(code, Some(0), "{text}");
+    let table = std::fs::read_to_string(d.join("results/cp_adapter/table.md")).unwrap();
+    assert!(
+        table.contains("its seeds were trained differently")
+            && table.contains("seed 0: revision")
+            && table.contains("passes [4, 4] (ordered); seed 1: revision"),
+        "{table}"
+    );
+    // Reused on one device: said.
+    let (code, text) = diffris(d, &strs(&train("0", "flex", &["--epochs", "1"])));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("reused, trained with passes [4, 4] (ordered) (this command: passes [8])"),
+        "{text}"
+    );
+    // Started on two devices, resumed on one: refused.
+    let two = train("2", "flex,flex", &["--epochs", "2", "--stop-after", "1"]);
+    let (code, text) = diffris(d, &strs(&two));
+    assert_eq!(code, Some(0), "{text}");
+    refused(
+        d,
+        &strs(&train("2", "flex", &["--epochs", "2", "--resume"])),
+        &[
+            "was started with passes [4, 4] (ordered), and would continue with passes [8]",
+            "--restart",
+        ],
+    );
+    let (code, text) = diffris(
+        d,
+        &strs(&train("2", "flex,flex", &["--epochs", "2", "--resume"])),
+    );
+    assert_eq!(code, Some(0), "the same split resumes:\n{text}");
+
+    // A copy of a seed's folder under another spelling is not another seed.
+    let runs = d.join("results/runs/cp_adapter/none");
+    std::fs::create_dir(runs.join("seed-00")).unwrap();
+    for f in ["config.ron", "env.json", "result.json"] {
+        std::fs::copy(runs.join("seed-0").join(f), runs.join("seed-00").join(f)).unwrap();
+    }
+    let (code, text) = diffris(d, &strs(&train("1", "flex", &["--epochs", "1"])));
+    assert_eq!(code, Some(0), "{text}");
+    let csv = std::fs::read_to_string(d.join("results/cp_adapter/table.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("none,\"w/o CP-adapter\",2,0,")),
+        "seeds 0 and 1 (seed 2 trained 2 epochs, another config):\n{csv}"
+    );
+}

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use crate::profile::ProfileName;
 use crate::profile::RunSpec;
 use crate::recipe::{AblationFile, Variant};
-use crate::record::{DivergedRun, Outcome, RunResult, parse_spec, read_result, read_spec, run_dir};
+use crate::record::{
+    DivergedRun, Outcome, RunResult, TrainedAs, parse_spec, read_result, read_spec, run_dir,
+};
 
 /// The runs of one variant that have ended: finished (with metrics) or diverged.
 #[derive(Clone, Debug)]
@@ -13,6 +15,29 @@ pub struct Row<'a> {
     pub variant: &'a Variant,
     pub results: Vec<RunResult>,
     pub diverged: Vec<DivergedRun>,
+    /// How each of its runs (finished or diverged) was trained, by seed (`None`: no readable
+    /// `env.json`).
+    pub trained_as: Vec<(u64, Option<TrainedAs>)>,
+}
+
+impl Row<'_> {
+    /// When the row's runs were trained by different builds or with different pass splits
+    /// (their numbers may differ for that alone), each seed's way, e.g. `seed 0: revision abc,
+    /// passes [8]; seed 1: ...`.
+    pub fn mixed_training(&self) -> Option<String> {
+        let distinct: std::collections::BTreeSet<_> =
+            self.trained_as.iter().map(|(_, t)| t).collect();
+        (distinct.len() > 1).then(|| {
+            self.trained_as
+                .iter()
+                .map(|(seed, t)| match t {
+                    Some(t) => format!("seed {seed}: revision {}, {}", t.revision, t.split()),
+                    None => format!("seed {seed}: no env.json"),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
 }
 
 /// Mean and sample standard deviation.
@@ -60,12 +85,18 @@ pub fn collect<'a>(
         let mut seeds: Vec<u64> = std::fs::read_dir(&vdir)
             .map(|rd| {
                 rd.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.strip_prefix("seed-")?.parse().ok())
+                    .filter_map(|e| {
+                        let name = e.file_name().to_str()?.to_string();
+                        let seed: u64 = name.strip_prefix("seed-")?.parse().ok()?;
+                        // Only the folder a run of that seed writes: a copy named `seed-00`
+                        // is not another seed.
+                        (name == format!("seed-{seed}")).then_some(seed)
+                    })
                     .collect()
             })
             .unwrap_or_default();
         seeds.sort_unstable();
-        let (mut results_v, mut diverged) = (Vec::new(), Vec::new());
+        let (mut results_v, mut diverged, mut trained_as) = (Vec::new(), Vec::new(), Vec::new());
         for seed in seeds {
             let dir = run_dir(results, &file.name, &v.name, seed);
             if !dir.join("result.json").is_file() {
@@ -84,6 +115,7 @@ pub fn collect<'a>(
             if profile.is_none() {
                 profile = Some(read_spec(&dir)?.profile);
             }
+            trained_as.push((seed, TrainedAs::of(&dir)));
             match r {
                 Outcome::Finished(r) => results_v.push(r),
                 Outcome::Diverged(d) => diverged.push(d),
@@ -93,6 +125,7 @@ pub fn collect<'a>(
             variant: v,
             results: results_v,
             diverged,
+            trained_as,
         });
     }
     Ok(Collected {

@@ -191,6 +191,15 @@ pub fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]
             diverged.join("; ")
         ));
     }
+    for row in rows {
+        if let Some(how) = row.mixed_training() {
+            notes.push(format!(
+                "{}: its seeds were trained differently, which alone can change their numbers \
+                 ({how}); --restart the odd ones on one build and one device set.",
+                row.variant.label
+            ));
+        }
+    }
     notes
 }
 
@@ -375,6 +384,7 @@ mod tests {
         let file = AblationFile::parse(FILE, std::path::Path::new("mini.ron")).unwrap();
         assert_eq!(file.variants.len(), 1);
         let rows = vec![Row {
+            trained_as: vec![],
             variant: &file.variants[0],
             results: vec![],
             diverged: vec![DivergedRun {
@@ -435,6 +445,7 @@ mod tests {
     fn reported_rows_come_first_with_the_papers_numbers_only_and_a_dagger() {
         let file = AblationFile::parse(WITH_REPORTED, std::path::Path::new("t1.ron")).unwrap();
         let rows = vec![Row {
+            trained_as: vec![],
             variant: &file.variants[0],
             results: vec![],
             diverged: vec![],
