@@ -9,8 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use image::RgbImage;
 
-use crate::error::{DataError, Result};
-use crate::rle::BinaryMask;
+use crate::error::Result;
 use crate::sample::Sample;
 use crate::tokenizer::{CONTEXT_LENGTH, ClipTokenizer};
 use crate::transforms::{image_to_input, resize_nearest};
@@ -31,6 +30,23 @@ pub struct RisItem {
     pub width: usize,
     /// Index of the sample in its split.
     pub index: usize,
+    /// Whether the expression had more text tokens than CLIP's context holds (75), and was cut.
+    pub truncated: bool,
+}
+
+impl RisItem {
+    /// For a query typed by a user: a warning that the expression was cut to CLIP's 75 text
+    /// tokens (the model reads no further), when it was.
+    pub fn truncation_warning(&self, text: &str) -> Option<String> {
+        self.truncated.then(|| {
+            let shown: String = text.chars().take(60).collect();
+            format!(
+                "warning: the expression \"{shown}{}\" is longer than CLIP's 75 text tokens; \
+                 only its first 75 tokens are read",
+                if shown.len() < text.len() { "..." } else { "" }
+            )
+        })
+    }
 }
 
 /// Decodes, resizes and tokenises one sample.
@@ -41,22 +57,7 @@ pub fn prepare(
     height: usize,
     width: usize,
 ) -> Result<RisItem> {
-    let gt: BinaryMask = sample.load_mask()?;
-    let image = sample.load_image()?;
-    let (ih, iw) = (image.height() as usize, image.width() as usize);
-    if (gt.height, gt.width) != (ih, iw) {
-        return Err(DataError::record(
-            &sample.origin,
-            &sample.id,
-            format!(
-                "its mask is {}x{} but its image {} is {ih}x{iw} (height x width): the mask \
-                 must cover the image pixel for pixel",
-                gt.height,
-                gt.width,
-                sample.image.display()
-            ),
-        ));
-    }
+    let (image, gt) = sample.load_image_and_mask()?;
     let mask = resize_nearest(&gt.data, gt.height, gt.width, height, width)
         .into_iter()
         .map(|b| b as u8 as f32)
@@ -84,6 +85,7 @@ pub fn prepare_query(
         height,
         width,
         index: 0,
+        truncated: t.truncated,
     })
 }
 
@@ -185,6 +187,25 @@ mod tests {
 
     use super::*;
 
+    /// A query past CLIP's 75 text tokens is cut, and says so; one within them does not.
+    #[test]
+    fn a_query_cut_to_75_tokens_is_announced() {
+        let tokenizer = ClipTokenizer::embedded().unwrap();
+        let image = image::RgbImage::new(4, 4);
+        let short = prepare_query(&image, "the red car", &tokenizer, 4, 4).unwrap();
+        assert_eq!(short.truncation_warning("the red car"), None);
+        // 80 words of one token each.
+        let long_text = vec!["car"; 80].join(" ");
+        let long = prepare_query(&image, &long_text, &tokenizer, 4, 4).unwrap();
+        let w = long.truncation_warning(&long_text).unwrap();
+        assert!(
+            w.starts_with("warning: the expression \"car car") && w.contains("...\" is longer"),
+            "{w}"
+        );
+        assert!(w.contains("only its first 75 tokens are read"), "{w}");
+        assert_eq!(long.eos_index, 76, "start token and 75 text tokens");
+    }
+
     fn item(index: usize, value: f32, mask: Option<Vec<f32>>) -> RisItem {
         RisItem {
             image: vec![value; 3 * 2 * 2],
@@ -195,6 +216,7 @@ mod tests {
             eos_index: 2 + index,
             height: 2,
             width: 2,
+            truncated: false,
             index,
         }
     }

@@ -75,8 +75,9 @@ pub fn split_stats(samples: &[Sample], tokenizer: &ClipTokenizer) -> Result<Spli
     })
 }
 
-/// The image with its mask tinted red and outlined (the mask is resized to the image if the
-/// two sizes differ, as happens in RRSIS-D).
+/// The image with its mask tinted red and outlined (a mask of another size is resized to the
+/// image; dataset samples come through [`crate::Sample::load_image_and_mask`], which refuses
+/// that).
 pub fn overlay(image: &RgbImage, mask: &BinaryMask) -> RgbImage {
     let (w, h) = (image.width() as usize, image.height() as usize);
     let m = if (mask.height, mask.width) == (h, w) {

@@ -104,6 +104,28 @@ impl Sample {
     pub fn load_image(&self) -> Result<RgbImage> {
         Ok(open_image(&self.image)?.into_rgb8())
     }
+
+    /// The image and its mask, which must cover it pixel for pixel (else an error naming the
+    /// sample, its annotation file and the image).
+    pub fn load_image_and_mask(&self) -> Result<(RgbImage, BinaryMask)> {
+        let mask = self.load_mask()?;
+        let image = self.load_image()?;
+        let (ih, iw) = (image.height() as usize, image.width() as usize);
+        if (mask.height, mask.width) != (ih, iw) {
+            return Err(DataError::record(
+                &self.origin,
+                &self.id,
+                format!(
+                    "its mask is {}x{} but its image {} is {ih}x{iw} (height x width): the mask \
+                     must cover the image pixel for pixel",
+                    mask.height,
+                    mask.width,
+                    self.image.display()
+                ),
+            ));
+        }
+        Ok((image, mask))
+    }
 }
 
 /// A mask file's values at their stored bit depth, `(height, width, values)`: the gray level of

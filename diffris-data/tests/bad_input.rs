@@ -239,9 +239,10 @@ fn truncated_jpeg_is_an_error_and_a_whole_one_reads() {
 #[test]
 fn mask_of_another_size_than_its_image_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    // The image is 4x4; the annotation describes a 4x5 mask (uncompressed RLE over 20 pixels).
+    // The image file is 4x4; its record and annotation describe a 4x5 mask (uncompressed RLE
+    // over 20 pixels).
     let instances = serde_json::json!({
-        "images": [{"id": 1, "file_name": "00001.jpg", "height": 4, "width": 4}],
+        "images": [{"id": 1, "file_name": "00001.jpg", "height": 4, "width": 5}],
         "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
                          "segmentation": {"size": [4, 5], "counts": [5, 2, 13]},
                          "bbox": [0,0,1,1], "area": 2, "iscrowd": 0}],
@@ -257,6 +258,109 @@ fn mask_of_another_size_than_its_image_is_an_error() {
         .to_string();
     assert!(
         err.contains("4x5") && err.contains("4x4") && err.contains("00001.jpg"),
+        "{err}"
+    );
+}
+
+/// `instances.json` is checked as a whole before a sample is made: ids unique, sizes agreeing
+/// and bounded, file names inside the image folder, each ref on its annotation's image.
+#[test]
+fn inconsistent_coco_records_are_named() {
+    let ann = |id: i64, image: i64, size: [u64; 2]| {
+        serde_json::json!({"id": id, "image_id": image, "category_id": 1,
+                           "segmentation": {"size": size, "counts": [5, 2, 9]}})
+    };
+    let image = |id: i64, file: &str, h: u64, w: u64| serde_json::json!({"id": id, "file_name": file, "height": h, "width": w});
+    let cases = [
+        (
+            vec![image(1, "00001.jpg", 4, 4), image(1, "00002.jpg", 4, 4)],
+            vec![ann(1, 1, [4, 4])],
+            "image 1: its id is used by two images",
+        ),
+        (
+            vec![image(1, "00001.jpg", 4, 4)],
+            vec![ann(1, 1, [4, 4]), ann(1, 1, [4, 4])],
+            "annotation 1: its id is used by two annotations",
+        ),
+        (
+            vec![image(1, "00001.jpg", 4, 4)],
+            // An RLE claiming a huge mask on a 4x4 image: refused before decoding.
+            vec![ann(1, 1, [4_000_000, 4_000_000])],
+            "an RLE of size [4000000, 4000000] on image 1, which is 4x4",
+        ),
+        (
+            vec![image(1, "00001.jpg", 100_000, 100_000)],
+            vec![ann(1, 1, [100_000, 100_000])],
+            "image 1: a size of 100000x100000",
+        ),
+        (
+            vec![image(1, "/etc/passwd", 4, 4)],
+            vec![ann(1, 1, [4, 4])],
+            "file_name `/etc/passwd` must be a relative path inside the image folder",
+        ),
+        (
+            vec![image(1, "../../secret.jpg", 4, 4)],
+            vec![ann(1, 1, [4, 4])],
+            "file_name `../../secret.jpg` must be a relative path",
+        ),
+    ];
+    for (images, annotations, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let instances = serde_json::json!({
+            "images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "ship"}]
+        });
+        rrsisd(dir.path(), None, Some(instances), "the ship");
+        let err = DatasetFormat::Rrsisd
+            .read_split(dir.path(), "train")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("instances.json") && err.contains(expected),
+            "{expected}: {err}"
+        );
+    }
+
+    // A ref on image 2 whose annotation is on image 1 would pair one image's mask with
+    // another's pixels.
+    let dir = tempfile::tempdir().unwrap();
+    let r = Value::List(vec![dict(vec![
+        ("ref_id", Value::I64(7)),
+        ("ann_id", Value::I64(1)),
+        ("image_id", Value::I64(2)),
+        ("split", s("train")),
+        (
+            "sentences",
+            Value::List(vec![dict(vec![
+                ("sent_id", Value::I64(3)),
+                ("sent", s("x")),
+            ])]),
+        ),
+        ("file_name", s("../x.jpg")),
+    ])]);
+    rrsisd(dir.path(), Some(r.clone()), None, "x");
+    let err = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refs(unc).p") && err.contains("file_name `../x.jpg`"),
+        "{err}"
+    );
+    let Value::List(mut refs) = r else {
+        unreachable!()
+    };
+    let Value::Dict(d) = &mut refs[0] else {
+        unreachable!()
+    };
+    d.remove(&serde_pickle::HashableValue::String("file_name".into()));
+    rrsisd(dir.path(), Some(Value::List(refs)), None, "x");
+    let err = DatasetFormat::Rrsisd
+        .read_split(dir.path(), "train")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ref 7") && err.contains("image id 2, but its annotation 1 is on image 1"),
         "{err}"
     );
 }

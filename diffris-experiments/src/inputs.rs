@@ -232,6 +232,20 @@ pub fn check_inputs_exist(spec: &RunSpec) -> anyhow::Result<()> {
             spec.sd_weights,
             p.display()
         );
+        // A diffusers folder says its architecture: it must be the one the run records and
+        // plans memory for. (A single file is checked when its keys are read.)
+        if p.is_dir() {
+            let found = diffris_model::sd::SdConfig::from_diffusers_dir(p)?;
+            let differences = diffris_model::weights::config_differences(&found, &spec.sd_arch);
+            anyhow::ensure!(
+                differences.is_empty(),
+                "{run}: the SD weights `{}` at {} are not of the architecture the run is \
+                 configured with: {}",
+                spec.sd_weights,
+                p.display(),
+                differences.join(", ")
+            );
+        }
     }
     if spec.synth.is_none() {
         anyhow::ensure!(

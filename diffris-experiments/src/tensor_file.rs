@@ -72,6 +72,27 @@ impl TensorFile {
     }
 }
 
+/// Checks, before the work that fills it, that files can be written into `dir` (created when
+/// missing): a probe file is created there and removed. The error names the folder.
+pub fn check_writable_dir(dir: &Path) -> anyhow::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let probe = dir.join(format!(".diffris-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .with_context(|| format!("{} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// [`check_writable_dir`] for the folder a file `path` goes into.
+pub fn check_writable_file(path: &Path) -> anyhow::Result<()> {
+    check_writable_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
 /// The temporary sibling (`.NAME.tmp-PID`) through which `path` is written and renamed into
 /// place, its folder created.
 pub fn temp_sibling(path: &Path) -> anyhow::Result<std::path::PathBuf> {

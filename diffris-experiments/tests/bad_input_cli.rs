@@ -13,11 +13,22 @@ mod binary;
 use std::path::Path;
 
 const ABLATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
-/// Some existing SD weights folder (the data errors come before the weights are read).
+/// A diffusers folder of the tiny architecture (not the paper profile's).
 const SD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../diffris-model/tests/fixtures/sd_tiny/diffusers"
 );
+
+/// A folder with the `config.json` files of an SD-1.5 diffusers folder and no weights: enough
+/// for the paper profile's checks, since the data errors come before the weights are read.
+fn sd15_configs(dir: &Path) -> String {
+    let sd = dir.join("sd15");
+    for (folder, config) in diffris_model::sd::SdConfig::sd15().diffusers_configs() {
+        std::fs::create_dir_all(sd.join(folder)).unwrap();
+        std::fs::write(sd.join(folder).join("config.json"), config.to_string()).unwrap();
+    }
+    format!("sd15={}", sd.display())
+}
 
 const RECIPE: &str = r#"(
     version: 2,
@@ -143,7 +154,7 @@ fn bad_configs_and_flags_are_refused_before_anything_runs() {
                 "--data",
                 "rrsisd=/no/such/dir",
                 "--sd",
-                &format!("sd15={SD}"),
+                &sd15_configs(d),
             ]),
             vec!["/no/such/dir", "is not a directory"],
         ),
@@ -193,7 +204,7 @@ fn a_run_on_unreadable_data_fails_and_can_be_rerun() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("empty")).unwrap();
-    let sd = format!("sd15={SD}");
+    let sd = sd15_configs(d);
     let args = [
         "train",
         "cp_adapter",
@@ -445,4 +456,98 @@ fn the_pass_split_is_recorded_and_checked() {
             .any(|l| l.starts_with("none,\"w/o CP-adapter\",2,0,")),
         "seeds 0 and 1 (seed 2 trained 2 epochs, another config):\n{csv}"
     );
+}
+
+/// `data inspect` applies training's rule: a mask must cover its image pixel for pixel.
+#[test]
+fn inspect_refuses_a_mask_of_another_size_than_its_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, text) = diffris(
+        d,
+        &[
+            "data", "synth", "--out", "ds", "--size", "32", "--train", "2", "--val", "1", "--test",
+            "1",
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let inspect = [
+        "data",
+        "inspect",
+        "--format",
+        "rrsisd",
+        "--root",
+        "ds",
+        "--splits",
+        "train",
+        "--overlays",
+        "100",
+        "--out",
+        "ov",
+    ];
+    let (code, text) = diffris(d, &inspect);
+    assert_eq!(code, Some(0), "{text}");
+    // Every image of the set shrunk to 16x16 (its annotations still describe 32x32).
+    let images = d.join("ds/images/rrsisd/JPEGImages");
+    for f in std::fs::read_dir(&images).unwrap() {
+        let p = f.unwrap().path();
+        image::RgbImage::from_pixel(16, 16, image::Rgb([1, 2, 3]))
+            .save(&p)
+            .unwrap();
+    }
+    refused(
+        d,
+        &inspect,
+        &["its mask is 32x32", "is 16x16", "JPEGImages"],
+    );
+}
+
+/// The paper profile reads SD-1.5: a diffusers folder of another architecture given as its
+/// weights is refused before anything runs (also for `--dry-run`), naming what differs.
+#[test]
+fn weights_of_another_architecture_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("data")).unwrap();
+    let sd = format!("sd15={SD}");
+    refused(
+        d,
+        &[
+            "train",
+            "cp_adapter",
+            "--ablations",
+            ABLATIONS,
+            "--profile",
+            "paper",
+            "--data",
+            "rrsisd=data",
+            "--sd",
+            &sd,
+            "--dry-run",
+        ],
+        &[
+            "are not of the architecture the run is configured with",
+            "unet.block_out_channels",
+            "sd_tiny/diffusers",
+        ],
+    );
+}
+
+/// Every output path is checked before the work that fills it: an output under a regular file
+/// fails at once, naming the path (not after a whole evaluation).
+#[test]
+fn output_paths_are_checked_before_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("file"), "not a folder").unwrap();
+    let cases: [&[&str]; 4] = [
+        &["eval", "--run", "r", "--save-masks", "file/masks"],
+        &["figures", "--run", "r", "--out", "file/fig.png"],
+        &["segment", "--run", "r", "--image", "i.png", "--text", "x", "--out", "file/o"],
+        &["explain", "--run", "r", "--image", "i.png", "--text", "x", "--out", "file/o"],
+    ];
+    for args in cases {
+        refused(d, args, &["file/"]);
+    }
+    assert!(!d.join("r").exists(), "nothing created for the missing run");
 }

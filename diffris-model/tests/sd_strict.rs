@@ -130,3 +130,28 @@ fn integer_weights_are_an_error_naming_the_key() {
     let err = load_error(&path);
     assert!(err.contains(key) && err.contains("I32"), "{err}");
 }
+
+/// A diffusers folder read as a named architecture must be of it: the tiny fixture read as
+/// SD-1.5 is refused naming the fields that differ; read as the tiny architecture (or with none
+/// named) it loads.
+#[test]
+fn a_folder_of_another_architecture_is_refused() {
+    use diffris_model::sd::SdConfig;
+    let dir = fixtures().join("diffusers");
+    let device = Default::default();
+    let Err(err) = StableDiffusion::<B>::load(&dir, Some(&SdConfig::sd15()), &device) else {
+        panic!("the tiny folder is not SD-1.5")
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("another architecture than the one it is read as")
+            && err.contains("unet.block_out_channels [")
+            && err.contains("(expected [320,640,1280,1280])")
+            && err.contains("clip.hidden_size"),
+        "{err}"
+    );
+    assert!(err.contains("sd_tiny/diffusers"), "names the folder: {err}");
+    let found = SdConfig::from_diffusers_dir(&dir).unwrap();
+    StableDiffusion::<B>::load(&dir, Some(&found), &device).unwrap();
+    StableDiffusion::<B>::load(&dir, None, &device).unwrap();
+}

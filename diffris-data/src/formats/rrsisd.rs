@@ -186,13 +186,17 @@ pub fn read_refs(path: &Path) -> Result<Vec<Ref>> {
                     Ok((s.int("sent_id")?, text))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let file_name = r.dict.get("file_name").and_then(|v| as_string(v));
+            if let Some(f) = &file_name {
+                inside_folder(f).map_err(|m| r.err(m))?;
+            }
             Ok(Ref {
                 ref_id,
                 ann_id,
                 image_id,
                 split,
                 sentences,
-                file_name: r.dict.get("file_name").and_then(|v| as_string(v)),
+                file_name,
             })
         })
         .collect()
@@ -281,6 +285,111 @@ fn parse_segmentation(
     }
 }
 
+/// The most pixels an image record may declare (16384 x 16384): masks are decoded at the size
+/// their record gives, so a larger one is refused before anything is allocated for it.
+pub const MAX_PIXELS: usize = 1 << 28;
+
+/// Checks that an image file name from a dataset file stays inside the image folder: a relative
+/// path of plain components (no `..`, no root, no drive).
+fn inside_folder(name: &str) -> std::result::Result<(), String> {
+    let path = Path::new(name);
+    let plain = !name.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "file_name `{name}` must be a relative path inside the image folder"
+        ))
+    }
+}
+
+/// `instances.json` by id, checked once for both readers of it: ids unique, image sizes within
+/// [`MAX_PIXELS`], image file names inside the image folder.
+struct Index<'a> {
+    images: HashMap<i64, &'a ImageRecord>,
+    anns: HashMap<i64, &'a AnnotationRecord>,
+    cats: HashMap<i64, &'a str>,
+}
+
+impl<'a> Index<'a> {
+    fn new(inst: &'a Instances, path: &Path) -> Result<Self> {
+        let mut images = HashMap::new();
+        for image in &inst.images {
+            let record = format!("image {}", image.id);
+            if images.insert(image.id, image).is_some() {
+                return Err(DataError::record(
+                    path,
+                    record,
+                    "its id is used by two images",
+                ));
+            }
+            let pixels = image.height.checked_mul(image.width);
+            if image.height == 0 || image.width == 0 || pixels.is_none_or(|p| p > MAX_PIXELS) {
+                return Err(DataError::record(
+                    path,
+                    record,
+                    format!(
+                        "a size of {}x{} (diffris reads images of 1 to {MAX_PIXELS} pixels)",
+                        image.height, image.width
+                    ),
+                ));
+            }
+            if let Some(f) = &image.file_name {
+                inside_folder(f).map_err(|m| DataError::record(path, record, m))?;
+            }
+        }
+        let mut anns = HashMap::new();
+        for ann in &inst.annotations {
+            if anns.insert(ann.id, ann).is_some() {
+                return Err(DataError::record(
+                    path,
+                    format!("annotation {}", ann.id),
+                    "its id is used by two annotations",
+                ));
+            }
+        }
+        let cats = inst
+            .categories
+            .iter()
+            .map(|c| (c.id, c.name.as_str()))
+            .collect();
+        Ok(Self { images, anns, cats })
+    }
+
+    /// The image of `ann` and its segmentation, whose size must be the image's.
+    fn segmentation(
+        &self,
+        ann: &AnnotationRecord,
+        path: &Path,
+    ) -> Result<(&'a ImageRecord, Vec<SegmentPart>)> {
+        let record = || format!("annotation {}", ann.id);
+        let image = *self.images.get(&ann.image_id).ok_or_else(|| {
+            DataError::record(
+                path,
+                record(),
+                format!("image id {} does not exist", ann.image_id),
+            )
+        })?;
+        let (height, width, parts) =
+            parse_segmentation(&ann.segmentation, image.height, image.width)
+                .map_err(|m| DataError::record(path, record(), m))?;
+        if (height, width) != (image.height, image.width) {
+            return Err(DataError::record(
+                path,
+                record(),
+                format!(
+                    "an RLE of size [{height}, {width}] on image {}, which is {}x{}",
+                    image.id, image.height, image.width
+                ),
+            ));
+        }
+        Ok((image, parts))
+    }
+}
+
 /// Reads the samples of `split` (one per sentence, in ref then sentence order).
 pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
     let layout = RrsisDLayout::new(root);
@@ -294,20 +403,12 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
         });
     }
     let inst = read_instances(&layout.instances)?;
-    let images: HashMap<i64, &ImageRecord> = inst.images.iter().map(|i| (i.id, i)).collect();
-    let anns: HashMap<i64, &AnnotationRecord> =
-        inst.annotations.iter().map(|a| (a.id, a)).collect();
-    let cats: HashMap<i64, &str> = inst
-        .categories
-        .iter()
-        .map(|c| (c.id, c.name.as_str()))
-        .collect();
-
+    let index = Index::new(&inst, &layout.instances)?;
     let files = ImageFiles::new(&layout, &refs);
     let mut samples = Vec::new();
     for r in refs.iter().filter(|r| split_matches(split, &r.split)) {
         let record = format!("ref {}", r.ref_id);
-        let ann = anns.get(&r.ann_id).ok_or_else(|| {
+        let ann = index.anns.get(&r.ann_id).ok_or_else(|| {
             DataError::record(
                 &layout.refs,
                 &record,
@@ -318,17 +419,21 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
                 ),
             )
         })?;
-        let image = images.get(&ann.image_id).ok_or_else(|| {
-            DataError::record(
-                &layout.instances,
-                format!("annotation {}", ann.id),
-                format!("image id {} does not exist", ann.image_id),
-            )
-        })?;
-        let (height, width, parts) =
-            parse_segmentation(&ann.segmentation, image.height, image.width).map_err(|m| {
-                DataError::record(&layout.instances, format!("annotation {}", ann.id), m)
-            })?;
+        let (image, parts) = index.segmentation(ann, &layout.instances)?;
+        if r.image_id != image.id {
+            return Err(DataError::record(
+                &layout.refs,
+                &record,
+                format!(
+                    "image id {}, but its annotation {} is on image {} (in {})",
+                    r.image_id,
+                    ann.id,
+                    image.id,
+                    layout.instances.display()
+                ),
+            ));
+        }
+        let (height, width) = (image.height, image.width);
         let image_path = files.path(image);
         for (sent_id, sentence) in &r.sentences {
             if sentence.trim().is_empty() {
@@ -347,7 +452,7 @@ pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
                     parts: parts.clone(),
                 },
                 sentence: sentence.clone(),
-                category: cats.get(&ann.category_id).map(|c| c.to_string()),
+                category: index.cats.get(&ann.category_id).map(|c| c.to_string()),
                 origin: layout.refs.clone(),
             });
         }
@@ -400,21 +505,18 @@ pub fn image_annotations(root: &Path) -> Result<HashMap<PathBuf, Vec<MaskSource>
     let refs = read_refs(&layout.refs)?;
     let files = ImageFiles::new(&layout, &refs);
     let inst = read_instances(&layout.instances)?;
-    let images: HashMap<i64, &ImageRecord> = inst.images.iter().map(|i| (i.id, i)).collect();
+    let index = Index::new(&inst, &layout.instances)?;
     let mut out: HashMap<PathBuf, Vec<MaskSource>> = HashMap::new();
     for ann in &inst.annotations {
-        let Some(image) = images.get(&ann.image_id) else {
+        if !index.images.contains_key(&ann.image_id) {
             continue;
-        };
-        let (height, width, parts) =
-            parse_segmentation(&ann.segmentation, image.height, image.width).map_err(|m| {
-                DataError::record(&layout.instances, format!("annotation {}", ann.id), m)
-            })?;
+        }
+        let (image, parts) = index.segmentation(ann, &layout.instances)?;
         out.entry(files.path(image))
             .or_default()
             .push(MaskSource::Coco {
-                height,
-                width,
+                height: image.height,
+                width: image.width,
                 parts,
             });
     }

@@ -133,8 +133,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         }
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         for (i, s) in samples.iter().take(a.overlays).enumerate() {
-            let img = s.load_image()?;
-            let mask = s.load_mask()?;
+            let (img, mask) = s.load_image_and_mask()?;
             let path = out.join(format!("{split}-{i:03}.png"));
             save_png(&path, overlay(&img, &mask))?;
             println!("  overlay {} : {}", path.display(), s.sentence);

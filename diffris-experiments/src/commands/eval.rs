@@ -46,6 +46,13 @@ impl BackendJob for Eval {
     fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
+        // Where the per-sample scores and the masks go, checked before the evaluation.
+        if a.run.is_dir() {
+            crate::tensor_file::check_writable_dir(&a.run)?;
+        }
+        if let Some(dir) = &a.save_masks {
+            crate::tensor_file::check_writable_dir(dir)?;
+        }
         let run = load_run::<B>(&a.run, &cache, &device)?;
         let spec = &run.spec;
         let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());

@@ -66,6 +66,7 @@ impl BackendJob for Explain {
 
     fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
+        crate::tensor_file::check_writable_dir(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         // Gradients to the text states need autodiff; an inference copy of the model (no
         // dropout, no parameter gradients) keeps everything else as inference computes it.
@@ -77,6 +78,9 @@ impl BackendJob for Explain {
             (Some(path), Some(text), _, _) => {
                 let img = open_image(path)?.into_rgb8();
                 let item = prepare_query(&img, text, &run.tokenizer, h, w)?;
+                if let Some(w) = item.truncation_warning(text) {
+                    eprintln!("{w}");
+                }
                 let query = Query {
                     item,
                     text: text.clone(),

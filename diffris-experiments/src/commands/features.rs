@@ -58,6 +58,7 @@ impl BackendJob for Features {
 
     fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
+        crate::tensor_file::check_writable_file(&a.out)?;
         let (sd, tokenizer) = load_frozen_preset::<B>(&a.sd, a.arch.as_deref(), &device)?;
         let img = open_image(&a.image)?.into_rgb8();
         let (h, w) = match a.size {
@@ -66,6 +67,9 @@ impl BackendJob for Features {
             None => (round_to_64(img.height()), round_to_64(img.width())),
         };
         let item = prepare_query(&img, &a.text, &tokenizer, h, w)?;
+        if let Some(w) = item.truncation_warning(&a.text) {
+            eprintln!("{w}");
+        }
         check_vocab(&item.ids, sd.text_encoder.config().vocab_size)?;
         let (ids_i64, eos_index): (Vec<i64>, usize) =
             (item.ids.iter().map(|&i| i as i64).collect(), item.eos_index);

@@ -82,6 +82,7 @@ impl BackendJob for Figures {
 
     fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
+        crate::tensor_file::check_writable_file(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         let mut split = a.split.clone();
         let mut protocol = a.protocol;

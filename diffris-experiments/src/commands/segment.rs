@@ -44,11 +44,15 @@ impl BackendJob for Segment {
 
     fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
+        crate::tensor_file::check_writable_dir(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         let run = load_run::<B>(&a.run, &cache, &device)?;
         let img = open_image(&a.image)?.into_rgb8();
         let (h, w) = run.spec.model.image_size;
         let item = prepare_query(&img, &a.text, &run.tokenizer, h, w)?;
+        if let Some(w) = item.truncation_warning(&a.text) {
+            eprintln!("{w}");
+        }
         check_vocab(&item.ids, run.model.text_encoder.config().vocab_size)?;
         let batch: RisBatch<B> = RisBatcher.batch(vec![item], &device);
         let logits = run

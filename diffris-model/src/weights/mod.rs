@@ -133,6 +133,56 @@ pub fn verify_key_list<B: SdBackend>(
     Ok(used.len())
 }
 
+impl SdConfig {
+    /// The architecture of a diffusers folder, read from its components' `config.json` files
+    /// and validated.
+    pub fn from_diffusers_dir(dir: &Path) -> Result<Self> {
+        let config = |component: &str| dir.join(component).join("config.json");
+        let arch = SdConfig {
+            unet: UNetConfig::from_diffusers_json(
+                &read_json_object(&config("unet"))?,
+                &config("unet"),
+            )?,
+            vae: VaeConfig::from_diffusers_json(
+                &read_json_object(&config("vae"))?,
+                &config("vae"),
+            )?,
+            clip: ClipConfig::from_transformers_json(
+                &read_json_object(&config("text_encoder"))?,
+                &config("text_encoder"),
+            )?,
+        };
+        arch.validate()
+            .map_err(|m| ModelError::config(dir, m.to_string()))?;
+        Ok(arch)
+    }
+}
+
+/// The fields in which `found` differs from `expected`, as `unet.block_out_channels [32, 64]
+/// (expected [320, 640, 1280, 1280])`.
+pub fn config_differences(found: &SdConfig, expected: &SdConfig) -> Vec<String> {
+    fn walk(at: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                for (k, v) in x {
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    walk(&path, v, y.get(k).unwrap_or(&serde_json::Value::Null), out);
+                }
+            }
+            _ if a != b => out.push(format!("{at} {a} (expected {b})")),
+            _ => {}
+        }
+    }
+    let as_json = |c: &SdConfig| serde_json::to_value(c).expect("a config serialises");
+    let mut out = Vec::new();
+    walk("", &as_json(found), &as_json(expected), &mut out);
+    out
+}
+
 /// The candidate keys of a parameter in a single-file LDM checkpoint.
 fn ldm_candidates(
     component: Component,
@@ -149,9 +199,24 @@ fn ldm_candidates(
 }
 
 impl<B: SdBackend> StableDiffusion<B> {
-    /// Loads a diffusers folder (`arch` ignored) or a single-file checkpoint (`arch` required).
+    /// Loads a diffusers folder (which must be of `arch` when one is named) or a single-file
+    /// checkpoint (`arch` required).
     pub fn load(path: &Path, arch: Option<&SdConfig>, device: &B::Device) -> Result<Self> {
         if path.is_dir() {
+            if let Some(expected) = arch {
+                let found = SdConfig::from_diffusers_dir(path)?;
+                let differences = config_differences(&found, expected);
+                if !differences.is_empty() {
+                    return Err(ModelError::config(
+                        path,
+                        format!(
+                            "this folder holds another architecture than the one it is read as: \
+                             {} (a run records and plans for the architecture it names)",
+                            differences.join(", ")
+                        ),
+                    ));
+                }
+            }
             Self::from_diffusers(path, device)
         } else {
             let arch = arch.ok_or_else(|| {
@@ -199,22 +264,7 @@ impl<B: SdBackend> StableDiffusion<B> {
         let unet_dir = dir.join("unet");
         let vae_dir = dir.join("vae");
         let clip_dir = dir.join("text_encoder");
-        let arch = SdConfig {
-            unet: UNetConfig::from_diffusers_json(
-                &read_json_object(&unet_dir.join("config.json"))?,
-                &unet_dir.join("config.json"),
-            )?,
-            vae: VaeConfig::from_diffusers_json(
-                &read_json_object(&vae_dir.join("config.json"))?,
-                &vae_dir.join("config.json"),
-            )?,
-            clip: ClipConfig::from_transformers_json(
-                &read_json_object(&clip_dir.join("config.json"))?,
-                &clip_dir.join("config.json"),
-            )?,
-        };
-        arch.validate()
-            .map_err(|m| ModelError::config(dir, m.to_string()))?;
+        let arch = SdConfig::from_diffusers_dir(dir)?;
         let mut sd = arch.init::<B>(device);
         let load = |folder: &Path, stem: &str| -> Result<Checkpoint> {
             Checkpoint::open(&weight_file(folder, stem)?)

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::keys::{Component, diffusers_keys};
 use crate::error::{ModelError, Result};
-use crate::sd::config::{ClipActivation, ClipConfig, UNetConfig, VaeConfig};
+use crate::sd::config::{ClipActivation, ClipConfig, SdConfig, UNetConfig, VaeConfig};
 use crate::sd::stack::StableDiffusion;
 
 fn component_bytes<B: Backend, M: ModuleSnapshot<B>>(
@@ -124,27 +124,40 @@ fn clip_json(c: &ClipConfig) -> serde_json::Value {
     })
 }
 
+impl SdConfig {
+    /// The `config.json` of each component folder of a diffusers layout of this architecture,
+    /// as `(folder, config)`: what [`StableDiffusion::save_diffusers`] writes beside the weights.
+    pub fn diffusers_configs(&self) -> [(&'static str, serde_json::Value); 3] {
+        [
+            ("unet", unet_json(&self.unet)),
+            ("vae", vae_json(&self.vae)),
+            ("text_encoder", clip_json(&self.clip)),
+        ]
+    }
+}
+
 impl<B: SdBackend> StableDiffusion<B> {
     /// Writes the components as a diffusers-style folder under `dir`.
     pub fn save_diffusers(&self, dir: &Path) -> Result<()> {
-        let cfg = self.config();
+        let [(unet, unet_cfg), (vae, vae_cfg), (clip, clip_cfg)] =
+            self.config().diffusers_configs();
         let parts: [(&str, &str, serde_json::Value, Vec<u8>); 3] = [
             (
-                "unet",
+                unet,
                 "diffusion_pytorch_model.safetensors",
-                unet_json(&cfg.unet),
+                unet_cfg,
                 component_bytes::<B, _>(&self.unet, Component::Unet, dir)?,
             ),
             (
-                "vae",
+                vae,
                 "diffusion_pytorch_model.safetensors",
-                vae_json(&cfg.vae),
+                vae_cfg,
                 component_bytes::<B, _>(&self.vae, Component::Vae, dir)?,
             ),
             (
-                "text_encoder",
+                clip,
                 "model.safetensors",
-                clip_json(&cfg.clip),
+                clip_cfg,
                 component_bytes::<B, _>(&self.text_encoder, Component::Clip, dir)?,
             ),
         ];
