@@ -1,6 +1,7 @@
 //! What a run leaves on disk: its directory, the resolved config (`config.ron`) and environment
 //! record (`env.json`) written before it starts, and its result (`result.json`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -28,6 +29,60 @@ pub struct RunResult {
     pub baselines: Baselines,
     pub train_seconds: f64,
     pub protocol: String,
+    /// Digests of the files the run's results rest on ([`SEALED`]), taken when it finished
+    /// (absent in runs from before they were recorded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+}
+
+/// The files of a finished run that its results rest on: whatever later reads the run
+/// (`eval`, `figures`, `segment`, `explain`) checks them against the digests in `result.json`.
+pub const SEALED: [&str; 2] = ["config.ron", "model.safetensors"];
+
+/// The 64-bit FNV-1a digest of a file's bytes, as `fnv1a64:HEX` (detects any edit or damage,
+/// not a deliberate collision).
+pub fn file_digest(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            hash = (hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    Ok(format!("fnv1a64:{hash:016x}"))
+}
+
+/// The digests of a run folder's [`SEALED`] files.
+pub fn seal(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    SEALED
+        .iter()
+        .map(|f| Ok((f.to_string(), file_digest(&dir.join(f))?)))
+        .collect()
+}
+
+/// Checks a run folder's files against the digests its `result.json` recorded.
+pub fn check_seal(dir: &Path, recorded: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    for (file, digest) in recorded {
+        let path = dir.join(file);
+        let now = file_digest(&path)?;
+        anyhow::ensure!(
+            &now == digest,
+            "{} changed after the run finished (its result.json recorded {digest}, the file is \
+             now {now}): the results no longer describe it; restore it, or train the run again \
+             with --restart",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// What `result.json` holds for a run whose loss stopped being finite: where, and no metrics

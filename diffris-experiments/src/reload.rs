@@ -39,17 +39,20 @@ pub fn load_run_with<B: SdBackend>(
     device: &B::Device,
     adjust: impl FnOnce(&mut DiffRisConfig),
 ) -> anyhow::Result<LoadedRun<B>> {
+    if dir.join("result.json").is_file() {
+        match read_result(dir)? {
+            Outcome::Diverged(d) => anyhow::bail!(
+                "{} diverged ({}): it has no trained model; --restart it with a lower learning \
+                 rate",
+                dir.display(),
+                d.diverged
+            ),
+            // Its config and weights are the ones its results were computed with.
+            Outcome::Finished(r) => crate::record::check_seal(dir, &r.files)?,
+        }
+    }
     let mut spec = read_spec(dir)?;
     adjust(&mut spec.model);
-    if dir.join("result.json").is_file()
-        && let Outcome::Diverged(d) = read_result(dir)?
-    {
-        anyhow::bail!(
-            "{} diverged ({}): it has no trained model; --restart it with a lower learning rate",
-            dir.display(),
-            d.diverged
-        );
-    }
     let config = dir.join("config.ron");
     // The random weights the run was trained with: those its backend drew, whichever backend
     // evaluates it now.
@@ -89,6 +92,12 @@ pub fn load_run_with<B: SdBackend>(
     let result = trainee
         .load_from(&mut store)
         .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
+    anyhow::ensure!(
+        result.unused.is_empty(),
+        "{}: tensors the model does not have: {:?}",
+        weights.display(),
+        result.unused
+    );
     anyhow::ensure!(
         result.errors.is_empty() && result.missing.is_empty(),
         "{}: {} error(s), missing {:?}",

@@ -280,7 +280,7 @@ pub fn run_one<B: SdBackend>(
     };
     let val = evaluate(&val_eval, "val")?;
     let test = evaluate(&test_data, "test")?;
-    let result = RunResult {
+    let mut result = RunResult {
         ablation: spec.ablation.clone(),
         variant: spec.variant.clone(),
         label: spec.label.clone(),
@@ -291,12 +291,14 @@ pub fn run_one<B: SdBackend>(
         baselines: baselines(&test_data, spec.dataset, &spec.data_root)?,
         train_seconds,
         protocol: spec.protocol.label().into(),
+        files: Default::default(),
     };
     let mut store = SafetensorsStore::from_file(dir.join("model.safetensors")).overwrite(true);
     trained
         .model
         .save_into(&mut store)
         .map_err(|e| anyhow::anyhow!("saving the trained adapter and decoder: {e}"))?;
+    result.files = crate::record::seal(&dir)?;
     let outcome = Outcome::Finished(result);
     outcome.save(&dir)?;
     Ok(Some(outcome))

@@ -72,25 +72,43 @@ impl TensorFile {
     }
 }
 
-/// Checks, before the work that fills it, that files can be written into `dir` (created when
-/// missing): a probe file is created there and removed. The error names the folder.
+/// Checks, before the work that fills it, that files can be written into `dir`: the folder, or
+/// the nearest of its ancestors that exists (where the folder would be created), is a folder
+/// where a probe file can be created (and is removed). Nothing is left behind; the error names
+/// the folder.
 pub fn check_writable_dir(dir: &Path) -> anyhow::Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let probe = dir.join(format!(".diffris-probe-{}", std::process::id()));
-    std::fs::File::create(&probe)
-        .with_context(|| format!("{} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+    writable(dir, dir)
 }
 
 /// [`check_writable_dir`] for the folder a file `path` goes into.
 pub fn check_writable_file(path: &Path) -> anyhow::Result<()> {
-    check_writable_dir(path.parent().unwrap_or(Path::new(".")))
+    writable(path, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Whether files can be written into `dir`; errors name `target` (the folder or the file).
+fn writable(target: &Path, dir: &Path) -> anyhow::Result<()> {
+    let mut at = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    while !at.exists() {
+        at = match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    anyhow::ensure!(
+        at.is_dir(),
+        "cannot write {}: {} is not a folder",
+        target.display(),
+        at.display()
+    );
+    let probe = at.join(format!(".diffris-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .with_context(|| format!("cannot write {} (in {})", target.display(), at.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// The temporary sibling (`.NAME.tmp-PID`) through which `path` is written and renamed into

@@ -543,11 +543,74 @@ fn output_paths_are_checked_before_the_work() {
     let cases: [&[&str]; 4] = [
         &["eval", "--run", "r", "--save-masks", "file/masks"],
         &["figures", "--run", "r", "--out", "file/fig.png"],
-        &["segment", "--run", "r", "--image", "i.png", "--text", "x", "--out", "file/o"],
-        &["explain", "--run", "r", "--image", "i.png", "--text", "x", "--out", "file/o"],
+        &[
+            "segment", "--run", "r", "--image", "i.png", "--text", "x", "--out", "file/o",
+        ],
+        &[
+            "explain", "--run", "r", "--image", "i.png", "--text", "x", "--out", "file/o",
+        ],
     ];
     for args in cases {
         refused(d, args, &["file/"]);
     }
     assert!(!d.join("r").exists(), "nothing created for the missing run");
+}
+
+/// A finished run's results rest on its config and weights: `result.json` records their digests,
+/// and a file changed since (a flipped byte, an edit) is refused where the run is read again.
+#[test]
+fn a_finished_runs_files_are_checked_against_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let cache = cache.to_str().unwrap();
+    let args = [
+        "train",
+        "cp_adapter",
+        "--variant",
+        "none",
+        "--ablations",
+        ABLATIONS,
+        "--epochs",
+        "1",
+        "--limit-train",
+        "8",
+        "--limit-eval",
+        "4",
+        "--results",
+        "results",
+        "--cache",
+        cache,
+    ];
+    let (code, text) = diffris(d, &args);
+    assert_eq!(code, Some(0), "{text}");
+    let run = d.join("results/runs/cp_adapter/none/seed-0");
+    let result = std::fs::read_to_string(run.join("result.json")).unwrap();
+    assert!(
+        result.contains("\"model.safetensors\": \"fnv1a64:"),
+        "{result}"
+    );
+    let eval = ["eval", "--run", run.to_str().unwrap(), "--cache", cache];
+    let (code, text) = diffris(d, &eval);
+    assert_eq!(code, Some(0), "{text}");
+
+    for file in ["model.safetensors", "config.ron"] {
+        let path = run.join(file);
+        let original = std::fs::read(&path).unwrap();
+        let mut damaged = original.clone();
+        let last = damaged.len() - 2;
+        damaged[last] ^= 0x01; // same size, one bit
+        std::fs::write(&path, &damaged).unwrap();
+        refused(
+            d,
+            &eval,
+            &[
+                &format!("{file} changed after the run finished"),
+                "--restart",
+            ],
+        );
+        std::fs::write(&path, &original).unwrap();
+    }
+    let (code, text) = diffris(d, &eval);
+    assert_eq!(code, Some(0), "restored:\n{text}");
 }
