@@ -67,18 +67,27 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
             let mut writer = KeepsError {
                 inner: BufWriter::new(out),
                 error: None,
+                hash: FNV_OFFSET,
             };
             rmp_serde::encode::write_named(&mut writer, &item).map_err(|e| {
                 // rmp_serde's message leaves out the I/O error ("No space left on device").
                 let cause = writer.error.take().unwrap_or_else(|| e.to_string());
                 RecorderError::Unknown(format!("writing {}: {cause}", partial.display()))
             })?;
+            let writer_hash = writer.hash;
             let out = writer
                 .inner
                 .into_inner()
                 .map_err(|e| io(e.into_error(), "writing"))?;
             out.sync_all().map_err(|e| io(e, "syncing"))?;
-            std::fs::rename(&partial, &file).map_err(|e| io(e, "renaming"))
+            std::fs::rename(&partial, &file).map_err(|e| io(e, "renaming"))?;
+            // The digest beside it, written after the file is whole: a file whose bytes later
+            // differ from it (damaged in place, even at the same size) is not resumed from.
+            crate::tensor_file::write_atomic(
+                &digest_path(&file),
+                format!("fnv1a64:{:016x}\n", writer_hash).as_bytes(),
+            )
+            .map_err(|e| RecorderError::Unknown(format!("{e:#}")))
         })();
         if let Err(e) = &written {
             let message = match e {
@@ -98,6 +107,14 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
         file.set_extension("mpk");
+        if file.exists() && !matches_digest(file) {
+            return Err(RecorderError::Unknown(format!(
+                "{} differs from the digest written beside it ({}): the checkpoint was damaged \
+                 after it was written",
+                file.display(),
+                digest_path(file).display()
+            )));
+        }
         let f = std::fs::File::open(&*file).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => RecorderError::FileNotFound(file.display().to_string()),
             _ => RecorderError::Unknown(format!("{}: {e}", file.display())),
@@ -107,17 +124,26 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
     }
 }
 
-/// A writer that keeps the message of the first I/O error it passed on.
+/// A writer that keeps the message of the first I/O error it passed on, and the FNV-1a digest
+/// of the bytes it wrote.
 struct KeepsError<W> {
     inner: W,
     error: Option<String>,
+    hash: u64,
 }
 
 impl<W: Write> Write for KeepsError<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let written = self.inner.write(buf);
-        if let Err(e) = &written {
-            self.error.get_or_insert_with(|| e.to_string());
+        match &written {
+            Ok(n) => {
+                for &b in &buf[..*n] {
+                    self.hash = (self.hash ^ b as u64).wrapping_mul(FNV_PRIME);
+                }
+            }
+            Err(e) => {
+                self.error.get_or_insert_with(|| e.to_string());
+            }
         }
         written
     }
@@ -137,8 +163,31 @@ impl<B: Backend> FileRecorder<B> for AtomicRecorder {
     }
 }
 
-/// Whether `path` holds one whole MessagePack value (a truncated or garbled file does not).
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x100_0000_01b3;
+
+/// Where the digest of a record file is kept: `NAME.mpk.digest`.
+fn digest_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".digest");
+    PathBuf::from(name)
+}
+
+/// Whether `file`'s bytes match the digest written beside it (a file without one, written by an
+/// older version, counts as matching: only [`decodes`] can judge it).
+fn matches_digest(file: &Path) -> bool {
+    let Ok(recorded) = std::fs::read_to_string(digest_path(file)) else {
+        return true;
+    };
+    crate::record::file_digest(file).is_ok_and(|now| now == recorded.trim())
+}
+
+/// Whether `path` holds one whole MessagePack value (a truncated or garbled file does not) whose
+/// bytes are the ones written (see [`matches_digest`]).
 fn decodes(path: &Path) -> bool {
+    if !matches_digest(path) {
+        return false;
+    }
     let Ok(f) = std::fs::File::open(path) else {
         return false;
     };
@@ -364,8 +413,30 @@ mod tests {
         // Epoch 2 without its scheduler file.
         std::fs::remove_file(checkpoint.join("scheduler-2.mpk")).unwrap();
         assert_eq!(last_checkpoint(dir.path()), Some(1));
-        // Trailing bytes after a whole value are not a whole file either.
+        // Epoch 1's model damaged in place (one bit, same size, still a MessagePack value):
+        // its digest no longer matches, so it is not resumed from, and loading it names it.
         let model = checkpoint.join("model-1.mpk");
+        let original = std::fs::read(&model).unwrap();
+        let mut flipped = original.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x01;
+        std::fs::write(&model, &flipped).unwrap();
+        assert_eq!(last_checkpoint(dir.path()), None);
+        let err = Recorder::<burn::backend::Flex>::load_item::<serde::de::IgnoredAny>(
+            &recorder,
+            &mut model.clone(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("model-1.mpk differs from the digest"), "{err}");
+        std::fs::write(&model, &original).unwrap();
+        std::fs::remove_file(digest_path(&model)).unwrap();
+        assert_eq!(
+            last_checkpoint(dir.path()),
+            Some(1),
+            "a file without a digest (an older version's) is judged by decoding"
+        );
+        // Trailing bytes after a whole value are not a whole file either.
         let mut bytes = std::fs::read(&model).unwrap();
         bytes.push(0);
         std::fs::write(&model, bytes).unwrap();
