@@ -216,3 +216,33 @@ fn the_written_set_is_pinned_to_the_generator_version() {
         all.len()
     );
 }
+
+/// Temporary folders that interrupted writes of a cached set left behind (any process's) are
+/// removed when the set is generated; other entries' are not touched.
+#[test]
+fn generating_a_cached_set_removes_its_stale_temporary_folders() {
+    use diffris_data::synth::{cached_dir, ensure_cached};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        train: 2,
+        val: 1,
+        test: 1,
+        image_size: 32,
+        ..SynthConfig::default()
+    };
+    let stem = cached_dir(dir.path(), &cfg)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let stale = dir.path().join(format!(".{stem}.partial-4242-0"));
+    let other = dir.path().join(".another-set.partial-4242-0");
+    for d in [&stale, &other] {
+        std::fs::create_dir_all(d.join("images")).unwrap();
+    }
+    let (root, created) = ensure_cached(dir.path(), &cfg).unwrap();
+    assert!(created && root.is_dir());
+    assert!(!stale.exists(), "the stale folder of this set is gone");
+    assert!(other.exists(), "another entry's is left");
+}

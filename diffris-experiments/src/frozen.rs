@@ -157,7 +157,10 @@ pub fn provision<B: SdBackend>(
         }
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("sd");
         let tmp = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        // Under the lock: what interrupted writes of these weights left (any process's) goes.
+        if let Some(parent) = dir.parent() {
+            diffris_data::synth::remove_partials(parent, name);
+        }
         write_random::<B>(&spec.sd_arch, *seed, &tmp, device)?;
         std::fs::rename(&tmp, &dir)
             .with_context(|| format!("moving weights into {}", dir.display()))?;

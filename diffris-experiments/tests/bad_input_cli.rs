@@ -75,6 +75,7 @@ fn bad_configs_and_flags_are_refused_before_anything_runs() {
     recipe(d, "typo", "trian: (epochs: 2)");
     recipe(d, "dropout", "model: (adapter: (dropout: 1.5))");
     recipe(d, "zero_lr", "train: (lr: 0.0)");
+    recipe(d, "huge", "model: (image_size: (1048576, 1048576))");
     std::fs::write(d.join("bad_setup.ron"), "(sd: {\"sd15\": \"/x\"").unwrap();
     std::fs::create_dir(d.join("empty")).unwrap();
     let dry = |extra: &[&str]| -> Vec<String> {
@@ -103,6 +104,12 @@ fn bad_configs_and_flags_are_refused_before_anything_runs() {
                 .map(String::from)
                 .to_vec(),
             vec!["train.lr"],
+        ),
+        (
+            ["ablation", "huge", "--ablations", ".", "--dry-run"]
+                .map(String::from)
+                .to_vec(),
+            vec!["model.image_size: (1048576, 1048576) is larger than 4096 pixels a side"],
         ),
         (
             dry(&["--batch-size", "0"]),

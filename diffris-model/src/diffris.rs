@@ -91,6 +91,10 @@ pub struct DiffRisOutput<B: Backend> {
     pub assignments: Vec<Tensor<B, 4>>,
 }
 
+/// The largest input side diffris accepts: 8 times SD-1.x's 512, far past what its attention
+/// fits on any GPU; a larger value is a typo that would otherwise allocate without bound.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
 impl DiffRisConfig {
     /// Checks sizes against the SD architecture; the error names the field.
     pub fn validate(&self, sd: &SdConfig) -> Result<(), ConfigError> {
@@ -100,6 +104,11 @@ impl DiffRisConfig {
             h > 0 && w > 0 && h.is_multiple_of(f) && w.is_multiple_of(f),
             "image_size",
             || format!("({h}, {w}) must be a positive multiple of {f} for this architecture"),
+        )?;
+        ensure(
+            h <= MAX_IMAGE_SIDE && w <= MAX_IMAGE_SIDE,
+            "image_size",
+            || format!("({h}, {w}) is larger than {MAX_IMAGE_SIDE} pixels a side"),
         )?;
         ensure(
             self.latent_scale.is_finite() && self.latent_scale > 0.0,

@@ -267,6 +267,25 @@ pub fn write(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     }
 }
 
+/// Removes the temporary folders (`.STEM.partial-...`) that interrupted writes of `parent/STEM`
+/// left behind; returns how many. Only for a caller that holds the entry's lock (no other
+/// process can be writing one of them then).
+pub fn remove_partials(parent: &Path, stem: &str) -> usize {
+    let prefix = format!(".{stem}.partial-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+        .count()
+}
+
 fn tempdir_in(parent: &Path, out: &Path) -> Result<PathBuf> {
     let stem = out
         .file_name()
@@ -330,7 +349,8 @@ fn write_into(root: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
 
 /// Returns the SynthRS set for `cfg` under `cache`, generating it on first use. The directory
 /// name is derived from the config, and an existing directory is reused only if its manifest
-/// records the same config.
+/// records the same config. The caller holds the entry's lock (stale temporary folders of the
+/// entry are removed before it is generated).
 pub fn ensure_cached(cache: &Path, cfg: &SynthConfig) -> Result<(PathBuf, bool)> {
     let dir = cached_dir(cache, cfg);
     let manifest = dir.join(MANIFEST);
@@ -347,6 +367,10 @@ pub fn ensure_cached(cache: &Path, cfg: &SynthConfig) -> Result<(PathBuf, bool)>
             &manifest,
             "records a different SynthRS config than the directory name says; remove the directory",
         ));
+    }
+    // The caller holds the entry's lock: what earlier, interrupted writes left can go.
+    if let Some(stem) = dir.file_name().and_then(|n| n.to_str()) {
+        remove_partials(cache, stem);
     }
     write(&dir, cfg)?;
     Ok((dir, true))
