@@ -88,19 +88,8 @@ impl<B: SdBackend> Shared<B> {
                 let bar = ws.bar(format!("encoding {split}"));
                 // Batches and threads that fit the device beside the frozen weights.
                 let plan = crate::plan::Plan::of::<B>(spec, device, 1, &ws.budget, ws.threads);
-                let enc = EncodedSplit::encode(
-                    samples,
-                    tokenizer,
-                    sd,
-                    spec.model.image_size,
-                    spec.model.latent_scale,
-                    device,
-                    plan.encode.batch,
-                    plan.encode.workers,
-                    &bar,
-                    path,
-                    key,
-                )?;
+                let enc =
+                    encode_into(spec, samples, sd, tokenizer, device, &plan, &bar, path, key)?;
                 bar.finish_and_clear();
                 Ok(enc)
             },
@@ -188,6 +177,35 @@ pub fn cached_split<B: SdBackend>(
         say(w);
     }
     Ok(enc)
+}
+
+/// Encodes `samples` at `spec`'s input size and latent scale with `sd`, in the batches and
+/// threads of `plan`, into the cache file `path` under `key` ([`EncodedSplit::encode`]).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_into<B: SdBackend>(
+    spec: &RunSpec,
+    samples: Vec<Sample>,
+    sd: &StableDiffusion<B>,
+    tokenizer: &ClipTokenizer,
+    device: &B::Device,
+    plan: &crate::plan::Plan,
+    bar: &indicatif::ProgressBar,
+    path: &Path,
+    key: &str,
+) -> anyhow::Result<EncodedSplit> {
+    EncodedSplit::encode(
+        samples,
+        tokenizer,
+        sd,
+        spec.model.image_size,
+        spec.model.latent_scale,
+        device,
+        plan.encode.batch,
+        plan.encode.workers,
+        bar,
+        path,
+        key,
+    )
 }
 
 /// What identifies a split's encoding: its configuration (weights, dataset, split, image size,

@@ -4,31 +4,53 @@
 #![cfg(feature = "flex")] // runs on the CPU reference backend
 
 use burn::backend::Flex;
-use diffris_data::DatasetFormat;
 use diffris_data::synth::{self, SynthConfig};
+use diffris_data::{ClipTokenizer, DatasetFormat};
 use diffris_experiments::encoded::EncodedSplit;
 use diffris_experiments::frozen::{load_frozen, write_random};
 use diffris_experiments::profile::{tiny_arch, tiny_synth};
+use diffris_model::sd::StableDiffusion;
 use indicatif::ProgressBar;
 
-#[test]
-fn threads_split_the_batches_without_changing_a_number() {
+/// A SynthRS set of `train` training samples and random tiny SD weights (seed 7), in a temporary
+/// folder: the folder, the training samples, the frozen stack, its tokenizer and the input size.
+fn fixture(
+    train: usize,
+) -> (
+    tempfile::TempDir,
+    Vec<diffris_data::Sample>,
+    StableDiffusion<Flex>,
+    ClipTokenizer,
+    (usize, usize),
+) {
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
     let cfg = SynthConfig {
-        train: 16,
-        val: 4,
-        test: 4,
+        train,
+        val: 1,
+        test: 1,
         ..tiny_synth()
     };
     let root = dir.path().join("synthrs");
     synth::write(&root, &cfg).unwrap();
     let samples = DatasetFormat::Synthrs.read_split(&root, "train").unwrap();
-    assert_eq!(samples.len(), 16);
+    assert_eq!(samples.len(), train);
     let weights = dir.path().join("sd");
     write_random::<Flex>(&tiny_arch(), 7, &weights, &device).unwrap();
     let (sd, tokenizer) = load_frozen::<Flex>(&weights, Some(&tiny_arch()), &device).unwrap();
-    let size = (cfg.image_size, cfg.image_size);
+    (
+        dir,
+        samples,
+        sd,
+        tokenizer,
+        (cfg.image_size, cfg.image_size),
+    )
+}
+
+#[test]
+fn threads_split_the_batches_without_changing_a_number() {
+    let device = Default::default();
+    let (dir, samples, sd, tokenizer, size) = fixture(16);
     let encode = |threads: usize| {
         let bar = ProgressBar::hidden();
         let out = dir.path().join(format!("encoded-{threads}.safetensors"));
@@ -92,21 +114,8 @@ fn half_precision_text_states_are_stored_at_their_precision() {
     use safetensors::Dtype;
 
     let device = Default::default();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = SynthConfig {
-        train: 4,
-        val: 1,
-        test: 1,
-        ..tiny_synth()
-    };
-    let root = dir.path().join("synthrs");
-    synth::write(&root, &cfg).unwrap();
-    let samples = DatasetFormat::Synthrs.read_split(&root, "train").unwrap();
-    let weights = dir.path().join("sd");
-    write_random::<Flex>(&tiny_arch(), 7, &weights, &device).unwrap();
-    let (sd, tokenizer) = load_frozen::<Flex>(&weights, Some(&tiny_arch()), &device).unwrap();
+    let (dir, samples, sd, tokenizer, size) = fixture(4);
     let sd = cast_module(sd, Precision::Bf16);
-    let size = (cfg.image_size, cfg.image_size);
     let enc = EncodedSplit::encode(
         samples.clone(),
         &tokenizer,

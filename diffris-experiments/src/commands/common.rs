@@ -447,15 +447,13 @@ pub fn predict_split<B: SdBackend>(
                 vae: run.model.vae.clone(),
                 unet: run.model.unet.clone(),
             };
-            crate::encoded::EncodedSplit::encode(
+            crate::inputs::encode_into(
+                spec,
                 samples,
-                &run.tokenizer,
                 &sd,
-                spec.model.image_size,
-                spec.model.latent_scale,
+                &run.tokenizer,
                 device,
-                plan.encode.batch,
-                plan.encode.workers,
+                &plan,
                 &bar,
                 path,
                 key,
