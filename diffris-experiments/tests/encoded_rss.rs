@@ -28,7 +28,9 @@ fn reset_peak() {
 
 #[test]
 fn an_epoch_reads_the_split_a_batch_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
+    // In cargo's scratch folder under the target directory, on the build's disk (`/tmp` may be
+    // a small RAM disk).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("split.safetensors");
     let layout = Layout {
         samples: SAMPLES,
