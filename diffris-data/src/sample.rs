@@ -185,11 +185,12 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !ends_with_jpeg_eoi(&bytes) {
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_reaches_its_end(&bytes) {
         // The decoder fills a cut-off JPEG's missing rows with gray and reports nothing.
         return Err(DataError::Image {
             path: path.to_path_buf(),
-            message: "the JPEG is truncated (no end-of-image marker in its last 4 KiB)".into(),
+            message: "the JPEG is truncated (its segments end before the end-of-image marker)"
+                .into(),
         });
     }
     reader.decode().map_err(|e| DataError::Image {
@@ -198,10 +199,50 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     })
 }
 
-/// Whether a JPEG's end-of-image marker (`FF D9`) is in its last 4 KiB. A complete file ends
-/// with it (some writers pad a few bytes after); a cut-off one has lost it, and the only other
-/// one, that of an embedded EXIF thumbnail, sits near the start of any real image.
-fn ends_with_jpeg_eoi(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(4096)..];
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+/// Whether a JPEG's structure runs whole to its end-of-image marker (`FF D9`): the segments after
+/// the start marker are followed by their lengths, and each scan's entropy-coded data to the next
+/// marker (`FF` then a byte other than `00` and the restart markers `D0`-`D7`). A cut-off file
+/// runs out of bytes first. Markers inside a segment (a comment, an EXIF thumbnail) are skipped
+/// with it, so they cannot pass for the end.
+fn jpeg_reaches_its_end(bytes: &[u8]) -> bool {
+    let mut pos = 2; // after FF D8
+    loop {
+        // A marker, after any fill bytes (FF FF ...).
+        if bytes.get(pos) != Some(&0xFF) {
+            return false;
+        }
+        while bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&marker) = bytes.get(pos + 1) else {
+            return false;
+        };
+        pos += 2;
+        match marker {
+            0xD9 => return true,
+            0xD0..=0xD7 | 0x01 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(pos..pos + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        else {
+            return false;
+        };
+        if len < 2 {
+            return false;
+        }
+        pos += len;
+        if marker == 0xDA {
+            // Entropy-coded data up to the next marker.
+            loop {
+                match (bytes.get(pos), bytes.get(pos + 1)) {
+                    (Some(0xFF), Some(0x00 | 0xD0..=0xD7)) => pos += 2,
+                    (Some(0xFF), Some(_)) => break,
+                    (Some(_), _) => pos += 1,
+                    (None, _) => return false,
+                }
+            }
+        }
+    }
 }

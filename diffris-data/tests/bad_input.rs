@@ -234,6 +234,24 @@ fn truncated_jpeg_is_an_error_and_a_whole_one_reads() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("a.jpg") && err.contains("truncated"), "{err}");
+
+    // An end-of-image marker inside a comment segment (here right after the start marker) does
+    // not make a cut-off file whole.
+    let mut commented = bytes[..2].to_vec();
+    commented.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x04, 0xFF, 0xD9]);
+    commented.extend_from_slice(&bytes[2..]);
+    std::fs::write(&path, &commented).unwrap();
+    let read = diffris_data::sample::open_image(&path).unwrap();
+    assert_eq!(
+        read.to_rgb8(),
+        whole.to_rgb8(),
+        "the comment changes no pixel"
+    );
+    std::fs::write(&path, &commented[..commented.len() - 40]).unwrap();
+    let err = diffris_data::sample::open_image(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("truncated"), "{err}");
 }
 
 #[test]
