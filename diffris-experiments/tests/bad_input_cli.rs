@@ -59,6 +59,27 @@ fn refused(dir: &Path, args: &[&str], expected: &[&str]) -> String {
     text
 }
 
+/// `train cp_adapter` on 8 training and 4 evaluation samples of the tiny profile, writing to
+/// `results` with the cache `cache`, then `extra`.
+fn small_train(cache: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        "train",
+        "cp_adapter",
+        "--ablations",
+        ABLATIONS,
+        "--limit-train",
+        "8",
+        "--limit-eval",
+        "4",
+        "--results",
+        "results",
+        "--cache",
+        cache.to_str().unwrap(),
+    ];
+    a.extend_from_slice(extra);
+    a.into_iter().map(String::from).collect()
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -246,26 +267,10 @@ fn damaged_run_records_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cache = d.join("cache");
-    let cache = cache.to_str().unwrap();
-    let train = |extra: &[&'static str]| -> Vec<String> {
-        let mut a: Vec<&str> = vec![
-            "train",
-            "cp_adapter",
-            "--ablations",
-            ABLATIONS,
-            "--epochs",
-            "2",
-            "--limit-train",
-            "8",
-            "--limit-eval",
-            "4",
-            "--results",
-            "results",
-            "--cache",
-            cache,
-        ];
+    let train = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["--epochs", "2"];
         a.extend_from_slice(extra);
-        a.into_iter().map(String::from).collect()
+        small_train(&cache, &a)
     };
     let (code, text) = diffris(d, &strs(&train(&["--stop-after", "1"])));
     assert_eq!(code, Some(0), "{text}");
@@ -280,7 +285,13 @@ fn damaged_run_records_are_named() {
     std::fs::write(run.join("config.ron"), "(ablation: \"cp_adapter\",").unwrap();
     refused(
         d,
-        &["eval", "--run", run.to_str().unwrap(), "--cache", cache],
+        &[
+            "eval",
+            "--run",
+            run.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
         &["config.ron:1:"],
     );
 }
@@ -386,28 +397,9 @@ fn the_pass_split_is_recorded_and_checked() {
     let d = dir.path();
     let cache = d.join("cache");
     let train = |seed: &str, device: &str, extra: &[&str]| {
-        let mut a = vec![
-            "train",
-            "cp_adapter",
-            "--variant",
-            "none",
-            "--ablations",
-            ABLATIONS,
-            "--limit-train",
-            "8",
-            "--limit-eval",
-            "4",
-            "--results",
-            "results",
-            "--cache",
-            cache.to_str().unwrap(),
-            "--seed",
-            seed,
-            "--device",
-            device,
-        ];
+        let mut a = vec!["--variant", "none", "--seed", seed, "--device", device];
         a.extend_from_slice(extra);
-        a.into_iter().map(String::from).collect::<Vec<_>>()
+        small_train(&cache, &a)
     };
     // The tiny profile's batch of 8: one pass on one device, a pass of 4 on each of two.
     let (code, text) = diffris(d, &strs(&train("0", "flex,flex", &["--epochs", "1"])));
@@ -569,27 +561,10 @@ fn output_paths_are_checked_before_the_work() {
 fn a_finished_runs_files_are_checked_against_its_result() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cache = d.join("cache");
-    let cache = cache.to_str().unwrap();
-    let args = [
-        "train",
-        "cp_adapter",
-        "--variant",
-        "none",
-        "--ablations",
-        ABLATIONS,
-        "--epochs",
-        "1",
-        "--limit-train",
-        "8",
-        "--limit-eval",
-        "4",
-        "--results",
-        "results",
-        "--cache",
-        cache,
-    ];
-    let (code, text) = diffris(d, &args);
+    let cache_dir = d.join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    let args = small_train(&cache_dir, &["--variant", "none", "--epochs", "1"]);
+    let (code, text) = diffris(d, &strs(&args));
     assert_eq!(code, Some(0), "{text}");
     let run = d.join("results/runs/cp_adapter/none/seed-0");
     let result = std::fs::read_to_string(run.join("result.json")).unwrap();
