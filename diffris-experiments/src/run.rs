@@ -160,6 +160,14 @@ pub fn run_one<B: SdBackend>(
                 );
             }
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        } else if dir.join("result.json").is_file() {
+            // Finished, but not with this config (`finished` compared them).
+            anyhow::bail!(
+                "{} holds a run that has ended (its result.json), with another config than this \
+                 command's: --restart trains it again with this one (or write the runs \
+                 elsewhere, --results)",
+                dir.display()
+            );
         } else if !ws.resume || saved != config_text {
             anyhow::bail!(
                 "{} holds an unfinished run{}: pass --resume to continue it or --restart to start over",

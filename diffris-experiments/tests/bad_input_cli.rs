@@ -595,4 +595,16 @@ fn a_finished_runs_files_are_checked_against_its_result() {
     }
     let (code, text) = diffris(d, &eval);
     assert_eq!(code, Some(0), "restored:\n{text}");
+
+    // Asked again with another config, the ended run is named as such (not "unfinished").
+    let other = small_train(&cache_dir, &["--variant", "none", "--epochs", "2"]);
+    let text = refused(
+        d,
+        &strs(&other),
+        &["holds a run that has ended", "another config", "--restart"],
+    );
+    assert!(!text.contains("unfinished"), "{text}");
+    // Without its env.json, the random weights it read cannot be found: said so.
+    std::fs::remove_file(run.join("env.json")).unwrap();
+    refused(d, &eval, &["env.json is missing", "--restart"]);
 }
