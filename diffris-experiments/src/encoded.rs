@@ -35,6 +35,9 @@ pub struct EncodedSplit {
     pub eos: Vec<i64>,
     /// Rows of `H*W` ground-truth values at the network size, `{0, 1}` (bytes on disk).
     pub masks: Rows,
+    /// How many of the masks hold no foreground pixel (counted when the masks were first read:
+    /// for a cached split, in the pass that checks them).
+    pub empty_masks: usize,
 }
 
 impl EncodedSplit {
@@ -51,6 +54,7 @@ impl EncodedSplit {
         eos: Vec<i64>,
         masks: &[f32],
     ) -> Self {
+        let per = image_size.0 * image_size.1;
         Self {
             samples,
             image_size,
@@ -58,8 +62,9 @@ impl EncodedSplit {
             text_dims,
             latents: Rows::from_f32(latent_dims.iter().product(), latents),
             text: Rows::from_f32(text_dims.iter().product(), text),
+            masks: Rows::from_f32(per, masks),
+            empty_masks: count_empty(per, eos.len(), masks),
             eos,
-            masks: Rows::from_f32(image_size.0 * image_size.1, masks),
         }
     }
 
@@ -76,45 +81,19 @@ impl EncodedSplit {
         self.masks.row(i)
     }
 
-    /// The samples whose network-size mask holds no foreground pixel.
-    pub fn empty_masks(&self) -> anyhow::Result<usize> {
-        let per = self.masks.per();
-        if per == 0 {
-            return Ok(self.len());
-        }
-        let mut empty = 0;
-        let mut values = Vec::new();
-        self.masks.scan(self.len(), 64, |_, bytes| {
-            values.clear();
-            crate::rows::decode(self.masks.dtype(), bytes, &mut values);
-            empty += values
-                .chunks(per)
-                .filter(|m| m.iter().all(|&v| v <= 0.0))
-                .count();
-            Ok(())
-        })?;
-        Ok(empty)
-    }
-
     /// A warning when every mask of this split (`name`, read from `root`) is empty: most often
     /// masks stored so that no pixel reads as foreground (another encoding or bit depth than
     /// the format's), which would train towards all-background and score 0.
-    pub fn empty_mask_warning(
-        &self,
-        name: &str,
-        root: &std::path::Path,
-    ) -> anyhow::Result<Option<String>> {
-        Ok(
-            (!self.is_empty() && self.empty_masks()? == self.len()).then(|| {
-                format!(
-                    "warning: all {} masks of the {name} split of {} are empty (no foreground \
+    pub fn empty_mask_warning(&self, name: &str, root: &std::path::Path) -> Option<String> {
+        (!self.is_empty() && self.empty_masks == self.len()).then(|| {
+            format!(
+                "warning: all {} masks of the {name} split of {} are empty (no foreground \
                  pixel at the network size); check how the masks are stored (`diffris data \
                  inspect --overlays N` draws some)",
-                    self.len(),
-                    root.display()
-                )
-            }),
-        )
+                self.len(),
+                root.display()
+            )
+        })
     }
 
     /// Decodes, tokenises and encodes every sample, in batches of `batch` on `device`, and
@@ -276,6 +255,18 @@ struct Encoder<'a, B: SdBackend> {
     bar: &'a ProgressBar,
 }
 
+/// How many of the `n` masks of `per` values each in `values` hold no foreground pixel (every
+/// value <= 0; with `per` 0, all of them).
+pub fn count_empty<T: Copy + Into<f64>>(per: usize, n: usize, values: &[T]) -> usize {
+    if per == 0 {
+        return n;
+    }
+    values
+        .chunks(per)
+        .filter(|m| m.iter().all(|&v| v.into() <= 0.0))
+        .count()
+}
+
 /// An encoder output as the cache stores it: its element type and little-endian bytes.
 fn stored(data: TensorData) -> anyhow::Result<(Dtype, Vec<u8>)> {
     Ok(match data.dtype {
@@ -403,18 +394,15 @@ mod tests {
         let root = Path::new("/data/RefSegRS");
         // One foreground pixel in the second sample: nothing to warn about.
         let some = split(vec![0., 0., 0., 0., 0., 0., 1., 0.]);
-        assert_eq!(some.empty_masks().unwrap(), 1);
-        assert_eq!(some.empty_mask_warning("test", root).unwrap(), None);
+        assert_eq!(some.empty_masks, 1);
+        assert_eq!(some.empty_mask_warning("test", root), None);
         let none = split(vec![0.; 8]);
-        assert_eq!(none.empty_masks().unwrap(), 2);
-        let w = none.empty_mask_warning("test", root).unwrap().unwrap();
+        assert_eq!(none.empty_masks, 2);
+        let w = none.empty_mask_warning("test", root).unwrap();
         assert!(
             w.starts_with("warning: all 2 masks of the test split of /data/RefSegRS are empty"),
             "{w}"
         );
-        assert_eq!(
-            split(vec![]).empty_mask_warning("test", root).unwrap(),
-            None
-        );
+        assert_eq!(split(vec![]).empty_mask_warning("test", root), None);
     }
 }

@@ -24,7 +24,7 @@ use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
 use crate::cache::fnv1a;
-use crate::encoded::EncodedSplit;
+use crate::encoded::{EncodedSplit, count_empty};
 use crate::rows::{Rows, decode, element_size};
 
 /// The file layout; bump when it changes. (What the encoders compute is in each split's key:
@@ -358,7 +358,7 @@ pub fn load(
     let mut eos_bytes = vec![0u8; n * 8];
     file.read_exact_at(&mut eos_bytes, data_start + eos.data_offsets.0 as u64)
         .with_context(|| format!("reading {}", path.display()))?;
-    let split = EncodedSplit {
+    let mut split = EncodedSplit {
         image_size,
         latent_dims: [latents.shape[1], latents.shape[2], latents.shape[3]],
         text_dims: [text.shape[1], text.shape[2]],
@@ -369,6 +369,7 @@ pub fn load(
             .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect(),
         masks: rows(masks),
+        empty_masks: 0, // counted below
         samples,
     };
     // An encoder output is finite; a NaN or infinity is a damaged file (or a diverged encoder)
@@ -390,9 +391,14 @@ pub fn load(
             }
         })?;
     }
+    // One pass over the masks checks them and counts the empty ones.
+    let mut empty = 0;
     split.masks.scan(n, CHECK_ROWS, |first, bytes| {
         match bytes.iter().position(|&m| m > 1) {
-            None => Ok(()),
+            None => {
+                empty += count_empty(ih * iw, 0, bytes);
+                Ok(())
+            }
             Some(i) => {
                 let sample = first + i / (ih * iw).max(1);
                 Err(bad(format!(
@@ -402,6 +408,7 @@ pub fn load(
             }
         }
     })?;
+    split.empty_masks = if ih * iw == 0 { n } else { empty };
     Ok(Some(split))
 }
 

@@ -173,7 +173,7 @@ pub fn cached_split<B: SdBackend>(
             enc
         }
     };
-    if let Some(w) = enc.empty_mask_warning(split, &spec.data_root)? {
+    if let Some(w) = enc.empty_mask_warning(split, &spec.data_root) {
         say(w);
     }
     Ok(enc)

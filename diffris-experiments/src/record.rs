@@ -45,7 +45,7 @@ pub fn file_digest(path: &Path) -> anyhow::Result<String> {
     use std::io::Read;
     let mut file =
         std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut hash = crate::cache::Fnv1a::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file
@@ -54,11 +54,14 @@ pub fn file_digest(path: &Path) -> anyhow::Result<String> {
         if n == 0 {
             break;
         }
-        for &b in &buf[..n] {
-            hash = (hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
+        hash.update(&buf[..n]);
     }
-    Ok(format!("fnv1a64:{hash:016x}"))
+    Ok(digest_text(hash.finish()))
+}
+
+/// How a digest is written (in `result.json` and beside checkpoint files).
+pub fn digest_text(hash: u64) -> String {
+    format!("fnv1a64:{hash:016x}")
 }
 
 /// The digests of a run folder's [`SEALED`] files.

@@ -47,11 +47,6 @@ impl Rows {
         )
     }
 
-    /// Rows of bytes held in memory.
-    pub fn from_u8(per: usize, values: Vec<u8>) -> Self {
-        Self::memory(Dtype::U8, per, values)
-    }
-
     /// Rows of `dtype` held in memory as little-endian `bytes`.
     pub fn memory(dtype: Dtype, per: usize, bytes: Vec<u8>) -> Self {
         assert!(ROW_TYPES.contains(&dtype), "rows of {dtype:?}");
@@ -251,7 +246,7 @@ mod tests {
             let err = file.row(4).unwrap_err().to_string();
             assert!(err.contains(&path.display().to_string()), "{err}");
         }
-        let bytes = Rows::from_u8(2, vec![0, 1, 1, 0]);
+        let bytes = Rows::memory(Dtype::U8, 2, vec![0, 1, 1, 0]);
         assert_eq!(bytes.gather(&[1, 0]).unwrap(), [1.0, 0.0, 0.0, 1.0]);
         let mut seen = vec![];
         bytes

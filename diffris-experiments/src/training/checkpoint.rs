@@ -67,14 +67,14 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
             let mut writer = KeepsError {
                 inner: BufWriter::new(out),
                 error: None,
-                hash: FNV_OFFSET,
+                hash: crate::cache::Fnv1a::new(),
             };
             rmp_serde::encode::write_named(&mut writer, &item).map_err(|e| {
                 // rmp_serde's message leaves out the I/O error ("No space left on device").
                 let cause = writer.error.take().unwrap_or_else(|| e.to_string());
                 RecorderError::Unknown(format!("writing {}: {cause}", partial.display()))
             })?;
-            let writer_hash = writer.hash;
+            let digest = crate::record::digest_text(writer.hash.finish());
             let out = writer
                 .inner
                 .into_inner()
@@ -83,11 +83,8 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
             std::fs::rename(&partial, &file).map_err(|e| io(e, "renaming"))?;
             // The digest beside it, written after the file is whole: a file whose bytes later
             // differ from it (damaged in place, even at the same size) is not resumed from.
-            crate::tensor_file::write_atomic(
-                &digest_path(&file),
-                format!("fnv1a64:{:016x}\n", writer_hash).as_bytes(),
-            )
-            .map_err(|e| RecorderError::Unknown(format!("{e:#}")))
+            crate::tensor_file::write_atomic(&digest_path(&file), format!("{digest}\n").as_bytes())
+                .map_err(|e| RecorderError::Unknown(format!("{e:#}")))
         })();
         if let Err(e) = &written {
             let message = match e {
@@ -129,18 +126,14 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
 struct KeepsError<W> {
     inner: W,
     error: Option<String>,
-    hash: u64,
+    hash: crate::cache::Fnv1a,
 }
 
 impl<W: Write> Write for KeepsError<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let written = self.inner.write(buf);
         match &written {
-            Ok(n) => {
-                for &b in &buf[..*n] {
-                    self.hash = (self.hash ^ b as u64).wrapping_mul(FNV_PRIME);
-                }
-            }
+            Ok(n) => self.hash.update(&buf[..*n]),
             Err(e) => {
                 self.error.get_or_insert_with(|| e.to_string());
             }
@@ -162,9 +155,6 @@ impl<B: Backend> FileRecorder<B> for AtomicRecorder {
         "mpk"
     }
 }
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x100_0000_01b3;
 
 /// Where the digest of a record file is kept: `NAME.mpk.digest`.
 fn digest_path(file: &Path) -> PathBuf {
