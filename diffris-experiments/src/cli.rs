@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::backend::{DataParallel, DeviceList, DeviceSpec};
 use crate::commands;
+use crate::device::backend::{DataParallel, DeviceList, DeviceSpec};
 
 /// DiffRIS: referring remote-sensing image segmentation on a frozen Stable Diffusion.
 #[derive(Debug, Parser)]

@@ -1,42 +1,29 @@
-//! The diffris experiment runner.
+//! The diffris experiment runner, in wings that each build on the ones listed before them:
 //!
-//! From an ablation file to its table: [`recipe`] reads the file, [`profile`] resolves each
-//! variant and seed into a [`profile::RunSpec`], [`run`] trains and evaluates it (inputs from
-//! [`inputs`] and [`frozen`], training in [`training`], scores from [`evaluate`] and
-//! [`metrics`], records from [`record`]), [`parallel`] runs several at once, and [`report`]
-//! writes the table and plots. [`commands`] holds the `diffris` subcommands, which share their
-//! helpers through [`commands::common`]; the runner never calls into them.
+//! - [`util`]: hashing, locks, atomic files, PNG, progress lines, build facts.
+//! - [`device`]: backends and devices, their memory, the order of passes over several devices.
+//! - [`spec`]: ablation files and recipes ([`spec::recipe`]), resolved into a [`spec::RunSpec`]
+//!   per variant and seed ([`spec::profile`]).
+//! - [`inputs`]: the frozen SD stack, and splits encoded by it and cached on disk.
+//! - [`eval`]: the metrics and the evaluation of a model on a split.
+//! - [`training`]: training on burn-train's supervised learner, on one device or several.
+//! - [`plan`]: memory estimates and the plan of a run on its devices.
+//! - [`runner`]: a run from its spec to its records ([`runner::run_dir`]), several at once, and
+//!   the ablation driver.
+//! - [`diagnostics`]: one training step measured or compared across backends.
+//! - [`report`] (tables and plots) and [`explain`] (attribution maps) read what runs wrote.
+//! - [`commands`] and [`cli`]: the `diffris` subcommands, each its arguments and one call.
 
-pub mod allocator;
-pub mod backend;
-pub mod build_info;
-pub mod cache;
 pub mod cli;
 pub mod commands;
-pub mod device_memory;
-pub mod encoded;
-pub mod encoded_cache;
-pub mod evaluate;
+pub mod device;
+pub mod diagnostics;
+pub mod eval;
 pub mod explain;
-pub mod fingerprint;
-pub mod frozen;
-pub mod half_step;
 pub mod inputs;
-pub mod lock;
-pub mod memory;
-pub mod metrics;
-pub mod parallel;
 pub mod plan;
-pub mod png;
-pub mod profile;
-pub mod progress;
-pub mod recipe;
-pub mod record;
-pub mod reload;
 pub mod report;
-pub mod rows;
-pub mod run;
-pub mod step_probe;
-pub mod tensor_file;
+pub mod runner;
+pub mod spec;
 pub mod training;
-pub mod workspace;
+pub mod util;

@@ -22,9 +22,11 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use burn::train::TrainStep;
 use diffris_data::{MaskSource, Sample};
-use diffris_experiments::encoded::EncodedSplit;
-use diffris_experiments::recipe::{SelectBy, TrainSpec};
-use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, grads_by_path, to_data};
+use diffris_experiments::diagnostics::step_probe::{
+    ProbeSpec, ProbeWeights, grads_by_path, to_data,
+};
+use diffris_experiments::inputs::encoded::EncodedSplit;
+use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::training::loader::EpochLoader;
 use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};

@@ -8,8 +8,10 @@
 #![cfg(feature = "flex")]
 
 use burn::backend::{Autodiff, Flex};
-use diffris_experiments::half_step::{HalfDiff, HalfTolerance};
-use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, StepProbe, probe, probe_decoders};
+use diffris_experiments::diagnostics::half_step::{HalfDiff, HalfTolerance};
+use diffris_experiments::diagnostics::step_probe::{
+    ProbeSpec, ProbeWeights, StepProbe, probe, probe_decoders,
+};
 
 /// The invariants of any step: finite losses, a gradient for every trained parameter, every
 /// trained parameter moved, the frozen stack untouched.
@@ -41,10 +43,10 @@ fn copied_weights_reproduce_the_flex_step_exactly() {
 }
 
 /// Every decoder's step on backend `B` against flex, within the tolerances of
-/// `diffris_experiments::step_probe` (measured margins are in the README).
+/// `diffris_experiments::diagnostics::step_probe` (measured margins are in the README).
 #[cfg(any(feature = "wgpu", feature = "tch"))]
 fn against_flex<B: diffris_model::ops::SdAutodiffBackend>(device: &B::Device, backend: &str) {
-    use diffris_experiments::step_probe::{
+    use diffris_experiments::diagnostics::step_probe::{
         STAGE_REL_TOLERANCE, compare, compare_stages, forward_stages,
     };
     for (name, decoder) in probe_decoders() {
@@ -233,7 +235,7 @@ fn doctor_on_wgpu_against_flex() {
 
 /// Steps with the frozen stack in half precision on backend `B` against its f32 step, from the
 /// same weights (drawn in f32) and batch, for every decoder: the step's invariants hold, and the
-/// losses and gradient directions stay within `diffris_experiments::half_step`'s tolerances of
+/// losses and gradient directions stay within `diffris_experiments::diagnostics::half_step`'s tolerances of
 /// f32's (`f16` overrides those of f16). The frozen stack's parity with PyTorch's own half
 /// precision is `diffris-model`'s `tests/half_precision.rs`; this checks the boundaries (casts
 /// into and out of the frozen stack, the adapter's gradient through it, the f32 decoder).

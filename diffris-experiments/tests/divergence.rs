@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
 use diffris_data::{MaskSource, Sample};
-use diffris_experiments::encoded::EncodedSplit;
-use diffris_experiments::recipe::{SelectBy, TrainSpec};
-use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights};
+use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights};
+use diffris_experiments::inputs::encoded::EncodedSplit;
+use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::training::divergence::Diverged;
 use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};

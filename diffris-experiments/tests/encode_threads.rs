@@ -6,9 +6,9 @@
 use burn::backend::Flex;
 use diffris_data::synth::{self, SynthConfig};
 use diffris_data::{ClipTokenizer, DatasetFormat};
-use diffris_experiments::encoded::EncodedSplit;
-use diffris_experiments::frozen::{load_frozen, write_random};
-use diffris_experiments::profile::{tiny_arch, tiny_synth};
+use diffris_experiments::inputs::encoded::EncodedSplit;
+use diffris_experiments::inputs::frozen::{load_frozen, write_random};
+use diffris_experiments::spec::profile::{tiny_arch, tiny_synth};
 use diffris_model::sd::StableDiffusion;
 use indicatif::ProgressBar;
 
@@ -76,7 +76,7 @@ fn threads_split_the_batches_without_changing_a_number() {
     let three = encode(3);
     assert_eq!(one.len(), 16);
     assert_eq!(one.latent_dims, [32, 16, 16]);
-    let all = |rows: &diffris_experiments::rows::Rows| rows.all(16).unwrap();
+    let all = |rows: &diffris_experiments::inputs::rows::Rows| rows.all(16).unwrap();
     assert_eq!(all(&one.latents).len(), 16 * 32 * 16 * 16);
     assert_eq!(
         all(&one.text).len(),

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use burn::backend::Flex;
 use burn::data::dataloader::DataLoader;
 use diffris_data::{MaskSource, Sample};
-use diffris_experiments::encoded_cache::{self, EncodedRows, Layout, Writer};
-use diffris_experiments::progress::peak_rss_bytes;
+use diffris_experiments::inputs::encoded_cache::{self, EncodedRows, Layout, Writer};
 use diffris_experiments::training::loader::EpochLoader;
+use diffris_experiments::util::progress::peak_rss_bytes;
 use safetensors::Dtype;
 
 const SAMPLES: usize = 2_000;

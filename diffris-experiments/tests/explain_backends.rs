@@ -9,9 +9,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use diffris_data::ClipTokenizer;
 use diffris_data::batch::prepare_query;
+use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights, probe_decoders};
 use diffris_experiments::explain::Explanation;
 use diffris_experiments::explain::compute::{Query, Settings, explain};
-use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, probe_decoders};
 use diffris_model::ops::SdAutodiffBackend;
 
 const TEXT: &str = "the large red-roofed building";

@@ -16,9 +16,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use burn::backend::{Autodiff, Flex};
-use diffris_experiments::encoded::EncodedSplit;
-use diffris_experiments::recipe::{SelectBy, TrainSpec};
-use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights};
+use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights};
+use diffris_experiments::inputs::encoded::EncodedSplit;
+use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{CamdConfig, DecoderConfig};
 

@@ -14,9 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
-use diffris_experiments::encoded::EncodedSplit;
-use diffris_experiments::recipe::{SelectBy, TrainSpec};
-use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, to_data};
+use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights, to_data};
+use diffris_experiments::inputs::encoded::EncodedSplit;
+use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::training::{TrainOptions, Trained, Trainee, last_checkpoint, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
 

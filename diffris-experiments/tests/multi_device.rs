@@ -17,9 +17,9 @@ mod common;
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
-use diffris_experiments::encoded::EncodedSplit;
-use diffris_experiments::recipe::{SelectBy, TrainSpec};
-use diffris_experiments::step_probe::{ProbeSpec, ProbeWeights, to_data};
+use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights, to_data};
+use diffris_experiments::inputs::encoded::EncodedSplit;
+use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::training::epoch_log::EpochSums;
 use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};

@@ -8,12 +8,11 @@
 #![cfg(feature = "flex")] // runs on the CPU reference backend
 
 use burn::backend::Flex;
-use diffris_experiments::cache::fnv1a;
-use diffris_experiments::frozen::{
-    RANDOM_WEIGHTS_VERSION, load_frozen, random_sd_dir, weights_generator, write_random,
-};
-use diffris_experiments::profile::tiny_arch;
-use diffris_experiments::step_probe::to_data;
+use diffris_experiments::device::backend::{RANDOM_WEIGHTS_VERSION, weights_generator};
+use diffris_experiments::diagnostics::step_probe::to_data;
+use diffris_experiments::inputs::frozen::{load_frozen, random_sd_dir, write_random};
+use diffris_experiments::spec::profile::tiny_arch;
+use diffris_experiments::util::cache::fnv1a;
 
 /// FNV-1a over every tensor's path and f32 bits, in the module's order, of the tiny weights
 /// flex writes for seed 0 at `RANDOM_WEIGHTS_VERSION` 1.
@@ -38,7 +37,7 @@ fn random_weights_of_a_seed_are_those_of_this_version() {
     assert_eq!(
         (RANDOM_WEIGHTS_VERSION, digest),
         PINNED,
-        "the random weights of a seed changed: bump RANDOM_WEIGHTS_VERSION (frozen.rs) and pin \
+        "the random weights of a seed changed: bump RANDOM_WEIGHTS_VERSION (device/backend.rs) and pin \
          the new digest {digest:#018x}"
     );
 }

@@ -41,9 +41,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use burn::train::TrainStep;
 use clap::Parser;
-use diffris_experiments::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use diffris_experiments::commands::common::parse_precision;
-use diffris_experiments::encoded::EncodedBatch;
+use diffris_experiments::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use diffris_experiments::inputs::encoded::EncodedBatch;
 use diffris_experiments::training::Trainee;
 use diffris_model::decoder::{Decoder, DecoderInput};
 use diffris_model::diffris::{DiffRisConfig, DiffRisOutput};
@@ -96,7 +96,7 @@ fn time<F: FnMut()>(repeats: usize, mut f: F) -> Vec<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    diffris_experiments::allocator::retain_freed_memory();
+    diffris_experiments::device::allocator::retain_freed_memory();
     let args = Args::parse();
     let device = args.device.unwrap_or_else(DeviceSpec::default_compiled);
     let (n, (times, device_mib)) = dispatch(device, Bench { args: &args })??;
@@ -198,7 +198,7 @@ impl BackendJob for Bench<'_> {
 /// The device memory a phase used: on the CPU backend the heap's peak above what was live at
 /// the last [`start_measuring`], on cubecl backends their pool's reservation.
 fn device_mib(device: DeviceSpec) -> Option<f64> {
-    use diffris_experiments::device_memory::{DeviceMemory, query};
+    use diffris_experiments::device::usage::{DeviceMemory, query};
     use std::sync::atomic::Ordering;
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     match query(device)? {
@@ -214,7 +214,7 @@ static HEAP_BASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 
 /// Starts the heap measurement of [`device_mib`]: what is live now is the base.
 fn start_measuring() {
-    use diffris_experiments::allocator::{live_bytes, reset_peak};
+    use diffris_experiments::device::allocator::{live_bytes, reset_peak};
     HEAP_BASE.store(live_bytes(), std::sync::atomic::Ordering::Relaxed);
     reset_peak();
 }
@@ -346,7 +346,7 @@ fn stage_profile<B: SdBackend>(
     args: &Args,
     device: &B::Device,
 ) -> anyhow::Result<Vec<f64>> {
-    use diffris_experiments::allocator::{live_bytes, peak_bytes, reset_peak};
+    use diffris_experiments::device::allocator::{live_bytes, peak_bytes, reset_peak};
     let start = Instant::now();
     let (trainee, batch) = paper_trainee::<B>(arch, args, device)?;
     let model = &trainee.model;

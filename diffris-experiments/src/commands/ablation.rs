@@ -1,8 +1,8 @@
 //! `diffris ablation NAME`: runs every variant (and seed) of `ablations/NAME.ron`, then writes
 //! the table in the paper's layout and the plots under `results/NAME/`.
 
-use crate::backend::DeviceList;
 use crate::commands::common::{RunArgs, Selection, run_ablation};
+use crate::device::backend::DeviceList;
 
 /// Arguments of `diffris ablation`.
 #[derive(Debug, Clone, clap::Args)]

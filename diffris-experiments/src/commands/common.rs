@@ -8,19 +8,19 @@ use std::time::Duration;
 
 use indicatif::MultiProgress;
 
-use crate::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
-use crate::cache::default_cache;
-use crate::memory::MemoryEstimate;
-use crate::metrics::{Metrics, PR_THRESHOLDS};
-use crate::parallel::default_jobs;
+use crate::device::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
+use crate::eval::metrics::{Metrics, PR_THRESHOLDS};
+use crate::plan::estimate::MemoryEstimate;
 use crate::plan::{Budget, Plan, auto_micro_batch};
-use crate::profile::{MicroBatch, ProfileName, Resolver, RunOverrides, Setup};
-use crate::progress::say;
-use crate::recipe::{AblationFile, Variant, locate};
-use crate::record::spec_ron;
 use crate::report::Written;
-use crate::run::run_specs;
-use crate::workspace::Workspace;
+use crate::runner::parallel::default_jobs;
+use crate::runner::record::spec_ron;
+use crate::runner::run::run_specs;
+use crate::runner::workspace::Workspace;
+use crate::spec::profile::{MicroBatch, ProfileName, Resolver, RunOverrides, Setup};
+use crate::spec::recipe::{AblationFile, Variant, locate};
+use crate::util::cache::default_cache;
+use crate::util::progress::say;
 
 /// Options shared by the commands that train.
 #[derive(Debug, Clone, clap::Args)]
@@ -201,11 +201,13 @@ pub fn print_metrics(name: &str, m: &Metrics) {
 /// its config is `spec`'s but for the micro-batch: `--micro-batch auto` continues a run (or
 /// reuses a finished one) with the micro-batch it was started with, whatever device it started
 /// on.
-fn recorded_micro_batch(ws: &Workspace, spec: &crate::profile::RunSpec) -> Option<usize> {
+fn recorded_micro_batch(ws: &Workspace, spec: &crate::spec::profile::RunSpec) -> Option<usize> {
     if ws.restart {
         return None;
     }
-    let saved = crate::record::read_spec(&crate::record::spec_dir(&ws.results, spec)).ok()?;
+    let saved =
+        crate::runner::record::read_spec(&crate::runner::record::spec_dir(&ws.results, spec))
+            .ok()?;
     let mut same = spec.clone();
     same.train.micro_batch = saved.train.micro_batch;
     (same == saved).then_some(saved.train.micro_batch).flatten()
@@ -220,7 +222,7 @@ pub fn write_tables(
     overrides: &RunOverrides,
     results: &std::path::Path,
 ) -> anyhow::Result<Written> {
-    let expected = |v: &Variant, seed: u64, saved: &crate::profile::RunSpec| {
+    let expected = |v: &Variant, seed: u64, saved: &crate::spec::profile::RunSpec| {
         let mut spec = resolver.resolve_variant(file, v, seed, overrides)?;
         if resolver.auto_micro_batch(overrides, &spec) {
             spec.train.micro_batch = saved.train.micro_batch;
@@ -262,7 +264,7 @@ impl BackendJob for Ablation {
         let overrides = a.run.overrides();
         let mut specs = resolver.resolve_file(&file, &a.only, &a.seeds, &overrides)?;
         for s in &specs {
-            crate::inputs::check_inputs_exist(s)?;
+            crate::runner::prepare::check_inputs_exist(s)?;
         }
         let jobs = a
             .run
@@ -271,7 +273,7 @@ impl BackendJob for Ablation {
             .clamp(1, specs.len().max(1));
         // What each run may use of the device (where its size is known): the runs' micro-batches
         // under `auto`, and the batches of their evaluation and encoding, are chosen to fit it.
-        let capacity = crate::device_memory::capacity(target.spec)?;
+        let capacity = crate::device::usage::capacity(target.spec)?;
         ws.budget = Budget::shared(capacity.clone(), jobs, target.spec);
         let devices = target.devices.len();
         let mut auto = vec![None; specs.len()];
@@ -293,7 +295,7 @@ impl BackendJob for Ablation {
             .iter()
             .map(|s| MemoryEstimate::of::<B>(s, &device, devices))
             .collect();
-        let fits: Vec<Option<crate::memory::Fit>> = estimates
+        let fits: Vec<Option<crate::plan::estimate::Fit>> = estimates
             .iter()
             .map(|e| capacity.as_ref().and_then(|c| e.fit(c, jobs)))
             .collect();
@@ -347,8 +349,11 @@ impl BackendJob for Ablation {
         for (s, fit) in specs.iter().zip(&fits) {
             if let Some(fit) = fit.as_ref().filter(|f| !f.fits)
                 && (ws.restart
-                    || crate::record::finished(&crate::record::spec_dir(&ws.results, s), s)?
-                        .is_none())
+                    || crate::runner::record::finished(
+                        &crate::runner::record::spec_dir(&ws.results, s),
+                        s,
+                    )?
+                    .is_none())
             {
                 warnings
                     .entry(fit.line.clone())
@@ -383,11 +388,11 @@ impl BackendJob for Ablation {
             .iter()
             .flatten()
             .filter_map(|o| match o {
-                crate::record::Outcome::Diverged(d) => Some(format!(
+                crate::runner::record::Outcome::Diverged(d) => Some(format!(
                     "{}/{} seed {}: {}",
                     d.ablation, d.variant, d.seed, d.diverged
                 )),
-                crate::record::Outcome::Finished(_) => None,
+                crate::runner::record::Outcome::Finished(_) => None,
             })
             .collect();
         let written = write_tables(&file, &resolver, &a.run.overrides(), &ws.results)?;
@@ -419,21 +424,21 @@ impl BackendJob for Ablation {
 /// cache under `cache` when the run's training or an earlier command encoded it) and each
 /// sample's foreground probabilities at the network size, in batches that fit the device.
 pub fn predict_split<B: SdBackend>(
-    run: &crate::reload::LoadedRun<B>,
+    run: &crate::runner::reload::LoadedRun<B>,
     split: &str,
     limit: Option<usize>,
     cache: &std::path::Path,
     device: &B::Device,
     target: &RunTarget,
-) -> anyhow::Result<(crate::encoded::EncodedSplit, Vec<Vec<f32>>)> {
+) -> anyhow::Result<(crate::inputs::encoded::EncodedSplit, Vec<Vec<f32>>)> {
     let spec = &run.spec;
     let budget =
-        crate::plan::Budget::shared(crate::device_memory::capacity(target.spec)?, 1, target.spec);
+        crate::plan::Budget::shared(crate::device::usage::capacity(target.spec)?, 1, target.spec);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = crate::plan::Plan::of::<B>(spec, device, 1, &budget, threads);
     let bar = indicatif::ProgressBar::new(0);
     let say = |line: String| eprintln!("{line}");
-    let data = crate::inputs::cached_split::<B>(
+    let data = crate::runner::prepare::cached_split::<B>(
         spec,
         split,
         limit,
@@ -447,7 +452,7 @@ pub fn predict_split<B: SdBackend>(
                 vae: run.model.vae.clone(),
                 unet: run.model.unet.clone(),
             };
-            crate::inputs::encode_into(
+            crate::runner::prepare::encode_into(
                 spec,
                 samples,
                 &sd,
@@ -460,7 +465,8 @@ pub fn predict_split<B: SdBackend>(
             )
         },
     )?;
-    let probs = crate::evaluate::predict(&run.model, &data, plan.eval.batch, device, &bar, None)?;
+    let probs =
+        crate::eval::evaluate::predict(&run.model, &data, plan.eval.batch, device, &bar, None)?;
     bar.finish_and_clear();
     Ok((data, probs))
 }

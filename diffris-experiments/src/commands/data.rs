@@ -7,7 +7,7 @@ use diffris_data::inspect::{overlay, split_stats};
 use diffris_data::synth::{SynthConfig, write};
 use diffris_data::{ClipTokenizer, DatasetFormat};
 
-use crate::png::save_png;
+use crate::util::png::save_png;
 
 /// `diffris data ...`
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -1,21 +1,21 @@
 //! `diffris doctor`: can this device train DiffRIS, and does it compute what the CPU computes?
 //!
-//! For each decoder it runs the tiny training step of [`crate::step_probe`] on the chosen device
+//! For each decoder it runs the tiny training step of [`crate::diagnostics::step_probe`] on the chosen device
 //! and on the flex CPU backend from the same weights and batch, compares loss and gradients
 //! within the probe's tolerances, times the steps, reports the device's memory where its backend
-//! says ([`crate::device_memory`]), and prints a verdict (exit status 1 when a decoder fails).
+//! says ([`crate::device::usage`]), and prints a verdict (exit status 1 when a decoder fails).
 //! With `--precision bf16` or `f16` it also runs the step with the frozen stack in that
-//! precision on the device and compares it with the device's f32 step ([`crate::half_step`]).
+//! precision on the device and compares it with the device's f32 step ([`crate::diagnostics::half_step`]).
 //! On CUDA it first prints the driver's CUDA version and the one the binary's bindings were
 //! built for.
 
 use burn::backend::Autodiff;
 use diffris_model::ops::SdBackend;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::device_memory::{DeviceMemory, query};
-use crate::half_step::{HalfDiff, HalfTolerance};
-use crate::step_probe::{
+use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device::usage::{DeviceMemory, query};
+use crate::diagnostics::half_step::{HalfDiff, HalfTolerance};
+use crate::diagnostics::step_probe::{
     GRAD_REL_TOLERANCE, LATER_LOSS_REL_TOLERANCE, LOSS_REL_TOLERANCE, ProbeSpec, ProbeWeights,
     StepProbe, compare, probe, probe_decoders,
 };
@@ -62,7 +62,7 @@ impl BackendJob for Doctor {
         );
         #[cfg(feature = "cuda")]
         if let DeviceSpec::Cuda(_) = target.spec {
-            use crate::backend::cuda_check::{bindings_version, driver_version};
+            use crate::device::backend::cuda_check::{bindings_version, driver_version};
             println!(
                 "CUDA: driver supports {}; the bindings were built for {} (CUDARC_CUDA_VERSION                  at build time pins them)",
                 driver_version().unwrap_or_else(|e| format!("? ({e})")),
@@ -70,7 +70,7 @@ impl BackendJob for Doctor {
             );
         }
         // What training runs' memory estimates are checked against (`--dry-run`).
-        match crate::device_memory::capacity(target.spec) {
+        match crate::device::usage::capacity(target.spec) {
             Ok(Some(c)) => println!(
                 "device memory: {:.1} GiB ({})",
                 c.bytes / (1u64 << 30) as f64,
@@ -80,7 +80,7 @@ impl BackendJob for Doctor {
             Ok(None) => println!(
                 "device memory: not known for this backend (set {} to have runs checked \
                  against it)",
-                crate::device_memory::DEVICE_MEMORY_VAR
+                crate::device::usage::DEVICE_MEMORY_VAR
             ),
         }
         let mut rows = vec![];
@@ -94,14 +94,16 @@ impl BackendJob for Doctor {
                 Some((w, _)) => w.clone(),
                 None => ProbeWeights::draw::<B>(&spec, self.args.seed, &device),
             };
-            crate::allocator::reset_peak();
+            crate::device::allocator::reset_peak();
             let probe = probe::<Autodiff<B>>(&spec, &weights, &device)?;
             let memory = query(target.spec);
             let half = match self.args.precision.filter(|p| !p.is_f32()) {
                 Some(precision) => {
                     let mut half = spec.clone();
                     half.model.precision = precision;
-                    let p = crate::step_probe::probe::<Autodiff<B>>(&half, &weights, &device)?;
+                    let p = crate::diagnostics::step_probe::probe::<Autodiff<B>>(
+                        &half, &weights, &device,
+                    )?;
                     Some(HalfDiff::new(&p, &probe))
                 }
                 None => None,

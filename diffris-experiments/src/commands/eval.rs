@@ -7,14 +7,14 @@ use std::path::PathBuf;
 
 use image::GrayImage;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::cache::default_cache;
 use crate::commands::common::{predict_split, print_metrics};
-use crate::evaluate::{baselines, per_sample_csv, score_samples};
-use crate::metrics::Protocol;
-use crate::png::save_png;
-use crate::reload::load_run;
-use crate::tensor_file::write_atomic;
+use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::eval::evaluate::{baselines, per_sample_csv, score_samples};
+use crate::eval::metrics::Protocol;
+use crate::runner::reload::load_run;
+use crate::util::atomic_file::write_atomic;
+use crate::util::cache::default_cache;
+use crate::util::png::save_png;
 
 /// Arguments of `diffris eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,10 +48,10 @@ impl BackendJob for Eval {
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         // Where the per-sample scores and the masks go, checked before the evaluation.
         if a.run.is_dir() {
-            crate::tensor_file::check_writable_dir(&a.run)?;
+            crate::util::atomic_file::check_writable_dir(&a.run)?;
         }
         if let Some(dir) = &a.save_masks {
-            crate::tensor_file::check_writable_dir(dir)?;
+            crate::util::atomic_file::check_writable_dir(dir)?;
         }
         let run = load_run::<B>(&a.run, &cache, &device)?;
         let spec = &run.spec;

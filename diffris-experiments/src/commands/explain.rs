@@ -10,13 +10,13 @@ use diffris_data::batch::{prepare, prepare_query};
 use diffris_data::sample::open_image;
 use diffris_model::ops::SdBackend;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::cache::default_cache;
+use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::explain::compute::{Query, Settings, explain};
 use crate::explain::render::write_all;
-use crate::frozen::check_vocab;
-use crate::reload::load_run_with;
-use crate::tensor_file::write_atomic;
+use crate::inputs::frozen::check_vocab;
+use crate::runner::reload::load_run_with;
+use crate::util::atomic_file::write_atomic;
+use crate::util::cache::default_cache;
 
 /// Arguments of `diffris explain`.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,7 +66,7 @@ impl BackendJob for Explain {
 
     fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
-        crate::tensor_file::check_writable_dir(&a.out)?;
+        crate::util::atomic_file::check_writable_dir(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         // Gradients to the text states need autodiff; an inference copy of the model (no
         // dropout, no parameter gradients) keeps everything else as inference computes it.

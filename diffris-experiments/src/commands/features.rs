@@ -11,10 +11,10 @@ use diffris_data::batch::{RisBatch, RisBatcher, prepare_query};
 use diffris_data::sample::open_image;
 use diffris_model::sd::UNetRequest;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::build_info::GIT_REVISION;
-use crate::frozen::{check_vocab, load_frozen_preset};
-use crate::tensor_file::TensorFile;
+use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::inputs::frozen::{check_vocab, load_frozen_preset};
+use crate::util::atomic_file::TensorFile;
+use crate::util::build_info::GIT_REVISION;
 
 /// Arguments of `diffris features`.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,7 +58,7 @@ impl BackendJob for Features {
 
     fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
-        crate::tensor_file::check_writable_file(&a.out)?;
+        crate::util::atomic_file::check_writable_file(&a.out)?;
         let (sd, tokenizer) = load_frozen_preset::<B>(&a.sd, a.arch.as_deref(), &device)?;
         let img = open_image(&a.image)?.into_rgb8();
         let (h, w) = match a.size {

@@ -12,14 +12,14 @@ use image::RgbImage;
 use image::imageops::FilterType;
 use plotters::prelude::*;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::cache::default_cache;
 use crate::commands::common::predict_split;
-use crate::encoded::EncodedSplit;
-use crate::evaluate::score_samples;
-use crate::metrics::{Protocol, SampleScore};
-use crate::png::save_png;
-use crate::reload::load_run;
+use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::eval::evaluate::score_samples;
+use crate::eval::metrics::{Protocol, SampleScore};
+use crate::inputs::encoded::EncodedSplit;
+use crate::runner::reload::load_run;
+use crate::util::cache::default_cache;
+use crate::util::png::save_png;
 
 /// Arguments of `diffris figures`.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,7 +82,7 @@ impl BackendJob for Figures {
 
     fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
-        crate::tensor_file::check_writable_file(&a.out)?;
+        crate::util::atomic_file::check_writable_file(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         let mut split = a.split.clone();
         let mut protocol = a.protocol;

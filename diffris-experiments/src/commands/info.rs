@@ -6,8 +6,8 @@ use diffris_model::ops::SdBackend;
 use diffris_model::diffris::{DiffRisConfig, parameter_counts};
 use diffris_model::sd::SdConfig;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, compiled_backends, dispatch};
-use crate::build_info::{BURN_VERSION, CRATE_VERSION, GIT_REVISION};
+use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, compiled_backends, dispatch};
+use crate::util::build_info::{BURN_VERSION, CRATE_VERSION, GIT_REVISION};
 
 /// Arguments of `diffris info`.
 #[derive(Debug, Clone, clap::Args)]

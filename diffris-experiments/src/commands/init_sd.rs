@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use diffris_model::sd::SdConfig;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::frozen::write_random;
+use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::inputs::frozen::write_random;
 
 /// Arguments of `diffris init-sd`.
 #[derive(Debug, Clone, clap::Args)]

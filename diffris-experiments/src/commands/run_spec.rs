@@ -1,6 +1,6 @@
 //! `diffris run-spec` (hidden): trains and evaluates one resolved run spec read from stdin. The
 //! `ablation` command starts one such process per run when it runs several at once
-//! ([`crate::parallel`]); each process owns its backend RNG, so a run computes the same thing
+//! ([`crate::runner::parallel`]); each process owns its backend RNG, so a run computes the same thing
 //! whether it ran alone, in sequence or beside others.
 
 use diffris_model::ops::SdBackend;
@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
-use crate::inputs::Shared;
-use crate::profile::RunSpec;
-use crate::record::{Outcome, parse_spec};
-use crate::run::run_one;
-use crate::workspace::Workspace;
+use crate::device::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
+use crate::runner::prepare::Shared;
+use crate::runner::record::{Outcome, parse_spec};
+use crate::runner::run::run_one;
+use crate::runner::workspace::Workspace;
+use crate::spec::profile::RunSpec;
 
 /// Arguments of `diffris run-spec`; the run spec (RON, as in a run's `config.ron`) comes on
 /// stdin.
@@ -58,8 +58,8 @@ impl BackendJob for RunSpecJob {
             progress: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
             log_every: std::time::Duration::from_secs_f64(a.log_every.max(0.0)),
             budget: crate::plan::Budget::shared(
-                a.memory_gib.map(|gib| crate::memory::Capacity {
-                    bytes: gib * crate::memory::GIB,
+                a.memory_gib.map(|gib| crate::device::usage::Capacity {
+                    bytes: gib * crate::device::usage::GIB,
                     what: "this run's share of the device's memory".into(),
                 }),
                 1,

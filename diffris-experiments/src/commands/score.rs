@@ -16,7 +16,7 @@ use diffris_data::sample::open_image;
 use diffris_data::transforms::resize_nearest;
 
 use crate::commands::common::print_metrics;
-use crate::metrics::{MetricAccumulator, Protocol};
+use crate::eval::metrics::{MetricAccumulator, Protocol};
 
 /// Arguments of `diffris score`.
 #[derive(Debug, Clone, clap::Args)]

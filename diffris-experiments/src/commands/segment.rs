@@ -14,11 +14,11 @@ use diffris_data::sample::open_image;
 use diffris_data::transforms::resize_bilinear;
 use image::GrayImage;
 
-use crate::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::cache::default_cache;
-use crate::frozen::check_vocab;
-use crate::png::save_png;
-use crate::reload::load_run;
+use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::inputs::frozen::check_vocab;
+use crate::runner::reload::load_run;
+use crate::util::cache::default_cache;
+use crate::util::png::save_png;
 
 /// Arguments of `diffris segment`.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,7 +44,7 @@ impl BackendJob for Segment {
 
     fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
-        crate::tensor_file::check_writable_dir(&a.out)?;
+        crate::util::atomic_file::check_writable_dir(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         let run = load_run::<B>(&a.run, &cache, &device)?;
         let img = open_image(&a.image)?.into_rgb8();

@@ -4,7 +4,7 @@
 use indicatif::MultiProgress;
 
 use crate::commands::common::{RunArgs, write_tables};
-use crate::recipe::{AblationFile, locate};
+use crate::spec::recipe::{AblationFile, locate};
 
 /// Arguments of `diffris tables`: the ablations, and the settings the runs were made with (only
 /// runs whose config these settings resolve enter a table).

@@ -1,8 +1,8 @@
 //! `diffris train ABLATION [--variant NAME] [--seed N]`: one run of one variant.
 
-use crate::backend::DeviceList;
 use crate::commands::common::{RunArgs, Selection, run_ablation};
-use crate::recipe::{AblationFile, locate};
+use crate::device::backend::DeviceList;
+use crate::spec::recipe::{AblationFile, locate};
 
 /// Arguments of `diffris train`.
 #[derive(Debug, Clone, clap::Args)]

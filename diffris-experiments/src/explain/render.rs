@@ -12,7 +12,7 @@ use image::{Rgb, RgbImage};
 use plotters::prelude::*;
 
 use super::{Explanation, Map};
-use crate::png::save_png;
+use crate::util::png::save_png;
 
 /// Anchors of a perceptually ordered dark-to-bright colour map (viridis' end and quarter
 /// points), interpolated linearly.

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::recipe::AblationFile;
-use crate::tensor_file::write_atomic;
+use crate::spec::recipe::AblationFile;
+use crate::util::atomic_file::write_atomic;
 use rows::{Collected, Expected, collect};
 use tables::{csv, latex, markdown, notes};
 

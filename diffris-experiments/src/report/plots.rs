@@ -11,11 +11,11 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::png::save_drawing;
-use crate::recipe::{AblationFile, Column, Figure};
-use crate::record::run_dir;
 use crate::report::curves::Curves;
 use crate::report::rows::{Row, mean_std};
+use crate::runner::record::run_dir;
+use crate::spec::recipe::{AblationFile, Column, Figure};
+use crate::util::png::save_drawing;
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
 
@@ -47,7 +47,7 @@ fn series_value(row: &Row<'_>, col: Column, paper: bool) -> Option<f64> {
     if paper {
         col.paper(&row.variant.paper)
     } else {
-        let vals: Vec<f64> = row.results.iter().map(|r| col.of(&r.test)).collect();
+        let vals: Vec<f64> = row.results.iter().map(|r| r.test.column(col)).collect();
         (!vals.is_empty()).then(|| mean_std(&vals).0)
     }
 }

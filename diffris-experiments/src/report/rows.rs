@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::profile::ProfileName;
-use crate::profile::RunSpec;
-use crate::recipe::{AblationFile, Variant};
-use crate::record::{
+use crate::runner::record::{
     DivergedRun, Outcome, RunResult, TrainedAs, parse_spec, read_result, read_spec, run_dir,
 };
+use crate::spec::profile::ProfileName;
+use crate::spec::profile::RunSpec;
+use crate::spec::recipe::{AblationFile, Variant};
 
 /// The runs of one variant that have ended: finished (with metrics) or diverged.
 #[derive(Clone, Debug)]

@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::epoch_log::{EpochLog, best_epoch};
-use crate::recipe::SelectBy;
+use crate::spec::recipe::SelectBy;
 
 /// The record files of one epoch's checkpoint (burn-train's names).
 const PARTS: [&str; 3] = ["model", "optim", "scheduler"];
@@ -67,14 +67,14 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
             let mut writer = KeepsError {
                 inner: BufWriter::new(out),
                 error: None,
-                hash: crate::cache::Fnv1a::new(),
+                hash: crate::util::cache::Fnv1a::new(),
             };
             rmp_serde::encode::write_named(&mut writer, &item).map_err(|e| {
                 // rmp_serde's message leaves out the I/O error ("No space left on device").
                 let cause = writer.error.take().unwrap_or_else(|| e.to_string());
                 RecorderError::Unknown(format!("writing {}: {cause}", partial.display()))
             })?;
-            let digest = crate::record::digest_text(writer.hash.finish());
+            let digest = crate::util::cache::digest_text(writer.hash.finish());
             let out = writer
                 .inner
                 .into_inner()
@@ -83,8 +83,11 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
             std::fs::rename(&partial, &file).map_err(|e| io(e, "renaming"))?;
             // The digest beside it, written after the file is whole: a file whose bytes later
             // differ from it (damaged in place, even at the same size) is not resumed from.
-            crate::tensor_file::write_atomic(&digest_path(&file), format!("{digest}\n").as_bytes())
-                .map_err(|e| RecorderError::Unknown(format!("{e:#}")))
+            crate::util::atomic_file::write_atomic(
+                &digest_path(&file),
+                format!("{digest}\n").as_bytes(),
+            )
+            .map_err(|e| RecorderError::Unknown(format!("{e:#}")))
         })();
         if let Err(e) = &written {
             let message = match e {
@@ -126,7 +129,7 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
 struct KeepsError<W> {
     inner: W,
     error: Option<String>,
-    hash: crate::cache::Fnv1a,
+    hash: crate::util::cache::Fnv1a,
 }
 
 impl<W: Write> Write for KeepsError<W> {
@@ -169,7 +172,7 @@ fn matches_digest(file: &Path) -> bool {
     let Ok(recorded) = std::fs::read_to_string(digest_path(file)) else {
         return true;
     };
-    crate::record::file_digest(file).is_ok_and(|now| now == recorded.trim())
+    crate::util::cache::file_digest(file).is_ok_and(|now| now == recorded.trim())
 }
 
 /// Whether `path` holds one whole MessagePack value (a truncated or garbled file does not) whose

@@ -18,7 +18,7 @@
 //!   its own copy of the schedule, so the schedule counts `D * K` calls per optimizer step
 //!   ([`schedule_calls_per_step`]).
 //! - **The random draws.** The workers' forwards wait for their turn in the epoch's plan
-//!   ([`super::turnstile`]), and only the loader part holding the plan's first pass reseeds the
+//!   ([`crate::device::turnstile`]), and only the loader part holding the plan's first pass reseeds the
 //!   process-wide RNG, so the dropout and Gumbel draws come in one device's order.
 //! - **Batch-norm statistics.** Burn's running state is shared by the copies of a module (one
 //!   `Arc`); every update happens inside a forward, in turn, so the statistics are those one
@@ -28,12 +28,12 @@
 //!   raised mid-pass could end one worker a pass before another, which would then wait forever
 //!   for its turn or its all-reduce. The metrics' stops (divergence, a failed write) are
 //!   therefore requests that the workers turn into a stop together, at a barrier before each
-//!   pass ([`super::turnstile::Rounds`]), so all end after the same pass.
+//!   pass ([`crate::device::turnstile::Rounds`]), so all end after the same pass.
 //!
 //! Not bit-identical to one device: NCCL sums the devices' gradients in its own order, and the
 //! workers report their training losses to the metrics in arrival order.
 
-use crate::backend::DataParallel;
+use crate::device::backend::DataParallel;
 
 /// How often burn-train steps the learning-rate schedule per optimizer step, with `devices`
 /// devices each running `per_device` passes per step: once per pass on one device, once per

@@ -13,10 +13,10 @@ use burn::train::metric::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::MetricAccumulator;
-use crate::recipe::SelectBy;
-use crate::tensor_file::write_atomic;
+use crate::eval::metrics::MetricAccumulator;
+use crate::spec::recipe::SelectBy;
 use crate::training::step::SegStats;
+use crate::util::atomic_file::write_atomic;
 
 /// Sums of one split and epoch: the loss per batch, and every sample scored by the same
 /// accumulator the evaluation uses ([`MetricAccumulator`]).

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use diffris_data::batch::epoch_order;
 
-use super::turnstile::{Rounds, Ticket, Turnstile};
-use crate::encoded::{EncodedBatch, EncodedSplit};
+use crate::device::turnstile::{Rounds, Ticket, Turnstile};
+use crate::inputs::encoded::{EncodedBatch, EncodedSplit};
 
 /// Batches of an [`EncodedSplit`] for burn-train. In training mode each epoch's order is a
 /// permutation drawn from `(seed, epoch)` and the backend RNG (Gumbel noise, dropout) is reseeded
@@ -26,7 +26,7 @@ use crate::encoded::{EncodedBatch, EncodedSplit};
 /// `i`'s share of every optimizer batch instead: the plan of one epoch is the same for any
 /// number of devices, and device `i` runs its passes `i, i + devices, i + 2 devices, ...`. Each
 /// pass carries a [`Ticket`] so that the workers' forwards draw from the process-wide RNG in the
-/// plan's order (see [`super::turnstile`]).
+/// plan's order (see [`crate::device::turnstile`]).
 pub struct EpochLoader<B: SdBackend> {
     data: Arc<EncodedSplit>,
     batch_size: usize,

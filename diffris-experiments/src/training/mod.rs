@@ -1,7 +1,7 @@
 //! Training on burn-train's supervised learner: the steps ([`step`]), the epoch metrics that
 //! drive best-checkpoint selection ([`epoch_log`]), the learning-rate decay ([`schedule`]), the
 //! batches of each epoch ([`loader`]), several devices ([`multi_device`] and [`ddp`], with the
-//! order of their forwards in [`turnstile`]), a progress renderer ([`renderer`]) and the entry
+//! order of their forwards in [`turnstile`](crate::device::turnstile)), a progress renderer ([`renderer`]) and the entry
 //! point [`train`].
 
 pub mod checkpoint;
@@ -14,7 +14,6 @@ pub mod multi_device;
 pub mod renderer;
 pub mod schedule;
 pub mod step;
-pub mod turnstile;
 pub mod workers;
 
 use diffris_model::ops::{SdAutodiffBackend, SdBackend};
@@ -26,11 +25,12 @@ use burn::optim::AdamWConfig;
 use burn::train::{Interrupter, Learner, SupervisedTraining, TrainingStrategy};
 use indicatif::ProgressBar;
 
-use crate::backend::DataParallel;
-use crate::progress::Heartbeat;
+use crate::device::backend::DataParallel;
+use crate::util::progress::Heartbeat;
 
-use crate::encoded::EncodedSplit;
-use crate::recipe::{SelectBy, TrainSpec};
+use crate::device::turnstile::Rounds;
+use crate::inputs::encoded::EncodedSplit;
+use crate::spec::recipe::{SelectBy, TrainSpec};
 pub use checkpoint::last_checkpoint;
 use checkpoint::{AtomicRecorder, BestAndLast};
 use divergence::{Diverged, DivergenceWatch};
@@ -40,7 +40,6 @@ use metric_files::MetricFiles;
 use renderer::BarRenderer;
 use schedule::PolyLr;
 pub use step::Trainee;
-use turnstile::Rounds;
 
 /// The outcome of training.
 pub struct Trained<B: SdBackend> {
@@ -77,7 +76,7 @@ pub struct TrainOptions {
 /// [`ddp`]; the first device validates): each
 /// device runs `ceil(batch_size / (devices * micro_batch))` passes per step. The epoch's passes
 /// are those of one device (see [`loader::micro_batches`]), their random draws come in the same
-/// order ([`turnstile`]), so two devices with one pass each compute what one device computes
+/// order ([`turnstile`](crate::device::turnstile)), so two devices with one pass each compute what one device computes
 /// with the same two micro-batches.
 pub fn train<B: SdAutodiffBackend>(
     model: Trainee<B>,

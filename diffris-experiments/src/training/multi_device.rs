@@ -43,9 +43,9 @@ use diffris_model::sd::unet::UNet2DConditionModel;
 use diffris_model::sd::vae::VaeEncoder;
 
 use super::step::Trainee;
-use super::turnstile::PassOver;
 use super::workers::Workers;
-use crate::encoded::EncodedBatch;
+use crate::device::turnstile::PassOver;
+use crate::inputs::encoded::EncodedBatch;
 
 /// burn-train's multi-device loop (optimizer on the first device, which also validates) with
 /// each round's gradients summed in plan order.

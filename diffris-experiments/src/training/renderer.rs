@@ -8,9 +8,9 @@ use burn::train::renderer::{
 };
 use indicatif::ProgressBar;
 
-use crate::progress::Heartbeat;
 use crate::training::epoch_log::EpochLog;
 use crate::training::schedule::PolyLr;
+use crate::util::progress::Heartbeat;
 
 /// A progress bar over the samples of all training epochs and, for runs nobody watches,
 /// [`Heartbeat`] lines with the epoch, optimizer step, running loss and learning rate.

@@ -10,8 +10,8 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use diffris_data::{MaskSource, Sample};
-use diffris_experiments::encoded::EncodedSplit;
-use diffris_experiments::step_probe::ProbeSpec;
+use diffris_experiments::diagnostics::step_probe::ProbeSpec;
+use diffris_experiments::inputs::encoded::EncodedSplit;
 use diffris_experiments::training::TrainOptions;
 
 /// `n` encoded samples: distinct random latents and text states (`distinct`), or `n` copies of
@@ -71,7 +71,7 @@ pub fn quiet(seed: u64) -> TrainOptions {
         stop_after: None,
         bar: indicatif::ProgressBar::hidden(),
         heartbeat: None,
-        parallel: diffris_experiments::backend::DataParallel::Ordered,
+        parallel: diffris_experiments::device::backend::DataParallel::Ordered,
         eval_batch: None,
     }
 }

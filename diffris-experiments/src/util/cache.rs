@@ -1,7 +1,9 @@
 //! The cache directory (SynthRS, random tiny SD weights, encoded splits) and the stable hash that
 //! names its entries after the configuration that produced them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 /// `$DIFFRIS_CACHE`, else `$XDG_CACHE_HOME/diffris`, else `~/.cache/diffris`, else
 /// `./.diffris-cache`.
@@ -55,6 +57,31 @@ impl Fnv1a {
     pub fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// The 64-bit FNV-1a digest of a file's bytes, as `fnv1a64:HEX` (detects any edit or damage,
+/// not a deliberate collision).
+pub fn file_digest(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hash = Fnv1a::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    Ok(digest_text(hash.finish()))
+}
+
+/// How a digest is written (in `result.json` and beside checkpoint files).
+pub fn digest_text(hash: u64) -> String {
+    format!("fnv1a64:{hash:016x}")
 }
 
 #[cfg(test)]

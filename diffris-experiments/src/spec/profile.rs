@@ -22,9 +22,9 @@ use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::fnv1a;
-use crate::metrics::Protocol;
-use crate::recipe::{AblationFile, RecipeSpec, TrainSpec, Variant, ron_error};
+use crate::spec::recipe::Protocol;
+use crate::spec::recipe::{AblationFile, RecipeSpec, TrainSpec, Variant, ron_error};
+use crate::util::cache::fnv1a;
 
 /// The profile a run resolves with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -691,7 +691,7 @@ mod tests {
         let heads = &defaults.profile_changes[2];
         assert_eq!((heads.paper.as_str(), heads.value.as_str()), ("8", "4"));
         // The run's config.ron carries the list.
-        let text = crate::record::spec_ron(own).unwrap();
+        let text = crate::runner::record::spec_ron(own).unwrap();
         assert!(text.contains("profile_changes") && text.contains("model.adapter.ffn_dim"));
     }
 
@@ -703,7 +703,7 @@ mod tests {
             .unwrap();
         assert_eq!(plain[0].model.precision, Precision::F32);
         // A config at f32 is written as before the field existed.
-        let text = crate::record::spec_ron(&plain[0]).unwrap();
+        let text = crate::runner::record::spec_ron(&plain[0]).unwrap();
         assert!(!text.contains("precision"), "{text}");
         let flagged = tiny()
             .resolve_file(
@@ -717,10 +717,10 @@ mod tests {
             )
             .unwrap();
         assert_eq!(flagged[1].model.precision, Precision::Bf16);
-        let text = crate::record::spec_ron(&flagged[1]).unwrap();
+        let text = crate::runner::record::spec_ron(&flagged[1]).unwrap();
         assert!(text.contains("precision: Bf16"), "{text}");
         assert_eq!(
-            crate::record::parse_spec(&text, Path::new("config.ron")).unwrap(),
+            crate::runner::record::parse_spec(&text, Path::new("config.ron")).unwrap(),
             flagged[1]
         );
         // A variant sets it like any model field.

@@ -1,4 +1,4 @@
-//! Evaluation of a trained model on a split with the metric code of [`crate::metrics`], and the
+//! Evaluation of a trained model on a split with the metric code of [`crate::eval::metrics`], and the
 //! trivial baselines a model must beat (all background, whole image, a random object).
 
 use diffris_model::ops::SdBackend;
@@ -11,11 +11,11 @@ use diffris_model::diffris::DiffRis;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::encoded::EncodedSplit;
-use crate::progress::Heartbeat;
+use crate::inputs::encoded::EncodedSplit;
+use crate::util::progress::Heartbeat;
 use diffris_data::transforms::resize_nearest;
 
-use crate::metrics::{
+use crate::eval::metrics::{
     MetricAccumulator, Metrics, PR_THRESHOLDS, Protocol, SampleScore, protocol_pair,
 };
 

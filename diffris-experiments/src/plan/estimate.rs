@@ -16,7 +16,8 @@ use diffris_model::ops::SdBackend;
 use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 
-use crate::profile::RunSpec;
+use crate::device::usage::{Capacity, GIB};
+use crate::spec::profile::RunSpec;
 
 /// Activation bytes per 512x512 sample of a DiffRIS training step with the frozen SD-1.5 UNet on
 /// the CPU backend (see the module docs for the measurement).
@@ -36,9 +37,6 @@ pub fn sd15_activations_per_sample(precision: Precision) -> f64 {
         SD15_HALF_ACTIVATIONS_PER_SAMPLE
     }
 }
-
-/// Bytes in a GiB.
-pub const GIB: f64 = (1u64 << 30) as f64;
 
 /// What a training process holds at its peak besides the estimate's three parts (encoded
 /// splits, loaders, the allocator's slack), kept free when a run is checked against its
@@ -137,15 +135,6 @@ impl MemoryEstimate {
             ),
         }
     }
-}
-
-/// How much memory a device offers a run, where diffris can ask: the RAM available to the CPU
-/// backend, a CUDA GPU's total memory.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Capacity {
-    pub bytes: f64,
-    /// What the figure is, for messages (`RAM available`, `GPU memory`).
-    pub what: String,
 }
 
 /// Whether a run's estimate fits its device, and the line that says so.

@@ -13,13 +13,13 @@ use diffris_data::{ClipTokenizer, Sample};
 use diffris_model::precision::{Precision, cast_module};
 use diffris_model::sd::StableDiffusion;
 
-use crate::encoded::EncodedSplit;
-use crate::encoded_cache;
-use crate::frozen::{load_frozen, provision};
-use crate::lock::{lock_path, lock_waiting};
-use crate::profile::{RunSpec, SdSource};
-use crate::progress::say;
-use crate::workspace::Workspace;
+use crate::inputs::encoded::EncodedSplit;
+use crate::inputs::encoded_cache;
+use crate::inputs::frozen::{load_frozen, provision};
+use crate::runner::workspace::Workspace;
+use crate::spec::profile::{RunSpec, SdSource};
+use crate::util::lock::{lock_path, lock_waiting};
+use crate::util::progress::say;
 
 /// State shared by the runs of one process: loaded SD weights and encoded splits.
 pub struct Shared<B: SdBackend> {
@@ -144,8 +144,8 @@ pub fn cached_split<B: SdBackend>(
     }
     let disk_key = format!(
         "{key}|data {:016x}|weights {:016x}",
-        crate::fingerprint::samples(&samples)?,
-        crate::fingerprint::weights(sd_key)?
+        crate::inputs::fingerprint::samples(&samples)?,
+        crate::inputs::fingerprint::weights(sd_key)?
     );
     let path = encoded_cache::path(cache, &disk_key);
     let load = || encoded_cache::load(&path, &disk_key, samples.clone(), spec.model.image_size);
@@ -210,7 +210,7 @@ pub fn encode_into<B: SdBackend>(
 
 /// What identifies a split's encoding: its configuration (weights, dataset, split, image size,
 /// latent scale, sample limit, precision) and what computes it (`backend`, the CPU's vector
-/// kernels, the build's [`ENCODER_SOURCES`](crate::build_info::ENCODER_SOURCES) digest): a cached
+/// kernels, the build's [`ENCODER_SOURCES`](crate::util::build_info::ENCODER_SOURCES) digest): a cached
 /// split is what this binary would compute here, or it is not used.
 fn split_key(
     spec: &RunSpec,
@@ -232,8 +232,10 @@ fn split_key(
     }
     key.push_str(&format!(
         "|{backend}|{}|src {}",
-        crate::record::CpuRecord::detect().features.join("+"),
-        crate::build_info::ENCODER_SOURCES
+        crate::runner::record::CpuRecord::detect()
+            .features
+            .join("+"),
+        crate::util::build_info::ENCODER_SOURCES
     ));
     key
 }
@@ -363,7 +365,7 @@ mod tests {
         ] {
             assert_ne!(base, other);
         }
-        let build = crate::build_info::ENCODER_SOURCES;
+        let build = crate::util::build_info::ENCODER_SOURCES;
         assert_eq!(build.len(), 16, "a 64-bit digest in hex: {build}");
         assert!(base.ends_with(&format!("|src {build}")), "{base}");
     }

@@ -336,7 +336,7 @@ pub struct RunTarget {
     pub backend_name: String,
     /// Burn's debug form of the device.
     pub device_debug: String,
-    /// What draws random SD weights here ([`crate::frozen::weights_generator`]).
+    /// What draws random SD weights here ([`weights_generator`]).
     pub weights_generator: String,
     /// Every device of the run (the first is `spec`).
     pub devices: Vec<DeviceSpec>,
@@ -437,7 +437,7 @@ fn run_on<B: SdBackend, J: BackendJob>(
         spec: devices.first(),
         backend_name: B::name(&device),
         device_debug: format!("{device:?}"),
-        weights_generator: crate::frozen::weights_generator::<B>(&device),
+        weights_generator: weights_generator::<B>(&device),
         devices: devices.specs().to_vec(),
         parallel: devices.parallel(),
     };
@@ -550,6 +550,30 @@ pub(crate) mod cuda_check {
             Ok(bytes as u64)
         }
     }
+}
+
+/// Version of what [`write_random`](crate::inputs::frozen::write_random) writes for an architecture and seed; part of the cache
+/// folder's name, so weights written by a build that drew them otherwise are never reused.
+/// Bump it whenever the weights for a seed change (the snapshot test of the tiny weights,
+/// `random_weights_of_a_seed_are_those_of_this_version`, fails then).
+pub const RANDOM_WEIGHTS_VERSION: u32 = 1;
+
+/// What draws a run's random weights: the backend's name, the kind of device (Burn's backends
+/// each have their own generator, and libtorch one per device type) and
+/// [`RANDOM_WEIGHTS_VERSION`], e.g. `flex-Cpu-v1`. Runs record it (`env.json`), so a trained
+/// or resumed run finds the weights it started with, also after the version changes.
+pub fn weights_generator<B: SdBackend>(device: &B::Device) -> String {
+    let debug = format!("{device:?}");
+    let kind = debug
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    let name = format!("{}-{kind}", B::name(device));
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("{name}-v{RANDOM_WEIGHTS_VERSION}")
 }
 
 #[cfg(test)]

@@ -16,12 +16,12 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::ProgressBar;
 
-use crate::backend::{DeviceList, DeviceSpec, RunTarget};
-use crate::inputs::{Shared, prepare_for_processes};
-use crate::profile::{ProfileName, RunSpec};
-use crate::progress::{say, spinner_style};
-use crate::record::{Outcome, finished, log_path, outcome_line, spec_dir, spec_ron};
-use crate::workspace::Workspace;
+use crate::device::backend::{DeviceList, DeviceSpec, RunTarget};
+use crate::runner::prepare::{Shared, prepare_for_processes};
+use crate::runner::record::{Outcome, finished, log_path, outcome_line, spec_dir, spec_ron};
+use crate::runner::workspace::Workspace;
+use crate::spec::profile::{ProfileName, RunSpec};
+use crate::util::progress::{say, spinner_style};
 
 /// How many runs to train at once when the user does not say: two per core for the tiny profile
 /// on the CPU backend, one otherwise (a GPU, several devices or a full-size model are already used
@@ -64,10 +64,10 @@ pub fn run_all<B: SdBackend>(
         match finished(&dir, spec)? {
             Some(done) if !ws.restart => {
                 say(&ws.progress, outcome_line(&spec.variant, Some(&done)));
-                if let Some(note) = crate::record::reuse_note(
+                if let Some(note) = crate::runner::record::reuse_note(
                     &dir,
                     &spec.variant,
-                    &crate::run::trained_as(spec, target),
+                    &crate::runner::run::trained_as(spec, target),
                 ) {
                     say(&ws.progress, note);
                 }
@@ -77,7 +77,7 @@ pub fn run_all<B: SdBackend>(
                 // Weights, data and (where the cache owns them) encoded splits are written
                 // here, once, before any process reads them.
                 // (With the weights the run reads: a resumed run's recorded ones.)
-                let generator = crate::run::run_weights_generator(&dir, ws, target)?;
+                let generator = crate::runner::run::run_weights_generator(&dir, ws, target)?;
                 prepare_for_processes::<B>(spec, &mut shared, ws, device, generator.as_deref())?;
                 pending.push_back(i);
             }
@@ -193,7 +193,7 @@ fn spawn(
     }
     if let Some(share) = &ws.budget.share {
         cmd.arg("--memory-gib")
-            .arg((share.bytes / crate::memory::GIB).to_string());
+            .arg((share.bytes / crate::device::usage::GIB).to_string());
     }
     // On the CPU backend the compute pool is rayon's global pool, one thread per core by
     // default: with several runs sharing the cores, each run gets its share of them instead

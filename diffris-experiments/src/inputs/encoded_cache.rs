@@ -1,12 +1,12 @@
 //! A split's encoder outputs on disk, under a key naming the configuration, what computed them
-//! and the files they were computed from (`inputs::split_key`, [`crate::fingerprint`]): the
+//! and the files they were computed from (`inputs::split_key`, [`crate::inputs::fingerprint`]): the
 //! parent of `ablation --jobs N` encodes each split once and its runs, each in its own process,
 //! read the file, as do later runs of the same data and weights (a resumed run, another seed or
 //! variant, `eval`, `figures`), instead of encoding the split again.
 //!
 //! The file is a safetensors file (`latents`, `text`, `eos`, `masks`, one row per sample) written
 //! a batch at a time as the encoders produce it ([`Writer`]) and read a batch at a time
-//! ([`load`] returns rows on disk, see [`crate::rows`]): neither the encoding process nor a
+//! ([`load`] returns rows on disk, see [`crate::inputs::rows`]): neither the encoding process nor a
 //! training process holds a whole split. Latents and text states keep the frozen stack's
 //! precision (f32, f16 or bf16: what the encoders computed, so reading them back is exact);
 //! masks are one byte per pixel (0 or 1), a quarter of their f32 size.
@@ -23,9 +23,9 @@ use diffris_data::Sample;
 use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
-use crate::cache::fnv1a;
-use crate::encoded::{EncodedSplit, count_empty};
-use crate::rows::{Rows, decode, element_size};
+use crate::inputs::encoded::{EncodedSplit, count_empty};
+use crate::inputs::rows::{Rows, decode, element_size};
+use crate::util::cache::fnv1a;
 
 /// The file layout; bump when it changes. (What the encoders compute is in each split's key:
 /// the backend, the CPU's kernels and a digest of the encoding code, see `inputs::split_key`.)
@@ -150,7 +150,7 @@ impl Writer {
             starts[k] = data_start + info.data_offsets.0 as u64;
         }
 
-        let tmp = crate::tensor_file::temp_sibling(path)?;
+        let tmp = crate::util::atomic_file::temp_sibling(path)?;
         let file = File::create(&tmp)
             .with_context(|| format!("creating {} (for {})", tmp.display(), path.display()))?;
         let writer = Self {

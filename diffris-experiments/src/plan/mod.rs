@@ -9,12 +9,15 @@
 //! figure for the architecture (the tiny profile's) or a known device size, every phase runs at
 //! the training pass size, as before the plan.
 
+pub mod estimate;
+
 use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 
-use crate::backend::DeviceSpec;
-use crate::memory::{Capacity, GIB, MemoryEstimate, REST_OF_PROCESS};
-use crate::profile::RunSpec;
+use crate::device::backend::DeviceSpec;
+use crate::device::usage::{Capacity, GIB};
+use crate::plan::estimate::{MemoryEstimate, REST_OF_PROCESS};
+use crate::spec::profile::RunSpec;
 
 /// What an inference phase holds at its peak above its weights and inputs, at 512x512: with
 /// the first sample of a batch, and with each further one.
@@ -243,7 +246,7 @@ pub fn auto_micro_batch(
         anyhow::bail!(
             "{run}: --micro-batch auto needs the device's memory size, which diffris cannot read \
              on this backend: set {}=GIB or give --micro-batch N",
-            crate::device_memory::DEVICE_MEMORY_VAR
+            crate::device::usage::DEVICE_MEMORY_VAR
         );
     };
     let Some(n) = train.largest_pass_within(share.bytes - REST_OF_PROCESS) else {

@@ -14,12 +14,12 @@ use diffris_model::sd::{ClipTextModel, StableDiffusion, VaeEncoder};
 use indicatif::ProgressBar;
 use safetensors::Dtype;
 
-use crate::encoded_cache::{self, EncodedRows, Layout, Writer, mask_bytes};
-use crate::frozen::check_vocab;
-use crate::rows::Rows;
+use crate::inputs::encoded_cache::{self, EncodedRows, Layout, Writer, mask_bytes};
+use crate::inputs::frozen::check_vocab;
+use crate::inputs::rows::Rows;
 
 /// Cached encoder outputs and network-size masks of one split: one row per sample, read from
-/// the encoded cache's file a batch at a time (see [`crate::rows`]), or held in memory.
+/// the encoded cache's file a batch at a time (see [`crate::inputs::rows`]), or held in memory.
 #[derive(Debug)]
 pub struct EncodedSplit {
     pub samples: Vec<Sample>,
@@ -241,8 +241,8 @@ pub struct EncodedBatch<B: SdBackend> {
     /// under gradient accumulation.
     pub loss_weight: f64,
     /// The pass's place in its epoch when the epoch's passes are shared over several devices:
-    /// its forward waits for the passes before it (see [`crate::training::turnstile`]).
-    pub ticket: Option<crate::training::turnstile::Ticket>,
+    /// its forward waits for the passes before it (see [`crate::device::turnstile`]).
+    pub ticket: Option<crate::device::turnstile::Ticket>,
 }
 
 /// What one encoding thread shares with the others.

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::RunTarget;
-use crate::build_info::{BURN_VERSION, CRATE_VERSION, GIT_REVISION};
-use crate::evaluate::Baselines;
-use crate::metrics::Metrics;
-use crate::profile::RunSpec;
-use crate::tensor_file::write_atomic;
+use crate::device::backend::RunTarget;
+use crate::eval::evaluate::Baselines;
+use crate::eval::metrics::Metrics;
+use crate::spec::profile::RunSpec;
+use crate::spec::recipe::check_dir_name;
 use crate::training::divergence::Divergence;
+use crate::util::atomic_file::write_atomic;
+use crate::util::build_info::{BURN_VERSION, CRATE_VERSION, GIT_REVISION};
+use crate::util::cache::file_digest;
 
 /// What a finished run reports (`result.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,31 +40,6 @@ pub struct RunResult {
 /// The files of a finished run that its results rest on: whatever later reads the run
 /// (`eval`, `figures`, `segment`, `explain`) checks them against the digests in `result.json`.
 pub const SEALED: [&str; 2] = ["config.ron", "model.safetensors"];
-
-/// The 64-bit FNV-1a digest of a file's bytes, as `fnv1a64:HEX` (detects any edit or damage,
-/// not a deliberate collision).
-pub fn file_digest(path: &Path) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hash = crate::cache::Fnv1a::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    Ok(digest_text(hash.finish()))
-}
-
-/// How a digest is written (in `result.json` and beside checkpoint files).
-pub fn digest_text(hash: u64) -> String {
-    format!("fnv1a64:{hash:016x}")
-}
 
 /// The digests of a run folder's [`SEALED`] files.
 pub fn seal(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
@@ -159,7 +136,7 @@ pub struct EnvRecord {
     /// differ here use different floating-point kernels and differ in their last digits.
     pub cpu: CpuRecord,
     /// What drew the run's random SD weights, which it reads back from the cache
-    /// ([`crate::frozen::random_sd_dir`]); absent in runs from before it was recorded.
+    /// ([`crate::inputs::frozen::random_sd_dir`]); absent in runs from before it was recorded.
     #[serde(default)]
     pub weights_generator: Option<String>,
     /// Samples of each pass of a full optimizer batch, in order over the devices (`[8]`: one
@@ -323,7 +300,7 @@ impl EnvRecord {
             backend: target.backend_name.clone(),
             device: format!(
                 "{} ({})",
-                crate::backend::DeviceList::from_specs(&target.devices),
+                crate::device::backend::DeviceList::from_specs(&target.devices),
                 target.device_debug
             ),
             data_parallel: (target.devices.len() > 1).then(|| target.parallel.to_string()),
@@ -337,24 +314,6 @@ impl EnvRecord {
             command: std::env::args().collect(),
         }
     }
-}
-
-/// Checks a name that becomes one folder of a path (an ablation's or a variant's): ASCII letters,
-/// digits, `_`, `-` and `.`, not starting with `.` (so never `.` or `..`), at most 100 bytes. No
-/// separator, drive or parent step can then take a path built from it out of `--results`.
-pub fn check_dir_name(what: &str, name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    anyhow::ensure!(
-        ok,
-        "{what} `{name}` must be 1 to 100 letters, digits, `_`, `-` or `.`, not starting with `.` \
-         (it names a directory)"
-    );
-    Ok(())
 }
 
 /// The directory of a run (`ablation` and `variant` checked by [`check_dir_name`] where they
@@ -396,7 +355,8 @@ pub fn spec_ron(spec: &RunSpec) -> anyhow::Result<String> {
 
 /// Reads a saved run spec (`config.ron`, or one sent to a `run-spec` process).
 pub fn parse_spec(text: &str, origin: &Path) -> anyhow::Result<RunSpec> {
-    let spec: RunSpec = ron::from_str(text).map_err(|e| crate::recipe::ron_error(origin, e))?;
+    let spec: RunSpec =
+        ron::from_str(text).map_err(|e| crate::spec::recipe::ron_error(origin, e))?;
     check_dir_name("ablation", &spec.ablation)
         .and_then(|()| check_dir_name("variant", &spec.variant))
         .map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;

@@ -1,5 +1,5 @@
 //! A training step with the frozen stack in half precision against the f32 step on the same
-//! backend, from the same weights (drawn in f32) and batch ([`crate::step_probe`]): the first
+//! backend, from the same weights (drawn in f32) and batch ([`crate::diagnostics::step_probe`]): the first
 //! loss, the loss after one AdamW update and the direction of the whole gradient of the adapter
 //! and of the decoder, within tolerances measured on the CPU backend. `diffris doctor
 //! --precision` and the backends' tests check a device with it.
@@ -11,7 +11,7 @@
 
 use diffris_model::precision::Precision;
 
-use crate::step_probe::StepProbe;
+use crate::diagnostics::step_probe::StepProbe;
 
 /// The trained parts whose gradient directions are compared.
 pub const PARTS: [&str; 2] = ["model.adapter", "model.decoder"];

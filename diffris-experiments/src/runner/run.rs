@@ -13,22 +13,22 @@ use burn::tensor::backend::Backend;
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_model::sd::StableDiffusion;
 
-use crate::backend::RunTarget;
-use crate::encoded::EncodedSplit;
-use crate::evaluate::{baselines, evaluate_split};
-use crate::inputs::{Shared, prepare_inputs};
-use crate::lock::{lock_path, try_lock};
-use crate::metrics::Metrics;
-use crate::profile::RunSpec;
-use crate::progress::say;
-use crate::record::{
+use crate::device::backend::RunTarget;
+use crate::eval::evaluate::{baselines, evaluate_split};
+use crate::eval::metrics::Metrics;
+use crate::inputs::encoded::EncodedSplit;
+use crate::runner::prepare::{Shared, prepare_inputs};
+use crate::runner::record::{
     DivergedRun, EnvRecord, Outcome, RunResult, TrainedAs, finished, outcome_line,
     read_weights_generator, spec_dir, spec_ron, write_json,
 };
-use crate::tensor_file::write_atomic;
+use crate::runner::workspace::Workspace;
+use crate::spec::profile::RunSpec;
 use crate::training::divergence::Diverged;
 use crate::training::{TrainOptions, Trainee, train};
-use crate::workspace::Workspace;
+use crate::util::atomic_file::write_atomic;
+use crate::util::lock::{lock_path, try_lock};
+use crate::util::progress::say;
 
 /// A run folder left by a run that failed before its first epoch ended (unreadable data, say):
 /// only its records, nothing to resume or lose.
@@ -79,7 +79,7 @@ fn keep_reason(dir: &Path, restart: bool) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// The generator of the random weights a run reads ([`crate::frozen::random_sd_dir`]): the one
+/// The generator of the random weights a run reads ([`crate::inputs::frozen::random_sd_dir`]): the one
 /// it recorded when it resumes (a folder with training state, without `--restart`), so that it
 /// continues with the weights it started with (`None`: a run from before they were recorded,
 /// whose weights carry the older folder name); this backend's for a run that starts.
@@ -123,9 +123,9 @@ pub fn run_one<B: SdBackend>(
         && !ws.restart
     {
         if let Some(note) =
-            crate::record::reuse_note(&dir, &spec.variant, &trained_as(spec, target))
+            crate::runner::record::reuse_note(&dir, &spec.variant, &trained_as(spec, target))
         {
-            crate::progress::say(&ws.progress, note);
+            crate::util::progress::say(&ws.progress, note);
         }
         return Ok(Some(done));
     }
@@ -306,14 +306,14 @@ pub fn run_one<B: SdBackend>(
         .model
         .save_into(&mut store)
         .map_err(|e| anyhow::anyhow!("saving the trained adapter and decoder: {e}"))?;
-    result.files = crate::record::seal(&dir)?;
+    result.files = crate::runner::record::seal(&dir)?;
     let outcome = Outcome::Finished(result);
     outcome.save(&dir)?;
     Ok(Some(outcome))
 }
 
 /// Runs `specs` in order: in this process when `jobs` is 1, else at most `jobs` at a time, one
-/// process each ([`crate::parallel`]). Returns each run's outcome (`None`: stopped early); a
+/// process each ([`crate::runner::parallel`]). Returns each run's outcome (`None`: stopped early); a
 /// diverged run does not stop the others.
 pub fn run_specs<B: SdBackend>(
     specs: &[RunSpec],
@@ -323,7 +323,7 @@ pub fn run_specs<B: SdBackend>(
     device: &B::Device,
 ) -> anyhow::Result<Vec<Option<Outcome>>> {
     if jobs > 1 {
-        return crate::parallel::run_all::<B>(specs, jobs, ws, target, device);
+        return crate::runner::parallel::run_all::<B>(specs, jobs, ws, target, device);
     }
     let mut shared = Shared::<B>::default();
     let mut results = Vec::with_capacity(specs.len());

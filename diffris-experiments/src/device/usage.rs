@@ -1,15 +1,26 @@
 //! What a device's memory holds, where its backend says: the process heap for the CPU backend
-//! (counted by [`crate::allocator`]), the memory pool of Burn's cubecl backends (wgpu, cuda).
+//! (counted by [`crate::device::allocator`]), the memory pool of Burn's cubecl backends (wgpu, cuda).
 //! Burn 0.21's `Backend` has no memory query of its own, and libtorch's is not exposed by it.
 
-use crate::backend::DeviceSpec;
-use crate::memory::Capacity;
+use crate::device::backend::DeviceSpec;
+
+/// Bytes in a GiB.
+pub const GIB: f64 = (1u64 << 30) as f64;
+
+/// How much memory a device offers a run, where diffris can ask: the RAM available to the CPU
+/// backend, a CUDA GPU's total memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capacity {
+    pub bytes: f64,
+    /// What the figure is, for messages (`RAM available`, `GPU memory`).
+    pub what: String,
+}
 
 /// A device's memory, as far as its backend reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceMemory {
     /// The CPU backend's tensors live on the process heap: bytes allocated now, and the most
-    /// allocated at once since [`crate::allocator::reset_peak`].
+    /// allocated at once since [`crate::device::allocator::reset_peak`].
     Heap { live: u64, peak: u64 },
     /// cubecl's pool on the device: bytes held by live tensors, and bytes reserved from the
     /// driver (what the device has lent this process).
@@ -39,8 +50,8 @@ impl DeviceMemory {
 pub fn query(device: DeviceSpec) -> Option<DeviceMemory> {
     match device {
         DeviceSpec::Flex => Some(DeviceMemory::Heap {
-            live: crate::allocator::live_bytes() as u64,
-            peak: crate::allocator::peak_bytes() as u64,
+            live: crate::device::allocator::live_bytes() as u64,
+            peak: crate::device::allocator::peak_bytes() as u64,
         }),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(index) => {
@@ -98,14 +109,12 @@ pub fn capacity(device: DeviceSpec) -> anyhow::Result<Option<Capacity>> {
                 what: "RAM available".into(),
             }),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(index) => {
-            crate::backend::cuda_check::total_memory(index)
-                .ok()
-                .map(|bytes| Capacity {
-                    bytes: bytes as f64,
-                    what: "GPU memory".into(),
-                })
-        }
+        DeviceSpec::Cuda(index) => crate::device::backend::cuda_check::total_memory(index)
+            .ok()
+            .map(|bytes| Capacity {
+                bytes: bytes as f64,
+                what: "GPU memory".into(),
+            }),
         _ => None,
     })
 }
@@ -157,7 +166,7 @@ mod tests {
             Some(DeviceMemory::Heap { live, .. }) => live,
             other => panic!("{other:?}"),
         };
-        crate::allocator::reset_peak();
+        crate::device::allocator::reset_peak();
         let buffer = vec![1u8; 64 << 20];
         let during = query(DeviceSpec::Flex).unwrap();
         drop(buffer);

@@ -18,8 +18,38 @@ use diffris_model::diffris::DiffRisConfig;
 use diffris_model::error::{ConfigError, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Protocol;
 use merge::Node;
+
+/// Where a prediction is compared with its ground truth.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// LAVT/RMSIN (the paper's tables): at the network input size, against the ground truth
+    /// resized there with nearest neighbour.
+    #[default]
+    Lavt,
+    /// CGFormer: at the ground truth's original size; the foreground probability is resized
+    /// there bilinearly before thresholding.
+    Cgformer,
+}
+
+impl Protocol {
+    /// The name the CLI uses (`lavt`, `cgformer`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lavt => "lavt",
+            Self::Cgformer => "cgformer",
+        }
+    }
+
+    /// A short label for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Lavt => "LAVT protocol (network resolution)",
+            Self::Cgformer => "CGFormer protocol (original resolution)",
+        }
+    }
+}
 
 /// The file format version this build reads (version 1 wrote a variant's `adapter`, `decoder`,
 /// `loss`, `sd_weights` and `dataset` beside its name; version 2 writes any field under `set`).
@@ -229,19 +259,6 @@ impl Column {
         }
     }
 
-    /// The value of this column in `m`.
-    pub fn of(self, m: &crate::metrics::Metrics) -> f64 {
-        match self {
-            Self::Pr50 => m.precision[0],
-            Self::Pr60 => m.precision[1],
-            Self::Pr70 => m.precision[2],
-            Self::Pr80 => m.precision[3],
-            Self::Pr90 => m.precision[4],
-            Self::Oiou => m.oiou,
-            Self::Miou => m.miou,
-        }
-    }
-
     /// The paper's value of this column.
     pub fn paper(self, p: &PaperNumbers) -> Option<f64> {
         match self {
@@ -371,10 +388,10 @@ impl AblationFile {
                     v.name
                 );
             }
-            crate::record::check_dir_name("variant name", &v.name)
+            check_dir_name("variant name", &v.name)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
-        crate::record::check_dir_name("ablation name", &file.name)
+        check_dir_name("ablation name", &file.name)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let tree = Node::parse(text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
         let base = Node::parse(&ron::to_string(&file.base)?)
@@ -450,6 +467,24 @@ pub fn locate(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
             available.join(", ")
         }
     )
+}
+
+/// Checks a name that becomes one folder of a path (an ablation's or a variant's): ASCII letters,
+/// digits, `_`, `-` and `.`, not starting with `.` (so never `.` or `..`), at most 100 bytes. No
+/// separator, drive or parent step can then take a path built from it out of `--results`.
+pub fn check_dir_name(what: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    anyhow::ensure!(
+        ok,
+        "{what} `{name}` must be 1 to 100 letters, digits, `_`, `-` or `.`, not starting with `.` \
+         (it names a directory)"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

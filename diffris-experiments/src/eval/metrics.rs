@@ -11,41 +11,12 @@
 use diffris_data::transforms::{resize_bilinear, resize_nearest};
 use serde::{Deserialize, Serialize};
 
+pub use crate::spec::recipe::{Column, Protocol};
+
 /// The Pr@X thresholds of the paper's tables.
 pub const PR_THRESHOLDS: [f64; 5] = [0.5, 0.6, 0.7, 0.8, 0.9];
 const PR_TENTHS: [u128; 5] = [5, 6, 7, 8, 9];
 const FIXED_ONE: u128 = 1 << 64;
-
-/// Where a prediction is compared with its ground truth.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    /// LAVT/RMSIN (the paper's tables): at the network input size, against the ground truth
-    /// resized there with nearest neighbour.
-    #[default]
-    Lavt,
-    /// CGFormer: at the ground truth's original size; the foreground probability is resized
-    /// there bilinearly before thresholding.
-    Cgformer,
-}
-
-impl Protocol {
-    /// The name the CLI uses (`lavt`, `cgformer`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Lavt => "lavt",
-            Self::Cgformer => "cgformer",
-        }
-    }
-
-    /// A short label for tables.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Lavt => "LAVT protocol (network resolution)",
-            Self::Cgformer => "CGFormer protocol (original resolution)",
-        }
-    }
-}
 
 /// The score of one sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,6 +53,21 @@ pub struct Metrics {
     pub miou: f64,
     /// Pr@0.5, Pr@0.6, Pr@0.7, Pr@0.8, Pr@0.9.
     pub precision: [f64; 5],
+}
+
+impl Metrics {
+    /// The value of a table column.
+    pub fn column(&self, c: Column) -> f64 {
+        match c {
+            Column::Pr50 => self.precision[0],
+            Column::Pr60 => self.precision[1],
+            Column::Pr70 => self.precision[2],
+            Column::Pr80 => self.precision[3],
+            Column::Pr90 => self.precision[4],
+            Column::Oiou => self.oiou,
+            Column::Miou => self.miou,
+        }
+    }
 }
 
 impl MetricAccumulator {

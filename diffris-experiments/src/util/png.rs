@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use image::{DynamicImage, ImageFormat};
 
-use crate::tensor_file::write_atomic;
+use crate::util::atomic_file::write_atomic;
 
 /// Writes `image` to `path` as PNG (creating its folder).
 pub fn save_png(path: &Path, image: impl Into<DynamicImage>) -> anyhow::Result<()> {

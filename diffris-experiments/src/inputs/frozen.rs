@@ -9,9 +9,10 @@ use anyhow::Context;
 use diffris_data::ClipTokenizer;
 use diffris_model::sd::{SdConfig, StableDiffusion};
 
-use crate::cache::fnv1a;
-use crate::lock::{lock_path, lock_waiting};
-use crate::profile::{RunSpec, SdSource};
+use crate::device::backend::weights_generator;
+use crate::spec::profile::{RunSpec, SdSource};
+use crate::util::cache::fnv1a;
+use crate::util::lock::{lock_path, lock_waiting};
 
 /// The frozen SD stack at `path` and its tokenizer: a diffusers folder's own `tokenizer/` when
 /// it has one, else the embedded CLIP vocabulary. A diffusers folder's architecture comes from
@@ -70,30 +71,6 @@ pub fn write_random<B: SdBackend>(
     sd.save_diffusers(out)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
-}
-
-/// Version of what [`write_random`] writes for an architecture and seed; part of the cache
-/// folder's name, so weights written by a build that drew them otherwise are never reused.
-/// Bump it whenever the weights for a seed change (the snapshot test of the tiny weights,
-/// `random_weights_of_a_seed_are_those_of_this_version`, fails then).
-pub const RANDOM_WEIGHTS_VERSION: u32 = 1;
-
-/// What draws a run's random weights: the backend's name, the kind of device (Burn's backends
-/// each have their own generator, and libtorch one per device type) and
-/// [`RANDOM_WEIGHTS_VERSION`], e.g. `flex-Cpu-v1`. Runs record it (`env.json`), so a trained
-/// or resumed run finds the weights it started with, also after the version changes.
-pub fn weights_generator<B: SdBackend>(device: &B::Device) -> String {
-    let debug = format!("{device:?}");
-    let kind = debug
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default();
-    let name = format!("{}-{kind}", B::name(device));
-    let name: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    format!("{name}-v{RANDOM_WEIGHTS_VERSION}")
 }
 
 /// Where the seeded random weights of an architecture live in the cache: the folder names the

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar};
 
-use crate::progress::Heartbeat;
+use crate::util::progress::Heartbeat;
 
 /// Where runs write and what they may reuse.
 #[derive(Clone, Debug)]
@@ -29,7 +29,7 @@ pub struct Workspace {
 impl Workspace {
     /// A progress bar under this workspace's display.
     pub fn bar(&self, prefix: String) -> ProgressBar {
-        crate::progress::bar(&self.progress, prefix)
+        crate::util::progress::bar(&self.progress, prefix)
     }
 
     /// Progress lines labelled `label` into `run_dir/progress.log`, and on stdout when the bars

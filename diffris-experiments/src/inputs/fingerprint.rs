@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::Context;
 use diffris_data::{MaskSource, Sample};
 
-use crate::cache::fnv1a;
+use crate::util::cache::fnv1a;
 
 /// `path`'s size and modification time (nanoseconds since the epoch), or an error naming it.
 fn stamp(path: &Path) -> anyhow::Result<(u64, u128)> {

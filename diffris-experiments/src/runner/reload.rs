@@ -8,9 +8,9 @@ use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_data::ClipTokenizer;
 use diffris_model::diffris::{DiffRis, DiffRisConfig};
 
-use crate::frozen::{load_frozen, sd_location};
-use crate::profile::{RunSpec, SdSource};
-use crate::record::{Outcome, read_result, read_spec, read_weights_generator};
+use crate::inputs::frozen::{load_frozen, sd_location};
+use crate::runner::record::{Outcome, read_result, read_spec, read_weights_generator};
+use crate::spec::profile::{RunSpec, SdSource};
 use crate::training::Trainee;
 
 /// A trained model with what it needs to read inputs.
@@ -48,7 +48,7 @@ pub fn load_run_with<B: SdBackend>(
                 d.diverged
             ),
             // Its config and weights are the ones its results were computed with.
-            Outcome::Finished(r) => crate::record::check_seal(dir, &r.files)?,
+            Outcome::Finished(r) => crate::runner::record::check_seal(dir, &r.files)?,
         }
     }
     let mut spec = read_spec(dir)?;

@@ -1,0 +1,5 @@
+//! One training step, measured ([`step_probe`]: `doctor`, `bench_unet`) or compared between a
+//! half-precision and an f32 backend ([`half_step`]).
+
+pub mod half_step;
+pub mod step_probe;
