@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use diffris_experiments::spec::profile::{ProfileName, Resolver, Setup};
-use diffris_experiments::spec::recipe::AblationFile;
+use diffris_experiments::config::profile::{ProfileName, Resolver, Setup};
+use diffris_experiments::config::recipe::AblationFile;
 
 /// A random image and a two-token expression (`[1, 3, H, W]`, `[1, 77]`, `[1]`) on the default
 /// CPU device.

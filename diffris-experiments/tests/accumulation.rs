@@ -22,11 +22,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use burn::train::TrainStep;
 use diffris_data::{MaskSource, Sample};
+use diffris_experiments::config::RunDir;
+use diffris_experiments::config::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::diagnostics::step_probe::{
     ProbeSpec, ProbeWeights, grads_by_path, to_data,
 };
-use diffris_experiments::inputs::encoded::EncodedSplit;
-use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
+use diffris_experiments::inputs::split::EncodedSplit;
 use diffris_experiments::training::loader::EpochLoader;
 use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
@@ -160,7 +161,7 @@ fn trained(micro_batch: Option<usize>) -> (usize, Vec<(String, Vec<f32>)>) {
         data.clone(),
         data,
         &settings,
-        dir.path(),
+        &RunDir::at(dir.path()),
         &[device],
         common::quiet(0),
     )

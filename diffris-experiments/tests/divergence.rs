@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
 use diffris_data::{MaskSource, Sample};
+use diffris_experiments::config::RunDir;
+use diffris_experiments::config::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights};
-use diffris_experiments::inputs::encoded::EncodedSplit;
-use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
+use diffris_experiments::inputs::split::EncodedSplit;
 use diffris_experiments::training::divergence::Diverged;
 use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
@@ -81,7 +82,7 @@ fn a_non_finite_loss_stops_the_run_with_an_error_naming_the_pass() {
         data.clone(),
         data,
         &settings,
-        dir.path(),
+        &RunDir::at(dir.path()),
         &[device],
         common::quiet(0),
     )

@@ -9,7 +9,7 @@ mod binary;
 
 use std::path::Path;
 
-use diffris_experiments::runner::record::RunResult;
+use diffris_experiments::records::RunResult;
 
 /// The `full` variant also changes a model field (the timestep) and a training field (the
 /// learning rate) that no command-line flag sets: both reach its run.
@@ -86,7 +86,9 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
             config.contains("profile: tiny") && config.contains("seed: 0"),
             "{config}"
         );
-        let spec = diffris_experiments::runner::record::read_spec(&run).unwrap();
+        let spec = diffris_experiments::config::RunDir::at(&run)
+            .read_spec()
+            .unwrap();
         let (timestep, lr) = if variant == "full" {
             (50.0, 0.002)
         } else {
@@ -522,7 +524,9 @@ fn explain_writes_every_file(dir: &Path, cache: &Path, full: &Path, off: &Path, 
     );
 
     // An image and a text, through the model without the adapter (the two map rows agree).
-    let spec = diffris_experiments::runner::record::read_spec(off).unwrap();
+    let spec = diffris_experiments::config::RunDir::at(off)
+        .read_spec()
+        .unwrap();
     let samples = spec.dataset.read_split(&spec.data_root, "test").unwrap();
     let out = dir.join("explain-off");
     let printed = binary::succeeds(

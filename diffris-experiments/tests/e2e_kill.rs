@@ -103,9 +103,9 @@ fn killing_the_ablation_stops_its_runs_and_resume_continues_them() {
 
     // A resume continues each run from its last whole checkpoint: one more epoch, then stop.
     let last = |variant: &str| {
-        diffris_experiments::training::last_checkpoint(
-            &results.join(format!("runs/mini/{variant}/seed-0")),
-        )
+        diffris_experiments::training::last_checkpoint(&diffris_experiments::config::RunDir::new(
+            &results, "mini", variant, 0,
+        ))
         .unwrap()
     };
     let (off, full) = (last("off"), last("full"));

@@ -6,7 +6,7 @@ mod binary;
 
 use std::path::Path;
 
-use diffris_experiments::runner::record::RunResult;
+use diffris_experiments::records::RunResult;
 
 const ABLATION: &str = r#"(
     version: 2,

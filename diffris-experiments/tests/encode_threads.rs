@@ -6,9 +6,9 @@
 use burn::backend::Flex;
 use diffris_data::synth::{self, SynthConfig};
 use diffris_data::{ClipTokenizer, DatasetFormat};
-use diffris_experiments::inputs::encoded::EncodedSplit;
+use diffris_experiments::config::profile::{tiny_arch, tiny_synth};
 use diffris_experiments::inputs::frozen::{load_frozen, write_random};
-use diffris_experiments::spec::profile::{tiny_arch, tiny_synth};
+use diffris_experiments::inputs::split::EncodedSplit;
 use diffris_model::sd::StableDiffusion;
 use indicatif::ProgressBar;
 

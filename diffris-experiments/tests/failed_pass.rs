@@ -16,9 +16,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use burn::backend::{Autodiff, Flex};
+use diffris_experiments::config::RunDir;
+use diffris_experiments::config::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights};
-use diffris_experiments::inputs::encoded::EncodedSplit;
-use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
+use diffris_experiments::inputs::split::EncodedSplit;
 use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{CamdConfig, DecoderConfig};
 
@@ -55,7 +56,7 @@ fn failure(workers: usize, bad: &'static [usize]) -> String {
             data.clone(),
             data,
             &settings,
-            dir.path(),
+            &RunDir::at(dir.path()),
             &vec![device; workers],
             common::quiet(0),
         );

@@ -14,9 +14,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
+use diffris_experiments::config::RunDir;
+use diffris_experiments::config::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights, to_data};
-use diffris_experiments::inputs::encoded::EncodedSplit;
-use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
+use diffris_experiments::inputs::split::EncodedSplit;
 use diffris_experiments::training::{TrainOptions, Trained, Trainee, last_checkpoint, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
 
@@ -58,7 +59,7 @@ fn run(
         data.clone(),
         data.clone(),
         &settings,
-        dir,
+        &RunDir::at(dir),
         &[device],
         TrainOptions {
             resume,
@@ -111,7 +112,11 @@ fn a_checkpoint_that_finds_the_disk_full_stops_the_run_and_resume_recovers() {
         "the failed partial file is removed"
     );
     assert!(!dir.path().join("checkpoint").join("model-2.mpk").exists());
-    assert_eq!(last_checkpoint(dir.path()), Some(1), "epoch 1 is whole");
+    assert_eq!(
+        last_checkpoint(&RunDir::at(dir.path())),
+        Some(1),
+        "epoch 1 is whole"
+    );
 
     // Space again: the resume continues from epoch 1 and ends as the straight run did.
     let resumed = run(&spec, &data, dir.path(), true, None).unwrap();

@@ -17,9 +17,10 @@ mod common;
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
+use diffris_experiments::config::RunDir;
+use diffris_experiments::config::recipe::{SelectBy, TrainSpec};
 use diffris_experiments::diagnostics::step_probe::{ProbeSpec, ProbeWeights, to_data};
-use diffris_experiments::inputs::encoded::EncodedSplit;
-use diffris_experiments::spec::recipe::{SelectBy, TrainSpec};
+use diffris_experiments::inputs::split::EncodedSplit;
 use diffris_experiments::training::epoch_log::EpochSums;
 use diffris_experiments::training::{Trainee, train};
 use diffris_model::decoder::{DecoderConfig, LmpConfig};
@@ -69,7 +70,7 @@ fn trained(
         data.clone(),
         data,
         &settings,
-        dir.path(),
+        &RunDir::at(dir.path()),
         &vec![device; workers],
         common::quiet(3),
     )

@@ -8,10 +8,10 @@
 #![cfg(feature = "flex")] // runs on the CPU reference backend
 
 use burn::backend::Flex;
+use diffris_experiments::config::profile::tiny_arch;
 use diffris_experiments::device::backend::{RANDOM_WEIGHTS_VERSION, weights_generator};
 use diffris_experiments::diagnostics::step_probe::to_data;
 use diffris_experiments::inputs::frozen::{load_frozen, random_sd_dir, write_random};
-use diffris_experiments::spec::profile::tiny_arch;
 use diffris_experiments::util::cache::fnv1a;
 
 /// FNV-1a over every tensor's path and f32 bits, in the module's order, of the tiny weights

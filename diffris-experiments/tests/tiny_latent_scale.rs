@@ -8,11 +8,11 @@
 use burn::backend::Flex;
 use diffris_data::DatasetFormat;
 use diffris_data::synth::{self, SynthConfig};
-use diffris_experiments::inputs::encoded::EncodedSplit;
-use diffris_experiments::inputs::frozen::{load_frozen, write_random};
-use diffris_experiments::spec::profile::{
+use diffris_experiments::config::profile::{
     TINY_LATENT_SCALE, tiny_arch, tiny_synth, tiny_weight_seed,
 };
+use diffris_experiments::inputs::frozen::{load_frozen, write_random};
+use diffris_experiments::inputs::split::EncodedSplit;
 use indicatif::ProgressBar;
 
 #[test]

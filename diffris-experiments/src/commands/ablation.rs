@@ -1,8 +1,9 @@
 //! `diffris ablation NAME`: runs every variant (and seed) of `ablations/NAME.ron`, then writes
 //! the table in the paper's layout and the plots under `results/NAME/`.
 
-use crate::commands::common::{RunArgs, Selection, run_ablation};
+use crate::commands::run_args::RunArgs;
 use crate::device::backend::DeviceList;
+use crate::runner::ablation;
 
 /// Arguments of `diffris ablation`.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,14 +25,5 @@ pub struct AblationArgs {
 
 /// Runs the command.
 pub fn run(devices: DeviceList, a: AblationArgs) -> anyhow::Result<()> {
-    run_ablation(
-        devices,
-        Selection {
-            name: a.name,
-            dry_run: a.dry_run,
-            only: a.only,
-            seeds: a.seeds,
-            run: a.run,
-        },
-    )
+    ablation::run(&devices, a.run.request(a.name, a.dry_run, a.only, a.seeds)?)?.print()
 }

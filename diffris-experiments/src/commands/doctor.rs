@@ -32,7 +32,7 @@ pub struct DoctorArgs {
     pub seed: u64,
     /// Also check the step with the frozen stack in this precision (bf16 or f16) against the
     /// device's own f32 step.
-    #[arg(long, value_parser = crate::commands::common::parse_precision)]
+    #[arg(long, value_parser = crate::commands::run_args::parse_precision)]
     pub precision: Option<Precision>,
 }
 

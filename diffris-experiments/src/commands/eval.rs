@@ -7,11 +7,12 @@ use std::path::PathBuf;
 
 use image::GrayImage;
 
-use crate::commands::common::{predict_split, print_metrics};
+use crate::config::RunDir;
 use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::eval::evaluate::{baselines, per_sample_csv, score_samples};
 use crate::eval::metrics::Protocol;
-use crate::runner::reload::load_run;
+use crate::records::reload::load_run;
+use crate::runner::predict::predict_split;
 use crate::util::atomic_file::write_atomic;
 use crate::util::cache::default_cache;
 use crate::util::png::save_png;
@@ -66,9 +67,7 @@ impl BackendJob for Eval {
             &target,
         )?;
         let (m, each) = score_samples(&probs, &data, protocol)?;
-        let csv_path = a
-            .run
-            .join(format!("per_sample-{split}-{}.csv", protocol.name()));
+        let csv_path = RunDir::at(&a.run).per_sample_csv(&split, protocol.name());
         write_atomic(&csv_path, per_sample_csv(&data, &each).as_bytes())?;
         println!(
             "{} / {} / {split} ({})",
@@ -76,13 +75,13 @@ impl BackendJob for Eval {
             spec.variant,
             protocol.label()
         );
-        print_metrics("DiffRIS", &m);
+        println!("{}", m.line("DiffRIS"));
         println!("per-sample scores: {}", csv_path.display());
         let b = baselines(&data, spec.dataset, &spec.data_root)?;
-        print_metrics("all background", &b.all_background);
-        print_metrics("whole image", &b.whole_image);
+        println!("{}", b.all_background.line("all background"));
+        println!("{}", b.whole_image.line("whole image"));
         if let Some(r) = &b.random_object {
-            print_metrics("random object", r);
+            println!("{}", r.line("random object"));
         }
         if let Some(dir) = &a.save_masks {
             std::fs::create_dir_all(dir)?;

@@ -14,7 +14,7 @@ use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::explain::compute::{Query, Settings, explain};
 use crate::explain::render::write_all;
 use crate::inputs::frozen::check_vocab;
-use crate::runner::reload::load_run_with;
+use crate::records::reload::load_run_with;
 use crate::util::atomic_file::write_atomic;
 use crate::util::cache::default_cache;
 

@@ -12,12 +12,12 @@ use image::RgbImage;
 use image::imageops::FilterType;
 use plotters::prelude::*;
 
-use crate::commands::common::predict_split;
 use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::eval::evaluate::score_samples;
 use crate::eval::metrics::{Protocol, SampleScore};
-use crate::inputs::encoded::EncodedSplit;
-use crate::runner::reload::load_run;
+use crate::inputs::split::EncodedSplit;
+use crate::records::reload::load_run;
+use crate::runner::predict::predict_split;
 use crate::util::cache::default_cache;
 use crate::util::png::save_png;
 

@@ -2,7 +2,6 @@
 
 pub mod ablation;
 pub mod bounds;
-pub mod common;
 pub mod data;
 pub mod doctor;
 pub mod eval;
@@ -11,6 +10,7 @@ pub mod features;
 pub mod figures;
 pub mod info;
 pub mod init_sd;
+pub mod run_args;
 pub mod run_spec;
 pub mod score;
 pub mod segment;

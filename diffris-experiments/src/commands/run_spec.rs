@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
+use crate::config::profile::RunSpec;
 use crate::device::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
+use crate::records::Outcome;
 use crate::runner::prepare::Shared;
-use crate::runner::record::{Outcome, parse_spec};
 use crate::runner::run::run_one;
 use crate::runner::workspace::Workspace;
-use crate::spec::profile::RunSpec;
 
 /// Arguments of `diffris run-spec`; the run spec (RON, as in a run's `config.ron`) comes on
 /// stdin.
@@ -113,6 +113,6 @@ pub fn run(devices: DeviceList, args: RunSpecArgs) -> anyhow::Result<()> {
     std::io::stdin()
         .read_to_string(&mut text)
         .context("reading the run spec from stdin")?;
-    let spec = parse_spec(&text, std::path::Path::new("<stdin>"))?;
+    let spec = RunSpec::parse(&text, std::path::Path::new("<stdin>"))?;
     dispatch_on(&devices, RunSpecJob(args, spec))?
 }

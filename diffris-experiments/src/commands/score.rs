@@ -15,7 +15,6 @@ use diffris_data::DatasetFormat;
 use diffris_data::sample::open_image;
 use diffris_data::transforms::resize_nearest;
 
-use crate::commands::common::print_metrics;
 use crate::eval::metrics::{MetricAccumulator, Protocol};
 
 /// Arguments of `diffris score`.
@@ -135,6 +134,6 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
         a.split
     );
     println!("{} {} ({})", a.format.name(), a.split, a.protocol.label());
-    print_metrics("predictions", &acc.summary());
+    println!("{}", acc.summary().line("predictions"));
     Ok(())
 }

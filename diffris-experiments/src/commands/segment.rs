@@ -16,7 +16,7 @@ use image::GrayImage;
 
 use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::inputs::frozen::check_vocab;
-use crate::runner::reload::load_run;
+use crate::records::reload::load_run;
 use crate::util::cache::default_cache;
 use crate::util::png::save_png;
 

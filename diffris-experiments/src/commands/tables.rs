@@ -3,8 +3,10 @@
 
 use indicatif::MultiProgress;
 
-use crate::commands::common::{RunArgs, write_tables};
-use crate::spec::recipe::{AblationFile, locate};
+use crate::commands::run_args::RunArgs;
+use crate::config::RunDir;
+use crate::config::recipe::{AblationFile, locate};
+use crate::runner::ablation::write_tables;
 
 /// Arguments of `diffris tables`: the ablations, and the settings the runs were made with (only
 /// runs whose config these settings resolve enter a table).
@@ -30,7 +32,7 @@ pub fn run(a: TablesArgs) -> anyhow::Result<()> {
                     .strip_suffix(".ron")
                     .map(String::from)
             })
-            .filter(|n| results.join("runs").join(n).is_dir())
+            .filter(|n| RunDir::ablation_has_runs(results, n))
             .collect();
         v.sort();
         v
@@ -40,7 +42,7 @@ pub fn run(a: TablesArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         !names.is_empty(),
         "no saved runs under {}",
-        results.join("runs").display()
+        RunDir::runs_root(results).display()
     );
     // Each ablation on its own: one whose runs do not match leaves the others' tables written.
     let mut failed = Vec::new();

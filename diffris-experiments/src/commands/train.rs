@@ -1,8 +1,9 @@
 //! `diffris train ABLATION [--variant NAME] [--seed N]`: one run of one variant.
 
-use crate::commands::common::{RunArgs, Selection, run_ablation};
+use crate::commands::run_args::RunArgs;
+use crate::config::recipe::{AblationFile, locate};
 use crate::device::backend::DeviceList;
-use crate::spec::recipe::{AblationFile, locate};
+use crate::runner::ablation;
 
 /// Arguments of `diffris train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,14 +32,8 @@ pub fn run(devices: DeviceList, a: TrainArgs) -> anyhow::Result<()> {
             AblationFile::load(&path)?.variants[0].name.clone()
         }
     };
-    run_ablation(
-        devices,
-        Selection {
-            name: a.ablation,
-            dry_run: a.dry_run,
-            only: vec![variant],
-            seeds: vec![a.seed],
-            run: a.run,
-        },
-    )
+    let request = a
+        .run
+        .request(a.ablation, a.dry_run, vec![variant], vec![a.seed])?;
+    ablation::run(&devices, request)?.print()
 }

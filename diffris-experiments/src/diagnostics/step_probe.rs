@@ -24,8 +24,8 @@ use diffris_model::decoder::{CamdConfig, DecoderConfig, LmpConfig, PcmrdConfig};
 use diffris_model::diffris::DiffRisConfig;
 use diffris_model::sd::SdConfig;
 
-use crate::inputs::encoded::EncodedBatch;
-use crate::spec::profile::tiny_arch;
+use crate::config::profile::tiny_arch;
+use crate::inputs::split::EncodedBatch;
 use crate::training::Trainee;
 
 /// The expressions of the probe batch (cycled when the batch is larger).

@@ -11,7 +11,7 @@ use diffris_model::diffris::DiffRis;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::inputs::encoded::EncodedSplit;
+use crate::inputs::split::EncodedSplit;
 use crate::util::progress::Heartbeat;
 use diffris_data::transforms::resize_nearest;
 

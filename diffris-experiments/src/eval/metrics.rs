@@ -11,7 +11,7 @@
 use diffris_data::transforms::{resize_bilinear, resize_nearest};
 use serde::{Deserialize, Serialize};
 
-pub use crate::spec::recipe::{Column, Protocol};
+pub use crate::config::recipe::{Column, Protocol};
 
 /// The Pr@X thresholds of the paper's tables.
 pub const PR_THRESHOLDS: [f64; 5] = [0.5, 0.6, 0.7, 0.8, 0.9];
@@ -56,6 +56,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// One line with every metric, named as the tables name them.
+    pub fn line(&self, name: &str) -> String {
+        let pr: Vec<String> = PR_THRESHOLDS
+            .iter()
+            .zip(self.precision)
+            .map(|(t, p)| format!("Pr@{t} {p:.2}"))
+            .collect();
+        format!(
+            "{name:<22} mIoU {:6.2}  oIoU {:6.2}  {}  ({} samples)",
+            self.miou,
+            self.oiou,
+            pr.join("  "),
+            self.samples
+        )
+    }
+
     /// The value of a table column.
     pub fn column(&self, c: Column) -> f64 {
         match c {

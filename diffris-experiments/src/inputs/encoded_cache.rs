@@ -23,8 +23,8 @@ use diffris_data::Sample;
 use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
-use crate::inputs::encoded::{EncodedSplit, count_empty};
 use crate::inputs::rows::{Rows, decode, element_size};
+use crate::inputs::split::{EncodedSplit, count_empty};
 use crate::util::cache::fnv1a;
 
 /// The file layout; bump when it changes. (What the encoders compute is in each split's key:

@@ -9,8 +9,8 @@ use anyhow::Context;
 use diffris_data::ClipTokenizer;
 use diffris_model::sd::{SdConfig, StableDiffusion};
 
+use crate::config::profile::{RunSpec, SdSource};
 use crate::device::backend::weights_generator;
-use crate::spec::profile::{RunSpec, SdSource};
 use crate::util::cache::fnv1a;
 use crate::util::lock::{lock_path, lock_waiting};
 

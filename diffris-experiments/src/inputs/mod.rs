@@ -1,9 +1,10 @@
-//! A run's inputs: the frozen SD stack ([`frozen`]), and splits encoded by it
-//! ([`encoded`]) into the on-disk cache ([`encoded_cache`], read a row at a time through
-//! [`rows`], named by the [`fingerprint`] of the files they come from).
+//! A run's inputs: the frozen SD stack ([`frozen`]), and splits encoded by it ([`encode`]) into
+//! the on-disk cache ([`encoded_cache`], named by the [`fingerprint`] of the files they come
+//! from), read back a row at a time ([`rows`]) as an [`split::EncodedSplit`].
 
-pub mod encoded;
+pub mod encode;
 pub mod encoded_cache;
 pub mod fingerprint;
 pub mod frozen;
 pub mod rows;
+pub mod split;

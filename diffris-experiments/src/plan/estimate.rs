@@ -16,8 +16,8 @@ use diffris_model::ops::SdBackend;
 use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 
+use crate::config::profile::RunSpec;
 use crate::device::usage::{Capacity, GIB};
-use crate::spec::profile::RunSpec;
 
 /// Activation bytes per 512x512 sample of a DiffRIS training step with the frozen SD-1.5 UNet on
 /// the CPU backend (see the module docs for the measurement).

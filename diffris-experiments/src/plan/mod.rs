@@ -14,10 +14,10 @@ pub mod estimate;
 use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 
+use crate::config::profile::RunSpec;
 use crate::device::backend::DeviceSpec;
 use crate::device::usage::{Capacity, GIB};
 use crate::plan::estimate::{MemoryEstimate, REST_OF_PROCESS};
-use crate::spec::profile::RunSpec;
 
 /// What an inference phase holds at its peak above its weights and inputs, at 512x512: with
 /// the first sample of a batch, and with each further one.

@@ -2,7 +2,8 @@
 //! (`metrics.csv`) and the training loss of every iteration (burn-train's
 //! `train/epoch-N/Loss.log`, one `value,count` line per iteration), smoothed for plotting.
 
-use std::path::Path;
+use crate::config::RunDir;
+use crate::training::metric_files::epoch_file;
 
 /// What a run directory holds for its curves, each file read once.
 pub struct Curves {
@@ -15,8 +16,8 @@ pub struct Curves {
 
 impl Curves {
     /// Reads `metrics.csv` and the iteration logs of `run` (missing files read as empty).
-    pub fn read(run: &Path) -> Self {
-        let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap_or_default();
+    pub fn read(run: &RunDir) -> Self {
+        let text = std::fs::read_to_string(run.metrics_csv()).unwrap_or_default();
         let epochs = text
             .lines()
             .skip(1)
@@ -29,7 +30,7 @@ impl Curves {
             .collect();
         let iterations = (1..)
             .map_while(|e| {
-                let log = run.join(format!("train/epoch-{e}/Loss.log"));
+                let log = epoch_file(&run.split_logs(true), e, "Loss");
                 let text = std::fs::read_to_string(log).ok()?;
                 Some(
                     text.lines()
@@ -86,39 +87,39 @@ impl Curves {
 mod tests {
     use super::*;
 
-    fn run_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
+    fn run_dir() -> (tempfile::TempDir, RunDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::at(tmp.path());
         std::fs::write(
-            p.join("metrics.csv"),
+            dir.metrics_csv(),
             "epoch,train_loss,train_miou,val_loss,val_miou,val_oiou\n\
              1,2.5,10,1.5,20.5,21\n2,1.5,30,1.0,40.25,41\n",
         )
         .unwrap();
         for (e, lines) in [(1, "4.0,1\n2.0,1\n3.0,1\n1.0,1\n"), (2, "2.0,1\n0.0,1\n")] {
-            let d = p.join(format!("train/epoch-{e}"));
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("Loss.log"), lines).unwrap();
+            let log = epoch_file(&dir.split_logs(true), e, "Loss");
+            std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+            std::fs::write(log, lines).unwrap();
         }
-        dir
+        (tmp, dir)
     }
 
     #[test]
     fn validation_points_sit_at_the_end_of_each_epoch() {
-        let dir = run_dir();
+        let (_tmp, dir) = run_dir();
         assert_eq!(
-            Curves::read(dir.path()).validation_miou(),
+            Curves::read(&dir).validation_miou(),
             vec![(1.0, 20.5), (2.0, 40.25)]
         );
     }
 
     #[test]
     fn iterations_are_spread_over_their_epoch_and_averaged_over_the_window() {
-        let dir = run_dir();
+        let (_tmp, dir) = run_dir();
         // Epoch 1 has 4 iterations (x = 0.25 .. 1.0), epoch 2 has 2 (x = 1.5, 2.0); window 2:
         // 4, (4+2)/2, (2+3)/2, (3+1)/2, (1+2)/2, (2+0)/2.
         assert_eq!(
-            Curves::read(dir.path()).training_loss(2, 100),
+            Curves::read(&dir).training_loss(2, 100),
             vec![
                 (0.25, 4.0),
                 (0.5, 3.0),
@@ -130,11 +131,11 @@ mod tests {
         );
         // At most 3 points: every second one (the last always kept).
         assert_eq!(
-            Curves::read(dir.path()).training_loss(1, 3),
+            Curves::read(&dir).training_loss(1, 3),
             vec![(0.5, 2.0), (1.0, 1.0), (2.0, 0.0)]
         );
         assert_eq!(
-            Curves::read(dir.path()).default_window(),
+            Curves::read(&dir).default_window(),
             1,
             "6 iterations / 40, at least one"
         );
@@ -142,10 +143,10 @@ mod tests {
 
     #[test]
     fn without_iteration_logs_the_epoch_means_are_used() {
-        let dir = run_dir();
-        std::fs::remove_dir_all(dir.path().join("train")).unwrap();
+        let (_tmp, dir) = run_dir();
+        std::fs::remove_dir_all(dir.split_logs(true)).unwrap();
         assert_eq!(
-            Curves::read(dir.path()).training_loss(3, 100),
+            Curves::read(&dir).training_loss(3, 100),
             vec![(1.0, 2.5), (2.0, 1.5)]
         );
     }

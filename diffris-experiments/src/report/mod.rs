@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::spec::recipe::AblationFile;
+use crate::config::RunDir;
+use crate::config::recipe::AblationFile;
 use crate::util::atomic_file::write_atomic;
 use rows::{Collected, Expected, collect};
 use tables::{csv, latex, markdown, notes};
@@ -47,7 +48,7 @@ pub fn write_ablation(
             anyhow::bail!(
                 "no finished run of the {} table under {}, so {} was left as it was",
                 file.name,
-                results.join("runs").join(&file.name).display(),
+                RunDir::runs_root(results).join(&file.name).display(),
                 dir.display()
             );
         }

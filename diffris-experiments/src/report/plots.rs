@@ -11,10 +11,10 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::config::RunDir;
+use crate::config::recipe::{AblationFile, Column, Figure};
 use crate::report::curves::Curves;
 use crate::report::rows::{Row, mean_std};
-use crate::runner::record::run_dir;
-use crate::spec::recipe::{AblationFile, Column, Figure};
 use crate::util::png::save_drawing;
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
@@ -149,7 +149,7 @@ fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) ->
         .iter()
         .filter_map(|r| {
             let seed = r.results.first()?.seed;
-            let dir = run_dir(results, &file.name, &r.variant.name, seed);
+            let dir = RunDir::new(results, &file.name, &r.variant.name, seed);
             Some((r.variant.label.clone(), Curves::read(&dir)))
         })
         .collect();

@@ -2,12 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runner::record::{
-    DivergedRun, Outcome, RunResult, TrainedAs, parse_spec, read_result, read_spec, run_dir,
-};
-use crate::spec::profile::ProfileName;
-use crate::spec::profile::RunSpec;
-use crate::spec::recipe::{AblationFile, Variant};
+use crate::config::profile::ProfileName;
+use crate::config::recipe::{AblationFile, Variant};
+use crate::config::{RunDir, RunSpec};
+use crate::records::{DivergedRun, Outcome, RunResult, TrainedAs};
 
 /// The runs of one variant that have ended: finished (with metrics) or diverged.
 #[derive(Clone, Debug)]
@@ -81,41 +79,27 @@ pub fn collect<'a>(
     let mut profile = None;
     let mut skipped = Vec::new();
     for v in &file.variants {
-        let vdir = results.join("runs").join(&file.name).join(&v.name);
-        let mut seeds: Vec<u64> = std::fs::read_dir(&vdir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| {
-                        let name = e.file_name().to_str()?.to_string();
-                        let seed: u64 = name.strip_prefix("seed-")?.parse().ok()?;
-                        // Only the folder a run of that seed writes: a copy named `seed-00`
-                        // is not another seed.
-                        (name == format!("seed-{seed}")).then_some(seed)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        seeds.sort_unstable();
+        let seeds = RunDir::seeds(results, &file.name, &v.name);
         let (mut results_v, mut diverged, mut trained_as) = (Vec::new(), Vec::new(), Vec::new());
         for seed in seeds {
-            let dir = run_dir(results, &file.name, &v.name, seed);
-            if !dir.join("result.json").is_file() {
+            let dir = RunDir::new(results, &file.name, &v.name, seed);
+            if !dir.has_ended() {
                 continue;
             }
-            let saved = std::fs::read_to_string(dir.join("config.ron")).unwrap_or_default();
-            let matches = match parse_spec(&saved, &dir.join("config.ron")) {
+            let saved = dir.saved_config();
+            let matches = match RunSpec::parse(&saved, &dir.config()) {
                 Ok(spec) => saved == expected(v, seed, &spec)?,
                 Err(_) => false,
             };
             if !matches {
-                skipped.push(dir);
+                skipped.push(dir.path().to_path_buf());
                 continue;
             }
-            let r = read_result(&dir)?;
+            let r = dir.read_result()?;
             if profile.is_none() {
-                profile = Some(read_spec(&dir)?.profile);
+                profile = Some(dir.read_spec()?.profile);
             }
-            trained_as.push((seed, TrainedAs::of(&dir)));
+            trained_as.push((seed, dir.trained_as()));
             match r {
                 Outcome::Finished(r) => results_v.push(r),
                 Outcome::Diverged(d) => diverged.push(d),

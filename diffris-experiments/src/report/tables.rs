@@ -2,9 +2,9 @@
 //! paper's layout, as Markdown, CSV and LaTeX. The other methods the paper compares (the file's
 //! `reported` rows) come first, with the paper's numbers only and a dagger.
 
+use crate::config::profile::ProfileName;
+use crate::config::recipe::{AblationFile, Column, Encoders, PaperNumbers, Reported};
 use crate::report::rows::{Row, mean_std};
-use crate::spec::profile::ProfileName;
-use crate::spec::recipe::{AblationFile, Column, Encoders, PaperNumbers, Reported};
 
 /// The marker of a row reported in the paper and not run here.
 const REPORTED: &str = "†";
@@ -367,7 +367,7 @@ pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::record::DivergedRun;
+    use crate::records::DivergedRun;
     use crate::training::divergence::Divergence;
 
     const FILE: &str = r#"(

@@ -1,10 +1,11 @@
-//! A run from its spec to its records: the inputs it needs ([`prepare`]), training and
-//! evaluation ([`run`]), several runs at once ([`parallel`]), what it writes ([`record`]), and
-//! finished runs read back ([`reload`]). [`workspace`] holds what the runs of one command share.
+//! Runs, from specs to records and tables: the inputs a run needs ([`prepare`]), one run
+//! trained and evaluated ([`run`]), several at once ([`parallel`]), the ablation driver that
+//! resolves a file's runs, runs them and writes their table ([`ablation`]), and a finished run's
+//! predictions on a split ([`predict`]). [`workspace`] holds what the runs of one command share.
 
+pub mod ablation;
 pub mod parallel;
+pub mod predict;
 pub mod prepare;
-pub mod record;
-pub mod reload;
 pub mod run;
 pub mod workspace;

@@ -16,11 +16,12 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::ProgressBar;
 
+use crate::config::profile::ProfileName;
+use crate::config::{RunDir, RunSpec};
 use crate::device::backend::{DeviceList, DeviceSpec, RunTarget};
+use crate::records::{Outcome, TrainedAs, outcome_line};
 use crate::runner::prepare::{Shared, prepare_for_processes};
-use crate::runner::record::{Outcome, finished, log_path, outcome_line, spec_dir, spec_ron};
 use crate::runner::workspace::Workspace;
-use crate::spec::profile::{ProfileName, RunSpec};
 use crate::util::progress::{say, spinner_style};
 
 /// How many runs to train at once when the user does not say: two per core for the tiny profile
@@ -60,15 +61,12 @@ pub fn run_all<B: SdBackend>(
     let mut pending = VecDeque::new();
     let mut shared = Shared::<B>::default();
     for (i, spec) in specs.iter().enumerate() {
-        let dir = spec_dir(&ws.results, spec);
-        match finished(&dir, spec)? {
+        let dir = RunDir::of(&ws.results, spec);
+        match dir.finished(spec)? {
             Some(done) if !ws.restart => {
                 say(&ws.progress, outcome_line(&spec.variant, Some(&done)));
-                if let Some(note) = crate::runner::record::reuse_note(
-                    &dir,
-                    &spec.variant,
-                    &crate::runner::run::trained_as(spec, target),
-                ) {
+                if let Some(note) = dir.reuse_note(&spec.variant, &TrainedAs::planned(spec, target))
+                {
                     say(&ws.progress, note);
                 }
                 results[i] = Some(done);
@@ -77,7 +75,7 @@ pub fn run_all<B: SdBackend>(
                 // Weights, data and (where the cache owns them) encoded splits are written
                 // here, once, before any process reads them.
                 // (With the weights the run reads: a resumed run's recorded ones.)
-                let generator = crate::runner::run::run_weights_generator(&dir, ws, target)?;
+                let generator = dir.weights_generator_for(ws.restart, target)?;
                 prepare_for_processes::<B>(spec, &mut shared, ws, device, generator.as_deref())?;
                 pending.push_back(i);
             }
@@ -118,7 +116,8 @@ pub fn run_all<B: SdBackend>(
             let job = running.swap_remove(k);
             job.bar.finish_and_clear();
             let spec = &specs[job.index];
-            let log = log_path(&ws.results, spec);
+            let dir = RunDir::of(&ws.results, spec);
+            let log = dir.process_log();
             if !status.success() {
                 for mut other in running.drain(..) {
                     let _ = other.child.kill();
@@ -134,8 +133,7 @@ pub fn run_all<B: SdBackend>(
                     tail(&log, 20)
                 );
             }
-            let dir = spec_dir(&ws.results, spec);
-            results[job.index] = finished(&dir, spec)?;
+            results[job.index] = dir.finished(spec)?;
             if results[job.index].is_none() && ws.stop_after.is_none() {
                 anyhow::bail!(
                     "run {}/{} seed {} exited without a result; see {}",
@@ -162,7 +160,7 @@ fn spawn(
     target: &RunTarget,
     threads: usize,
 ) -> anyhow::Result<Child> {
-    let log = log_path(&ws.results, spec);
+    let log = RunDir::of(&ws.results, spec).process_log();
     if let Some(parent) = log.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -209,7 +207,7 @@ fn spawn(
         .with_context(|| format!("starting {}", exe.display()))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     stdin
-        .write_all(spec_ron(spec)?.as_bytes())
+        .write_all(spec.to_ron()?.as_bytes())
         .context("sending the run spec to its process")?;
     drop(stdin);
     Ok(child)

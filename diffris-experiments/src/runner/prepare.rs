@@ -13,11 +13,11 @@ use diffris_data::{ClipTokenizer, Sample};
 use diffris_model::precision::{Precision, cast_module};
 use diffris_model::sd::StableDiffusion;
 
-use crate::inputs::encoded::EncodedSplit;
+use crate::config::profile::{RunSpec, SdSource};
 use crate::inputs::encoded_cache;
 use crate::inputs::frozen::{load_frozen, provision};
+use crate::inputs::split::EncodedSplit;
 use crate::runner::workspace::Workspace;
-use crate::spec::profile::{RunSpec, SdSource};
 use crate::util::lock::{lock_path, lock_waiting};
 use crate::util::progress::say;
 
@@ -232,9 +232,7 @@ fn split_key(
     }
     key.push_str(&format!(
         "|{backend}|{}|src {}",
-        crate::runner::record::CpuRecord::detect()
-            .features
-            .join("+"),
+        crate::records::CpuRecord::detect().features.join("+"),
         crate::util::build_info::ENCODER_SOURCES
     ));
     key

@@ -3,7 +3,6 @@
 //! outputs; and a list of runs, in this process or one process each.
 
 use diffris_model::ops::SdBackend;
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,154 +12,42 @@ use burn::tensor::backend::Backend;
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_model::sd::StableDiffusion;
 
+use crate::config::{RunDir, RunSpec};
 use crate::device::backend::RunTarget;
 use crate::eval::evaluate::{baselines, evaluate_split};
 use crate::eval::metrics::Metrics;
-use crate::inputs::encoded::EncodedSplit;
+use crate::inputs::split::EncodedSplit;
+use crate::records::{DivergedRun, EnvRecord, Outcome, RunResult, TrainedAs, outcome_line};
 use crate::runner::prepare::{Shared, prepare_inputs};
-use crate::runner::record::{
-    DivergedRun, EnvRecord, Outcome, RunResult, TrainedAs, finished, outcome_line,
-    read_weights_generator, spec_dir, spec_ron, write_json,
-};
 use crate::runner::workspace::Workspace;
-use crate::spec::profile::RunSpec;
 use crate::training::divergence::Diverged;
 use crate::training::{TrainOptions, Trainee, train};
-use crate::util::atomic_file::write_atomic;
-use crate::util::lock::{lock_path, try_lock};
+use crate::util::lock::try_lock;
 use crate::util::progress::say;
 
-/// A run folder left by a run that failed before its first epoch ended (unreadable data, say):
-/// only its records, nothing to resume or lose.
-fn never_trained(dir: &Path) -> bool {
-    ["epochs.json", "checkpoint", "result.json"]
-        .iter()
-        .all(|f| !dir.join(f).exists())
-}
-
-/// What a run writes into its folder before its first epoch ends: its records and burn-train's
-/// per-split logs (and temporary files of an interrupted write, `.NAME.tmp-PID`).
-const FIRST_RECORDS: [&str; 6] = [
-    "config.ron",
-    "env.json",
-    "progress.log",
-    "experiment.log",
-    "train",
-    "valid",
-];
-
-/// Why the folder at a run's path must be left as it is (`None`: it may be removed). Without
-/// `--restart` only a folder of nothing but [`FIRST_RECORDS`] may go (a run that never trained);
-/// with it, any run folder (one with the `config.ron` every run writes first). Anything else is
-/// not diffris's to delete: a folder of other files that happens to sit at the run's path.
-fn keep_reason(dir: &Path, restart: bool) -> anyhow::Result<Option<String>> {
-    if restart && dir.join("config.ron").is_file() {
-        return Ok(None);
-    }
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    for entry in entries {
-        let name = entry
-            .with_context(|| format!("reading {}", dir.display()))?
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
-        let temporary = name.starts_with('.') && name.contains(".tmp-");
-        if !temporary && !FIRST_RECORDS.contains(&name.as_str()) {
-            return Ok(Some(if restart {
-                format!("it holds `{name}` and no config.ron, so it is not a run folder")
-            } else {
-                format!(
-                    "it holds `{name}`, which a run that never trained does not write (without \
-                     --restart only such a run is removed)"
-                )
-            }));
+impl RunDir {
+    /// Makes way for this command's run of `config` under the `--resume`/`--restart` policy:
+    /// nothing to do for a new folder or one to resume (same config, same pass split `now`);
+    /// removes a folder to restart (`--restart`, or a run that never trained); refuses anything
+    /// else, naming why.
+    fn make_way(&self, config: &str, ws: &Workspace, now: &TrainedAs) -> anyhow::Result<()> {
+        if !self.exists() {
+            return Ok(());
         }
-    }
-    Ok(None)
-}
-
-/// The generator of the random weights a run reads ([`crate::inputs::frozen::random_sd_dir`]): the one
-/// it recorded when it resumes (a folder with training state, without `--restart`), so that it
-/// continues with the weights it started with (`None`: a run from before they were recorded,
-/// whose weights carry the older folder name); this backend's for a run that starts.
-pub fn run_weights_generator(
-    dir: &Path,
-    ws: &Workspace,
-    target: &RunTarget,
-) -> anyhow::Result<Option<String>> {
-    if dir.exists() && !ws.restart && !never_trained(dir) {
-        read_weights_generator(dir)
-    } else {
-        Ok(Some(target.weights_generator.clone()))
-    }
-}
-
-/// How a run of `spec` trains on `target` with this build: the samples of each pass of a full
-/// batch over the devices ([`crate::training::loader::micro_batches`]) and, on several devices,
-/// how they share it.
-pub fn trained_as(spec: &RunSpec, target: &RunTarget) -> TrainedAs {
-    let devices = target.devices.len().max(1);
-    let t = &spec.train;
-    let passes =
-        crate::training::loader::micro_batches(t.batch_size, t.batch_size, t.pass_size(), devices)
-            .into_iter()
-            .map(|(range, _)| range.len())
-            .collect();
-    TrainedAs::here(passes, (devices > 1).then(|| target.parallel.to_string()))
-}
-
-/// Runs (or reuses) one run: its outcome (finished, or diverged), `None` when `--stop-after`
-/// stopped it early.
-pub fn run_one<B: SdBackend>(
-    spec: &RunSpec,
-    ws: &Workspace,
-    shared: &mut Shared<B>,
-    device: &B::Device,
-    target: &RunTarget,
-) -> anyhow::Result<Option<Outcome>> {
-    let dir = spec_dir(&ws.results, spec);
-    if let Some(done) = finished(&dir, spec)?
-        && !ws.restart
-    {
-        if let Some(note) =
-            crate::runner::record::reuse_note(&dir, &spec.variant, &trained_as(spec, target))
-        {
-            crate::util::progress::say(&ws.progress, note);
-        }
-        return Ok(Some(done));
-    }
-    // One process per run directory (a second one would interleave its checkpoints and logs
-    // with the first's). The lock sits beside the directory, so `--restart` can remove it.
-    let _lock = try_lock(&lock_path(&dir))?.map_err(|owner| {
-        anyhow::anyhow!(
-            "{} is being trained by {owner}: wait for it to finish, or write this run \
-             elsewhere (--results)",
-            dir.display()
-        )
-    })?;
-    if let Some(done) = finished(&dir, spec)?
-        && !ws.restart
-    {
-        // It finished between the check above and the lock (the check comes first so that a
-        // finished run is reused without writing a lock, also in a read-only results folder).
-        return Ok(Some(done));
-    }
-    let config_text = spec_ron(spec)?;
-    let now = trained_as(spec, target);
-    if dir.exists() {
-        let saved = std::fs::read_to_string(dir.join("config.ron")).unwrap_or_default();
+        let dir = self.path();
+        let saved = self.saved_config();
         // A run that failed before its first epoch ended (unreadable data, say) left only its
         // records: nothing to resume or lose, so it starts over without --restart.
-        if ws.restart || never_trained(&dir) {
-            if let Some(why) = keep_reason(&dir, ws.restart)? {
+        if ws.restart || self.never_trained() {
+            if let Some(why) = self.keep_reason(ws.restart)? {
                 anyhow::bail!(
                     "{} is this run's path, and is left as it is: {why}. Move it away, or write \
                      the runs elsewhere (--results)",
                     dir.display()
                 );
             }
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        } else if dir.join("result.json").is_file() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        } else if self.has_ended() {
             // Finished, but not with this config (`finished` compared them).
             anyhow::bail!(
                 "{} holds a run that has ended (its result.json), with another config than this \
@@ -168,18 +55,18 @@ pub fn run_one<B: SdBackend>(
                  elsewhere, --results)",
                 dir.display()
             );
-        } else if !ws.resume || saved != config_text {
+        } else if !ws.resume || saved != config {
             anyhow::bail!(
                 "{} holds an unfinished run{}: pass --resume to continue it or --restart to start over",
                 dir.display(),
-                if saved != config_text {
+                if saved != config {
                     " with a different config"
                 } else {
                     ""
                 }
             );
-        } else if let Some(then) = TrainedAs::of(&dir)
-            && then.split_differs(&now)
+        } else if let Some(then) = self.trained_as()
+            && then.split_differs(now)
         {
             // Continuing with another split would mix two ways of summing each batch's gradient
             // in one run (a preempted 8-GPU job resumed on 4, say).
@@ -192,16 +79,55 @@ pub fn run_one<B: SdBackend>(
                 now.split()
             );
         }
+        Ok(())
     }
-    let generator = run_weights_generator(&dir, ws, target)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomic(&dir.join("config.ron"), config_text.as_bytes())?;
+}
+
+/// Runs (or reuses) one run: its outcome (finished, or diverged), `None` when `--stop-after`
+/// stopped it early.
+pub fn run_one<B: SdBackend>(
+    spec: &RunSpec,
+    ws: &Workspace,
+    shared: &mut Shared<B>,
+    device: &B::Device,
+    target: &RunTarget,
+) -> anyhow::Result<Option<Outcome>> {
+    let dir = RunDir::of(&ws.results, spec);
+    let now = TrainedAs::planned(spec, target);
+    if let Some(done) = dir.finished(spec)?
+        && !ws.restart
+    {
+        if let Some(note) = dir.reuse_note(&spec.variant, &now) {
+            say(&ws.progress, note);
+        }
+        return Ok(Some(done));
+    }
+    // One process per run directory (a second one would interleave its checkpoints and logs
+    // with the first's). The lock sits beside the directory, so `--restart` can remove it.
+    let _lock = try_lock(&dir.lock())?.map_err(|owner| {
+        anyhow::anyhow!(
+            "{} is being trained by {owner}: wait for it to finish, or write this run \
+             elsewhere (--results)",
+            dir.path().display()
+        )
+    })?;
+    if let Some(done) = dir.finished(spec)?
+        && !ws.restart
+    {
+        // It finished between the check above and the lock (the check comes first so that a
+        // finished run is reused without writing a lock, also in a read-only results folder).
+        return Ok(Some(done));
+    }
+    let config_text = spec.to_ron()?;
+    dir.make_way(&config_text, ws, &now)?;
+    let generator = dir.weights_generator_for(ws.restart, target)?;
+    dir.write_config(&config_text)?;
     let env = EnvRecord {
         weights_generator: generator.clone(),
         passes: now.passes.clone(),
         ..EnvRecord::now(target, spec.seed)
     };
-    write_json(&dir.join("env.json"), &env)?;
+    dir.write_env(&env)?;
 
     // The batches of evaluation (and, in `inputs`, of encoding) that fit the device.
     let plan =
@@ -261,12 +187,12 @@ pub fn run_one<B: SdBackend>(
                 diverged: d.clone(),
                 train_seconds: started.elapsed().as_secs_f64(),
             });
-            outcome.save(&dir)?;
+            dir.save_outcome(&outcome)?;
             return Ok(Some(outcome));
         }
     };
     let train_seconds = started.elapsed().as_secs_f64();
-    trained.log.write_csv(&dir.join("metrics.csv"))?;
+    trained.log.write_csv(&dir.metrics_csv())?;
     if ws.stop_after.is_some_and(|s| s < spec.train.epochs) {
         return Ok(None);
     }
@@ -301,14 +227,14 @@ pub fn run_one<B: SdBackend>(
         protocol: spec.protocol.label().into(),
         files: Default::default(),
     };
-    let mut store = SafetensorsStore::from_file(dir.join("model.safetensors")).overwrite(true);
+    let mut store = SafetensorsStore::from_file(dir.model()).overwrite(true);
     trained
         .model
         .save_into(&mut store)
         .map_err(|e| anyhow::anyhow!("saving the trained adapter and decoder: {e}"))?;
-    result.files = crate::runner::record::seal(&dir)?;
+    result.files = dir.seal()?;
     let outcome = Outcome::Finished(result);
-    outcome.save(&dir)?;
+    dir.save_outcome(&outcome)?;
     Ok(Some(outcome))
 }
 

@@ -1,10 +1,11 @@
 //! Where runs write, what they may reuse, and how they behave towards an existing run directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar};
 
+use crate::config::RunDir;
 use crate::util::progress::Heartbeat;
 
 /// Where runs write and what they may reuse.
@@ -32,14 +33,14 @@ impl Workspace {
         crate::util::progress::bar(&self.progress, prefix)
     }
 
-    /// Progress lines labelled `label` into `run_dir/progress.log`, and on stdout when the bars
-    /// are hidden (stdout not a terminal, or a run in its own process).
-    pub fn heartbeat(&self, label: String, run_dir: &Path) -> Heartbeat {
+    /// Progress lines labelled `label` into the run's `progress.log`, and on stdout when the
+    /// bars are hidden (stdout not a terminal, or a run in its own process).
+    pub fn heartbeat(&self, label: String, run_dir: &RunDir) -> Heartbeat {
         Heartbeat::new(
             label,
             self.log_every,
             self.progress.is_hidden(),
-            Some(run_dir.join("progress.log")),
+            Some(run_dir.progress_log()),
         )
     }
 }

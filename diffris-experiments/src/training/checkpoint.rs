@@ -23,7 +23,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::epoch_log::{EpochLog, best_epoch};
-use crate::spec::recipe::SelectBy;
+use crate::config::RunDir;
+use crate::config::recipe::SelectBy;
 
 /// The record files of one epoch's checkpoint (burn-train's names).
 const PARTS: [&str; 3] = ["model", "optim", "scheduler"];
@@ -190,9 +191,9 @@ fn decodes(path: &Path) -> bool {
     whole && std::io::Read::read(&mut reader, &mut [0u8; 1]).is_ok_and(|n| n == 0)
 }
 
-/// The epochs with a file of any part in `dir/checkpoint`.
-fn epochs_on_disk(dir: &Path) -> BTreeSet<usize> {
-    let Ok(entries) = std::fs::read_dir(dir.join("checkpoint")) else {
+/// The epochs with a file of any part in a run's checkpoint folder.
+fn epochs_on_disk(dir: &RunDir) -> BTreeSet<usize> {
+    let Ok(entries) = std::fs::read_dir(dir.checkpoints()) else {
         return BTreeSet::new();
     };
     entries
@@ -207,9 +208,9 @@ fn epochs_on_disk(dir: &Path) -> BTreeSet<usize> {
         .collect()
 }
 
-/// The newest epoch of `dir/checkpoint` whose three record files are all whole, if any.
-pub fn last_checkpoint(dir: &Path) -> Option<usize> {
-    let checkpoint = dir.join("checkpoint");
+/// The newest epoch of a run's checkpoint folder whose three record files are all whole, if any.
+pub fn last_checkpoint(dir: &RunDir) -> Option<usize> {
+    let checkpoint = dir.checkpoints();
     epochs_on_disk(dir).into_iter().rev().find(|epoch| {
         PARTS
             .iter()
@@ -234,7 +235,7 @@ pub struct BestAndLast {
 impl BestAndLast {
     /// For a run in `dir` (whose existing checkpoints it takes over) validated on `val_samples`
     /// samples per epoch.
-    pub fn new(dir: &Path, log: EpochLog, select_by: SelectBy, val_samples: usize) -> Self {
+    pub fn new(dir: &RunDir, log: EpochLog, select_by: SelectBy, val_samples: usize) -> Self {
         Self {
             log,
             select_by,
@@ -345,7 +346,7 @@ mod tests {
     fn the_best_epoch_in_the_middle_is_kept_through_later_epochs_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let ious = [30, 60, 40, 50];
-        let mut s = BestAndLast::new(dir.path(), log(&ious[..1]), SelectBy::Miou, 1);
+        let mut s = BestAndLast::new(&RunDir::at(dir.path()), log(&ious[..1]), SelectBy::Miou, 1);
         assert!(deleted(&s.actions(1)).is_empty());
         s.log = log(&ious[..2]);
         assert_eq!(deleted(&s.actions(2)), [1], "2 is best and last");
@@ -356,14 +357,14 @@ mod tests {
         );
 
         // A resume after epoch 3 finds checkpoints 2 and 3 on disk.
-        let checkpoint = dir.path().join("checkpoint");
+        let checkpoint = RunDir::at(dir.path()).checkpoints();
         std::fs::create_dir_all(&checkpoint).unwrap();
         for e in [2, 3] {
             for part in PARTS {
                 std::fs::write(checkpoint.join(format!("{part}-{e}.mpk")), [0xc0]).unwrap();
             }
         }
-        let mut resumed = BestAndLast::new(dir.path(), log(&ious), SelectBy::Miou, 1);
+        let mut resumed = BestAndLast::new(&RunDir::at(dir.path()), log(&ious), SelectBy::Miou, 1);
         assert_eq!(deleted(&resumed.actions(4)), [3], "2 stays the best");
     }
 
@@ -378,7 +379,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let recorder = AtomicRecorder::default();
-        let checkpoint = dir.path().join("checkpoint");
+        let checkpoint = RunDir::at(dir.path()).checkpoints();
         for e in [1, 2, 3] {
             for part in PARTS {
                 let item = Item {
@@ -393,7 +394,7 @@ mod tests {
                 .unwrap();
             }
         }
-        assert_eq!(last_checkpoint(dir.path()), Some(3));
+        assert_eq!(last_checkpoint(&RunDir::at(dir.path())), Some(3));
         assert!(
             !checkpoint.join("model-3.mpk.partial").exists(),
             "renamed into place"
@@ -402,10 +403,10 @@ mod tests {
         let optim = checkpoint.join("optim-3.mpk");
         let bytes = std::fs::read(&optim).unwrap();
         std::fs::write(&optim, &bytes[..bytes.len() / 2]).unwrap();
-        assert_eq!(last_checkpoint(dir.path()), Some(2));
+        assert_eq!(last_checkpoint(&RunDir::at(dir.path())), Some(2));
         // Epoch 2 without its scheduler file.
         std::fs::remove_file(checkpoint.join("scheduler-2.mpk")).unwrap();
-        assert_eq!(last_checkpoint(dir.path()), Some(1));
+        assert_eq!(last_checkpoint(&RunDir::at(dir.path())), Some(1));
         // Epoch 1's model damaged in place (one bit, same size, still a MessagePack value):
         // its digest no longer matches, so it is not resumed from, and loading it names it.
         let model = checkpoint.join("model-1.mpk");
@@ -414,7 +415,7 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x01;
         std::fs::write(&model, &flipped).unwrap();
-        assert_eq!(last_checkpoint(dir.path()), None);
+        assert_eq!(last_checkpoint(&RunDir::at(dir.path())), None);
         let err = Recorder::<burn::backend::Flex>::load_item::<serde::de::IgnoredAny>(
             &recorder,
             &mut model.clone(),
@@ -425,7 +426,7 @@ mod tests {
         std::fs::write(&model, &original).unwrap();
         std::fs::remove_file(digest_path(&model)).unwrap();
         assert_eq!(
-            last_checkpoint(dir.path()),
+            last_checkpoint(&RunDir::at(dir.path())),
             Some(1),
             "a file without a digest (an older version's) is judged by decoding"
         );
@@ -433,6 +434,6 @@ mod tests {
         let mut bytes = std::fs::read(&model).unwrap();
         bytes.push(0);
         std::fs::write(&model, bytes).unwrap();
-        assert_eq!(last_checkpoint(dir.path()), None);
+        assert_eq!(last_checkpoint(&RunDir::at(dir.path())), None);
     }
 }

@@ -13,8 +13,8 @@ use burn::train::metric::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::config::recipe::SelectBy;
 use crate::eval::metrics::MetricAccumulator;
-use crate::spec::recipe::SelectBy;
 use crate::training::step::SegStats;
 use crate::util::atomic_file::write_atomic;
 

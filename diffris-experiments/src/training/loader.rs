@@ -10,7 +10,7 @@ use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use diffris_data::batch::epoch_order;
 
 use crate::device::turnstile::{Rounds, Ticket, Turnstile};
-use crate::inputs::encoded::{EncodedBatch, EncodedSplit};
+use crate::inputs::split::{EncodedBatch, EncodedSplit};
 
 /// Batches of an [`EncodedSplit`] for burn-train. In training mode each epoch's order is a
 /// permutation drawn from `(seed, epoch)` and the backend RNG (Gumbel noise, dropout) is reseeded

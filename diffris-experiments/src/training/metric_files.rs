@@ -61,8 +61,7 @@ impl MetricFiles {
         if let Split::Test(Some(tag)) = split {
             dir = dir.join(tag.trim().replace(' ', "-").to_lowercase());
         }
-        dir.join(format!("epoch-{epoch}"))
-            .join(format!("{}.log", name.replace(' ', "_")))
+        epoch_file(&dir, epoch, name)
     }
 
     /// Appends `line` to `path`, which is created (emptied) the first time this epoch.
@@ -79,6 +78,14 @@ impl MetricFiles {
         };
         file.write_all(format!("{line}\n").as_bytes())
     }
+}
+
+/// The file of metric `name` in epoch `epoch` below a split's folder: `epoch-N/NAME.log`
+/// (burn-train's layout: spaces in names become `_`).
+pub fn epoch_file(split_dir: &Path, epoch: usize, name: &str) -> PathBuf {
+    split_dir
+        .join(format!("epoch-{epoch}"))
+        .join(format!("{}.log", name.replace(' ', "_")))
 }
 
 impl MetricLogger for MetricFiles {

@@ -17,7 +17,6 @@ pub mod step;
 pub mod workers;
 
 use diffris_model::ops::{SdAutodiffBackend, SdBackend};
-use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Module;
@@ -28,9 +27,10 @@ use indicatif::ProgressBar;
 use crate::device::backend::DataParallel;
 use crate::util::progress::Heartbeat;
 
+use crate::config::RunDir;
+use crate::config::recipe::{SelectBy, TrainSpec};
 use crate::device::turnstile::Rounds;
-use crate::inputs::encoded::EncodedSplit;
-use crate::spec::recipe::{SelectBy, TrainSpec};
+use crate::inputs::split::EncodedSplit;
 pub use checkpoint::last_checkpoint;
 use checkpoint::{AtomicRecorder, BestAndLast};
 use divergence::{Diverged, DivergenceWatch};
@@ -83,7 +83,7 @@ pub fn train<B: SdAutodiffBackend>(
     train_data: Arc<EncodedSplit>,
     val_data: Arc<EncodedSplit>,
     spec: &TrainSpec,
-    dir: &Path,
+    dir: &RunDir,
     devices: &[B::Device],
     opts: TrainOptions,
 ) -> anyhow::Result<Trained<B::InnerBackend>> {
@@ -114,7 +114,7 @@ pub fn train<B: SdAutodiffBackend>(
     let per_device = loader::passes_per_device(spec.batch_size, spec.pass_size(), n_dev);
     let per_step = n_dev * per_device;
     let start = if resume { last_checkpoint(dir) } else { None };
-    let log = EpochLog::persisted(dir.join("epochs.json"))?;
+    let log = EpochLog::persisted(dir.epochs())?;
     log.truncate(start.unwrap_or(0));
     // Under Burn's DDP the stops the metrics raise are requests the workers act on together
     // (`turnstile::Rounds`); otherwise they stop the learner directly.
@@ -161,7 +161,7 @@ pub fn train<B: SdAutodiffBackend>(
     };
     bar.set_length((spec.epochs * samples) as u64);
     let epochs = stop_after.unwrap_or(spec.epochs).min(spec.epochs);
-    let training = SupervisedTraining::new(dir, train_loader, val_loader);
+    let training = SupervisedTraining::new(dir.path(), train_loader, val_loader);
     let stop = training.interrupter();
     if let Some(rounds) = &rounds {
         rounds.bind(stop.clone());
@@ -181,7 +181,11 @@ pub fn train<B: SdAutodiffBackend>(
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Loss, "valid", log.clone()))
         .metric_valid_numeric(RisMetric::new(RisMetricKind::Oiou, "valid", log.clone()))
         .metric_valid_numeric(select)
-        .with_metric_logger(MetricFiles::new(dir, start.unwrap_or(0), requested.clone()))
+        .with_metric_logger(MetricFiles::new(
+            dir.path(),
+            start.unwrap_or(0),
+            requested.clone(),
+        ))
         .with_file_checkpointer(recorder.clone())
         .with_checkpointing_strategy(strategy)
         .with_application_logger(None)
@@ -265,7 +269,7 @@ pub fn train<B: SdAutodiffBackend>(
     let model = result
         .model
         .load_file(
-            dir.join("checkpoint").join(format!("model-{best_epoch}")),
+            dir.checkpoints().join(format!("model-{best_epoch}")),
             &recorder,
             device,
         )

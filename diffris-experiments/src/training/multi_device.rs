@@ -45,7 +45,7 @@ use diffris_model::sd::vae::VaeEncoder;
 use super::step::Trainee;
 use super::workers::Workers;
 use crate::device::turnstile::PassOver;
-use crate::inputs::encoded::EncodedBatch;
+use crate::inputs::split::EncodedBatch;
 
 /// burn-train's multi-device loop (optimizer on the first device, which also validates) with
 /// each round's gradients summed in plan order.

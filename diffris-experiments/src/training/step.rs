@@ -8,7 +8,7 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use diffris_model::diffris::DiffRis;
 use diffris_model::ops::{SdAutodiffBackend, SdBackend};
 
-use crate::inputs::encoded::EncodedBatch;
+use crate::inputs::split::EncodedBatch;
 
 /// The trained module: DiffRIS (whose frozen parts are not parameters).
 #[derive(Module, Debug)]

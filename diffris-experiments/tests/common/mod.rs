@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use diffris_data::{MaskSource, Sample};
 use diffris_experiments::diagnostics::step_probe::ProbeSpec;
-use diffris_experiments::inputs::encoded::EncodedSplit;
+use diffris_experiments::inputs::split::EncodedSplit;
 use diffris_experiments::training::TrainOptions;
 
 /// `n` encoded samples: distinct random latents and text states (`distinct`), or `n` copies of

@@ -22,17 +22,10 @@ use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::recipe::Protocol;
-use crate::spec::recipe::{AblationFile, RecipeSpec, TrainSpec, Variant, ron_error};
+use crate::config::recipe::{AblationFile, RecipeSpec, TrainSpec, Variant, ron_error};
 use crate::util::cache::fnv1a;
 
-/// The profile a run resolves with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum ProfileName {
-    Paper,
-    Tiny,
-}
+pub use crate::config::run_spec::{ProfileChange, ProfileName, RunSpec, SdSource};
 
 /// Where a user's weights and datasets are: `setup.ron`, overridden by command-line flags.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -69,89 +62,6 @@ impl Setup {
     pub fn is_empty(&self) -> bool {
         self.sd.is_empty() && self.data.is_empty()
     }
-}
-
-/// Where the frozen SD weights of a run come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum SdSource {
-    /// A user's checkpoint (diffusers folder or single file).
-    Path(PathBuf),
-    /// Seeded random weights of the architecture (tiny profile), written to the cache once.
-    Random { seed: u64 },
-}
-
-/// Everything one run needs, written to the run directory as `config.ron` before it starts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub ablation: String,
-    pub variant: String,
-    pub label: String,
-    pub seed: u64,
-    pub profile: ProfileName,
-    pub dataset: DatasetFormat,
-    pub data_root: PathBuf,
-    /// How SynthRS was generated (tiny profile).
-    pub synth: Option<SynthConfig>,
-    pub train_split: String,
-    pub val_split: String,
-    pub test_split: String,
-    pub protocol: Protocol,
-    /// The SD version name the recipe asked for.
-    pub sd_weights: String,
-    pub sd_source: SdSource,
-    pub sd_arch: SdConfig,
-    pub model: DiffRisConfig,
-    pub train: TrainSpec,
-    /// Use only the first N training samples (quick checks); `None`: all.
-    #[serde(default)]
-    pub limit_train: Option<usize>,
-    /// Use only the first N validation and test samples; `None`: all.
-    #[serde(default)]
-    pub limit_eval: Option<usize>,
-    /// Every value the profile changed, with the reason (the tiny profile's smaller sizes).
-    #[serde(default)]
-    pub profile_changes: Vec<ProfileChange>,
-}
-
-#[cfg(test)]
-impl RunSpec {
-    /// A paper-profile run on RRSIS-D at `/data` with SD-1.5 weights at `/w`, for tests.
-    pub(crate) fn example() -> Self {
-        Self {
-            ablation: "a".into(),
-            variant: "v".into(),
-            label: "l".into(),
-            seed: 0,
-            profile: ProfileName::Paper,
-            dataset: DatasetFormat::Rrsisd,
-            data_root: "/data".into(),
-            synth: None,
-            train_split: "train".into(),
-            val_split: "val".into(),
-            test_split: "test".into(),
-            protocol: Protocol::Lavt,
-            sd_weights: "sd15".into(),
-            sd_source: SdSource::Path("/w".into()),
-            sd_arch: SdConfig::sd15(),
-            model: DiffRisConfig::default(),
-            train: TrainSpec::default(),
-            limit_train: None,
-            limit_eval: None,
-            profile_changes: vec![],
-        }
-    }
-}
-
-/// One value a profile set in place of the recipe's (paper-default) value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProfileChange {
-    /// The recipe field, as a variant's `set` names it (`model.adapter.heads`).
-    pub field: String,
-    /// The recipe's value (the paper's default).
-    pub paper: String,
-    /// The value the run uses.
-    pub value: String,
-    pub reason: String,
 }
 
 /// `--micro-batch`: samples per pass, or `auto`, the most whose pass fits the device
@@ -691,7 +601,7 @@ mod tests {
         let heads = &defaults.profile_changes[2];
         assert_eq!((heads.paper.as_str(), heads.value.as_str()), ("8", "4"));
         // The run's config.ron carries the list.
-        let text = crate::runner::record::spec_ron(own).unwrap();
+        let text = own.to_ron().unwrap();
         assert!(text.contains("profile_changes") && text.contains("model.adapter.ffn_dim"));
     }
 
@@ -703,7 +613,7 @@ mod tests {
             .unwrap();
         assert_eq!(plain[0].model.precision, Precision::F32);
         // A config at f32 is written as before the field existed.
-        let text = crate::runner::record::spec_ron(&plain[0]).unwrap();
+        let text = plain[0].to_ron().unwrap();
         assert!(!text.contains("precision"), "{text}");
         let flagged = tiny()
             .resolve_file(
@@ -717,10 +627,10 @@ mod tests {
             )
             .unwrap();
         assert_eq!(flagged[1].model.precision, Precision::Bf16);
-        let text = crate::runner::record::spec_ron(&flagged[1]).unwrap();
+        let text = flagged[1].to_ron().unwrap();
         assert!(text.contains("precision: Bf16"), "{text}");
         assert_eq!(
-            crate::runner::record::parse_spec(&text, Path::new("config.ron")).unwrap(),
+            RunSpec::parse(&text, Path::new("config.ron")).unwrap(),
             flagged[1]
         );
         // A variant sets it like any model field.

@@ -1,0 +1,165 @@
+//! The crate's central noun: [`RunSpec`], everything one run needs, fully resolved (by a
+//! profile, [`crate::config::profile`]), and its file format (`config.ron` in the run's folder,
+//! and what a parent process sends a `run-spec` process).
+
+use std::path::{Path, PathBuf};
+
+use diffris_data::DatasetFormat;
+use diffris_data::synth::SynthConfig;
+use diffris_model::diffris::DiffRisConfig;
+use diffris_model::sd::SdConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::recipe::{Protocol, TrainSpec, check_dir_name, ron_error};
+
+/// The profile a run resolves with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileName {
+    Paper,
+    Tiny,
+}
+
+/// Where the frozen SD weights of a run come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SdSource {
+    /// A user's checkpoint (diffusers folder or single file).
+    Path(PathBuf),
+    /// Seeded random weights of the architecture (tiny profile), written to the cache once.
+    Random { seed: u64 },
+}
+
+/// Everything one run needs, written to the run directory as `config.ron` before it starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub ablation: String,
+    pub variant: String,
+    pub label: String,
+    pub seed: u64,
+    pub profile: ProfileName,
+    pub dataset: DatasetFormat,
+    pub data_root: PathBuf,
+    /// How SynthRS was generated (tiny profile).
+    pub synth: Option<SynthConfig>,
+    pub train_split: String,
+    pub val_split: String,
+    pub test_split: String,
+    pub protocol: Protocol,
+    /// The SD version name the recipe asked for.
+    pub sd_weights: String,
+    pub sd_source: SdSource,
+    pub sd_arch: SdConfig,
+    pub model: DiffRisConfig,
+    pub train: TrainSpec,
+    /// Use only the first N training samples (quick checks); `None`: all.
+    #[serde(default)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N validation and test samples; `None`: all.
+    #[serde(default)]
+    pub limit_eval: Option<usize>,
+    /// Every value the profile changed, with the reason (the tiny profile's smaller sizes).
+    #[serde(default)]
+    pub profile_changes: Vec<ProfileChange>,
+}
+
+#[cfg(test)]
+impl RunSpec {
+    /// A paper-profile run on RRSIS-D at `/data` with SD-1.5 weights at `/w`, for tests.
+    pub(crate) fn example() -> Self {
+        Self {
+            ablation: "a".into(),
+            variant: "v".into(),
+            label: "l".into(),
+            seed: 0,
+            profile: ProfileName::Paper,
+            dataset: DatasetFormat::Rrsisd,
+            data_root: "/data".into(),
+            synth: None,
+            train_split: "train".into(),
+            val_split: "val".into(),
+            test_split: "test".into(),
+            protocol: Protocol::Lavt,
+            sd_weights: "sd15".into(),
+            sd_source: SdSource::Path("/w".into()),
+            sd_arch: SdConfig::sd15(),
+            model: DiffRisConfig::default(),
+            train: TrainSpec::default(),
+            limit_train: None,
+            limit_eval: None,
+            profile_changes: vec![],
+        }
+    }
+}
+
+/// One value a profile set in place of the recipe's (paper-default) value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileChange {
+    /// The recipe field, as a variant's `set` names it (`model.adapter.heads`).
+    pub field: String,
+    /// The recipe's value (the paper's default).
+    pub paper: String,
+    /// The value the run uses.
+    pub value: String,
+    pub reason: String,
+}
+
+impl RunSpec {
+    /// The spec as `config.ron` stores it.
+    pub fn to_ron(&self) -> anyhow::Result<String> {
+        Ok(ron::ser::to_string_pretty(
+            self,
+            ron::ser::PrettyConfig::default(),
+        )?)
+    }
+
+    /// Reads a saved spec (`config.ron`, or one sent to a `run-spec` process); `origin` names it
+    /// in errors. Its ablation and variant names are checked as [`check_dir_name`] checks them.
+    pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Self> {
+        let spec: Self = ron::from_str(text).map_err(|e| ron_error(origin, e))?;
+        check_dir_name("ablation", &spec.ablation)
+            .and_then(|()| check_dir_name("variant", &spec.variant))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name a shipped ablation uses passes; nothing that could leave the folder does.
+    #[test]
+    fn directory_names_cannot_leave_their_folder() {
+        for ok in ["cp_adapter", "lr_1e-4", "sd1.5", "a", &"x".repeat(100)] {
+            check_dir_name("variant", ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/abs",
+            "a\\b",
+            ".hidden",
+            "C:",
+            "a b",
+            "é",
+            &"x".repeat(101),
+        ] {
+            let err = check_dir_name("variant", bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("variant `{bad}` must be")), "{err}");
+        }
+        let spec = RunSpec {
+            variant: "../../x".into(),
+            ..RunSpec::example()
+        };
+        let err = RunSpec::parse(&spec.to_ron().unwrap(), Path::new("config.ron"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config.ron: variant `../../x` must be"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! What a run leaves in its folder ([`crate::config::RunDir`]) besides its config: how it was
+//! trained ([`env`], `env.json`) and how it ended ([`outcome`], `result.json`), and the finished
+//! run read back as a model ([`reload`]).
+
+pub mod env;
+pub mod outcome;
+pub mod reload;
+
+pub use env::{CpuRecord, EnvRecord, TrainedAs};
+pub use outcome::{DivergedRun, Outcome, RunResult, outcome_line, write_json};
