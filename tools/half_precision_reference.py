@@ -4,7 +4,7 @@ Dev-only (needs torch, diffusers, transformers). Loads `diffris-model/tests/fixt
 (the diffusers folders and the reference inputs of `reference.safetensors`), runs the CLIP text
 encoder, the VAE encoder and the UNet with their weights and inputs cast to float16 and to
 bfloat16 on the CPU, and writes, per output tensor, `max |half - f32| / max(1, max |f32|)` to
-`tests/fixtures/sd_tiny/half_precision.json`. `tests/half_precision.rs` holds diffris' half
+`tests/fixtures/sd_tiny/half_precision.json`. `tests/all/half_precision.rs` holds diffris' half
 precision to a small multiple of these errors. Also records the relative error of the gradient
 of `sum(sin(0.37 i) * out_i)` over the noise prediction of the reference inputs, with respect
 to the context, `max |half - f32| / max |f32|`.

@@ -167,6 +167,16 @@ impl ClipTokenizer {
         &self.source
     }
 
+    /// One more than the largest id the tokenizer can produce (special tokens included): a
+    /// text encoder needs at least this many embeddings.
+    pub fn id_count(&self) -> usize {
+        self.inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1)
+    }
+
     /// `text` cleaned ([`clean_text`]) and its BPE encoding without start/end tokens.
     fn encoding(&self, text: &str) -> Result<(String, tokenizers::Encoding)> {
         let cleaned = clean_text(text);

@@ -3,9 +3,9 @@
 //! parameters of the trained module (not optimised, not checkpointed), yet the UNet stays in the
 //! autodiff graph so the CP-adapter learns through its cross-attention.
 
-use crate::ops::SdBackend;
 use burn::module::Module;
-use burn::tensor::{Bool, DType, Int, Tensor, backend::Backend};
+use burn::tensor::{DType, Int, Tensor, backend::Backend};
+use diffris_kernels::SdBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::{CpAdapter, CpAdapterConfig};
@@ -130,7 +130,26 @@ impl DiffRisConfig {
     /// Assembles the model around loaded (or random) SD components, which are frozen here and
     /// cast to [`DiffRisConfig::precision`] (a no-op when they already have it).
     pub fn init<B: SdBackend>(&self, sd: StableDiffusion<B>, device: &B::Device) -> DiffRis<B> {
-        let arch = sd.config();
+        let (adapter, decoder) = self.init_trained(&sd.config(), device);
+        DiffRis {
+            adapter,
+            decoder,
+            text_encoder: cast_module(sd.text_encoder.no_grad(), self.precision),
+            vae: cast_module(sd.vae.no_grad(), self.precision),
+            unet: cast_module(sd.unet.no_grad(), self.precision),
+            config: self.clone(),
+        }
+    }
+
+    /// The trained parts, the CP-adapter and the decoder, sized for the SD architecture `arch`:
+    /// the adapter at CLIP's width, the decoder on the UNet's taps (with the cross-attention
+    /// maps' channels when [`Self::cross_attention_maps`]) at the latent size of
+    /// [`Self::image_size`].
+    pub fn init_trained<B: SdBackend>(
+        &self,
+        arch: &SdConfig,
+        device: &B::Device,
+    ) -> (CpAdapter<B>, Decoder<B>) {
         let text_dim = arch.clip.hidden_size;
         let levels: &[usize] = if self.cross_attention_maps {
             &MAP_LEVELS
@@ -142,14 +161,10 @@ impl DiffRisConfig {
             .tap_channels(levels, arch.clip.max_position_embeddings);
         let f = arch.vae.downsampling();
         let latent = (self.image_size.0 / f, self.image_size.1 / f);
-        DiffRis {
-            adapter: self.adapter.init(text_dim, device),
-            decoder: self.decoder.init(&channels, text_dim, latent, device),
-            text_encoder: cast_module(sd.text_encoder.no_grad(), self.precision),
-            vae: cast_module(sd.vae.no_grad(), self.precision),
-            unet: cast_module(sd.unet.no_grad(), self.precision),
-            config: self.clone(),
-        }
+        (
+            self.adapter.init(text_dim, device),
+            self.decoder.init(&channels, text_dim, latent, device),
+        )
     }
 }
 
@@ -295,21 +310,6 @@ impl<B: SdBackend> DiffRis<B> {
             target,
         )
     }
-
-    /// Binary masks: foreground where the probability exceeds 0.5 (logit > 0).
-    ///
-    /// # Shapes
-    /// `[B, 1, H, W]`.
-    pub fn predict(
-        &self,
-        image: Tensor<B, 4>,
-        ids: Tensor<B, 2, Int>,
-        eos_index: Tensor<B, 1, Int>,
-    ) -> Tensor<B, 4, Bool> {
-        self.forward(image, ids, eos_index, false)
-            .logits
-            .greater_elem(0.0)
-    }
 }
 
 /// The scaled VAE latent of `image` in f32, without gradient: what [`DiffRis::encode_image`]
@@ -371,19 +371,7 @@ pub fn parameter_counts<B: SdBackend>(
             .sum()
     };
     let stack = sd.init::<B>(device);
-    let text_dim = sd.clip.hidden_size;
-    let levels: &[usize] = if cfg.cross_attention_maps {
-        &MAP_LEVELS
-    } else {
-        &[]
-    };
-    let channels = sd
-        .unet
-        .tap_channels(levels, sd.clip.max_position_embeddings);
-    let f = sd.vae.downsampling();
-    let latent = (cfg.image_size.0 / f, cfg.image_size.1 / f);
-    let adapter = cfg.adapter.init::<B>(text_dim, device);
-    let decoder = cfg.decoder.init::<B>(&channels, text_dim, latent, device);
+    let (adapter, decoder) = cfg.init_trained::<B>(sd, device);
     vec![
         ComponentParams {
             name: "CLIP text encoder",

@@ -15,7 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::diffris::DiffRis;
-use crate::ops::SdBackend;
+use diffris_kernels::SdBackend;
 
 /// Integrated-gradient scores of every context position.
 #[derive(Clone, Debug, PartialEq)]

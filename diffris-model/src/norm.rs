@@ -13,8 +13,8 @@ use burn::nn::{BatchNorm, GroupNorm, LayerNorm};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::ops::SdBackend;
-use crate::ops::norm::Rows;
+use diffris_kernels::SdBackend;
+use diffris_kernels::norm::Rows;
 
 use crate::precision::{Precision, cast_module, in_f32, is_half, param_dtype, to_dtype};
 

@@ -10,7 +10,7 @@
 //!   the adapted text to the UNet's dtype; the casts are differentiable, so the adapter still
 //!   learns through the half-precision UNet;
 //! - inside the half-precision stack, the normalisations ([`crate::norm`]) and the softmax of
-//!   the attention ([`crate::ops::attention`]) compute in f32 and cast their result back, as
+//!   the attention ([`diffris_kernels::attention`]) compute in f32 and cast their result back, as
 //!   PyTorch's half-precision kernels accumulate in f32. A sum of squares of activations in
 //!   the hundreds overflows f16 (largest finite value 65504), and a row sum of 4096
 //!   probabilities in f16 keeps three significant digits.
@@ -26,6 +26,8 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor, TensorCreationOptions};
 use serde::{Deserialize, Serialize};
+
+pub use diffris_kernels::dtype::{is_half, to_dtype, widen};
 
 /// The precision of the frozen SD stack's weights and arithmetic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,31 +94,6 @@ impl FromStr for Precision {
     }
 }
 
-/// Whether `dtype` is a half-precision float (f16 or bf16).
-pub fn is_half(dtype: DType) -> bool {
-    matches!(dtype, DType::F16 | DType::BF16)
-}
-
-/// `x` cast to `dtype`; `x` itself, with no operation recorded, when it already has it.
-///
-/// # Shapes
-/// any -> the same.
-pub fn to_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
-    if x.dtype() == dtype { x } else { x.cast(dtype) }
-}
-
-/// `x` in f32 when it is half precision; `x` itself otherwise.
-///
-/// # Shapes
-/// any -> the same.
-pub fn widen<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if is_half(x.dtype()) {
-        x.cast(FloatDType::F32)
-    } else {
-        x
-    }
-}
-
 /// Runs `f` on `x` in f32 when `x` is half precision and casts the result back; runs `f` on
 /// `x` directly otherwise. For the steps where half precision loses too much: normalisation
 /// statistics, softmax.
@@ -166,7 +143,7 @@ pub fn param_dtype<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> D
     param.val().dtype()
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::Flex;

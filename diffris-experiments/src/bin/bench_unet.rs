@@ -30,7 +30,7 @@
 //! heap's peak); on cubecl backends the memory their pool had reserved from the device after
 //! the repeats (weights included); elsewhere `null`.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::time::Instant;
 
 use burn::backend::Autodiff;

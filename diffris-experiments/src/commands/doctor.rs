@@ -10,7 +10,7 @@
 //! built for.
 
 use burn::backend::Autodiff;
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 
 use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
 use crate::device::usage::{DeviceMemory, query};

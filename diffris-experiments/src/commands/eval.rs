@@ -2,7 +2,7 @@
 //! each sample's score to `DIR/per_sample-SPLIT-PROTOCOL.csv`, and optionally saves its
 //! predicted masks (for `diffris score` or other tools).
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::path::PathBuf;
 
 use image::GrayImage;

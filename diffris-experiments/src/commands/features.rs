@@ -2,17 +2,18 @@
 //! sees (token ids, CLIP states, VAE latent, every UNet tap, cross-attention maps) to a
 //! safetensors file, for probing and for checking a checkpoint against another implementation.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::path::PathBuf;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::Tensor;
-use diffris_data::batch::{RisBatch, RisBatcher, prepare_query};
+use diffris_data::batch::{RisBatch, RisBatcher};
 use diffris_data::sample::open_image;
 use diffris_model::sd::UNetRequest;
 
 use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::inputs::frozen::{check_vocab, load_frozen_preset};
+use crate::inputs::frozen::load_frozen_preset;
+use crate::inputs::query::query_item;
 use crate::util::atomic_file::TensorFile;
 use crate::util::build_info::GIT_REVISION;
 
@@ -66,11 +67,7 @@ impl BackendJob for Features {
             Some(s) => anyhow::bail!("--size {s} is not a positive multiple of 64"),
             None => (round_to_64(img.height()), round_to_64(img.width())),
         };
-        let item = prepare_query(&img, &a.text, &tokenizer, h, w)?;
-        if let Some(w) = item.truncation_warning(&a.text) {
-            eprintln!("{w}");
-        }
-        check_vocab(&item.ids, sd.text_encoder.config().vocab_size)?;
+        let item = query_item(&img, &a.text, &tokenizer, (h, w))?;
         let (ids_i64, eos_index): (Vec<i64>, usize) =
             (item.ids.iter().map(|&i| i as i64).collect(), item.eos_index);
         let batch: RisBatch<B> = RisBatcher.batch(vec![item], &device);

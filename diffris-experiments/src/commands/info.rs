@@ -1,7 +1,7 @@
 //! `diffris info`: where and what this binary runs.
 
 use burn::tensor::{ElementConversion, Tensor};
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 
 use diffris_model::diffris::{DiffRisConfig, parameter_counts};
 use diffris_model::sd::SdConfig;

@@ -1,7 +1,7 @@
 //! `diffris init-sd`: writes seeded random weights of an SD architecture as a diffusers-style
 //! folder (what the `tiny` profile uses in place of real Stable Diffusion weights).
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use diffris_model::precision::Precision;
 use indicatif::MultiProgress;
 
-use crate::config::profile::{MicroBatch, ProfileName, Resolver, RunOverrides, Setup};
+use crate::config::profile::{MicroBatch, Resolver, RunOverrides, Setup};
+
+use crate::config::run_spec::ProfileName;
 use crate::runner::ablation::Request;
 use crate::runner::workspace::Workspace;
 use crate::util::cache::default_cache;

@@ -3,14 +3,14 @@
 //! ([`crate::runner::parallel`]); each process owns its backend RNG, so a run computes the same thing
 //! whether it ran alone, in sequence or beside others.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
-use crate::config::profile::RunSpec;
+use crate::config::run_spec::RunSpec;
 use crate::device::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
 use crate::records::Outcome;
 use crate::runner::prepare::Shared;

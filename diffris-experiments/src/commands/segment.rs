@@ -1,13 +1,13 @@
 //! `diffris segment --run DIR --image X --text "..." --out DIR`: one prediction, written as a
 //! binary mask and an overlay.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::activation::sigmoid;
-use diffris_data::batch::{RisBatch, RisBatcher, prepare_query};
+use diffris_data::batch::{RisBatch, RisBatcher};
 use diffris_data::inspect::overlay;
 use diffris_data::rle::BinaryMask;
 use diffris_data::sample::open_image;
@@ -15,7 +15,7 @@ use diffris_data::transforms::resize_bilinear;
 use image::GrayImage;
 
 use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
-use crate::inputs::frozen::check_vocab;
+use crate::inputs::query::query_item;
 use crate::records::reload::load_run;
 use crate::util::cache::default_cache;
 use crate::util::png::save_png;
@@ -49,11 +49,7 @@ impl BackendJob for Segment {
         let run = load_run::<B>(&a.run, &cache, &device)?;
         let img = open_image(&a.image)?.into_rgb8();
         let (h, w) = run.spec.model.image_size;
-        let item = prepare_query(&img, &a.text, &run.tokenizer, h, w)?;
-        if let Some(w) = item.truncation_warning(&a.text) {
-            eprintln!("{w}");
-        }
-        check_vocab(&item.ids, run.model.text_encoder.config().vocab_size)?;
+        let item = query_item(&img, &a.text, &run.tokenizer, (h, w))?;
         let batch: RisBatch<B> = RisBatcher.batch(vec![item], &device);
         let logits = run
             .model

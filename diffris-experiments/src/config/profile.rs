@@ -23,9 +23,8 @@ use diffris_model::sd::SdConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::config::recipe::{AblationFile, RecipeSpec, TrainSpec, Variant, ron_error};
+use crate::config::run_spec::{ProfileChange, ProfileName, RunSpec, SdSource};
 use crate::util::cache::fnv1a;
-
-pub use crate::config::run_spec::{ProfileChange, ProfileName, RunSpec, SdSource};
 
 /// Where a user's weights and datasets are: `setup.ron`, overridden by command-line flags.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -107,10 +106,7 @@ pub fn tiny_synth() -> SynthConfig {
     SynthConfig {
         image_size: 64,
         object_scale: 4.0,
-        // One epoch over 4,500 expressions: new samples teach more than a second pass over
-        // old ones. Full model, one seed, decoder width 32: 4,500 x 1 epoch gave test mIoU
-        // 37.0 / oIoU 40.3, 3,000 x 2 epochs 37.3 / 40.8 at 4/3 of the cost, 3,000 x 1 epoch
-        // 32.5 / 37.4.
+        // One epoch over 4,500 expressions (docs/DESIGN.md, section 6).
         train: 4500,
         min_objects: 3,
         max_objects: 4,
@@ -318,29 +314,9 @@ pub fn tiny_weight_seed(name: &str) -> u64 {
 }
 
 /// The SD architecture of the tiny profile: the `tiny` preset with 32 latent channels instead
-/// of SD-1.x's 4, and a VAE of three blocks instead of four (it downsamples by 4, not 8).
-///
-/// Both changes keep the frozen features informative enough to segment from at 64 px with
-/// random weights (measured on SynthRS; full model, one seed):
-/// - Channels. A trained VAE packs a patch into 4 numbers that keep what matters; a random one
-///   keeps 4 arbitrary projections and loses most of it. Ridge probes (300 images, object-vs-
-///   ground IoU on 100 others) reach 7.8 IoU on the 4-channel random latent, 27.1 on a
-///   16-channel one. Trained on 4 / 16 / 32 channels (2,000 samples x 3 epochs, 8x8 latents),
-///   the test mIoU was 19.0 / 23.4 / 26.1.
-/// - Resolution. With 8x8 latents a mask is drawn from an 8x8 grid: even the ground truth
-///   average-pooled to 8x8 and upsampled back reaches only 60% IoU on SynthRS test objects (92%
-///   at 16x16), and the trained model's masks stayed coarse blobs (36% IoU on the objects it
-///   identified). Trained 3,000 samples x 2 epochs on 16x16 latents, the full model's test mIoU
-///   is 37.3 (8x8, 3 epochs: 28.3; the random-object baseline scores 30.4), at 2.6x the cost
-///   per batch (two heads; see below for one).
-///
-/// The UNet is unchanged but for the convolutions at the latent (`conv_in`, `conv_out`) and
-/// one attention head per level instead of two. At 16x16 latents the finest level's five
-/// transformer blocks attend over 256 tokens, and their score matrices (256 x 256 per head and
-/// sample) are the largest tensors of the UNet: on the CPU backend one head instead of two made
-/// a training batch of the full model 20% cheaper (0.88 -> 0.70 s, batch 8, alone on 2 cores),
-/// at the same weights (the head count only splits the projections) and the same test mIoU
-/// within seed noise (one epoch of 3,000 samples: 32.5 with one head, 33.0 with two).
+/// of SD-1.x's 4, a VAE of three blocks instead of four (it downsamples by 4, not 8), and one
+/// attention head per UNet level. `docs/DESIGN.md` (section 6) gives the measurements behind
+/// each change.
 pub fn tiny_arch() -> SdConfig {
     let mut sd = SdConfig::tiny();
     sd.vae.block_out_channels = vec![16, 32, 32];
@@ -389,10 +365,7 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) -> Vec<Prof
         (64, 64),
         "the tiny SD architecture runs at 64x64 inputs (16x16 latents) so a run takes minutes on a laptop CPU",
     );
-    // The paper profile feeds the latents unscaled, as VPD's code does with SD's VAE (means of
-    // std about 5.5, the inverse of SD-1.x's scaling factor 0.18215). The tiny profile's random
-    // VAE gives means of std 0.198 on SynthRS (40 training images), far below what any UNet
-    // was made for, so it scales them to unit variance, SD's own rule: 1 / 0.198 = 5.06.
+    // The random VAE's latents scaled to unit variance (docs/DESIGN.md, section 6).
     shrink(
         &mut c,
         "model.latent_scale",
@@ -419,13 +392,7 @@ fn shrink_for_tiny(model: &mut DiffRisConfig, train: &mut TrainSpec) -> Vec<Prof
         128,
         narrow,
     );
-    // Decoder width 16. The decoders end at the input size (64x64 here, as the VAE downsamples
-    // by 4), where PCMRD's mask head runs two 3x3 convolutions: at width 32 they made the
-    // decoder the largest cost of a training step. Measured (one process alone, batch 8): a
-    // step of the full model 0.85 -> 0.62 s, without adapter 0.60 -> 0.34 s; in `ablation
-    // cp_adapter` (four runs at once) the longest run trained 752 -> 549 s; test mIoU of the
-    // four rows (one seed) 35.7 / 36.4 / 39.0 / 37.0 at width 32, 33.9 / 34.2 / 32.5 / 35.5 at
-    // 16. All decoders get the same width so that Table 5 compares like with like.
+    // Decoder width 16 for every decoder (docs/DESIGN.md, section 6).
     let width = "decoder width 16 for every decoder (at 32 PCMRD's full-resolution mask head was the largest cost of a step)";
     match &mut model.decoder {
         DecoderConfig::Pcmrd(d) => shrink(

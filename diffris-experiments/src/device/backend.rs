@@ -5,7 +5,7 @@
 //! `--device` flag the first compiled-in backend of [`DEFAULT_ORDER`] runs: accelerators first,
 //! the CPU backend last, so `--features cuda` alone is enough to train on a GPU.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::fmt;
 use std::str::FromStr;
 

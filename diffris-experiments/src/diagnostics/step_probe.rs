@@ -1,6 +1,6 @@
 //! One DiffRIS training step on any backend, from weights and a batch that do not depend on the
 //! backend: how a backend is checked against the CPU reference (the cross-backend test in
-//! `tests/backend_step.rs`).
+//! `tests/all/backend_step.rs`).
 //!
 //! The step is the one burn-train runs (`Trainee`'s [`TrainStep`], then AdamW), preceded by the
 //! frozen VAE and CLIP encoding of the batch (forward only, as the cache does). Weights are drawn
@@ -10,7 +10,7 @@
 //! dropout, OAD's routing dropout, PCMRD's Gumbel noise) come from each backend's own generator
 //! and would differ, so [`ProbeSpec::tiny`] turns them off.
 
-use diffris_model::ops::{SdAutodiffBackend, SdBackend};
+use diffris_kernels::{SdAutodiffBackend, SdBackend};
 use std::collections::BTreeMap;
 use std::time::Instant;
 

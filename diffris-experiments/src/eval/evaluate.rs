@@ -1,7 +1,7 @@
 //! Evaluation of a trained model on a split with the metric code of [`crate::eval::metrics`], and the
 //! trivial baselines a model must beat (all background, whole image, a random object).
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

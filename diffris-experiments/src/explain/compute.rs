@@ -9,10 +9,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 use diffris_data::batch::{RisBatch, RisBatcher, RisItem};
 use diffris_data::tokenizer::{CONTEXT_LENGTH, without_span};
 use diffris_data::{ClipTokenizer, Word};
+use diffris_kernels::SdBackend;
 use diffris_model::decoder::DecoderConfig;
 use diffris_model::diffris::DiffRis;
 use diffris_model::explain::integrated_gradients;
-use diffris_model::ops::SdBackend;
 
 use super::{
     AttributionReport, Explanation, LevelMaps, Map, StageAssignment, StageReport, WordReport, iou,

@@ -6,6 +6,7 @@
 //! [`Explanation`] is also what `explain.json` holds.
 
 pub mod compute;
+pub mod flow;
 pub mod render;
 
 use serde::Serialize;

@@ -424,6 +424,25 @@ pub fn contact_sheet(rows: &[Row], chart: &RgbImage, panel: u32) -> anyhow::Resu
     Ok(RgbImage::from_raw(width, height, raw).expect("the buffer keeps its size"))
 }
 
+/// `word,first_token,end_token,attribution,deletion_iou,deleted_text`, one line a word.
+pub fn attribution_csv(e: &Explanation) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut out =
+        String::from("word,first_token,end_token,attribution,deletion_iou,deleted_text\n");
+    for w in &e.words {
+        out.push_str(&format!(
+            "{},{},{},{:.6},{:.6},{}\n",
+            quote(&w.word),
+            w.tokens[0],
+            w.tokens[1],
+            w.attribution,
+            w.deletion_iou,
+            quote(&w.deleted_text)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

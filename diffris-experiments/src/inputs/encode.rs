@@ -8,14 +8,13 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{DType, TensorData};
 use diffris_data::batch::{RisBatch, RisBatcher, prepare_all};
 use diffris_data::{ClipTokenizer, Sample};
+use diffris_kernels::SdBackend;
 use diffris_model::diffris::{encode_latent, encode_text_native};
-use diffris_model::ops::SdBackend;
 use diffris_model::sd::{ClipTextModel, StableDiffusion, VaeEncoder};
 use indicatif::ProgressBar;
 use safetensors::Dtype;
 
 use crate::inputs::encoded_cache::{self, EncodedRows, Layout, Writer, mask_bytes};
-use crate::inputs::frozen::check_vocab;
 use crate::inputs::split::EncodedSplit;
 
 impl EncodedSplit {
@@ -145,11 +144,7 @@ impl<B: SdBackend> Encoder<'_, B> {
         clip: &ClipTextModel<B>,
     ) -> anyhow::Result<(EncodedRows, (Dtype, [usize; 3]), (Dtype, [usize; 2]))> {
         let (h, w) = self.image_size;
-        let vocab = clip.config().vocab_size;
         let items = prepare_all(self.samples, chunk, self.tokenizer, (h, w), 1)?;
-        for item in &items {
-            check_vocab(&item.ids, vocab)?;
-        }
         let n = items.len();
         let eos: Vec<i64> = items.iter().map(|i| i.eos_index as i64).collect();
         let masks: Vec<f32> = items

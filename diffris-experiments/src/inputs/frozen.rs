@@ -2,21 +2,23 @@
 //! seeded random weights written to the cache once so they go through the same loader), loading
 //! them with the tokenizer that belongs to them, and the check that the two fit together.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use diffris_data::ClipTokenizer;
 use diffris_model::sd::{SdConfig, StableDiffusion};
 
-use crate::config::profile::{RunSpec, SdSource};
+use crate::config::run_spec::{RunSpec, SdSource};
 use crate::device::backend::weights_generator;
 use crate::util::cache::fnv1a;
 use crate::util::lock::{lock_path, lock_waiting};
 
 /// The frozen SD stack at `path` and its tokenizer: a diffusers folder's own `tokenizer/` when
 /// it has one, else the embedded CLIP vocabulary. A diffusers folder's architecture comes from
-/// its `config.json` files; a single file uses `arch` (required then).
+/// its `config.json` files; a single file uses `arch` (required then). The two are checked to
+/// belong together here, once ([`check_vocab`]): every id the tokenizer produces has an
+/// embedding in the text encoder.
 pub fn load_frozen<B: SdBackend>(
     path: &Path,
     arch: Option<&SdConfig>,
@@ -29,6 +31,8 @@ pub fn load_frozen<B: SdBackend>(
     } else {
         ClipTokenizer::embedded()?
     };
+    check_vocab(tokenizer.id_count(), sd.text_encoder.config().vocab_size)
+        .with_context(|| format!("loading Stable Diffusion from {}", path.display()))?;
     Ok((sd, tokenizer))
 }
 
@@ -48,15 +52,16 @@ pub fn load_frozen_preset<B: SdBackend>(
     load_frozen::<B>(path, arch.as_ref(), device)
 }
 
-/// Token ids must exist in the text encoder's embedding table.
-pub fn check_vocab(ids: &[u32], vocab_size: usize) -> anyhow::Result<()> {
-    match ids.iter().max() {
-        Some(&m) if m as usize >= vocab_size => anyhow::bail!(
-            "the tokenizer produced id {m} but the text encoder has only {vocab_size} embeddings; \
-             the checkpoint and the tokenizer do not belong together"
-        ),
-        _ => Ok(()),
-    }
+/// A tokenizer of `ids` ids fits a text encoder of `vocab_size` embeddings when each of its
+/// ids has one.
+pub fn check_vocab(ids: usize, vocab_size: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        ids <= vocab_size,
+        "the tokenizer produces ids up to {} but the text encoder has only {vocab_size} \
+         embeddings; the checkpoint and the tokenizer do not belong together",
+        ids.saturating_sub(1)
+    );
+    Ok(())
 }
 
 /// Writes seeded random weights of `arch` to `out` (a diffusers-style folder).

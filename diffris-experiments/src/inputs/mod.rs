@@ -6,5 +6,6 @@ pub mod encode;
 pub mod encoded_cache;
 pub mod fingerprint;
 pub mod frozen;
+pub mod query;
 pub mod rows;
 pub mod split;

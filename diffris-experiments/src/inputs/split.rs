@@ -5,7 +5,7 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 use diffris_data::Sample;
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 
 use crate::device::turnstile::Ticket;
 use crate::inputs::rows::Rows;

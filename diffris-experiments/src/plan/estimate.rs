@@ -9,14 +9,14 @@
 //! (2.78 from one to two, 3.31 from two to four; before GEGLU kept only its input: 9,088,
 //! 12,244 and 19,577 MiB, 3.4 GiB per sample). Other input sizes scale it by their pixel count.
 //! Other architectures have no measured figure. (Before the memory-efficient attention of
-//! `diffris_model::ops`, the UNet's forward and backward alone held about 10.3 GiB per sample.)
+//! `diffris_kernels`, the UNet's forward and backward alone held about 10.3 GiB per sample.)
 
+use diffris_kernels::SdBackend;
 use diffris_model::diffris::parameter_counts;
-use diffris_model::ops::SdBackend;
 use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 
-use crate::config::profile::RunSpec;
+use crate::config::run_spec::RunSpec;
 use crate::device::usage::{Capacity, GIB};
 
 /// Activation bytes per 512x512 sample of a DiffRIS training step with the frozen SD-1.5 UNet on

@@ -14,7 +14,7 @@ pub mod estimate;
 use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 
-use crate::config::profile::RunSpec;
+use crate::config::run_spec::RunSpec;
 use crate::device::backend::DeviceSpec;
 use crate::device::usage::{Capacity, GIB};
 use crate::plan::estimate::{MemoryEstimate, REST_OF_PROCESS};
@@ -133,7 +133,7 @@ fn sd15_inference(precision: Precision) -> (InferenceFigure, InferenceFigure) {
 impl Plan {
     /// The plan of `spec` on each of `devices` devices like `device`, within `budget`, with up
     /// to `threads` encoding threads.
-    pub fn of<B: diffris_model::ops::SdBackend>(
+    pub fn of<B: diffris_kernels::SdBackend>(
         spec: &RunSpec,
         device: &B::Device,
         devices: usize,

@@ -1,14 +1,14 @@
 //! Reloading a finished run: its resolved config, the frozen SD weights it names, and the
 //! trained adapter and decoder from `model.safetensors`.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::path::{Path, PathBuf};
 
 use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_data::ClipTokenizer;
 use diffris_model::diffris::{DiffRis, DiffRisConfig};
 
-use crate::config::profile::SdSource;
+use crate::config::run_spec::SdSource;
 use crate::config::{RunDir, RunSpec};
 use crate::inputs::frozen::{load_frozen, sd_location};
 use crate::records::Outcome;

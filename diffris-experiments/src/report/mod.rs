@@ -2,6 +2,7 @@
 //! ([`plots`]) under `results/NAME/`.
 
 pub mod curves;
+pub mod figures;
 pub mod plots;
 pub mod rows;
 pub mod tables;

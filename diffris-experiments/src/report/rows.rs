@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::profile::ProfileName;
 use crate::config::recipe::{AblationFile, Variant};
+use crate::config::run_spec::ProfileName;
 use crate::config::{RunDir, RunSpec};
 use crate::records::{DivergedRun, Outcome, RunResult, TrainedAs};
 

@@ -2,8 +2,8 @@
 //! paper's layout, as Markdown, CSV and LaTeX. The other methods the paper compares (the file's
 //! `reported` rows) come first, with the paper's numbers only and a dagger.
 
-use crate::config::profile::ProfileName;
 use crate::config::recipe::{AblationFile, Column, Encoders, PaperNumbers, Reported};
+use crate::config::run_spec::ProfileName;
 use crate::report::rows::{Row, mean_std};
 
 /// The marker of a row reported in the paper and not run here.

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 
 use crate::config::profile::{Resolver, RunOverrides};
 use crate::config::recipe::{AblationFile, Variant, locate};

@@ -6,7 +6,7 @@
 //! spec on stdin, writing its log to `runs/ABLATION/VARIANT/seed-N.log`. A run computes exactly
 //! what it computes alone.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::ProgressBar;
 
-use crate::config::profile::ProfileName;
+use crate::config::run_spec::ProfileName;
 use crate::config::{RunDir, RunSpec};
 use crate::device::backend::{DeviceList, DeviceSpec, RunTarget};
 use crate::records::{Outcome, TrainedAs, outcome_line};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 
 use crate::device::backend::RunTarget;
 use crate::device::usage::capacity;

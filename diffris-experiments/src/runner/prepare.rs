@@ -3,7 +3,7 @@
 //! VAE and CLIP, shared by the runs of one process and, where the cache owns every input, kept
 //! on disk for the runs of other processes.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use diffris_data::{ClipTokenizer, Sample};
 use diffris_model::precision::{Precision, cast_module};
 use diffris_model::sd::StableDiffusion;
 
-use crate::config::profile::{RunSpec, SdSource};
+use crate::config::run_spec::{RunSpec, SdSource};
 use crate::inputs::encoded_cache;
 use crate::inputs::frozen::{load_frozen, provision};
 use crate::inputs::split::EncodedSplit;

@@ -2,7 +2,7 @@
 //! anything starts, its inputs, training, evaluation of the selected model and the saved
 //! outputs; and a list of runs, in this process or one process each.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::time::Instant;
 
 use anyhow::Context;

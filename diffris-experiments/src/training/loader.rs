@@ -1,7 +1,7 @@
 //! The batches of an [`EncodedSplit`] for burn-train, in a seeded order per epoch, their split
 //! into micro-batches for gradient accumulation, and their share-out over several devices.
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -16,7 +16,7 @@ pub mod schedule;
 pub mod step;
 pub mod workers;
 
-use diffris_model::ops::{SdAutodiffBackend, SdBackend};
+use diffris_kernels::{SdAutodiffBackend, SdBackend};
 use std::sync::Arc;
 
 use burn::module::Module;

@@ -37,7 +37,7 @@ use burn::train::{
     SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainStep,
     TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
 };
-use diffris_model::ops::SdAutodiffBackend;
+use diffris_kernels::SdAutodiffBackend;
 use diffris_model::sd::clip::ClipTextModel;
 use diffris_model::sd::unet::UNet2DConditionModel;
 use diffris_model::sd::vae::VaeEncoder;

@@ -5,8 +5,8 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::train::metric::{Adaptor, ItemLazy};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use diffris_kernels::{SdAutodiffBackend, SdBackend};
 use diffris_model::diffris::DiffRis;
-use diffris_model::ops::{SdAutodiffBackend, SdBackend};
 
 use crate::inputs::split::EncodedBatch;
 

@@ -1,7 +1,7 @@
 //! Writing named tensors to a safetensors file, atomically (a temporary file renamed into place,
 //! so an interrupted write never leaves a half-written file under the final name).
 
-use diffris_model::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -26,7 +26,6 @@
 //! normal.
 
 use crate::norm::group_norm;
-use crate::ops::{SdBackend, sd_conv2d, sd_relu, swap_dims};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -34,6 +33,7 @@ use burn::nn::{
 };
 use burn::tensor::activation::relu;
 use burn::tensor::{Bool, Tensor};
+use diffris_kernels::{SdBackend, sd_conv2d, sd_relu, swap_dims};
 use serde::{Deserialize, Serialize};
 
 use super::common::{

@@ -3,11 +3,11 @@
 
 use super::resize::resize_bilinear_matmul;
 use crate::norm::batch_norm;
-use crate::ops::{SdBackend, sd_conv2d, sd_relu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Int, Tensor};
+use diffris_kernels::{SdBackend, sd_conv2d, sd_relu};
 
 /// A bias-free `k x k` convolution padded to keep the size (a normalisation follows it).
 pub fn conv_no_bias<B: SdBackend>(

@@ -4,10 +4,10 @@
 //! Three stages `cat(up(prev), F_next) -> Conv3x3-BN-ReLU x2` from F8 down to F64, then a 1x1
 //! conv to two classes (background, foreground) at the finest tap's resolution.
 
-use crate::ops::SdBackend;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::Tensor;
+use diffris_kernels::SdBackend;
 use serde::{Deserialize, Serialize};
 
 use super::common::{ConvBnRelu, resize_bilinear, resize_bilinear_corners};
@@ -119,7 +119,7 @@ impl<B: SdBackend> Lmp<B> {
             };
         }
         let (h, w) = input.image_size;
-        let class_logits = resize_bilinear(crate::ops::sd_conv2d(&self.classifier, x), [h, w]);
+        let class_logits = resize_bilinear(diffris_kernels::sd_conv2d(&self.classifier, x), [h, w]);
         let logits = class_logits.clone().narrow(1, 1, 1) - class_logits.clone().narrow(1, 0, 1);
         DecoderOutput {
             logits,

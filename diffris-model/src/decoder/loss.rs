@@ -2,11 +2,11 @@
 //! auxiliary Dice of the referent token's hit maps (PCMRD), or class-weighted cross-entropy over
 //! background/foreground (the comparison decoders, as in their papers).
 
-use crate::ops::SdBackend;
 use burn::tensor::Tensor;
 use burn::tensor::activation::{log_softmax, sigmoid};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use diffris_kernels::SdBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ensure};

@@ -11,8 +11,8 @@ pub mod resize;
 pub mod rotated;
 pub mod wide_attention;
 
-use crate::ops::SdBackend;
 use burn::module::Module;
+use diffris_kernels::SdBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ensure};

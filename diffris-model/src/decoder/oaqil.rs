@@ -2,11 +2,11 @@
 //! through cross-attention, then group the fused visual features through Gumbel-normalised
 //! attention with a straight-through hard assignment.
 
-use crate::ops::{SdBackend, permute, swap_dims};
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Distribution, Int, Tensor};
+use diffris_kernels::{SdBackend, permute, swap_dims};
 use serde::{Deserialize, Serialize};
 
 use super::common::{padding_mask, resize_bilinear};

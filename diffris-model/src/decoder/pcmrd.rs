@@ -7,10 +7,10 @@
 //! assignment. The last token is the referent; its embedding becomes the kernel of a dynamic
 //! 1x1 convolution over the upsampled features. Table 6's rows are switches of [`PcmrdConfig`].
 
-use crate::ops::SdBackend;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor};
+use diffris_kernels::SdBackend;
 use serde::{Deserialize, Serialize};
 
 use super::common::{ConvBnRelu, Fusion, gather_tokens, resize_bilinear, resize_bilinear_corners};
@@ -116,7 +116,7 @@ impl<B: SdBackend> MaskHead<B> {
         let x = self
             .up2
             .forward(resize_bilinear_corners(x, [4 * h, 4 * w]), training);
-        let x = crate::ops::sd_conv2d(&self.proj, x);
+        let x = diffris_kernels::sd_conv2d(&self.proj, x);
         // Reshape the contiguous kernel first, then narrow: Burn 0.21's cubecl backends (wgpu,
         // cuda) give a narrowed `[B, 1]` view the wrong batch stride when it is reshaped to more
         // dimensions (burn-std's `split_strides` skips size-1 dimensions of the old shape), so

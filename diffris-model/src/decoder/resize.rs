@@ -11,8 +11,8 @@
 //! (`coord = (o + 0.5) * in / out - 0.5` clamped at 0, or `o * (in - 1) / (out - 1)` with
 //! `align_corners`), so the forward equals Burn's `interpolate` up to float rounding.
 
-use crate::ops::SdBackend;
 use burn::tensor::{Tensor, TensorData};
+use diffris_kernels::SdBackend;
 
 /// The `[out, in]` matrix (row-major) of 1-D linear interpolation from `input` samples to
 /// `output` samples: row `o` holds the weights of the two input samples around `o`'s source

@@ -13,7 +13,6 @@
 //! `n * C_in * 9` (see `docs/DESIGN.md`).
 
 use crate::norm::batch_norm;
-use crate::ops::{SdBackend, permute, sd_conv2d, sd_relu, swap_dims};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -24,6 +23,7 @@ use burn::tensor::activation::{relu, sigmoid, softsign};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, Tensor};
+use diffris_kernels::{SdBackend, permute, sd_conv2d, sd_relu, swap_dims};
 
 /// Offsets `(x, y)` of the 3x3 taps in row-major order (`y` grows downwards).
 const TAPS: [(f32, f32); 9] = [

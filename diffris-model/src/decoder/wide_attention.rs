@@ -6,12 +6,12 @@
 //! Masked keys get the score -1e4 before the softmax, as in Burn's module, so their weight is 0
 //! in f32 wherever one key is not masked.
 
-use crate::ops::{SdBackend, swap_dims};
 use crate::sd::attention::{merge_heads, split_heads};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor};
+use diffris_kernels::{SdBackend, swap_dims};
 
 /// Score given to masked keys (Burn's `min_float`).
 const MASKED: f64 = -1.0e4;

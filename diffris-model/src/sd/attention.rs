@@ -3,9 +3,6 @@
 //! (`Transformer2DModel`) of the SD-1.x UNet.
 
 use crate::norm::{sd_group_norm, sd_layer_norm};
-use crate::ops::{
-    SdBackend, sd_attention, sd_conv2d, sd_geglu, sd_linear, sd_transpose, swap_dims,
-};
 use crate::precision::{to_dtype, widen};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -14,6 +11,9 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
+use diffris_kernels::{
+    SdBackend, sd_attention, sd_conv2d, sd_geglu, sd_linear, sd_transpose, swap_dims,
+};
 
 use super::resnet::conv1x1;
 

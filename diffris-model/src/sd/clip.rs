@@ -100,7 +100,7 @@ impl ClipConfig {
     }
 }
 
-impl<B: crate::ops::SdBackend> ClipTextModel<B> {
+impl<B: diffris_kernels::SdBackend> ClipTextModel<B> {
     /// The architecture this model was built from.
     pub fn config(&self) -> &ClipConfig {
         &self.config

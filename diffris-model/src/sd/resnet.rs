@@ -2,13 +2,13 @@
 //! optional timestep embedding, and the 2x down- and upsamplers of the UNet and the VAE.
 
 use crate::norm::sd_group_norm;
-use crate::ops::{SdBackend, sd_conv2d, sd_linear, sd_silu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
+use diffris_kernels::{SdBackend, sd_conv2d, sd_linear, sd_silu};
 
 /// A 3x3 convolution with padding 1.
 pub(crate) fn conv3x3<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> Conv2d<B> {

@@ -1,7 +1,7 @@
 //! The three frozen Stable Diffusion components DiffRIS uses, held together.
 
-use crate::ops::SdBackend;
 use burn::module::Module;
+use diffris_kernels::SdBackend;
 
 use super::clip::ClipTextModel;
 use super::config::SdConfig;

@@ -2,13 +2,13 @@
 //! mean (the decoder is never run by DiffRIS and is not built).
 
 use crate::norm::group_norm;
-use crate::ops::{SdBackend, swap_dims};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
+use diffris_kernels::{SdBackend, swap_dims};
 
 use super::attention::{frozen_attention, merge_heads, split_heads};
 use super::config::VaeConfig;

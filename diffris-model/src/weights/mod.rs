@@ -29,7 +29,7 @@ pub mod checkpoint;
 pub mod keys;
 pub mod save;
 
-use crate::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

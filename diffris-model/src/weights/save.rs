@@ -3,7 +3,7 @@
 //! naming), readable by [`StableDiffusion::from_diffusers`]. Only the parts diffris builds are
 //! written: the VAE folder holds the encoder and `quant_conv`, not the decoder.
 
-use crate::ops::SdBackend;
+use diffris_kernels::SdBackend;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;

@@ -2,9 +2,9 @@
 //! (`CrossAttnDownBlock2D` / `DownBlock2D`, `UNetMidBlock2DCrossAttn`,
 //! `CrossAttnUpBlock2D` / `UpBlock2D`). A block without attention has an empty `attentions`.
 
-use crate::ops::SdBackend;
 use burn::module::Module;
 use burn::tensor::Tensor;
+use diffris_kernels::SdBackend;
 
 use crate::sd::attention::Transformer2D;
 use crate::sd::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};

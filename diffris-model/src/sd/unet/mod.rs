@@ -4,13 +4,13 @@
 pub mod blocks;
 
 use crate::norm::sd_group_norm;
-use crate::ops::SdBackend;
-use crate::ops::{sd_conv2d, sd_silu, swap_dims};
 use crate::precision::{param_dtype, to_dtype};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::{DType, Tensor, backend::Backend};
+use diffris_kernels::SdBackend;
+use diffris_kernels::{sd_conv2d, sd_silu, swap_dims};
 
 use self::blocks::{AttentionSpec, DownBlock, MidBlock, ResnetSpec, UpBlock, UpBlockWidths};
 use super::config::UNetConfig;
