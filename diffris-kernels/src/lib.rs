@@ -37,18 +37,6 @@
 //! (`Fusion<CubeBackend<..>>`, autotuned kernels; wgpu the plain one): every default here is a
 //! composition of Burn's operations, which fusion records and fuses like any other.
 
-// Burn's distributed data parallel needs `DistributedBackend`, which of our backends only
-// cubecl's CUDA runtime implements (its collectives are NCCL's); see `DataParallelBackend`.
-#[cfg(all(
-    feature = "ddp",
-    any(feature = "flex", feature = "tch", feature = "wgpu")
-))]
-compile_error!(
-    "the `ddp` feature builds with the cuda backend alone: \
-     `--no-default-features --features cuda,ddp` (Burn 0.21 implements distributed training \
-     for its CUDA runtime only)"
-);
-
 pub mod activation;
 pub mod attention;
 mod autodiff;
@@ -75,40 +63,17 @@ pub use norm::NormOps;
 
 use burn::tensor::backend::AutodiffBackend;
 
-/// What a backend must be for diffris to train on it with Burn's distributed data parallel
-/// (DDP): Burn's `DistributedBackend` in builds with the `ddp` feature, any backend otherwise.
-///
-/// Burn 0.21 makes `Autodiff<B>` an autodiff backend only for `B: DistributedBackend` once its
-/// `distributed` feature is on, so in a `ddp` build every backend that trains must be one; of
-/// the backends diffris compiles in, only cubecl's (CUDA) implements it.
-#[cfg(feature = "ddp")]
-pub trait DataParallelBackend: burn::tensor::backend::distributed::DistributedBackend {}
-#[cfg(feature = "ddp")]
-impl<B: burn::tensor::backend::distributed::DistributedBackend> DataParallelBackend for B {}
-/// What a backend must be for diffris to train on it with Burn's distributed data parallel
-/// (DDP): Burn's `DistributedBackend` in builds with the `ddp` feature, any backend otherwise.
-#[cfg(not(feature = "ddp"))]
-pub trait DataParallelBackend: burn::tensor::backend::Backend {}
-#[cfg(not(feature = "ddp"))]
-impl<B: burn::tensor::backend::Backend> DataParallelBackend for B {}
-
 /// A Burn backend with the operations of the SD stack: its six families, combined as Burn's
 /// `Backend` combines its op traits. Every backend with all six is one (a new backend
 /// implements each family, taking its defaults with an empty `impl`, as [`backends`] does for
 /// wgpu and cuda).
 pub trait SdBackend:
-    DataParallelBackend + AttentionOps + ActivationOps + ConvOps + LinearOps + NormOps + LayoutOps
+    AttentionOps + ActivationOps + ConvOps + LinearOps + NormOps + LayoutOps
 {
 }
 
 impl<B> SdBackend for B where
-    B: DataParallelBackend
-        + AttentionOps
-        + ActivationOps
-        + ConvOps
-        + LinearOps
-        + NormOps
-        + LayoutOps
+    B: AttentionOps + ActivationOps + ConvOps + LinearOps + NormOps + LayoutOps
 {
 }
 

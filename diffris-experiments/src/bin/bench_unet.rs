@@ -30,7 +30,6 @@
 //! heap's peak); on cubecl backends the memory their pool had reserved from the device after
 //! the repeats (weights included); elsewhere `null`.
 
-use diffris_kernels::SdBackend;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -42,7 +41,9 @@ use burn::tensor::{Distribution, Tensor};
 use burn::train::TrainStep;
 use clap::Parser;
 use diffris_experiments::commands::run_args::parse_precision;
-use diffris_experiments::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use diffris_experiments::device::backend::{
+    BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch,
+};
 use diffris_experiments::inputs::split::EncodedBatch;
 use diffris_experiments::training::Trainee;
 use diffris_model::decoder::{Decoder, DecoderInput};
@@ -125,7 +126,7 @@ struct Bench<'a> {
 impl BackendJob for Bench<'_> {
     type Output = anyhow::Result<(usize, (Vec<f64>, Option<f64>))>;
 
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
         let args = self.args;
         let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
         // The inference phases build their own models on the plain backend.
@@ -222,7 +223,7 @@ fn start_measuring() {
 /// Timed predictions (`--phase eval`): the paper's model around random frozen weights of
 /// `arch` on the plain backend and one random encoded batch of `--batch` samples, logits to
 /// probabilities as evaluation computes them.
-fn evaluation<B: SdBackend>(
+fn evaluation<B: DeviceBackend>(
     arch: &SdConfig,
     args: &Args,
     device: &B::Device,
@@ -248,7 +249,7 @@ fn evaluation<B: SdBackend>(
 
 /// Timed encodings (`--phase encode`): the frozen VAE encoder and CLIP text encoder of random
 /// weights of `arch` on `--batch` random images 8x the latent side and 77-token texts.
-fn encoding<B: SdBackend>(
+fn encoding<B: DeviceBackend>(
     arch: &SdConfig,
     args: &Args,
     device: &B::Device,
@@ -284,7 +285,7 @@ fn encoding<B: SdBackend>(
 /// Timed DiffRIS training steps (`--phase step`): the paper's model (`DiffRisConfig::default()`,
 /// at an image 8x the latent side) around random frozen weights of `arch`, AdamW, one random
 /// encoded batch of `--batch` samples; each repeat is one `TrainStep` and one optimizer step.
-fn training_step<B: SdBackend>(
+fn training_step<B: DeviceBackend>(
     arch: &SdConfig,
     args: &Args,
     device: &B::Device,
@@ -307,7 +308,7 @@ fn training_step<B: SdBackend>(
 /// The paper's model (`DiffRisConfig::default()` at an image 8x the latent side) around random
 /// frozen weights of `arch`, and one random encoded batch of `--batch` samples.
 #[allow(clippy::type_complexity)]
-fn paper_trainee<B: SdBackend>(
+fn paper_trainee<B: DeviceBackend>(
     arch: &SdConfig,
     args: &Args,
     device: &B::Device,
@@ -341,7 +342,7 @@ fn paper_trainee<B: SdBackend>(
 /// What a training step's graph keeps alive, stage by stage (`--phase profile`): bytes counted
 /// by the allocator above the weights and the batch, while the graph up to that stage is held.
 /// Prints one JSON line per stage; returns the seconds of the whole measurement.
-fn stage_profile<B: SdBackend>(
+fn stage_profile<B: DeviceBackend>(
     arch: &SdConfig,
     args: &Args,
     device: &B::Device,

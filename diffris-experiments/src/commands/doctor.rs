@@ -10,9 +10,8 @@
 //! built for.
 
 use burn::backend::Autodiff;
-use diffris_kernels::SdBackend;
 
-use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::device::usage::{DeviceMemory, query};
 use crate::diagnostics::half_step::{HalfDiff, HalfTolerance};
 use crate::diagnostics::step_probe::{
@@ -55,7 +54,7 @@ struct Doctor {
 impl BackendJob for Doctor {
     type Output = anyhow::Result<Vec<Row>>;
 
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
         println!(
             "device {} ({}, {})",
             target.spec, target.backend_name, target.device_debug

@@ -2,13 +2,12 @@
 //! each sample's score to `DIR/per_sample-SPLIT-PROTOCOL.csv`, and optionally saves its
 //! predicted masks (for `diffris score` or other tools).
 
-use diffris_kernels::SdBackend;
 use std::path::PathBuf;
 
 use image::GrayImage;
 
 use crate::config::RunDir;
-use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::eval::evaluate::{baselines, per_sample_csv, score_samples};
 use crate::eval::metrics::Protocol;
 use crate::records::reload::load_run;
@@ -44,7 +43,7 @@ struct Eval(EvalArgs);
 impl BackendJob for Eval {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         // Where the per-sample scores and the masks go, checked before the evaluation.

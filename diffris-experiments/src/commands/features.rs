@@ -2,7 +2,6 @@
 //! sees (token ids, CLIP states, VAE latent, every UNet tap, cross-attention maps) to a
 //! safetensors file, for probing and for checking a checkpoint against another implementation.
 
-use diffris_kernels::SdBackend;
 use std::path::PathBuf;
 
 use burn::data::dataloader::batcher::Batcher;
@@ -11,7 +10,7 @@ use diffris_data::batch::{RisBatch, RisBatcher};
 use diffris_data::sample::open_image;
 use diffris_model::sd::UNetRequest;
 
-use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::inputs::frozen::load_frozen_preset;
 use crate::inputs::query::query_item;
 use crate::util::atomic_file::TensorFile;
@@ -57,7 +56,7 @@ struct Features(FeaturesArgs);
 impl BackendJob for Features {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         crate::util::atomic_file::check_writable_file(&a.out)?;
         let (sd, tokenizer) = load_frozen_preset::<B>(&a.sd, a.arch.as_deref(), &device)?;

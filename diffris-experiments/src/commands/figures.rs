@@ -4,9 +4,7 @@
 
 use std::path::PathBuf;
 
-use diffris_kernels::SdBackend;
-
-use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::eval::evaluate::score_samples;
 use crate::eval::metrics::Protocol;
 use crate::records::reload::load_run;
@@ -46,7 +44,7 @@ struct Figures(FiguresArgs);
 impl BackendJob for Figures {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         crate::util::atomic_file::check_writable_file(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);

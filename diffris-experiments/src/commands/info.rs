@@ -1,12 +1,13 @@
 //! `diffris info`: where and what this binary runs.
 
 use burn::tensor::{ElementConversion, Tensor};
-use diffris_kernels::SdBackend;
 
 use diffris_model::diffris::{DiffRisConfig, parameter_counts};
 use diffris_model::sd::SdConfig;
 
-use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, compiled_backends, dispatch};
+use crate::device::backend::{
+    BackendJob, DeviceBackend, DeviceSpec, RunTarget, compiled_backends, dispatch,
+};
 use crate::util::build_info::{BURN_VERSION, CRATE_VERSION, GIT_REVISION};
 
 /// Arguments of `diffris info`.
@@ -23,7 +24,7 @@ struct Info(InfoArgs);
 impl BackendJob for Info {
     type Output = anyhow::Result<String>;
 
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
         // One tiny computation proves the device actually works.
         let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
         let sum: f32 = x.sum().into_scalar().elem();

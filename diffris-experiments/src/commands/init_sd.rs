@@ -1,13 +1,12 @@
 //! `diffris init-sd`: writes seeded random weights of an SD architecture as a diffusers-style
 //! folder (what the `tiny` profile uses in place of real Stable Diffusion weights).
 
-use diffris_kernels::SdBackend;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use diffris_model::sd::SdConfig;
 
-use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::inputs::frozen::write_random;
 
 /// Arguments of `diffris init-sd`.
@@ -29,7 +28,7 @@ struct InitSd(InitSdArgs);
 impl BackendJob for InitSd {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: DeviceBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         let arch =
             SdConfig::preset(&a.arch).with_context(|| format!("unknown --arch `{}`", a.arch))?;

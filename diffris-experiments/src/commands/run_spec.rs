@@ -3,7 +3,6 @@
 //! ([`crate::runner::parallel`]); each process owns its backend RNG, so a run computes the same thing
 //! whether it ran alone, in sequence or beside others.
 
-use diffris_kernels::SdBackend;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -11,7 +10,7 @@ use anyhow::Context;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
 use crate::config::run_spec::RunSpec;
-use crate::device::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceList, RunTarget, dispatch_on};
 use crate::records::Outcome;
 use crate::runner::prepare::Shared;
 use crate::runner::run::run_one;
@@ -46,7 +45,7 @@ struct RunSpecJob(RunSpecArgs, RunSpec);
 impl BackendJob for RunSpecJob {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
         let (a, spec) = (self.0, self.1);
         let ws = Workspace {
             results: a.results,

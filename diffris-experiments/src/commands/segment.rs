@@ -1,7 +1,6 @@
 //! `diffris segment --run DIR --image X --text "..." --out DIR`: one prediction, written as a
 //! binary mask and an overlay.
 
-use diffris_kernels::SdBackend;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -14,7 +13,7 @@ use diffris_data::sample::open_image;
 use diffris_data::transforms::resize_bilinear;
 use image::GrayImage;
 
-use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::inputs::query::query_item;
 use crate::records::reload::load_run;
 use crate::util::cache::default_cache;
@@ -42,7 +41,7 @@ struct Segment(SegmentArgs);
 impl BackendJob for Segment {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: DeviceBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         crate::util::atomic_file::check_writable_dir(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);

@@ -17,6 +17,41 @@ compile_error!(
      default), `--features cuda`, `--features wgpu` or `--features tch`"
 );
 
+// Burn's distributed data parallel needs `DistributedBackend`, which of our backends only
+// cubecl's CUDA runtime implements (its collectives are NCCL's); see [`DataParallelBackend`].
+#[cfg(all(
+    feature = "ddp",
+    any(feature = "flex", feature = "tch", feature = "wgpu")
+))]
+compile_error!(
+    "the `ddp` feature builds with the cuda backend alone: \
+     `--no-default-features --features cuda,ddp` (Burn 0.21 implements distributed training \
+     for its CUDA runtime only)"
+);
+
+/// What a backend must be for diffris to train on it with Burn's distributed data parallel
+/// (DDP): Burn's `DistributedBackend` in builds with the `ddp` feature, any backend otherwise.
+///
+/// Burn 0.21 makes `Autodiff<B>` an autodiff backend only for `B: DistributedBackend` once its
+/// `distributed` feature is on, so in a `ddp` build every backend that trains must be one; of
+/// the backends diffris compiles in, only cubecl's (CUDA) implements it.
+#[cfg(feature = "ddp")]
+pub trait DataParallelBackend: burn::tensor::backend::distributed::DistributedBackend {}
+#[cfg(feature = "ddp")]
+impl<B: burn::tensor::backend::distributed::DistributedBackend> DataParallelBackend for B {}
+/// What a backend must be for diffris to train on it with Burn's distributed data parallel
+/// (DDP): Burn's `DistributedBackend` in builds with the `ddp` feature, any backend otherwise.
+#[cfg(not(feature = "ddp"))]
+pub trait DataParallelBackend: burn::tensor::backend::Backend {}
+#[cfg(not(feature = "ddp"))]
+impl<B: burn::tensor::backend::Backend> DataParallelBackend for B {}
+
+/// What a command runs on: a backend with the SD stack's operations ([`SdBackend`]) that can
+/// also train under this build's data parallelism ([`DataParallelBackend`]).
+pub trait DeviceBackend: SdBackend + DataParallelBackend {}
+
+impl<B: SdBackend + DataParallelBackend> DeviceBackend for B {}
+
 /// Backends in the order the default device is chosen from.
 pub const DEFAULT_ORDER: [BackendKind; 4] = [
     BackendKind::Cuda,
@@ -360,7 +395,7 @@ impl RunTarget {
 pub trait BackendJob {
     type Output;
     /// Runs on backend `B` (the plain backend; training wraps it in `Autodiff<B>`).
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> Self::Output;
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> Self::Output;
 }
 
 /// Runs `job` on the device `spec` names, or explains why it cannot.
@@ -428,7 +463,7 @@ pub fn dispatch_on<J: BackendJob>(devices: &DeviceList, job: J) -> Result<J::Out
     }
 }
 
-fn run_on<B: SdBackend, J: BackendJob>(
+fn run_on<B: DeviceBackend, J: BackendJob>(
     devices: &DeviceList,
     device: B::Device,
     job: J,
@@ -688,7 +723,7 @@ mod tests {
     struct Name;
     impl BackendJob for Name {
         type Output = String;
-        fn run<B: SdBackend>(self, _device: B::Device, target: RunTarget) -> String {
+        fn run<B: DeviceBackend>(self, _device: B::Device, target: RunTarget) -> String {
             target.backend_name
         }
     }

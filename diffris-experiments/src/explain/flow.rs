@@ -8,11 +8,10 @@ use burn::backend::Autodiff;
 use burn::module::Module;
 use diffris_data::batch::prepare;
 use diffris_data::sample::open_image;
-use diffris_kernels::SdBackend;
 
 use std::path::PathBuf;
 
-use crate::device::backend::{BackendJob, DeviceSpec, RunTarget, dispatch};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::explain::compute::{Query, Settings, explain};
 use crate::explain::render::{attribution_csv, write_all};
 use crate::inputs::query::query_item;
@@ -49,7 +48,7 @@ struct Explain(Request);
 impl BackendJob for Explain {
     type Output = anyhow::Result<()>;
 
-    fn run<B: SdBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
+    fn run<B: DeviceBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
         let a = self.0;
         crate::util::atomic_file::check_writable_dir(&a.out)?;
         let cache = a.cache.clone().unwrap_or_else(default_cache);

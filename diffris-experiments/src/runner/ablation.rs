@@ -5,12 +5,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use diffris_kernels::SdBackend;
-
 use crate::config::profile::{Resolver, RunOverrides};
 use crate::config::recipe::{AblationFile, Variant, locate};
 use crate::config::{RunDir, RunSpec};
-use crate::device::backend::{BackendJob, DeviceList, RunTarget, dispatch_on};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceList, RunTarget, dispatch_on};
 use crate::plan::estimate::{Fit, MemoryEstimate};
 use crate::plan::{Budget, Plan, auto_micro_batch};
 use crate::records::Outcome;
@@ -98,7 +96,7 @@ struct Ablation(Request);
 impl BackendJob for Ablation {
     type Output = anyhow::Result<Report>;
 
-    fn run<B: SdBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<Report> {
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<Report> {
         let Request {
             name,
             ablations,

@@ -2,7 +2,6 @@
 //! anything starts, its inputs, training, evaluation of the selected model and the saved
 //! outputs; and a list of runs, in this process or one process each.
 
-use diffris_kernels::SdBackend;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,7 +12,7 @@ use burn_store::{ModuleSnapshot, SafetensorsStore};
 use diffris_model::sd::StableDiffusion;
 
 use crate::config::{RunDir, RunSpec};
-use crate::device::backend::RunTarget;
+use crate::device::backend::{DeviceBackend, RunTarget};
 use crate::eval::evaluate::{baselines, evaluate_split};
 use crate::eval::metrics::Metrics;
 use crate::inputs::split::EncodedSplit;
@@ -85,7 +84,7 @@ impl RunDir {
 
 /// Runs (or reuses) one run: its outcome (finished, or diverged), `None` when `--stop-after`
 /// stopped it early.
-pub fn run_one<B: SdBackend>(
+pub fn run_one<B: DeviceBackend>(
     spec: &RunSpec,
     ws: &Workspace,
     shared: &mut Shared<B>,
@@ -241,7 +240,7 @@ pub fn run_one<B: SdBackend>(
 /// Runs `specs` in order: in this process when `jobs` is 1, else at most `jobs` at a time, one
 /// process each ([`crate::runner::parallel`]). Returns each run's outcome (`None`: stopped early); a
 /// diverged run does not stop the others.
-pub fn run_specs<B: SdBackend>(
+pub fn run_specs<B: DeviceBackend>(
     specs: &[RunSpec],
     jobs: usize,
     ws: &Workspace,

@@ -24,7 +24,7 @@ use burn::optim::AdamWConfig;
 use burn::train::{Interrupter, Learner, SupervisedTraining, TrainingStrategy};
 use indicatif::ProgressBar;
 
-use crate::device::backend::DataParallel;
+use crate::device::backend::{DataParallel, DataParallelBackend};
 use crate::util::progress::Heartbeat;
 
 use crate::config::RunDir;
@@ -78,7 +78,7 @@ pub struct TrainOptions {
 /// are those of one device (see [`loader::micro_batches`]), their random draws come in the same
 /// order ([`turnstile`](crate::device::turnstile)), so two devices with one pass each compute what one device computes
 /// with the same two micro-batches.
-pub fn train<B: SdAutodiffBackend>(
+pub fn train<B: SdAutodiffBackend + DataParallelBackend>(
     model: Trainee<B>,
     train_data: Arc<EncodedSplit>,
     val_data: Arc<EncodedSplit>,
