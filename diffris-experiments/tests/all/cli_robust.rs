@@ -39,6 +39,37 @@ fn printing_into_a_closed_pipe_ends_quietly() {
     );
 }
 
+/// Output into a file that cannot take it (`diffris ... > /dev/full`): one line naming the
+/// failure and status 1, not a panic.
+#[cfg(target_os = "linux")]
+#[test]
+fn printing_into_a_full_device_is_an_error() {
+    let ablations = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_diffris"))
+        .args([
+            "ablation",
+            "cp_adapter",
+            "--dry-run",
+            "--ablations",
+            ablations,
+        ])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("error: writing to stdout: No space left on device"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn segment_refuses_an_empty_expression() {
     let out = Command::new(env!("CARGO_BIN_EXE_diffris"))
