@@ -23,6 +23,12 @@ fn main() {
     // Cargo rescans a watched directory for any changed file.
     let encoder_sources = ENCODER_SOURCES.map(|p| root.join(p));
     for path in &encoder_sources {
+        // A path that moved would silently drop out of the digest (read as empty).
+        assert!(
+            path.exists(),
+            "{} is in ENCODER_SOURCES but does not exist: update build.rs to where it moved",
+            path.display()
+        );
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!(
@@ -34,10 +40,11 @@ fn main() {
 /// What the encoded splits depend on besides their configuration: the model code (the frozen
 /// SD stack and its kernels), the data code (image decoding and resizing), the encoding step
 /// itself, and every dependency's version.
-const ENCODER_SOURCES: [&str; 4] = [
+const ENCODER_SOURCES: [&str; 5] = [
+    "diffris-kernels/src",
     "diffris-model/src",
     "diffris-data/src",
-    "diffris-experiments/src/encoded.rs",
+    "diffris-experiments/src/inputs/encode.rs",
     "Cargo.lock",
 ];
 
