@@ -289,6 +289,7 @@ impl Resolver {
         })?;
         spec.limit_train = overrides.limit_train;
         spec.limit_eval = overrides.limit_eval;
+        spec.check_f32_range()?;
         Ok(spec)
     }
 }

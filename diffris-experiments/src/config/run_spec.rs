@@ -112,6 +112,54 @@ impl RunSpec {
         )?)
     }
 
+    /// Checks that every number of the spec fits the f32 arithmetic it feeds: the model and the
+    /// optimizer compute in f32, so a recipe value beyond f32's largest finite value (about
+    /// 3.4e38; RON reads it as an f64) would become an infinity there. The error names the
+    /// field (`train.lr`, `model.loss.class_weights[1]`).
+    pub fn check_f32_range(&self) -> anyhow::Result<()> {
+        fn walk(v: &serde_json::Value, path: &mut String) -> Result<(), String> {
+            match v {
+                serde_json::Value::Number(n) => match n.as_f64() {
+                    Some(x) if x.abs() > f32::MAX as f64 => Err(format!(
+                        "{path}: {x:e} is beyond f32's range (largest finite value {:e}), which \
+                         the model and the optimizer compute in",
+                        f32::MAX
+                    )),
+                    _ => Ok(()),
+                },
+                serde_json::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let len = path.len();
+                        path.push_str(&format!("[{i}]"));
+                        walk(item, path)?;
+                        path.truncate(len);
+                    }
+                    Ok(())
+                }
+                serde_json::Value::Object(fields) => {
+                    for (name, field) in fields {
+                        let len = path.len();
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(name);
+                        walk(field, path)?;
+                        path.truncate(len);
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+        let value = serde_json::to_value(self)?;
+        for part in ["model", "train"] {
+            let mut path = part.to_string();
+            walk(&value[part], &mut path)
+                .map_err(|e| anyhow::anyhow!("{}/{}: {e}", self.ablation, self.variant))?;
+        }
+        Ok(())
+    }
+
     /// Reads a saved spec (`config.ron`, or one sent to a `run-spec` process); `origin` names it
     /// in errors. Its ablation and variant names are checked as [`check_dir_name`] checks them.
     pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Self> {
@@ -161,5 +209,26 @@ mod tests {
             err.starts_with("config.ron: variant `../../x` must be"),
             "{err}"
         );
+    }
+
+    /// A recipe number beyond f32's range is named by its field; the paper's values pass.
+    #[test]
+    fn numbers_beyond_f32_are_refused_by_field() {
+        let spec = RunSpec::example();
+        spec.check_f32_range().unwrap();
+        let mut huge = spec.clone();
+        huge.train.lr = 1e300;
+        let err = huge.check_f32_range().unwrap_err().to_string();
+        assert!(
+            err.starts_with("a/v: train.lr: 1e300 is beyond f32's range"),
+            "{err}"
+        );
+        let mut weights = spec.clone();
+        weights.model.loss.class_weights[1] = -1e39;
+        let err = weights.check_f32_range().unwrap_err().to_string();
+        assert!(err.contains("model.loss.class_weights[1]: -1e39"), "{err}");
+        let mut fits = spec;
+        fits.model.latent_scale = f32::MAX as f64;
+        fits.check_f32_range().unwrap();
     }
 }

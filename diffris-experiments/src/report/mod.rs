@@ -4,7 +4,7 @@
 pub mod curves;
 pub mod figures;
 pub mod plots;
-pub mod rows;
+pub mod runs;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::RunDir;
 use crate::config::recipe::AblationFile;
 use crate::util::atomic_file::write_atomic;
-use rows::{Collected, Expected, collect};
+use runs::{Collected, Expected, collect};
 use tables::{csv, latex, markdown, notes};
 
 /// What [`write_ablation`] produced.

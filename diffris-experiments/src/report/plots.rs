@@ -14,7 +14,7 @@ use plotters::style::FontStyle;
 use crate::config::RunDir;
 use crate::config::recipe::{AblationFile, Column, Figure};
 use crate::report::curves::Curves;
-use crate::report::rows::{Row, mean_std};
+use crate::report::runs::{Row, mean_std};
 use crate::util::png::save_drawing;
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");

@@ -4,7 +4,7 @@
 
 use crate::config::recipe::{AblationFile, Column, Encoders, PaperNumbers, Reported};
 use crate::config::run_spec::ProfileName;
-use crate::report::rows::{Row, mean_std};
+use crate::report::runs::{Row, mean_std};
 
 /// The marker of a row reported in the paper and not run here.
 const REPORTED: &str = "†";

@@ -97,6 +97,7 @@ fn bad_configs_and_flags_are_refused_before_anything_runs() {
     recipe(d, "dropout", "model: (adapter: (dropout: 1.5))");
     recipe(d, "zero_lr", "train: (lr: 0.0)");
     recipe(d, "huge", "model: (image_size: (1048576, 1048576))");
+    recipe(d, "vast", "model: (latent_scale: 1e39)");
     std::fs::write(d.join("bad_setup.ron"), "(sd: {\"sd15\": \"/x\"").unwrap();
     std::fs::create_dir(d.join("empty")).unwrap();
     let dry = |extra: &[&str]| -> Vec<String> {
@@ -131,6 +132,16 @@ fn bad_configs_and_flags_are_refused_before_anything_runs() {
                 .map(String::from)
                 .to_vec(),
             vec!["model.image_size: (1048576, 1048576) is larger than 4096 pixels a side"],
+        ),
+        (
+            ["ablation", "vast", "--ablations", ".", "--dry-run"]
+                .map(String::from)
+                .to_vec(),
+            vec!["model.latent_scale: 1e39 is beyond f32's range"],
+        ),
+        (
+            dry(&["--lr", "1e300"]),
+            vec!["train.lr: 1e300 is beyond f32's range"],
         ),
         (
             dry(&["--batch-size", "0"]),
