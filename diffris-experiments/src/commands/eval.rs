@@ -4,17 +4,8 @@
 
 use std::path::PathBuf;
 
-use image::GrayImage;
-
-use crate::config::RunDir;
-use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
-use crate::eval::evaluate::{baselines, per_sample_csv, score_samples};
+use crate::device::backend::DeviceSpec;
 use crate::eval::metrics::Protocol;
-use crate::records::reload::load_run;
-use crate::runner::predict::predict_split;
-use crate::util::atomic_file::write_atomic;
-use crate::util::cache::default_cache;
-use crate::util::png::save_png;
 
 /// Arguments of `diffris eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,70 +29,17 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
 }
 
-struct Eval(EvalArgs);
-
-impl BackendJob for Eval {
-    type Output = anyhow::Result<()>;
-
-    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
-        let a = self.0;
-        let cache = a.cache.clone().unwrap_or_else(default_cache);
-        // Where the per-sample scores and the masks go, checked before the evaluation.
-        if a.run.is_dir() {
-            crate::util::atomic_file::check_writable_dir(&a.run)?;
-        }
-        if let Some(dir) = &a.save_masks {
-            crate::util::atomic_file::check_writable_dir(dir)?;
-        }
-        let run = load_run::<B>(&a.run, &cache, &device)?;
-        let spec = &run.spec;
-        let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());
-        let protocol = a.protocol.unwrap_or(spec.protocol);
-        let (data, probs) = predict_split(
-            &run,
-            &split,
-            a.limit.or(spec.limit_eval),
-            &cache,
-            &device,
-            &target,
-        )?;
-        let (m, each) = score_samples(&probs, &data, protocol)?;
-        let csv_path = RunDir::at(&a.run).per_sample_csv(&split, protocol.name());
-        write_atomic(&csv_path, per_sample_csv(&data, &each).as_bytes())?;
-        println!(
-            "{} / {} / {split} ({})",
-            spec.ablation,
-            spec.variant,
-            protocol.label()
-        );
-        println!("{}", m.line("DiffRIS"));
-        println!("per-sample scores: {}", csv_path.display());
-        let b = baselines(&data, spec.dataset, &spec.data_root)?;
-        println!("{}", b.all_background.line("all background"));
-        println!("{}", b.whole_image.line("whole image"));
-        if let Some(r) = &b.random_object {
-            println!("{}", r.line("random object"));
-        }
-        if let Some(dir) = &a.save_masks {
-            std::fs::create_dir_all(dir)?;
-            let (h, w) = spec.model.image_size;
-            for (i, p) in probs.iter().enumerate() {
-                let img = GrayImage::from_fn(w as u32, h as u32, |x, y| {
-                    image::Luma([if p[y as usize * w + x as usize] > 0.5 {
-                        255
-                    } else {
-                        0
-                    }])
-                });
-                save_png(&dir.join(format!("{i:06}.png")), img)?;
-            }
-            println!("saved {} masks to {}", probs.len(), dir.display());
-        }
-        Ok(())
-    }
-}
-
 /// Runs the command.
 pub fn run(device: DeviceSpec, args: EvalArgs) -> anyhow::Result<()> {
-    dispatch(device, Eval(args))?
+    crate::runner::evaluate_run::run(
+        device,
+        crate::runner::evaluate_run::Request {
+            run: args.run,
+            split: args.split,
+            protocol: args.protocol,
+            save_masks: args.save_masks,
+            cache: args.cache,
+            limit: args.limit,
+        },
+    )
 }

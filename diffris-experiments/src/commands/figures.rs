@@ -4,13 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
-use crate::eval::evaluate::score_samples;
+use crate::device::backend::DeviceSpec;
 use crate::eval::metrics::Protocol;
-use crate::records::reload::load_run;
-use crate::report::figures::{Predicted, draw, pick_rows};
-use crate::runner::predict::predict_split;
-use crate::util::cache::default_cache;
 
 /// Arguments of `diffris figures`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,76 +34,18 @@ pub struct FiguresArgs {
     pub cache: Option<PathBuf>,
 }
 
-struct Figures(FiguresArgs);
-
-impl BackendJob for Figures {
-    type Output = anyhow::Result<()>;
-
-    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
-        let a = self.0;
-        crate::util::atomic_file::check_writable_file(&a.out)?;
-        let cache = a.cache.clone().unwrap_or_else(default_cache);
-        let mut split = a.split.clone();
-        let mut protocol = a.protocol;
-        let mut limit = a.limit;
-        let mut runs: Vec<Predicted> = vec![];
-        for dir in &a.runs {
-            let run = load_run::<B>(dir, &cache, &device)?;
-            let split = split
-                .get_or_insert_with(|| run.spec.test_split.clone())
-                .clone();
-            let protocol = *protocol.get_or_insert(run.spec.protocol);
-            // Every run reads the first run's samples.
-            let limit = *limit.get_or_insert_with(|| run.spec.limit_eval.unwrap_or(usize::MAX));
-            let limit = (limit != usize::MAX).then_some(limit);
-            let (data, probs) = predict_split(&run, &split, limit, &cache, &device, &target)?;
-            let (_, scores) = score_samples(&probs, &data, protocol)?;
-            if let Some(first) = runs.first() {
-                let same = first.data.samples.len() == data.samples.len()
-                    && first
-                        .data
-                        .samples
-                        .iter()
-                        .zip(&data.samples)
-                        .all(|(x, y)| x.image == y.image && x.sentence == y.sentence);
-                anyhow::ensure!(
-                    same && first.data.image_size == data.image_size,
-                    "{} reads other samples of `{split}` (or at another size) than {}: runs \
-                     compared in one figure need the same data and image size",
-                    dir.display(),
-                    a.runs[0].display()
-                );
-            }
-            runs.push(Predicted {
-                label: format!(
-                    "{}/{} seed {}",
-                    run.spec.ablation, run.spec.variant, run.spec.seed
-                ),
-                data,
-                probs,
-                scores,
-            });
-        }
-        let rows = pick_rows(&runs[0].scores);
-        anyhow::ensure!(!rows.is_empty(), "the split has no samples to draw");
-        for (name, i) in &rows {
-            let ious: Vec<String> = runs
-                .iter()
-                .map(|r| format!("{:.2}", 100.0 * r.scores[*i].iou))
-                .collect();
-            println!(
-                "{name}: sample {i} ({:?}), IoU {}",
-                runs[0].data.samples[*i].sentence,
-                ious.join(" / ")
-            );
-        }
-        draw(&runs, &rows, a.panel, &a.out)?;
-        println!("wrote {}", a.out.display());
-        Ok(())
-    }
-}
-
 /// Runs the command.
 pub fn run(device: DeviceSpec, args: FiguresArgs) -> anyhow::Result<()> {
-    dispatch(device, Figures(args))?
+    crate::runner::qualitative::run(
+        device,
+        crate::runner::qualitative::Request {
+            runs: args.runs,
+            split: args.split,
+            protocol: args.protocol,
+            limit: args.limit,
+            panel: args.panel,
+            out: args.out,
+            cache: args.cache,
+        },
+    )
 }

@@ -3,11 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use diffris_model::sd::SdConfig;
-
-use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
-use crate::inputs::frozen::write_random;
+use crate::device::backend::DeviceSpec;
 
 /// Arguments of `diffris init-sd`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,28 +19,14 @@ pub struct InitSdArgs {
     pub out: PathBuf,
 }
 
-struct InitSd(InitSdArgs);
-
-impl BackendJob for InitSd {
-    type Output = anyhow::Result<()>;
-
-    fn run<B: DeviceBackend>(self, device: B::Device, _target: RunTarget) -> anyhow::Result<()> {
-        let a = self.0;
-        let arch =
-            SdConfig::preset(&a.arch).with_context(|| format!("unknown --arch `{}`", a.arch))?;
-        anyhow::ensure!(!a.out.exists(), "{} already exists", a.out.display());
-        write_random::<B>(&arch, a.seed, &a.out, &device)?;
-        println!(
-            "wrote random {} weights (seed {}) to {}",
-            a.arch,
-            a.seed,
-            a.out.display()
-        );
-        Ok(())
-    }
-}
-
 /// Runs the command.
 pub fn run(device: DeviceSpec, args: InitSdArgs) -> anyhow::Result<()> {
-    dispatch(device, InitSd(args))?
+    crate::inputs::init_sd::run(
+        device,
+        crate::inputs::init_sd::Request {
+            arch: args.arch,
+            seed: args.seed,
+            out: args.out,
+        },
+    )
 }

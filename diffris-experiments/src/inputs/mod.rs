@@ -4,8 +4,10 @@
 
 pub mod encode;
 pub mod encoded_cache;
+pub mod features;
 pub mod fingerprint;
 pub mod frozen;
+pub mod init_sd;
 pub mod query;
 pub mod rows;
 pub mod split;

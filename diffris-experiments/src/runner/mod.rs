@@ -4,8 +4,11 @@
 //! predictions on a split ([`predict`]). [`workspace`] holds what the runs of one command share.
 
 pub mod ablation;
+pub mod evaluate_run;
 pub mod parallel;
 pub mod predict;
 pub mod prepare;
+pub mod qualitative;
 pub mod run;
+pub mod segment;
 pub mod workspace;
