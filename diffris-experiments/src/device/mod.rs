@@ -5,5 +5,6 @@
 
 pub mod allocator;
 pub mod backend;
+pub mod info;
 pub mod turnstile;
 pub mod usage;
