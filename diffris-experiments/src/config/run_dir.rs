@@ -146,9 +146,9 @@ impl RunDir {
         self.path.join(CHECKPOINTS)
     }
 
-    /// burn-train's metric files of a split (`train` or `valid`), one folder per epoch.
-    pub fn split_logs(&self, train: bool) -> PathBuf {
-        self.path.join(if train { TRAIN_LOGS } else { VALID_LOGS })
+    /// burn-train's metric files of the training split, one folder per epoch.
+    pub fn train_logs(&self) -> PathBuf {
+        self.path.join(TRAIN_LOGS)
     }
 
     /// `metrics.csv`: one row per epoch.

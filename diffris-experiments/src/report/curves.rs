@@ -30,7 +30,7 @@ impl Curves {
             .collect();
         let iterations = (1..)
             .map_while(|e| {
-                let log = epoch_file(&run.split_logs(true), e, "Loss");
+                let log = epoch_file(&run.train_logs(), e, "Loss");
                 let text = std::fs::read_to_string(log).ok()?;
                 Some(
                     text.lines()
@@ -97,7 +97,7 @@ mod tests {
         )
         .unwrap();
         for (e, lines) in [(1, "4.0,1\n2.0,1\n3.0,1\n1.0,1\n"), (2, "2.0,1\n0.0,1\n")] {
-            let log = epoch_file(&dir.split_logs(true), e, "Loss");
+            let log = epoch_file(&dir.train_logs(), e, "Loss");
             std::fs::create_dir_all(log.parent().unwrap()).unwrap();
             std::fs::write(log, lines).unwrap();
         }
@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn without_iteration_logs_the_epoch_means_are_used() {
         let (_tmp, dir) = run_dir();
-        std::fs::remove_dir_all(dir.split_logs(true)).unwrap();
+        std::fs::remove_dir_all(dir.train_logs()).unwrap();
         assert_eq!(
             Curves::read(&dir).training_loss(3, 100),
             vec![(1.0, 2.5), (2.0, 1.5)]
