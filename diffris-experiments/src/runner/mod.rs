@@ -1,7 +1,9 @@
 //! Runs, from specs to records and tables: the inputs a run needs ([`prepare`]), one run
-//! trained and evaluated ([`run`]), several at once ([`parallel`]), the ablation driver that
-//! resolves a file's runs, runs them and writes their table ([`ablation`]), and a finished run's
-//! predictions on a split ([`predict`]). [`workspace`] holds what the runs of one command share.
+//! trained and evaluated ([`run`]), several at once ([`parallel`]), one in a process of its own
+//! ([`run_spec`]), the ablation driver that resolves a file's runs, runs them and writes their
+//! table ([`ablation`]); and what is done with a finished run: its predictions on a split
+//! ([`predict`]), scored ([`evaluate_run`]), drawn ([`qualitative`]), or one image and text
+//! segmented ([`segment`]). [`workspace`] holds what the runs of one command share.
 
 pub mod ablation;
 pub mod evaluate_run;
@@ -10,5 +12,6 @@ pub mod predict;
 pub mod prepare;
 pub mod qualitative;
 pub mod run;
+pub mod run_spec;
 pub mod segment;
 pub mod workspace;
