@@ -10,7 +10,7 @@
 //!   log and per-epoch metric files (their names are burn-train's); `epochs.json`: the epoch
 //!   records that select the best checkpoint; `checkpoint/`: burn-train's checkpoints, named by it.
 //! - At the end: `metrics.csv` (one row per epoch), `model.safetensors` (the trained adapter
-//!   and decoder), `result.json` (the outcome, with digests of the [`RunDir::SEALED`] files).
+//!   and decoder), `test_scores.csv` (each test sample's score), `result.json` (the outcome, with digests of the [`RunDir::SEALED`] files).
 //! - Later, from `eval`: `per_sample-SPLIT-PROTOCOL.csv`.
 //!
 //! Beside the folder: `seed-N.log` (the output of a run trained in its own process) and its
@@ -36,6 +36,7 @@ const EPOCHS: &str = "epochs.json";
 const METRICS_CSV: &str = "metrics.csv";
 const MODEL: &str = "model.safetensors";
 const RESULT: &str = "result.json";
+const TEST_SCORES: &str = "test_scores.csv";
 /// Where burn-train's file checkpointer writes, below the directory it is given.
 const CHECKPOINTS: &str = "checkpoint";
 /// burn-train's own log and its per-split metric folders.
@@ -62,7 +63,7 @@ impl RunDir {
     /// The files of a finished run that its results rest on: whatever later reads the run
     /// (`eval`, `figures`, `segment`, `explain`) checks them against the digests in
     /// `result.json`.
-    pub const SEALED: [&str; 2] = [CONFIG, MODEL];
+    pub const SEALED: [&str; 3] = [CONFIG, MODEL, TEST_SCORES];
 
     /// The folder of a variant's run with `seed` under `results` (`ablation` and `variant`
     /// checked by [`check_dir_name`] where they were read).
@@ -159,6 +160,11 @@ impl RunDir {
     /// `model.safetensors`: the trained adapter and decoder.
     pub fn model(&self) -> PathBuf {
         self.path.join(MODEL)
+    }
+
+    /// `test_scores.csv`: each test sample's score, written when the run finishes.
+    pub fn test_scores(&self) -> PathBuf {
+        self.path.join(TEST_SCORES)
     }
 
     /// `per_sample-SPLIT-PROTOCOL.csv`: each sample's score, written by `eval`.

@@ -113,7 +113,8 @@ impl<'a> Scorer<'a> {
     }
 }
 
-/// Predicts and scores a split batch by batch (no sample's prediction is kept).
+/// Predicts and scores a split batch by batch (no sample's prediction is kept): its metrics
+/// and each sample's score, in split order.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_split<B: SdBackend>(
     model: &DiffRis<B>,
@@ -123,12 +124,12 @@ pub fn evaluate_split<B: SdBackend>(
     device: &B::Device,
     bar: &ProgressBar,
     heartbeat: Option<&mut Heartbeat>,
-) -> anyhow::Result<Metrics> {
+) -> anyhow::Result<(Metrics, Vec<SampleScore>)> {
     let mut scorer = Scorer::new(data, protocol);
     predict_each(model, data, batch, device, bar, heartbeat, |i, p| {
         scorer.add(i, p)
     })?;
-    Ok(scorer.finish().0)
+    Ok(scorer.finish())
 }
 
 /// Scores predictions under a protocol (see [`Scorer`]).

@@ -6,6 +6,7 @@ pub mod figures;
 pub mod plots;
 pub mod runs;
 pub mod tables;
+pub mod uncertainty;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use crate::config::recipe::AblationFile;
 use crate::util::atomic_file::write_atomic;
 use runs::{Collected, Expected, collect};
 use tables::{csv, latex, markdown, notes};
+use uncertainty::Uncertainty;
 
 /// What [`write_ablation`] produced.
 #[derive(Debug, Serialize)]
@@ -69,19 +71,20 @@ pub fn write_ablation(
                 .join(", ")
         );
     }
-    let notes = notes(file, profile, &rows);
-    let md = markdown(file, &rows, &notes);
+    let u = Uncertainty::of(file, &rows);
+    let notes = notes(file, profile, &rows, &u);
+    let md = markdown(file, &rows, &notes, &u);
     let mut files = Vec::new();
     for (name, text) in [
         ("table.md", md.clone()),
-        ("table.csv", csv(file, &rows)),
-        ("table.tex", latex(file, &rows, &notes)),
+        ("table.csv", csv(file, &rows, &u)),
+        ("table.tex", latex(file, &rows, &notes, &u)),
     ] {
         let path = dir.join(name);
         write_atomic(&path, text.as_bytes())?;
         files.push(path);
     }
-    files.extend(plots::write_all(file, &rows, results, &dir)?);
+    files.extend(plots::write_all(file, &rows, &u, results, &dir)?);
     Ok(Written {
         markdown: md,
         files,

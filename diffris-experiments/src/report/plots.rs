@@ -15,6 +15,7 @@ use crate::config::RunDir;
 use crate::config::recipe::{AblationFile, Column, Figure};
 use crate::report::curves::Curves;
 use crate::report::runs::{Row, mean_std};
+use crate::report::uncertainty::Uncertainty;
 use crate::util::png::save_drawing;
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
@@ -84,8 +85,28 @@ fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> PlotResult<()> {
         .map_err(err)
 }
 
-/// Grouped bars: per variant, our mean and the paper's value for mIoU and oIoU.
-fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
+/// Our test mean's 95% interval as a whisker at `x` (`None` where the row has none).
+fn whisker(
+    u: &Uncertainty,
+    row: usize,
+    col: Column,
+    x: f64,
+    v: f64,
+) -> Option<ErrorBar<f64, f64, plotters::element::ErrorBarOrientV<f64, f64>>> {
+    let i = u.interval(row, col)?;
+    Some(ErrorBar::new_vertical(
+        x,
+        i.lo,
+        v,
+        i.hi,
+        BLACK.stroke_width(1),
+        6,
+    ))
+}
+
+/// Grouped bars: per variant, our mean (with its 95% interval) and the paper's value for mIoU
+/// and oIoU.
+fn bars(file: &AblationFile, rows: &[Row<'_>], u: &Uncertainty, path: &Path) -> PlotResult<()> {
     save_drawing(path, (1000, 560), |buf| {
         let root = BitMapBackend::with_buffer(buf, (1000, 560)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
@@ -136,6 +157,14 @@ fn bars(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
                 });
+            if !paper {
+                let whiskers = rows.iter().enumerate().filter_map(|(i, row)| {
+                    let v = series_value(row, col, paper)?;
+                    let x = i as f64 + 0.1 + (k as f64 + 0.45) * width;
+                    whisker(u, i, col, x, v)
+                });
+                chart.draw_series(whiskers).map_err(err)?;
+            }
         }
         legend(&mut chart)?;
         root.present().map_err(err)
@@ -223,7 +252,7 @@ fn curves(file: &AblationFile, rows: &[Row<'_>], results: &Path, path: &Path) ->
 }
 
 /// Fig. 8 style: mIoU and oIoU across the variants in order (ours and the paper's).
-fn line(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
+fn line(file: &AblationFile, rows: &[Row<'_>], u: &Uncertainty, path: &Path) -> PlotResult<()> {
     save_drawing(path, (800, 500), |buf| {
         let root = BitMapBackend::with_buffer(buf, (800, 500)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
@@ -249,7 +278,13 @@ fn line(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
                 .enumerate()
                 .filter_map(|(i, r)| Some((i as f64, series_value(r, col, paper)?)))
                 .collect();
-            marked_line(&mut chart, pts, name, color.to_rgba(), 4)?;
+            marked_line(&mut chart, pts.clone(), name, color.to_rgba(), 4)?;
+            if !paper {
+                let whiskers = pts
+                    .iter()
+                    .filter_map(|&(x, v)| whisker(u, x as usize, col, x, v));
+                chart.draw_series(whiskers).map_err(err)?;
+            }
         }
         legend(&mut chart)?;
         root.present().map_err(err)
@@ -260,6 +295,7 @@ fn line(file: &AblationFile, rows: &[Row<'_>], path: &Path) -> PlotResult<()> {
 pub fn write_all(
     file: &AblationFile,
     rows: &[Row<'_>],
+    u: &Uncertainty,
     results: &Path,
     dir: &Path,
 ) -> anyhow::Result<Vec<PathBuf>> {
@@ -267,11 +303,11 @@ pub fn write_all(
     std::fs::create_dir_all(dir)?;
     let mut out = vec![dir.join("bars.png"), dir.join("curves.png")];
     let named = |p: &Path| format!("plotting {}", p.display());
-    bars(file, rows, &out[0]).with_context(|| named(&out[0]))?;
+    bars(file, rows, u, &out[0]).with_context(|| named(&out[0]))?;
     curves(file, rows, results, &out[1]).with_context(|| named(&out[1]))?;
     if file.figure == Figure::Line {
         let p = dir.join("line.png");
-        line(file, rows, &p).with_context(|| named(&p))?;
+        line(file, rows, u, &p).with_context(|| named(&p))?;
         out.push(p);
     }
     Ok(out)

@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 use crate::config::recipe::{AblationFile, Variant};
 use crate::config::run_spec::ProfileName;
 use crate::config::{RunDir, RunSpec};
-use crate::records::{DivergedRun, Outcome, RunResult, TrainedAs};
+use crate::records::{DivergedRun, Outcome, RunResult, TestScores, TrainedAs};
 
 /// The runs of one variant that have ended: finished (with metrics) or diverged.
 #[derive(Clone, Debug)]
 pub struct Row<'a> {
     pub variant: &'a Variant,
     pub results: Vec<RunResult>,
+    /// Each finished run's test scores, beside `results` (`None`: a run finished before runs
+    /// wrote them).
+    pub scores: Vec<Option<TestScores>>,
     pub diverged: Vec<DivergedRun>,
     /// How each of its runs (finished or diverged) was trained, by seed (`None`: no readable
     /// `env.json`).
@@ -80,7 +83,8 @@ pub fn collect<'a>(
     let mut skipped = Vec::new();
     for v in &file.variants {
         let seeds = RunDir::seeds(results, &file.name, &v.name);
-        let (mut results_v, mut diverged, mut trained_as) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut results_v, mut scores, mut diverged, mut trained_as) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for seed in seeds {
             let dir = RunDir::new(results, &file.name, &v.name, seed);
             if !dir.has_ended() {
@@ -101,13 +105,17 @@ pub fn collect<'a>(
             }
             trained_as.push((seed, dir.trained_as()));
             match r {
-                Outcome::Finished(r) => results_v.push(r),
+                Outcome::Finished(r) => {
+                    scores.push(dir.read_test_scores(&r.test)?);
+                    results_v.push(r);
+                }
                 Outcome::Diverged(d) => diverged.push(d),
             }
         }
         rows.push(Row {
             variant: v,
             results: results_v,
+            scores,
             diverged,
             trained_as,
         });

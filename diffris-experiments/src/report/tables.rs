@@ -1,10 +1,12 @@
-//! The table of an ablation: our numbers (mean ± std over seeds) beside the paper's, in the
-//! paper's layout, as Markdown, CSV and LaTeX. The other methods the paper compares (the file's
-//! `reported` rows) come first, with the paper's numbers only and a dagger.
+//! The table of an ablation: our numbers (mean ± std over seeds, and on the test split the 95%
+//! interval of [`Uncertainty`] with a mark where a row differs from row 1) beside the paper's,
+//! in the paper's layout, as Markdown, CSV and LaTeX. The other methods the paper compares (the
+//! file's `reported` rows) come first, with the paper's numbers only and a dagger.
 
 use crate::config::recipe::{AblationFile, Column, Encoders, PaperNumbers, Reported};
 use crate::config::run_spec::ProfileName;
 use crate::report::runs::{Row, mean_std};
+use crate::report::uncertainty::Uncertainty;
 
 /// The marker of a row reported in the paper and not run here.
 const REPORTED: &str = "†";
@@ -46,10 +48,10 @@ impl Line<'_, '_> {
     }
 
     /// Our cell (`–` for a reported row).
-    fn ours(&self, c: Column, split: SplitCol) -> String {
+    fn ours(&self, c: Column, split: SplitCol, u: &Uncertainty) -> String {
         match self {
             Self::Reported(_) => "–".into(),
-            Self::Ours(_, row) => our_cell(row, c, split),
+            Self::Ours(i, row) => our_cell(row, c, split, u, i - 1),
         }
     }
 }
@@ -131,7 +133,12 @@ fn table_columns(file: &AblationFile) -> Vec<(SplitCol, Column)> {
         .collect()
 }
 
-pub fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]) -> Vec<String> {
+pub fn notes(
+    file: &AblationFile,
+    profile: Option<ProfileName>,
+    rows: &[Row<'_>],
+    u: &Uncertainty,
+) -> Vec<String> {
     let mut notes = Vec::new();
     if let Some(n) = &file.note {
         notes.push(n.clone());
@@ -147,6 +154,7 @@ pub fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]
             r.protocol
         ));
     }
+    notes.extend(u.notes());
     if profile == Some(ProfileName::Paper) {
         notes.push(
             "Paper profile: the SD weights and dataset given by --sd/--data or setup.ron (each \
@@ -203,16 +211,26 @@ pub fn notes(file: &AblationFile, profile: Option<ProfileName>, rows: &[Row<'_>]
     notes
 }
 
-/// Our cell of a row: its seeds' numbers, or `diverged` when every run of it diverged.
-fn our_cell(row: &Row<'_>, c: Column, split: SplitCol) -> String {
+/// Our cell of row `index` (0-based among ours): its seeds' numbers, on the test split with
+/// their interval and mark, or `diverged` when every run of it diverged.
+fn our_cell(row: &Row<'_>, c: Column, split: SplitCol, u: &Uncertainty, index: usize) -> String {
     if row.results.is_empty() && !row.diverged.is_empty() {
         return "diverged".into();
     }
-    cell(&values(row, c, split))
+    let numbers = cell(&values(row, c, split));
+    match u.interval(index, c).filter(|_| split == SplitCol::Test) {
+        Some(i) => format!("{numbers} [{:.2}, {:.2}]{}", i.lo, i.hi, u.mark(index, c)),
+        None => numbers,
+    }
 }
 
 /// The table as Markdown.
-pub fn markdown(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String {
+pub fn markdown(
+    file: &AblationFile,
+    rows: &[Row<'_>],
+    notes: &[String],
+    u: &Uncertainty,
+) -> String {
     let cols = table_columns(file);
     let lines = lines(file, rows);
     let encoders = has_encoders(&lines);
@@ -241,7 +259,7 @@ pub fn markdown(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> Stri
         for &(s, c) in &cols {
             out.push_str(&format!(
                 " {} | {} |",
-                line.ours(c, s),
+                line.ours(c, s, u),
                 paper_cell(c.paper(line.paper(s)))
             ));
         }
@@ -259,9 +277,10 @@ fn quoted(s: &str) -> String {
 }
 
 /// The table as CSV: one line per row, the finished and the diverged seeds (left out of the
-/// means), mean, std and paper value per column. A reported row has an empty variant and seed
-/// counts and no mean or std.
-pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
+/// means), then per column the mean, std, the 95% interval of the mean (`lo`, `hi`) and of the
+/// difference from row 1 (`diff_lo`, `diff_hi`; test columns only) and the paper's value. A
+/// reported row has an empty variant and seed counts and no numbers of ours.
+pub fn csv(file: &AblationFile, rows: &[Row<'_>], u: &Uncertainty) -> String {
     let cols = table_columns(file);
     let lines = lines(file, rows);
     let encoders = has_encoders(&lines);
@@ -273,7 +292,9 @@ pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
         let h = format!("{}{}", c.header(), s.suffix())
             .replace('@', "_at_")
             .replace(' ', "_");
-        out.push_str(&format!(",{h}_mean,{h}_std,{h}_paper"));
+        out.push_str(&format!(
+            ",{h}_mean,{h}_std,{h}_lo,{h}_hi,{h}_diff_lo,{h}_diff_hi,{h}_paper"
+        ));
     }
     out.push('\n');
     for line in &lines {
@@ -296,6 +317,12 @@ pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
                 Line::Reported(_) => (f64::NAN, f64::NAN),
                 Line::Ours(_, row) => mean_std(&values(row, c, split)),
             };
+            let (interval, diff) = match line {
+                Line::Ours(i, _) if split == SplitCol::Test => {
+                    (u.interval(i - 1, c), u.diff(i - 1, c))
+                }
+                _ => (None, None),
+            };
             let p = c
                 .paper(line.paper(split))
                 .map_or(String::new(), |v| format!("{v:.2}"));
@@ -306,7 +333,16 @@ pub fn csv(file: &AblationFile, rows: &[Row<'_>]) -> String {
                     format!("{x:.4}")
                 }
             };
-            out.push_str(&format!(",{},{},{p}", fmt(m), fmt(s)));
+            let bounds = |i: Option<crate::eval::bootstrap::Interval>| {
+                i.map_or([f64::NAN; 2], |i| [i.lo, i.hi]).map(fmt).join(",")
+            };
+            out.push_str(&format!(
+                ",{},{},{},{},{p}",
+                fmt(m),
+                fmt(s),
+                bounds(interval),
+                bounds(diff)
+            ));
         }
         out.push('\n');
     }
@@ -322,7 +358,7 @@ fn latex_escape(s: &str) -> String {
 }
 
 /// The table as a LaTeX `table` environment.
-pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String {
+pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String], u: &Uncertainty) -> String {
     let cols = table_columns(file);
     let lines = lines(file, rows);
     let encoders = has_encoders(&lines);
@@ -348,7 +384,11 @@ pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String 
             out.push_str(&format!(" & {} & {}", latex_escape(&v), latex_escape(&t)));
         }
         for &(s, c) in &cols {
-            let ours = line.ours(c, s).replace('±', "$\\pm$");
+            let ours = line
+                .ours(c, s, u)
+                .replace('±', "$\\pm$")
+                .replace('↑', "$\\uparrow$")
+                .replace('↓', "$\\downarrow$");
             out.push_str(&format!(
                 " & {ours} & {}",
                 paper_cell(c.paper(line.paper(s)))
@@ -367,7 +407,8 @@ pub fn latex(file: &AblationFile, rows: &[Row<'_>], notes: &[String]) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::DivergedRun;
+    use crate::eval::evaluate::Baselines;
+    use crate::records::{DivergedRun, RunResult, TestScores};
     use crate::training::divergence::Divergence;
 
     const FILE: &str = r#"(
@@ -387,6 +428,7 @@ mod tests {
             trained_as: vec![],
             variant: &file.variants[0],
             results: vec![],
+            scores: vec![],
             diverged: vec![DivergedRun {
                 ablation: "mini".into(),
                 variant: "off".into(),
@@ -401,7 +443,8 @@ mod tests {
                 train_seconds: 1.0,
             }],
         }];
-        let notes = notes(&file, Some(ProfileName::Paper), &rows);
+        let u = Uncertainty::none();
+        let notes = notes(&file, Some(ProfileName::Paper), &rows, &u);
         assert!(
             notes.iter().any(|n| n.starts_with("Paper profile")),
             "{notes:?}"
@@ -413,11 +456,11 @@ mod tests {
                     .to_string()
             )
         );
-        let md = markdown(&file, &rows, &notes);
+        let md = markdown(&file, &rows, &notes, &u);
         assert!(md.contains("| 1 | no adapter | diverged | 61.43 |"), "{md}");
         // The CSV counts the diverged seed, leaves our mean empty (no finished seed) and keeps
         // the paper's number.
-        assert!(csv(&file, &rows).ends_with("off,\"no adapter\",0,1,,,61.43\n"));
+        assert!(csv(&file, &rows, &u).ends_with("off,\"no adapter\",0,1,,,,,,,61.43\n"));
     }
 
     const WITH_REPORTED: &str = r#"(
@@ -448,15 +491,17 @@ mod tests {
             trained_as: vec![],
             variant: &file.variants[0],
             results: vec![],
+            scores: vec![],
             diverged: vec![],
         }];
-        let notes = notes(&file, None, &rows);
+        let u = Uncertainty::none();
+        let notes = notes(&file, None, &rows, &u);
         assert!(
             notes
                 .iter()
                 .any(|n| n.starts_with("† Reported in the paper"))
         );
-        let md = markdown(&file, &rows, &notes);
+        let md = markdown(&file, &rows, &notes, &u);
         let body: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
         assert_eq!(
             body,
@@ -469,30 +514,152 @@ mod tests {
                  63.64 | – | 62.19 |",
             ]
         );
-        let csv = csv(&file, &rows);
+        let csv = csv(&file, &rows, &u);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "variant,label,seeds,diverged,visual_encoder,text_encoder,Pr_at_0.5_val_mean,\
-             Pr_at_0.5_val_std,\
-             Pr_at_0.5_val_paper,Pr_at_0.5_mean,Pr_at_0.5_std,Pr_at_0.5_paper,mIoU_val_mean,\
-             mIoU_val_std,mIoU_val_paper,mIoU_mean,mIoU_std,mIoU_paper"
+            "variant,label,seeds,diverged,visual_encoder,text_encoder,\
+             Pr_at_0.5_val_mean,Pr_at_0.5_val_std,Pr_at_0.5_val_lo,Pr_at_0.5_val_hi,\
+             Pr_at_0.5_val_diff_lo,Pr_at_0.5_val_diff_hi,Pr_at_0.5_val_paper,\
+             Pr_at_0.5_mean,Pr_at_0.5_std,Pr_at_0.5_lo,Pr_at_0.5_hi,\
+             Pr_at_0.5_diff_lo,Pr_at_0.5_diff_hi,Pr_at_0.5_paper,\
+             mIoU_val_mean,mIoU_val_std,mIoU_val_lo,mIoU_val_hi,\
+             mIoU_val_diff_lo,mIoU_val_diff_hi,mIoU_val_paper,\
+             mIoU_mean,mIoU_std,mIoU_lo,mIoU_hi,mIoU_diff_lo,mIoU_diff_hi,mIoU_paper"
         );
         assert_eq!(
             lines[1],
-            ",\"RRN [39]\",,,\"ResNet-101\",\"LSTM\",,,51.09,,,51.07,,,46.06,,,45.64"
+            ",\"RRN [39]\",,,\"ResNet-101\",\"LSTM\",,,,,,,51.09,,,,,,,51.07,,,,,,,46.06,,,,,,,45.64"
         );
         assert!(
             lines[2].starts_with("ours,\"DiffRIS (ours)\",0,0,"),
             "{}",
             lines[2]
         );
-        let tex = latex(&file, &rows, &notes);
+        let tex = latex(&file, &rows, &notes, &u);
         assert!(tex.contains("\\begin{tabular}{clllrrrrrrrr}"), "{tex}");
         assert!(
             tex.contains(" & RRN [39] $^\\dagger$ & ResNet-101 & LSTM & – & 51.09"),
             "{tex}"
         );
+    }
+
+    const TWO: &str = r#"(
+        version: 2,
+        name: "two",
+        title: "Two",
+        columns: [miou],
+        base: (dataset: rrsisd),
+        variants: [
+            (name: "a", label: "row a", paper: (miou: 61.43)),
+            (name: "b", label: "row b", paper: (miou: 62.19)),
+            (name: "c", label: "row c"),
+        ],
+    )"#;
+
+    fn finished(variant: &str, scores: &TestScores) -> RunResult {
+        let test = scores.metrics();
+        RunResult {
+            ablation: "two".into(),
+            variant: variant.into(),
+            label: variant.into(),
+            seed: 0,
+            best_epoch: 1,
+            val: test.clone(),
+            baselines: Baselines {
+                all_background: test.clone(),
+                whole_image: test.clone(),
+                random_object: None,
+            },
+            test,
+            train_seconds: 1.0,
+            protocol: "LAVT protocol".into(),
+            files: Default::default(),
+        }
+    }
+
+    #[test]
+    fn test_cells_carry_their_interval_and_a_row_that_beats_row_1_on_every_resample_is_marked() {
+        let file = AblationFile::parse(TWO, std::path::Path::new("two.ron")).unwrap();
+        let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        // Row b gains exactly 1/4 IoU on every sample (mIoU 30 -> 55); row c has no scores.
+        let a = TestScores {
+            samples: ids.clone(),
+            counts: vec![(1, 4), (0, 4), (3, 4), (1, 4), (1, 4)],
+        };
+        let b = TestScores {
+            samples: ids,
+            counts: vec![(2, 4), (1, 4), (4, 4), (2, 4), (2, 4)],
+        };
+        let row = |v: usize, scores: Option<&TestScores>| Row {
+            variant: &file.variants[v],
+            results: vec![finished(&file.variants[v].name, scores.unwrap_or(&a))],
+            scores: vec![scores.cloned()],
+            diverged: vec![],
+            trained_as: vec![],
+        };
+        let rows = vec![row(0, Some(&a)), row(1, Some(&b)), row(2, None)];
+        let u = Uncertainty::of(&file, &rows);
+        assert_eq!(u.samples, 5);
+        let notes = notes(&file, None, &rows, &u);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("[lo, hi]: the 95% interval")),
+            "{notes:?}"
+        );
+        assert!(
+            notes.contains(
+                &"row c: no interval; a run of it finished before runs recorded each test \
+                  sample's score."
+                    .to_string()
+            ),
+            "{notes:?}"
+        );
+        // One seed per row: the intervals say so.
+        assert!(
+            notes
+                .iter()
+                .any(|n| n
+                    .starts_with("A row of one seed has an interval over the test samples only")),
+            "{notes:?}"
+        );
+        let md = markdown(&file, &rows, &notes, &u);
+        let body: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        let (ia, ib) = (
+            u.interval(0, Column::Miou).unwrap(),
+            u.interval(1, Column::Miou).unwrap(),
+        );
+        assert!(ia.lo <= 30.0 && 30.0 <= ia.hi && ia.lo < ia.hi, "{ia:?}");
+        assert_eq!(
+            body[1],
+            format!("| 1 | row a | 30.00 [{:.2}, {:.2}] | 61.43 |", ia.lo, ia.hi)
+        );
+        assert_eq!(
+            body[2],
+            format!(
+                "| 2 | row b | 55.00 [{:.2}, {:.2}] ↑ | 62.19 |",
+                ib.lo, ib.hi
+            )
+        );
+        assert_eq!(body[3], "| 3 | row c | 30.00 | – |");
+        // The paired difference is exactly +25 in every resample.
+        let csv = csv(&file, &rows, &u);
+        let b_line = csv.lines().find(|l| l.starts_with("b,")).unwrap();
+        assert_eq!(
+            b_line,
+            format!(
+                "b,\"row b\",1,0,55.0000,0.0000,{:.4},{:.4},25.0000,25.0000,62.19",
+                ib.lo, ib.hi
+            )
+        );
+        assert!(
+            csv.lines()
+                .any(|l| l == "c,\"row c\",1,0,30.0000,0.0000,,,,,"),
+            "{csv}"
+        );
+        let tex = latex(&file, &rows, &notes, &u);
+        assert!(tex.contains("] $\\uparrow$ & 62.19"), "{tex}");
     }
 
     #[test]

@@ -14,9 +14,11 @@ use diffris_model::sd::StableDiffusion;
 use crate::config::{RunDir, RunSpec};
 use crate::device::backend::{DeviceBackend, RunTarget};
 use crate::eval::evaluate::{baselines, evaluate_split};
-use crate::eval::metrics::Metrics;
+use crate::eval::metrics::{Metrics, SampleScore};
 use crate::inputs::split::EncodedSplit;
-use crate::records::{DivergedRun, EnvRecord, Outcome, RunResult, TrainedAs, outcome_line};
+use crate::records::{
+    DivergedRun, EnvRecord, Outcome, RunResult, TestScores, TrainedAs, outcome_line,
+};
 use crate::runner::prepare::{Shared, prepare_inputs};
 use crate::runner::workspace::Workspace;
 use crate::training::divergence::Diverged;
@@ -196,23 +198,28 @@ pub fn run_one<B: DeviceBackend>(
         return Ok(None);
     }
 
-    let evaluate = |data: &EncodedSplit, name: &str| -> anyhow::Result<Metrics> {
-        let bar = ws.bar(format!("evaluating {name}"));
-        let mut beat = ws.heartbeat(format!("{label} evaluating {name}"), &dir);
-        let m = evaluate_split(
-            &trained.model.model,
-            data,
-            spec.protocol,
-            plan.eval.batch,
-            device,
-            &bar,
-            Some(&mut beat),
-        );
-        bar.finish_and_clear();
-        m
-    };
-    let val = evaluate(&val_eval, "val")?;
-    let test = evaluate(&test_data, "test")?;
+    let evaluate =
+        |data: &EncodedSplit, name: &str| -> anyhow::Result<(Metrics, Vec<SampleScore>)> {
+            let bar = ws.bar(format!("evaluating {name}"));
+            let mut beat = ws.heartbeat(format!("{label} evaluating {name}"), &dir);
+            let m = evaluate_split(
+                &trained.model.model,
+                data,
+                spec.protocol,
+                plan.eval.batch,
+                device,
+                &bar,
+                Some(&mut beat),
+            );
+            bar.finish_and_clear();
+            m
+        };
+    let (val, _) = evaluate(&val_eval, "val")?;
+    let (test, each) = evaluate(&test_data, "test")?;
+    dir.write_test_scores(&TestScores::new(
+        test_data.samples.iter().map(|s| s.id.clone()),
+        &each,
+    ))?;
     let mut result = RunResult {
         ablation: spec.ablation.clone(),
         variant: spec.variant.clone(),

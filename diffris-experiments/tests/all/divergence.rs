@@ -154,7 +154,7 @@ fn a_diverged_run_is_recorded_shown_in_the_table_and_reused() {
     let csv = std::fs::read_to_string(results.path().join("cp_adapter/table.csv")).unwrap();
     assert!(
         csv.lines()
-            .any(|l| l.starts_with("none,\"w/o CP-adapter\",0,1,,,61.43,")),
+            .any(|l| l.starts_with("none,\"w/o CP-adapter\",0,1,,,,,,,61.43,")),
         "{csv}"
     );
 

@@ -219,6 +219,39 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         full.test.oiou
     );
 
+    // The run recorded each test sample's score when it finished (sealed with it): the same
+    // intersections and unions as `eval` computes again, which the table's intervals rest on.
+    let recorded = std::fs::read_to_string(run_dir.join("test_scores.csv")).unwrap();
+    let counts: Vec<(String, String)> = recorded
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.rsplitn(3, ',').collect();
+            (c[1].to_string(), c[0].to_string())
+        })
+        .collect();
+    let again: Vec<(String, String)> = rows.iter().map(|r| (r[2].clone(), r[3].clone())).collect();
+    assert_eq!(counts, again, "{recorded}");
+    assert!(
+        full.files.contains_key("test_scores.csv"),
+        "{:?}",
+        full.files
+    );
+    let full_line = table
+        .lines()
+        .find(|l| l.contains("| full adapter |"))
+        .unwrap();
+    assert!(
+        full_line.contains(&format!("{:.2} [", full.test.miou)),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "[lo, hi]: the 95% interval of our test mean, from a bootstrap over the 8 test samples"
+        ),
+        "{table}"
+    );
+
     // `figures` draws the best, median and worst samples of the first run (by the IoUs the
     // per-sample CSV holds) with both runs' predictions.
     let best = (0..ious.len())
@@ -297,7 +330,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     let partial = std::fs::read_to_string(dir.path().join("results/mini/table.md")).unwrap();
     assert!(
         partial.contains("| 1 | no adapter | – | 61.43 |")
-            && partial.contains(&format!("| 2 | full adapter | {:.2} |", full.test.miou)),
+            && partial.contains(&format!("| 2 | full adapter | {:.2} [", full.test.miou)),
         "{partial}"
     );
     std::fs::write(&off_config, saved).unwrap();
