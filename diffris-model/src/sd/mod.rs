@@ -1,5 +1,5 @@
-//! The frozen Stable Diffusion components (diffusers / transformers layouts), one file per
-//! concept.
+//! The Stable Diffusion components (diffusers / transformers layouts), one file per concept,
+//! and SD's noise schedule ([`schedule`]).
 
 pub mod attention;
 pub mod clip;
@@ -7,12 +7,14 @@ pub mod config;
 pub mod config_json;
 pub mod embeddings;
 pub mod resnet;
+pub mod schedule;
 pub mod stack;
 pub mod unet;
 pub mod vae;
 
 pub use clip::ClipTextModel;
 pub use config::{ClipActivation, ClipConfig, SdConfig, UNetConfig, VaeConfig};
+pub use schedule::NoiseSchedule;
 pub use stack::StableDiffusion;
 pub use unet::{UNet2DConditionModel, UNetOutput, UNetRequest};
 pub use vae::VaeEncoder;

@@ -8,6 +8,7 @@ mod diffris_model;
 mod explain;
 mod frozen_ops;
 mod half_precision;
+mod schedule;
 mod sd15_keys;
 mod sd_gradients;
 mod sd_parity;
