@@ -2,6 +2,7 @@
 //! RRSIS-D layout). Each module documents its layout on disk; this crate is the only place that
 //! knows them.
 
+pub mod captions;
 pub mod phrase;
 pub mod rrsisd;
 

@@ -33,7 +33,7 @@ impl Position {
         Self::BottomRight,
     ];
 
-    fn words(self) -> &'static str {
+    pub fn words(self) -> &'static str {
         match self {
             Self::TopLeft => "top left",
             Self::Top => "top",

@@ -2,6 +2,7 @@
 //! like aerial tiles, expressions that single out exactly one object, exact masks, written to
 //! disk in the RRSIS-D layout so the same reader serves synthetic and real data.
 
+pub mod caption;
 pub mod language;
 pub mod scene;
 

@@ -191,10 +191,38 @@ impl Object {
     }
 }
 
+/// What lies under the objects: the ground's kind and whether water and a road cross it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ground {
+    pub kind: GroundKind,
+    pub water: bool,
+    pub road: bool,
+}
+
+/// The three grounds a scene is drawn on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroundKind {
+    Grass,
+    Soil,
+    Concrete,
+}
+
+impl GroundKind {
+    /// The ground's word in captions.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Grass => "grassland",
+            Self::Soil => "bare soil",
+            Self::Concrete => "urban concrete",
+        }
+    }
+}
+
 /// A rendered scene.
 #[derive(Clone, Debug)]
 pub struct Scene {
     pub size: usize,
+    pub ground: Ground,
     pub objects: Vec<Object>,
     /// RGB, row-major, `size * size * 3`.
     pub pixels: Vec<u8>,
@@ -242,7 +270,9 @@ pub fn generate<R: Rng>(rng: &mut R, size: usize, n_objects: usize, object_scale
         [150.0, 126.0, 92.0],
         [150.0, 150.0, 146.0],
     ];
-    let ground = grounds[rng.random_range(0..grounds.len())];
+    let ground_index = rng.random_range(0..grounds.len());
+    let ground = grounds[ground_index];
+    let kind = [GroundKind::Grass, GroundKind::Soil, GroundKind::Concrete][ground_index];
     let coarse = value_noise(rng, size, 4);
     let fine = value_noise(rng, size, 16);
     let mut rgb: Vec<[f32; 3]> = (0..size * size)
@@ -402,6 +432,11 @@ pub fn generate<R: Rng>(rng: &mut R, size: usize, n_objects: usize, object_scale
         .collect();
     Scene {
         size,
+        ground: Ground {
+            kind,
+            water: water.is_some(),
+            road: road.is_some(),
+        },
         objects,
         pixels,
         masks,
