@@ -25,11 +25,13 @@ pub struct HalfTolerance {
 }
 
 impl HalfTolerance {
-    /// Measured worst over the decoders on flex, f16 / bf16: first loss 1.9e-4 / 1.1e-3
-    /// relative, second loss 9.2e-4 / 4.5e-3; gradient cosine 0.992 / 0.913 (adapter), 0.995 /
-    /// 0.940 (decoder). The bounds leave about 2x margin on the losses and on 1 - cosine. A
-    /// control with the adapter's path through the UNet cut (its output detached before the
-    /// UNet) gave an adapter cosine of 0.858 for PCMRD: below both.
+    /// Measured worst over the decoders on flex, f16 / bf16: first loss 3.8e-4 / 3.9e-3
+    /// relative, second loss 2.3e-3 / 3.7e-3 (the f16 worst is OAD's since it mixes RMSIN's
+    /// single rotated kernel and rotates as ARC does; before that the worst was 9.2e-4); gradient
+    /// cosine 0.991 / 0.913 (adapter), 0.990 / 0.940 (decoder). The loss bounds leave about 2x
+    /// margin, the cosine bounds 2x on f16's `1 - cosine` and 1.15x on bf16's. A control with
+    /// the adapter's path through the UNet cut (its output detached before the UNet) gave an
+    /// adapter cosine of 0.858 for PCMRD: below both.
     pub fn of(precision: Precision) -> Self {
         match precision {
             Precision::Bf16 => Self {
@@ -37,7 +39,7 @@ impl HalfTolerance {
                 min_cosine: 0.9,
             },
             _ => Self {
-                loss_rel: 2e-3,
+                loss_rel: 5e-3,
                 min_cosine: 0.98,
             },
         }

@@ -192,6 +192,7 @@ fn table6_rows_draw_gumbel_noise_only_with_the_hard_assignment() {
 #[test]
 fn table5_holds_the_loss_fixed_and_its_twin_keeps_each_decoders_own() {
     let _rng = crate::burn_rng();
+    use diffris_model::decoder::DecoderConfig;
     use diffris_model::decoder::loss::LossKind;
     let tiny = Resolver {
         profile: ProfileName::Tiny,
@@ -224,9 +225,16 @@ fn table5_holds_the_loss_fixed_and_its_twin_keeps_each_decoders_own() {
                 comparison_loss
             };
             assert_eq!(spec.model.loss.kind, want, "{name}/{}", v.name);
+            // OAD mixes RMSIN's single rotated kernel, ARC's four in its own row, and trains
+            // with RMSIN's 0.1 Dice share where each decoder has its own loss.
+            if let DecoderConfig::Oad(c) = &spec.model.decoder {
+                assert_eq!(c.kernels, if v.name == "oad_4" { 4 } else { 1 }, "{name}");
+                let dice = if name == "decoder_own_loss" { 0.1 } else { 0.0 };
+                assert_eq!(spec.model.loss.dice_weight, dice, "{name}/{}", v.name);
+            }
             seen.push(v.name.clone());
         }
-        assert_eq!(seen, ["lmp", "oad", "camd", "pcmrd"], "{name}");
+        assert_eq!(seen, ["lmp", "oad", "oad_4", "camd", "pcmrd"], "{name}");
     }
 }
 

@@ -1,6 +1,6 @@
 //! CAMD, the comparison decoder after CARIS (Table 5), laid out as CARIS's vision-language
-//! pixel decoder (`lsa1997/CARIS`, `caris/modeling/pixel_decoder/msdeformattn.py` and
-//! `caris/modeling/meta_arch/caris_head.py`):
+//! pixel decoder (`lsa1997/CARIS`, `model/msdeform_decoder.py` and
+//! `model/builder.py`):
 //!
 //! 1. F8, F16, F32 (coarsest first, as CARIS orders its levels) are projected to `D` channels
 //!    (1x1 convolution + group norm) and flattened into one sequence of visual tokens; each token's position is its level's 2-D sine encoding

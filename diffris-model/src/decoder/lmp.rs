@@ -22,8 +22,9 @@ pub struct LmpConfig {
     pub hidden: usize,
     /// Maximum rotation of OAD's rotated convolutions, in degrees.
     pub max_angle_deg: f64,
-    /// Rotated kernels OAD's convolutions mix per sample (ARC's paper: 4; RMSIN's
-    /// released configuration: 1; see `docs/DESIGN.md`).
+    /// Rotated kernels OAD's convolutions mix per sample: RMSIN's released
+    /// `lib/mask_predictor.py` uses 1 at every stage (the default); ARC's paper uses 4 (the
+    /// `oad_4` variant of the Table 5 files; see `docs/DESIGN.md`).
     pub kernels: usize,
     /// Dropout probability in front of OAD's routing layers while training (RMSIN: 0.2).
     pub routing_dropout: f64,
@@ -34,7 +35,7 @@ impl Default for LmpConfig {
         Self {
             hidden: 640,
             max_angle_deg: 40.0,
-            kernels: 4,
+            kernels: 1,
             routing_dropout: 0.2,
         }
     }

@@ -30,6 +30,15 @@ pub struct LossConfig {
     pub aux_weights: Vec<f64>,
     /// Cross-entropy weights of background and foreground.
     pub class_weights: [f64; 2],
+    /// With `weighted_ce`: the share `w` of RMSIN's Dice loss ([`class_dice`]) in the total,
+    /// `(1 - w) wCE + w Dice`, as RMSIN's `loss/loss.py` (OAD: 0.1; 0, the default, is
+    /// cross-entropy alone and is left out of a written config).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dice_weight: f64,
+}
+
+fn is_zero(w: &f64) -> bool {
+    *w == 0.0
 }
 
 impl Default for LossConfig {
@@ -38,6 +47,7 @@ impl Default for LossConfig {
             kind: LossKind::DiceBce,
             aux_weights: vec![0.001, 0.01, 0.1],
             class_weights: [0.9, 1.1],
+            dice_weight: 0.0,
         }
     }
 }
@@ -59,7 +69,15 @@ impl LossConfig {
                 || format!("{w} is not a positive weight"),
             )?;
         }
-        Ok(())
+        let w = self.dice_weight;
+        ensure((0.0..=1.0).contains(&w), "dice_weight", || {
+            format!("{w} is not a share from 0 to 1")
+        })?;
+        ensure(
+            w == 0.0 || self.kind == LossKind::WeightedCe,
+            "dice_weight",
+            || format!("{w} mixes Dice into weighted_ce only (dice_bce has its own Dice)"),
+        )
     }
 }
 
@@ -107,6 +125,25 @@ pub fn weighted_ce<B: SdBackend>(
     (nll * w.clone()).sum() / w.sum()
 }
 
+/// RMSIN's Dice loss (`loss/loss.py`, `DiceLoss` with its defaults): the softmax
+/// probabilities of both classes against the one-hot target, `1 - (2 sum(p t) + s) / (sum p +
+/// sum t + s)` per sample and class with `s = 1e-6`, summed over samples and classes (not
+/// averaged: RMSIN's `reduction="sum"`).
+///
+/// # Shapes
+/// `class_logits`: `[B, 2, H, W]`, `target`: `[B, 1, H, W]` in {0, 1} -> scalar `[1]`.
+pub fn class_dice<B: SdBackend>(class_logits: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
+    const SMOOTH: f64 = 1e-6;
+    let [b, c, _, _] = class_logits.dims();
+    let p = burn::tensor::activation::softmax(class_logits, 1).reshape([b as i32, c as i32, -1]);
+    let t = Tensor::cat(vec![target.clone().neg().add_scalar(1.0), target], 1)
+        .reshape([b as i32, c as i32, -1]);
+    let inter = (p.clone() * t.clone()).sum_dim(2);
+    let total = p.sum_dim(2) + t.sum_dim(2);
+    let score = (inter.mul_scalar(2.0) + SMOOTH) / (total + SMOOTH);
+    score.neg().add_scalar(1.0).sum()
+}
+
 /// Nearest-neighbour downsampling of a mask to a hit map's size.
 ///
 /// # Shapes
@@ -132,15 +169,16 @@ pub fn training_loss<B: SdBackend>(
     target: Tensor<B, 4>,
 ) -> Tensor<B, 1> {
     match (cfg.kind, class_logits) {
-        (LossKind::WeightedCe, Some(cl)) => weighted_ce(cl, target, cfg.class_weights),
-        (LossKind::WeightedCe, None) => {
+        (LossKind::WeightedCe, class_logits) => {
             // A single foreground logit l is the two-class pair (0, l).
-            let zeros = logits.zeros_like();
-            weighted_ce(
-                Tensor::cat(vec![zeros, logits], 1),
-                target,
-                cfg.class_weights,
-            )
+            let cl = class_logits
+                .unwrap_or_else(|| Tensor::cat(vec![logits.zeros_like(), logits.clone()], 1));
+            let w = cfg.dice_weight;
+            if w == 0.0 {
+                return weighted_ce(cl, target, cfg.class_weights);
+            }
+            weighted_ce(cl.clone(), target.clone(), cfg.class_weights).mul_scalar(1.0 - w)
+                + class_dice(cl, target).mul_scalar(w)
         }
         (LossKind::DiceBce, _) => {
             let mut loss = dice(sigmoid(logits.clone()), target.clone())
@@ -198,6 +236,53 @@ mod tests {
         let t = t4(vec![1.0, 0.0], [1, 1, 1, 2]);
         let want = (1.1 * 2f64.ln() + 0.9 * 4f64.ln()) / 2.0;
         assert!((scalar(weighted_ce(logits, t, [0.9, 1.1])) - want).abs() < 1e-6);
+    }
+
+    /// RMSIN's OAD loss, `0.9 wCE + 0.1 Dice`, by hand on two pixels: logits (0, 0) with target
+    /// 1 and (0, ln 3) with target 0 (as `weighted_ce_by_hand`): foreground probabilities 1/2
+    /// and 3/4, background 1/2 and 1/4. Foreground: intersection 1/2, sums 5/4 + 1; background:
+    /// intersection 1/4, sums 3/4 + 1; the two Dice losses are summed.
+    #[test]
+    fn weighted_ce_with_a_dice_share_by_hand() {
+        let logits = t4(vec![0.0, 0.0, 0.0, 3f32.ln()], [1, 2, 1, 2]);
+        let t = t4(vec![1.0, 0.0], [1, 1, 1, 2]);
+        let cfg = LossConfig {
+            kind: LossKind::WeightedCe,
+            dice_weight: 0.1,
+            ..LossConfig::default()
+        };
+        let ce = (1.1 * 2f64.ln() + 0.9 * 4f64.ln()) / 2.0;
+        let s = 1e-6;
+        let dice = (1.0 - (1.0 + s) / (2.25 + s)) + (1.0 - (0.5 + s) / (1.75 + s));
+        let got = scalar(training_loss(
+            &cfg,
+            t4(vec![0.0; 2], [1, 1, 1, 2]),
+            Some(logits),
+            &[],
+            t,
+        ));
+        assert!((got - (0.9 * ce + 0.1 * dice)).abs() < 1e-6, "{got}");
+        // A share outside [0, 1], or one given to dice_bce, is an error naming the field.
+        let bad = LossConfig {
+            dice_weight: 1.5,
+            ..cfg.clone()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("dice_weight")
+        );
+        let bce = LossConfig {
+            kind: LossKind::DiceBce,
+            ..cfg
+        };
+        assert!(
+            bce.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("weighted_ce only")
+        );
     }
 
     #[test]

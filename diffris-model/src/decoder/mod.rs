@@ -76,9 +76,18 @@ impl DecoderConfig {
                     "routing_dropout",
                     || format!("{} is not a probability below 1", c.routing_dropout),
                 )?;
-                ensure(c.max_angle_deg.is_finite(), "max_angle_deg", || {
-                    format!("{} is not finite", c.max_angle_deg)
-                })
+                // ARC's rotation matrix is a rotation for angles up to 45° either way only.
+                ensure(
+                    (0.0..=45.0).contains(&c.max_angle_deg),
+                    "max_angle_deg",
+                    || {
+                        format!(
+                            "{} is not an angle from 0 to 45 degrees (ARC's rotation of a 3x3 \
+                             kernel holds up to 45°)",
+                            c.max_angle_deg
+                        )
+                    },
+                )
             }
             Self::Camd(c) => {
                 at_least_one(c.hidden, "hidden")?;

@@ -1,14 +1,17 @@
 //! The adaptive rotated convolution of RMSIN's OAD decoder (after ARC, "Adaptive Rotated
-//! Convolution for Rotated Object Detection"; RMSIN's `lib/adaptive_rotated_conv.py` and
-//! `lib/routing_function.py`): `n` 3x3 kernels; a routing branch (depthwise 3x3 convolution,
+//! Convolution for Rotated Object Detection"; RMSIN's `arc/adaptive_rotated_conv.py` and
+//! `arc/routing_function.py`): `n` 3x3 kernels; a routing branch (depthwise 3x3 convolution,
 //! layer norm over channels, ReLU, global average pooling) predicts, per sample, an angle
 //! `theta_i = softsign(.) * max_angle` and a gate `alpha_i = sigmoid(.)` for each, each from its
-//! own linear layer behind its own dropout (the angle layer has no bias); every kernel's taps
-//! are bilinearly rotated by its angle, the rotated kernels are summed with their gates, and the
-//! per-sample kernel is applied as a grouped convolution with one group per sample.
+//! own linear layer behind its own dropout (the angle layer has no bias); every kernel is
+//! rotated by its angle as ARC's `_get_rotation_matrix` rotates it ([`rotation_matrices`]), the
+//! rotated kernels are summed with their gates, and the per-sample kernel is applied as a
+//! grouped convolution with one group per sample.
 //!
-//! Initialisation as RMSIN's: the routing layers' weights normal with std 0.02 (RMSIN: the same,
-//! truncated at two standard deviations, which a draw passes about once in 20) and biases zero;
+//! Initialisation as RMSIN's: the routing layers' weights normal with std 0.02 (RMSIN's
+//! `trunc_normal_` cuts at +-2 absolute, a hundred standard deviations, so never) and their
+//! gate's bias as PyTorch initialises it (RMSIN does not touch it: uniform within
+//! `1 / sqrt(fan_in)`; the depthwise convolution and the angle layer have none);
 //! the kernels He-normal with PyTorch's `fan_out` of a `[n, C_out, C_in, 3, 3]` tensor, which is
 //! `n * C_in * 9` (see `docs/DESIGN.md`).
 
@@ -38,9 +41,16 @@ const TAPS: [(f32, f32); 9] = [
     (1.0, 1.0),
 ];
 
-/// Per-sample 9x9 matrices `M` with `rotated = M . taps`: tap `p` of the rotated kernel takes
-/// the original kernel's value at `R(-theta) p`, bilinearly interpolated (zero outside). A tap
-/// at `q` therefore moves to `R(theta) q`.
+/// Per-sample 9x9 matrices `M` with `rotated = M . taps`, as ARC's `_get_rotation_matrix`:
+/// tap `p` of the rotated kernel takes the original kernel's value at `R(theta) p` (with `x`
+/// to the right and `y` downwards, `R(theta) (x, y) = (x cos - y sin, x sin + y cos)`), the point
+/// clamped into the 3x3 grid and bilinearly interpolated. ARC writes its matrix out entry by
+/// entry, one for positive and one for negative angles; for `|theta| <= 45°` (the routing keeps
+/// `|theta|` below its maximum angle, at most 45°) that matrix is exactly this clamped
+/// interpolation: edge taps interpolate inside the grid, and a corner tap, whose rotated point
+/// leaves the grid, interpolates along the border between its two neighbours. So every row is a
+/// convex combination (a rotated kernel keeps its sum), unlike interpolation with zeros outside
+/// the grid, whose corner taps lose weight (the test at 10-40° checks the values).
 ///
 /// # Shapes
 /// `theta` (radians): `[B]` -> `[B, 9, 9]`.
@@ -55,12 +65,23 @@ pub fn rotation_matrices<B: SdBackend>(theta: Tensor<B, 1>) -> Tensor<B, 3> {
     let py = Tensor::<B, 1>::from_floats(TAPS.map(|t| t.1), &device).reshape([1, 9, 1]);
     let qx = px.clone().reshape([1, 1, 9]);
     let qy = py.clone().reshape([1, 1, 9]);
-    // Source of target tap p: R(-theta) p = (x cos + y sin, -x sin + y cos).
-    let sx = px.clone() * cos.clone() + py.clone() * sin.clone();
-    let sy = py * cos - px * sin;
+    // Source of target tap p: R(theta) p = (x cos - y sin, x sin + y cos), clamped to the grid.
+    let sx = (px.clone() * cos.clone() - py.clone() * sin.clone()).clamp(-1.0, 1.0);
+    let sy = (px * sin + py * cos).clamp(-1.0, 1.0);
     let wx = (sx - qx).abs().neg().add_scalar(1.0).clamp_min(0.0);
     let wy = (sy - qy).abs().neg().add_scalar(1.0).clamp_min(0.0);
     wx * wy
+}
+
+/// A bias of `n` values as PyTorch's `Linear` and `Conv2d` initialise it: uniform in
+/// `[-1/sqrt(fan_in), 1/sqrt(fan_in)]`.
+fn pytorch_bias<B: SdBackend>(fan_in: usize, n: usize, device: &B::Device) -> Param<Tensor<B, 1>> {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Initializer::Uniform {
+        min: -bound,
+        max: bound,
+    }
+    .init([n], device)
 }
 
 /// Rotated, gated 3x3 conv (a mixture of `n` kernels) -> BN -> ReLU.
@@ -105,16 +126,18 @@ impl<B: SdBackend> RotatedConvBnRelu<B> {
             std: (2.0 / fan_out as f64).sqrt(),
         }
         .init([kernels * cout, cin, 3, 3], device);
-        let mut routing_conv = Conv2dConfig::new([cin, cin], [3, 3])
+        let routing_conv = Conv2dConfig::new([cin, cin], [3, 3])
             .with_groups(cin)
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
             .with_initializer(ROUTING_INIT)
             .init(device);
-        routing_conv.bias = Some(Initializer::Zeros.init([cin], device));
+        // The gate's bias as PyTorch initialises it (RMSIN leaves it be): uniform within
+        // `1 / sqrt(fan_in)`. The depthwise convolution has none (ARC's `bias=False`).
         let mut routing_alpha = LinearConfig::new(cin, kernels)
             .with_initializer(ROUTING_INIT)
             .init(device);
-        routing_alpha.bias = Some(Initializer::Zeros.init([kernels], device));
+        routing_alpha.bias = Some(pytorch_bias(cin, kernels, device));
         Self {
             weight,
             routing_conv,
@@ -243,7 +266,8 @@ mod tests {
     /// The mixture is linear in its kernels: per sample, the convolution with
     /// `sum_i alpha_i rotate(W_i, theta_i)`. Checked against a plain convolution with that
     /// kernel built by hand: unrotated kernels with gates 0.5, 2, -1 for sample 0, and for
-    /// sample 1 kernel 1 alone, turned by 90 degrees (its taps moved a quarter turn).
+    /// sample 1 kernel 1 alone, turned by 90 degrees (its taps moved a quarter turn; beyond the
+    /// routing's 45° the sampling is still a rotation, which makes the case exact).
     #[test]
     fn kernels_mix_by_their_gates_each_rotated_by_its_angle() {
         let device = Default::default();
@@ -266,13 +290,14 @@ mod tests {
         let mixed: Vec<f32> = (0..per)
             .map(|j| 0.5 * kernel(0)[j] + 2.0 * kernel(1)[j] - kernel(2)[j])
             .collect();
-        // A quarter turn: the tap at (x, y) goes to (-y, x) (y grows downwards).
+        // A quarter turn: tap p takes the value at R(90°) p = (-p_y, p_x), so the tap at
+        // (x, y) goes to (y, -x) (y grows downwards).
         let mut turned = vec![0f32; per];
         for (k, chunk) in kernel(1).chunks(9).enumerate() {
             for (t, &(tx, ty)) in TAPS.iter().enumerate() {
                 let to = TAPS
                     .iter()
-                    .position(|&(ux, uy)| ux == -ty && uy == tx)
+                    .position(|&(ux, uy)| ux == ty && uy == -tx)
                     .unwrap();
                 turned[k * 9 + to] = chunk[t];
             }
@@ -301,15 +326,89 @@ mod tests {
         k[5] = 1.0;
         let k = Tensor::<B, 3>::from_data(TensorData::new(k, [1, 1, 9]), &device);
         let rotated: Vec<f32> = k.matmul(swap_dims(m, 1, 2)).into_data().to_vec().unwrap();
-        // R(90deg) (1, 0) = (0, 1): the bottom tap (index 7), with y growing downwards.
+        // Tap p takes the value at R(90°) p: the top tap p = (0, -1) reads (1, 0), so the right
+        // tap's value moves to the top (index 1), y growing downwards.
         for (i, v) in rotated.iter().enumerate() {
-            let want = if i == 7 { 1.0 } else { 0.0 };
+            let want = if i == 1 { 1.0 } else { 0.0 };
             assert!((v - want).abs() < 1e-6, "tap {i}: {v} ({rotated:?})");
         }
         // The centre tap stays put under any rotation.
         let theta = Tensor::<B, 1>::from_floats([0.3], &device);
         let m: Vec<f32> = rotation_matrices(theta).into_data().to_vec().unwrap();
         assert!((m[4 * 9 + 4] - 1.0).abs() < 1e-6);
+    }
+
+    /// ARC's `_get_rotation_matrix`, transcribed entry by entry (rows: target taps, columns:
+    /// source taps, row-major 3x3 order), with `x = cos`, `y = sin`, `a = x - y`, `b = x y`,
+    /// `c = x + y`: one matrix for `theta >= 0`, another for `theta < 0`.
+    fn arc_matrix(theta: f64) -> [[f64; 9]; 9] {
+        let (x, y) = (theta.cos(), theta.sin());
+        let (a, b, c) = (x - y, x * y, x + y);
+        let o = 0.0;
+        if theta >= 0.0 {
+            [
+                [a, 1.0 - a, o, o, o, o, o, o, o],
+                [o, x - b, b, o, 1.0 - c + b, y - b, o, o, o],
+                [o, o, a, o, o, 1.0 - a, o, o, o],
+                [b, y - b, o, x - b, 1.0 - c + b, o, o, o, o],
+                [o, o, o, o, 1.0, o, o, o, o],
+                [o, o, o, o, 1.0 - c + b, x - b, o, y - b, b],
+                [o, o, o, 1.0 - a, o, o, a, o, o],
+                [o, o, o, y - b, 1.0 - c + b, o, b, x - b, o],
+                [o, o, o, o, o, o, o, 1.0 - a, a],
+            ]
+        } else {
+            [
+                [c, o, o, 1.0 - c, o, o, o, o, o],
+                [-b, x + b, o, b - y, 1.0 - a - b, o, o, o, o],
+                [o, 1.0 - c, c, o, o, o, o, o, o],
+                [o, o, o, x + b, 1.0 - a - b, o, -b, b - y, o],
+                [o, o, o, o, 1.0, o, o, o, o],
+                [o, b - y, -b, o, 1.0 - a - b, x + b, o, o, o],
+                [o, o, o, o, o, o, c, 1.0 - c, o],
+                [o, o, o, o, 1.0 - a - b, b - y, o, x + b, -b],
+                [o, o, o, o, o, 1.0 - c, o, o, c],
+            ]
+        }
+    }
+
+    /// The rotation is ARC's matrix at the angles OAD's routing produces (up to 40° either way),
+    /// and each row a convex combination: the zero-padded interpolation it replaced gave the
+    /// corner taps of a rotated kernel only 0.84, 0.72 and 0.59 of their weight at 10, 20 and 40°.
+    #[test]
+    fn rotation_is_arcs_matrix_between_minus_and_plus_forty_degrees() {
+        let device = Default::default();
+        let degrees = [
+            -40.0, -30.0, -20.0, -10.0, -1.0, 0.0, 1.0, 10.0, 20.0, 30.0, 40.0, 45.0,
+        ];
+        let theta: Vec<f32> = degrees
+            .iter()
+            .map(|d: &f64| d.to_radians() as f32)
+            .collect();
+        let m: Vec<f32> = rotation_matrices(Tensor::<B, 1>::from_floats(theta.as_slice(), &device))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for (k, &deg) in degrees.iter().enumerate() {
+            // ARC's entries from the f32 angle the model computes with.
+            let want = arc_matrix(theta[k] as f64);
+            for (p, row) in want.iter().enumerate() {
+                let got = &m[k * 81 + p * 9..k * 81 + p * 9 + 9];
+                for (q, &w) in row.iter().enumerate() {
+                    // f32 trigonometry and products: a few ulp of values at most 1.
+                    assert!(
+                        (got[q] as f64 - w).abs() < 1e-6,
+                        "{deg}°: entry ({p}, {q}) is {} where ARC's matrix has {w}",
+                        got[q]
+                    );
+                }
+                let sum: f32 = got.iter().sum();
+                assert!(
+                    (sum - 1.0).abs() < 1e-6 && got.iter().all(|&v| v >= -1e-7),
+                    "{deg}° row {p}: {got:?}"
+                );
+            }
+        }
     }
 
     /// OAD's routing dropout is active in training only, and draws a new mask on every call.
@@ -352,7 +451,8 @@ mod tests {
     /// RMSIN's initialisation of the adaptive rotated convolution: kernels He-normal with the fan
     /// PyTorch computes for ARC's `[n, C_out, C_in, 3, 3]` weight in `fan_out` mode
     /// (`n * C_in * 9`), routing weights normal with std 0.02, the angle layer without bias, the
-    /// gate bias zero.
+    /// depthwise convolution without bias, the gate's bias PyTorch's default (uniform within
+    /// `1 / sqrt(fan_in)`).
     #[test]
     fn oad_starts_from_rmsins_initialisation() {
         let device = Default::default();
@@ -375,15 +475,17 @@ mod tests {
         // 256 draws: within 20% (about 3 standard errors).
         assert!((fc / 0.02 - 1.0).abs() < 0.2, "routing std {fc}");
         assert!(layer.routing_theta.bias.is_none());
-        let bias: f32 = layer
-            .routing_alpha
-            .bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .abs()
-            .sum()
-            .into_scalar();
-        assert_eq!(bias, 0.0);
+        let values =
+            |b: &Param<Tensor<B, 1>>| -> Vec<f32> { b.val().into_data().to_vec().unwrap() };
+        assert!(layer.routing_conv.bias.is_none());
+        let gate = values(layer.routing_alpha.bias.as_ref().unwrap());
+        let bound = 1.0 / (cin as f32).sqrt();
+        assert!(
+            gate.iter().all(|v| v.abs() <= bound),
+            "{gate:?} beyond {bound}"
+        );
+        // Four uniform draws: not all near zero.
+        let spread = gate.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(spread > 0.1 * bound, "{gate:?}");
     }
 }
