@@ -14,6 +14,7 @@ pub mod multi_device;
 pub mod renderer;
 pub mod schedule;
 pub mod step;
+pub mod weight_decay;
 pub mod workers;
 
 use diffris_kernels::{SdAutodiffBackend, SdBackend};
@@ -200,10 +201,12 @@ pub fn train<B: SdAutodiffBackend + DataParallelBackend>(
     if let Some(epoch) = start {
         training = training.checkpoint(epoch);
     }
-    let optim = AdamWConfig::new()
-        .with_weight_decay(spec.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init();
+    let optim = weight_decay::GroupedAdamW::new(
+        &AdamWConfig::new()
+            .with_weight_decay(spec.weight_decay as f32)
+            .with_epsilon(1e-8),
+        spec.weight_decay_scope,
+    );
     if per_device > 1 {
         training = training.grads_accumulation(per_device);
     }

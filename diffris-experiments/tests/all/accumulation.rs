@@ -153,6 +153,7 @@ fn trained(micro_batch: Option<usize>) -> (usize, Vec<(String, Vec<f32>)>) {
         micro_batch,
         lr: 1e-3,
         weight_decay: 0.01,
+        weight_decay_scope: Default::default(),
         lr_power: 0.9,
         select_by: SelectBy::Miou,
     };

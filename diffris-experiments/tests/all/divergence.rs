@@ -74,6 +74,7 @@ fn a_non_finite_loss_stops_the_run_with_an_error_naming_the_pass() {
         micro_batch: None,
         lr: 1e-3,
         weight_decay: 0.0,
+        weight_decay_scope: Default::default(),
         lr_power: 0.9,
         select_by: SelectBy::Miou,
     };

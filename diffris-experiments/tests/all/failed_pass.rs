@@ -47,6 +47,7 @@ fn failure(workers: usize, bad: &'static [usize]) -> String {
             micro_batch: Some(2),
             lr: 1e-3,
             weight_decay: 0.0,
+            weight_decay_scope: Default::default(),
             lr_power: 0.9,
             select_by: SelectBy::Miou,
         };

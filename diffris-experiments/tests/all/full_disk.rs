@@ -51,6 +51,7 @@ fn run(
         micro_batch: None,
         lr: 1e-3,
         weight_decay: 0.01,
+        weight_decay_scope: Default::default(),
         lr_power: 0.9,
         select_by: SelectBy::Miou,
     };

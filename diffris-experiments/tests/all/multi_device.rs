@@ -61,6 +61,7 @@ fn trained(
         micro_batch: micro,
         lr: 1e-3,
         weight_decay: 0.01,
+        weight_decay_scope: Default::default(),
         lr_power: 0.9,
         select_by: SelectBy::Miou,
     };

@@ -55,6 +55,19 @@ impl Protocol {
 /// `loss`, `sd_weights` and `dataset` beside its name; version 2 writes any field under `set`).
 pub const ABLATION_VERSION: u32 = 2;
 
+/// Which parameters weight decay applies to (`train.weight_decay_scope`; the optimizer is
+/// `crate::training::weight_decay`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecayScope {
+    /// Every parameter but norms, biases, learnt tokens, embeddings, prompts, temperatures and
+    /// scales (the lineage's; the default).
+    #[default]
+    Lineage,
+    /// Every parameter (Burn's AdamW as it is).
+    All,
+}
+
 /// Optimisation settings (paper 4.1.3). Where the paper is silent (the learning rate is lost from
 /// its text; the checkpoint selection is not stated) the defaults are VPD's `refer/` recipe:
 /// lr 5e-5, best validation oIoU (docs/DESIGN.md, section 2).
@@ -70,6 +83,10 @@ pub struct TrainSpec {
     pub micro_batch: Option<usize>,
     pub lr: f64,
     pub weight_decay: f64,
+    /// Which parameters the weight decay applies to: `lineage` (the default: not norms,
+    /// biases, learnt tokens, embeddings, prompts, temperatures or scales, as LAVT, VPD and
+    /// CARIS) or `all`.
+    pub weight_decay_scope: DecayScope,
     /// Polynomial decay power of the learning rate over all iterations.
     pub lr_power: f64,
     /// Validation metric that picks the checkpoint evaluated on test.
@@ -84,6 +101,7 @@ impl Default for TrainSpec {
             micro_batch: None,
             lr: 5e-5,
             weight_decay: 0.01,
+            weight_decay_scope: DecayScope::Lineage,
             lr_power: 0.9,
             select_by: SelectBy::Oiou,
         }
