@@ -28,6 +28,7 @@ mod random_weights;
 mod score_strict;
 mod tiny_latent_scale;
 mod user_data;
+mod weight_decay;
 
 /// Burn's flex backend keeps one random stream per process: `Backend::seed` sets it and every
 /// random tensor draws from it. The tests that draw from it hold this lock for their whole
