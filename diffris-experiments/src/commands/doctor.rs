@@ -10,7 +10,7 @@ use crate::device::usage::DeviceMemory;
 use crate::diagnostics::doctor::{Report, Request, run as check, steady};
 use crate::diagnostics::half_step::HalfTolerance;
 use crate::diagnostics::step_probe::{
-    GRAD_REL_TOLERANCE, LATER_LOSS_REL_TOLERANCE, LOSS_REL_TOLERANCE, compare,
+    GRAD_REL_TOLERANCE, LATER_LOSS_REL_TOLERANCE, LOSS_REL_TOLERANCE,
 };
 use diffris_model::precision::Precision;
 
@@ -62,8 +62,7 @@ fn print(report: &Report) {
     for row in &report.rows {
         let p = &row.probe;
         let (loss_rel, grad_rel, flex_s) = match &row.reference {
-            Some(r) => {
-                let d = compare(p, r);
+            Some((r, d)) => {
                 let worst_loss = d.loss_rel.iter().cloned().fold(0f64, f64::max);
                 (
                     format!("{worst_loss:.1e}"),

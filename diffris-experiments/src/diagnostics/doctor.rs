@@ -8,7 +8,9 @@
 use burn::backend::Autodiff;
 
 use super::half_step::{HalfDiff, HalfTolerance};
-use super::step_probe::{ProbeSpec, ProbeWeights, StepProbe, compare, probe, probe_decoders};
+use super::step_probe::{
+    ProbeDiff, ProbeSpec, ProbeWeights, StepProbe, compare, probe, probe_decoders,
+};
 use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::device::usage::{DeviceMemory, query};
 use diffris_model::precision::Precision;
@@ -28,8 +30,9 @@ pub struct Request {
 pub struct Row {
     pub name: &'static str,
     pub probe: StepProbe,
-    /// The CPU reference, when this binary has the flex backend and the device is not flex.
-    pub reference: Option<StepProbe>,
+    /// The CPU reference, when this binary has the flex backend and the device is not flex,
+    /// and the device's step against it.
+    pub reference: Option<(StepProbe, ProbeDiff)>,
     /// The device's memory after its step (`None` where the backend does not say).
     pub memory: Option<DeviceMemory>,
     /// The half-precision step against the f32 step, with a half precision requested.
@@ -99,14 +102,13 @@ fn problems(row: &Row, precision: Option<Precision>) -> Vec<String> {
     if !p.frozen_unchanged {
         problems.push("a frozen weight changed".to_string());
     }
-    if let Some(r) = &row.reference {
-        let d = compare(p, r);
-        if !d.agrees() {
-            problems.push(format!(
-                "differs from flex (worst gradient: {})",
-                d.worst_grad.0
-            ));
-        }
+    if let Some((_, d)) = &row.reference
+        && !d.agrees()
+    {
+        problems.push(format!(
+            "differs from flex (worst gradient: {})",
+            d.worst_grad.0
+        ));
     }
     if let (Some(half), Some(precision)) = (&row.half, precision) {
         for problem in half.problems(HalfTolerance::of(precision)) {
@@ -174,10 +176,14 @@ impl BackendJob for Doctor {
                 }
                 None => None,
             };
+            let reference = reference.map(|(_, r)| {
+                let diff = compare(&probe, &r);
+                (r, diff)
+            });
             rows.push(Row {
                 name,
                 probe,
-                reference: reference.map(|(_, p)| p),
+                reference,
                 memory,
                 half,
                 problems: vec![],

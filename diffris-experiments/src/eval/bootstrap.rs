@@ -132,12 +132,10 @@ fn scored<'r>(row: &Option<&'r RowScores>) -> Option<&'r RowScores> {
 
 /// The metrics of one seed's samples at `idx` (repeats counted as often as drawn).
 fn metrics_at(scores: &[(u64, u64)], idx: &[usize]) -> Metrics {
-    let mut acc = MetricAccumulator::default();
-    for &i in idx {
-        let (inter, union) = scores[i];
-        acc.add_counts(inter, union);
-    }
-    acc.summary()
+    idx.iter()
+        .map(|&i| scores[i])
+        .collect::<MetricAccumulator>()
+        .summary()
 }
 
 /// The nearest-rank percentiles of [`LEVEL`]'s two tails.

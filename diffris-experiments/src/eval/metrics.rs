@@ -171,6 +171,17 @@ impl MetricAccumulator {
     }
 }
 
+/// Scores samples from their `(intersection, union)` counts, in order.
+impl FromIterator<(u64, u64)> for MetricAccumulator {
+    fn from_iter<I: IntoIterator<Item = (u64, u64)>>(counts: I) -> Self {
+        let mut acc = Self::default();
+        for (intersection, union) in counts {
+            acc.add_counts(intersection, union);
+        }
+        acc
+    }
+}
+
 /// The (prediction, ground truth) mask pair one sample is scored on under `protocol`.
 ///
 /// # Shapes

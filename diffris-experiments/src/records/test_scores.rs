@@ -29,11 +29,11 @@ impl TestScores {
 
     /// The metrics of these samples (the runner's accumulator, in order).
     pub fn metrics(&self) -> Metrics {
-        let mut acc = MetricAccumulator::default();
-        for &(i, u) in &self.counts {
-            acc.add_counts(i, u);
-        }
-        acc.summary()
+        self.counts
+            .iter()
+            .copied()
+            .collect::<MetricAccumulator>()
+            .summary()
     }
 
     fn to_csv(&self) -> anyhow::Result<Vec<u8>> {
