@@ -116,9 +116,17 @@ impl DiffRisConfig {
             || format!("{} is not a positive number", self.latent_scale),
         )?;
         ensure(
-            self.timestep.is_finite() && self.timestep >= 0.0,
+            self.timestep.is_finite()
+                && (0.0..=(crate::sd::schedule::SD_TRAIN_STEPS - 1) as f64)
+                    .contains(&self.timestep),
             "timestep",
-            || format!("{} is not a timestep (a number >= 0)", self.timestep),
+            || {
+                format!(
+                    "{} is not a timestep SD was trained on (0 to {})",
+                    self.timestep,
+                    crate::sd::schedule::SD_TRAIN_STEPS - 1
+                )
+            },
         )?;
         self.adapter
             .validate(sd.clip.hidden_size)

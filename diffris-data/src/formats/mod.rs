@@ -48,6 +48,15 @@ impl DatasetFormat {
         }
     }
 
+    /// The file that holds `split` alone, for formats with one file per split (RefSegRS,
+    /// RISBench); `None` where one file holds every split (RRSIS-D's `refs(unc).p`).
+    pub fn split_file(self, root: &Path, split: &str) -> Option<PathBuf> {
+        match self {
+            Self::Rrsisd | Self::Synthrs => None,
+            Self::Refsegrs | Self::Risbench => Some(phrase::phrase_file(root, split)),
+        }
+    }
+
     pub fn read_split(self, root: &Path, split: &str) -> Result<Vec<Sample>> {
         match self {
             Self::Rrsisd | Self::Synthrs => rrsisd::read_split(root, split),

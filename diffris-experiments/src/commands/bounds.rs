@@ -28,6 +28,10 @@ pub const LOG_EVERY: (f64, f64) = (0.0, 86_400.0);
 pub const PANEL: (u32, u32) = (16, 2048);
 /// Pixels of a generated SynthRS image (the tiny profile uses 64).
 pub const SYNTH_SIZE: (usize, usize) = (16, 2048);
+/// A UNet timestep: SD-1.x was trained on 0 to 999.
+pub const TIMESTEP: (f64, f64) = (0.0, 999.0);
+/// Samples an evaluation may be limited to (0 would print the metrics of nothing).
+pub const EVAL_LIMIT: (usize, usize) = (1, usize::MAX);
 /// SynthRS's object size multiplier.
 pub const OBJECT_SCALE: (f32, f32) = (0.05, 4.0);
 

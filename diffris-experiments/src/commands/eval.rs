@@ -25,7 +25,8 @@ pub struct EvalArgs {
     pub cache: Option<PathBuf>,
     /// Evaluate the first N samples of the split (default: as many as the run's own
     /// evaluation read, i.e. its `--limit-eval`, else all).
-    #[arg(long)]
+    #[arg(long,
+          value_parser = super::bounds::within(super::bounds::EVAL_LIMIT.0, super::bounds::EVAL_LIMIT.1))]
     pub limit: Option<usize>,
 }
 

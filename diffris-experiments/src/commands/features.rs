@@ -28,7 +28,8 @@ pub struct FeaturesArgs {
     #[arg(long)]
     pub size: Option<usize>,
     /// UNet timestep of the single pass.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0,
+          value_parser = super::bounds::within(super::bounds::TIMESTEP.0, super::bounds::TIMESTEP.1))]
     pub timestep: f64,
     /// Latent scale: 1 (unscaled) as the paper profile's model reads it; SD-1.x's scaling
     /// factor is 0.18215.

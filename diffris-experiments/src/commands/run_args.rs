@@ -73,6 +73,12 @@ pub struct RunArgs {
     /// Validate and test on the first N samples only.
     #[arg(long)]
     pub limit_eval: Option<usize>,
+    /// Validate on about N expressions held out of the training split (whole images) instead
+    /// of the dataset's validation split: for datasets published without one, such as
+    /// RISBench's public download (the recipe's `val_from_train`; recorded in the run).
+    #[arg(long, value_name = "N",
+          value_parser = crate::commands::bounds::within(1usize, usize::MAX))]
+    pub val_from_train: Option<usize>,
     /// Seconds between the progress lines a run prints when its progress bars are hidden
     /// (stdout not a terminal, or a run in its own process); every run also writes them to its
     /// directory's `progress.log`.
@@ -104,6 +110,7 @@ impl RunArgs {
             precision: self.precision,
             limit_train: self.limit_train,
             limit_eval: self.limit_eval,
+            val_from_train: self.val_from_train,
         }
     }
 

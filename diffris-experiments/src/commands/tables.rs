@@ -1,6 +1,7 @@
 //! `diffris tables [NAME...]`: regenerates the tables and plots of every ablation (or the named
 //! ones) from the saved runs, without training.
 
+use anyhow::Context;
 use indicatif::MultiProgress;
 
 use crate::commands::run_args::RunArgs;
@@ -24,7 +25,8 @@ pub fn run(a: TablesArgs) -> anyhow::Result<()> {
     let overrides = a.run.overrides();
     let (results, ablations) = (&ws.results, &a.run.ablations);
     let names: Vec<String> = if a.names.is_empty() {
-        let mut v: Vec<String> = std::fs::read_dir(ablations)?
+        let mut v: Vec<String> = std::fs::read_dir(ablations)
+            .with_context(|| format!("reading the ablation folder {}", ablations.display()))?
             .flatten()
             .filter_map(|e| {
                 e.file_name()

@@ -42,7 +42,9 @@ impl Setup {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        ron::from_str(&text).map_err(|e| ron_error(path, e))
+        // A byte-order mark (some Windows editors write one) is not RON.
+        ron::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
+            .map_err(|e| ron_error(path, e))
     }
 
     /// Adds `NAME=PATH` pairs from flags (they win over the file).
@@ -97,6 +99,8 @@ pub struct RunOverrides {
     pub precision: Option<Precision>,
     pub limit_train: Option<usize>,
     pub limit_eval: Option<usize>,
+    /// `--val-from-train N`: the recipe's `val_from_train`.
+    pub val_from_train: Option<usize>,
 }
 
 /// The SynthRS set of the tiny profile: 64x64 tiles with three or four relatively large objects
@@ -202,8 +206,10 @@ impl Resolver {
             train_split: recipe.train_split.clone(),
             val_split: recipe.val_split.clone(),
             test_split: recipe.test_split.clone(),
+            val_from_train: recipe.val_from_train,
             protocol: recipe.protocol,
             sd_weights: recipe.sd_weights.clone(),
+            sd_unet: recipe.sd_unet,
             sd_source,
             sd_arch,
             model,
@@ -278,6 +284,9 @@ impl Resolver {
         }
         if let Some(p) = overrides.precision {
             spec.model.precision = p;
+        }
+        if let Some(n) = overrides.val_from_train {
+            spec.val_from_train = Some(n);
         }
         spec.train.validate().map_err(|e| {
             anyhow::anyhow!(

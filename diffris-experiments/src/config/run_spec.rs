@@ -8,6 +8,7 @@ use diffris_data::DatasetFormat;
 use diffris_data::synth::SynthConfig;
 use diffris_model::diffris::DiffRisConfig;
 use diffris_model::sd::SdConfig;
+use diffris_model::weights::UnetWeights;
 use serde::{Deserialize, Serialize};
 
 use crate::config::recipe::{Protocol, TrainSpec, check_dir_name, ron_error};
@@ -44,9 +45,16 @@ pub struct RunSpec {
     pub train_split: String,
     pub val_split: String,
     pub test_split: String,
+    /// The validation split is about N training expressions held out (see
+    /// [`crate::inputs::held_out`]); the training split is the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_from_train: Option<usize>,
     pub protocol: Protocol,
     /// The SD version name the recipe asked for.
     pub sd_weights: String,
+    /// The UNet set read from a single file holding two (see the recipe's field).
+    #[serde(default, skip_serializing_if = "UnetWeights::is_default")]
+    pub sd_unet: UnetWeights,
     pub sd_source: SdSource,
     pub sd_arch: SdConfig,
     pub model: DiffRisConfig,
@@ -78,8 +86,10 @@ impl RunSpec {
             train_split: "train".into(),
             val_split: "val".into(),
             test_split: "test".into(),
+            val_from_train: None,
             protocol: Protocol::Lavt,
             sd_weights: "sd15".into(),
+            sd_unet: UnetWeights::Ema,
             sd_source: SdSource::Path("/w".into()),
             sd_arch: SdConfig::sd15(),
             model: DiffRisConfig::default(),
@@ -114,7 +124,8 @@ impl RunSpec {
 
     /// Checks that every number of the spec fits the f32 arithmetic it feeds: the model and the
     /// optimizer compute in f32, so a recipe value beyond f32's largest finite value (about
-    /// 3.4e38; RON reads it as an f64) would become an infinity there. The error names the
+    /// 3.4e38; RON reads it as an f64) would become an infinity there, and a non-zero value
+    /// below its smallest normal one (about 1.2e-38) zero or a denormal. The error names the
     /// field (`train.lr`, `model.loss.class_weights[1]`).
     pub fn check_f32_range(&self) -> anyhow::Result<()> {
         fn walk(v: &serde_json::Value, path: &mut String) -> Result<(), String> {
@@ -124,6 +135,13 @@ impl RunSpec {
                         "{path}: {x:e} is beyond f32's range (largest finite value {:e}), which \
                          the model and the optimizer compute in",
                         f32::MAX
+                    )),
+                    // A value f32 cannot tell from zero (below its smallest normal number)
+                    // would silently become 0 or lose its digits: `--lr 1e-50` trained at lr 0.
+                    Some(x) if x != 0.0 && x.abs() < f32::MIN_POSITIVE as f64 => Err(format!(
+                        "{path}: {x:e} is below f32's smallest normal value ({:e}), so the model \
+                         and the optimizer, which compute in f32, would read it as (nearly) 0",
+                        f32::MIN_POSITIVE
                     )),
                     _ => Ok(()),
                 },
@@ -227,8 +245,16 @@ mod tests {
         weights.model.loss.class_weights[1] = -1e39;
         let err = weights.check_f32_range().unwrap_err().to_string();
         assert!(err.contains("model.loss.class_weights[1]: -1e39"), "{err}");
+        let mut tiny = spec.clone();
+        tiny.train.lr = 1e-50;
+        let err = tiny.check_f32_range().unwrap_err().to_string();
+        assert!(
+            err.contains("train.lr: 1e-50 is below f32's smallest normal value"),
+            "{err}"
+        );
         let mut fits = spec;
         fits.model.latent_scale = f32::MAX as f64;
+        fits.train.lr = f32::MIN_POSITIVE as f64;
         fits.check_f32_range().unwrap();
     }
 }

@@ -377,6 +377,10 @@ pub struct RunTarget {
     pub devices: Vec<DeviceSpec>,
     /// How several devices share each batch.
     pub parallel: DataParallel,
+    /// Why the named device could not be used, when a job that only plans
+    /// ([`BackendJob::plans_only`]) runs without it, on the CPU backend: a `--dry-run` for a GPU
+    /// on a machine without its driver.
+    pub planned_without: Option<String>,
 }
 
 impl RunTarget {
@@ -396,6 +400,13 @@ pub trait BackendJob {
     type Output;
     /// Runs on backend `B` (the plain backend; training wraps it in `Autodiff<B>`).
     fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> Self::Output;
+
+    /// Whether the job only plans (computes nothing on the device): such a job may run on the
+    /// CPU backend when the device it names cannot be used here, with
+    /// [`RunTarget::planned_without`] saying why.
+    fn plans_only(&self) -> bool {
+        false
+    }
 }
 
 /// Runs `job` on the device `spec` names, or explains why it cannot.
@@ -429,10 +440,23 @@ pub fn dispatch_on<J: BackendJob>(devices: &DeviceList, job: J) -> Result<J::Out
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(index) => {
             for d in devices.specs() {
-                cuda_check::usable(d.index()).map_err(|reason| BackendError::Unavailable {
-                    device: d.to_string(),
-                    reason,
-                })?;
+                if let Err(reason) = cuda_check::usable(d.index()) {
+                    // A plan needs no GPU: parameter counts and memory figures are the same on
+                    // the CPU backend (the device's memory is then unknown unless set).
+                    #[cfg(feature = "flex")]
+                    if job.plans_only() {
+                        return Ok(run_on_with::<burn::backend::Flex, J>(
+                            devices,
+                            burn::backend::flex::FlexDevice,
+                            job,
+                            Some(format!("{d} cannot be used here ({reason})")),
+                        ));
+                    }
+                    return Err(BackendError::Unavailable {
+                        device: d.to_string(),
+                        reason,
+                    });
+                }
             }
             Ok(run_on::<burn::backend::Cuda, J>(
                 devices,
@@ -468,6 +492,15 @@ fn run_on<B: DeviceBackend, J: BackendJob>(
     device: B::Device,
     job: J,
 ) -> J::Output {
+    run_on_with::<B, J>(devices, device, job, None)
+}
+
+fn run_on_with<B: DeviceBackend, J: BackendJob>(
+    devices: &DeviceList,
+    device: B::Device,
+    job: J,
+    planned_without: Option<String>,
+) -> J::Output {
     let target = RunTarget {
         spec: devices.first(),
         backend_name: B::name(&device),
@@ -475,6 +508,7 @@ fn run_on<B: DeviceBackend, J: BackendJob>(
         weights_generator: weights_generator::<B>(&device),
         devices: devices.specs().to_vec(),
         parallel: devices.parallel(),
+        planned_without,
     };
     job.run::<B>(device, target)
 }
@@ -704,6 +738,7 @@ mod tests {
                 DeviceSpec::Cuda(5),
             ],
             parallel: DataParallel::Ordered,
+            planned_without: None,
         };
         // A stand-in device type with an index, as CUDA's.
         #[derive(Clone, Debug, Default, PartialEq)]

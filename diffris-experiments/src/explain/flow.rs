@@ -3,7 +3,6 @@
 //! the explanation computed ([`super::compute`]), drawn and written ([`super::render`]), and a
 //! summary printed.
 
-use anyhow::Context;
 use burn::backend::Autodiff;
 use burn::module::Module;
 use diffris_data::batch::prepare;
@@ -70,16 +69,7 @@ impl BackendJob for Explain {
                 (query, img)
             }
             (_, _, Some(split), Some(index)) => {
-                let samples = run
-                    .spec
-                    .dataset
-                    .read_split(&run.spec.data_root, split)
-                    .with_context(|| {
-                        format!(
-                            "reading split `{split}` of {}",
-                            run.spec.data_root.display()
-                        )
-                    })?;
+                let samples = crate::inputs::held_out::read_split(&run.spec, split)?;
                 let sample = samples.get(index).ok_or_else(|| {
                     anyhow::anyhow!(
                         "--index {index}: split `{split}` has {} samples (0 to {})",

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use diffris_data::ClipTokenizer;
 use diffris_model::sd::{SdConfig, StableDiffusion};
+use diffris_model::weights::UnetWeights;
 
 use crate::config::run_spec::{RunSpec, SdSource};
 use crate::device::backend::weights_generator;
@@ -19,13 +20,30 @@ use crate::util::lock::{lock_path, lock_waiting};
 /// its `config.json` files; a single file uses `arch` (required then). The two are checked to
 /// belong together here, once ([`check_vocab`]): every id the tokenizer produces has an
 /// embedding in the text encoder.
+///
+/// A single file holding the UNet twice (trained and EMA) is read for its EMA set, with a line
+/// on stderr saying so (nothing for files with one set).
 pub fn load_frozen<B: SdBackend>(
     path: &Path,
     arch: Option<&SdConfig>,
     device: &B::Device,
 ) -> anyhow::Result<(StableDiffusion<B>, ClipTokenizer)> {
-    let sd = StableDiffusion::<B>::load(path, arch, device)
+    load_frozen_with::<B>(path, arch, UnetWeights::Ema, device, &|l| eprintln!("{l}"))
+}
+
+/// [`load_frozen`] reading the UNet set `unet` of a file holding two, and telling `say` which.
+pub fn load_frozen_with<B: SdBackend>(
+    path: &Path,
+    arch: Option<&SdConfig>,
+    unet: UnetWeights,
+    device: &B::Device,
+    say: &dyn Fn(String),
+) -> anyhow::Result<(StableDiffusion<B>, ClipTokenizer)> {
+    let (sd, read) = StableDiffusion::<B>::load_with(path, arch, unet, device)
         .with_context(|| format!("loading Stable Diffusion from {}", path.display()))?;
+    if let Some(set) = read {
+        say(unet_set_line(path, set));
+    }
     let tokenizer = if path.join("tokenizer").join("vocab.json").is_file() {
         ClipTokenizer::from_diffusers_dir(path)?
     } else {
@@ -34,6 +52,22 @@ pub fn load_frozen<B: SdBackend>(
     check_vocab(tokenizer.id_count(), sd.text_encoder.config().vocab_size)
         .with_context(|| format!("loading Stable Diffusion from {}", path.display()))?;
     Ok((sd, tokenizer))
+}
+
+/// The line saying which UNet set of a two-set checkpoint was read.
+pub fn unet_set_line(path: &Path, set: UnetWeights) -> String {
+    match set {
+        UnetWeights::Ema => format!(
+            "{} holds the UNet twice: read its EMA weights (model_ema.*), as released pipelines \
+             do; `sd_unet: non_ema` in the recipe reads the trained ones",
+            path.display()
+        ),
+        UnetWeights::NonEma => format!(
+            "{} holds the UNet twice: read its trained (non-EMA) weights, as the recipe's \
+             `sd_unet: non_ema` asks",
+            path.display()
+        ),
+    }
 }
 
 /// [`load_frozen`] with the architecture named by a preset (`sd15`, `tiny`), for single files.

@@ -10,7 +10,7 @@ use diffris_model::diffris::{DiffRis, DiffRisConfig};
 
 use crate::config::run_spec::SdSource;
 use crate::config::{RunDir, RunSpec};
-use crate::inputs::frozen::{load_frozen, sd_location};
+use crate::inputs::frozen::{load_frozen_with, sd_location};
 use crate::records::Outcome;
 use crate::training::Trainee;
 
@@ -85,7 +85,10 @@ pub fn load_run_with<B: SdBackend>(
             sd_path.display()
         );
     }
-    let (sd, tokenizer) = load_frozen::<B>(&sd_path, Some(&spec.sd_arch), device)?;
+    let (sd, tokenizer) =
+        load_frozen_with::<B>(&sd_path, Some(&spec.sd_arch), spec.sd_unet, device, &|l| {
+            eprintln!("{l}")
+        })?;
     let mut trainee = Trainee {
         model: spec.model.init(sd, device),
     };

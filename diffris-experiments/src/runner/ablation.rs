@@ -96,6 +96,10 @@ struct Ablation(Request);
 impl BackendJob for Ablation {
     type Output = anyhow::Result<Report>;
 
+    fn plans_only(&self) -> bool {
+        self.0.dry_run
+    }
+
     fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<Report> {
         let Request {
             name,
@@ -138,6 +142,19 @@ impl BackendJob for Ablation {
                 *chosen = Some(n);
             }
         }
+        // A batch that cannot be cut into a pass for every device trains on nothing: said before
+        // anything is encoded (and in a dry run), not after.
+        for s in &specs {
+            let (batch, pass) = (s.train.batch_size, s.train.pass_size());
+            anyhow::ensure!(
+                !crate::training::loader::micro_batches(batch, batch, pass, devices).is_empty(),
+                "{}/{}: a batch of {batch} sample(s) cannot be shared by {devices} devices (each \
+                 needs at least one sample per pass): use a batch of at least {devices} or fewer \
+                 devices",
+                s.ablation,
+                s.variant
+            );
+        }
         let estimates: Vec<_> = specs
             .iter()
             .map(|s| MemoryEstimate::of::<B>(s, &device, devices))
@@ -148,6 +165,20 @@ impl BackendJob for Ablation {
             .collect();
         if dry_run {
             let mut out = String::new();
+            if let Some(why) = &target.planned_without {
+                writeln!(
+                    out,
+                    "# planned without the device: {why}; parameters and memory figures are \
+                     the same, the device's memory is {}\n",
+                    match &capacity {
+                        Some(c) => format!("{:.1} GiB ({})", c.bytes / (1u64 << 30) as f64, c.what),
+                        None => format!(
+                            "unknown (set {}=GIB to plan for a size)",
+                            crate::device::usage::DEVICE_MEMORY_VAR
+                        ),
+                    }
+                )?;
+            }
             for (i, ((s, fit), estimate)) in specs.iter().zip(&fits).zip(&estimates).enumerate() {
                 writeln!(
                     out,

@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use diffris_data::{ClipTokenizer, Sample};
 use diffris_model::precision::{Precision, cast_module};
 use diffris_model::sd::StableDiffusion;
+use diffris_model::weights::UnetWeights;
 
 use crate::config::run_spec::{RunSpec, SdSource};
 use crate::inputs::encoded_cache;
-use crate::inputs::frozen::{load_frozen, provision};
+use crate::inputs::frozen::{load_frozen_with, provision};
 use crate::inputs::split::EncodedSplit;
 use crate::runner::workspace::Workspace;
 use crate::util::lock::{lock_path, lock_waiting};
@@ -23,7 +23,7 @@ use crate::util::progress::say;
 
 /// State shared by the runs of one process: loaded SD weights and encoded splits.
 pub struct Shared<B: SdBackend> {
-    sd: HashMap<(PathBuf, Precision), (StableDiffusion<B>, ClipTokenizer)>,
+    sd: HashMap<(PathBuf, Precision, UnetWeights), (StableDiffusion<B>, ClipTokenizer)>,
     encoded: HashMap<String, Arc<EncodedSplit>>,
 }
 
@@ -44,10 +44,12 @@ impl<B: SdBackend> Shared<B> {
         spec: &RunSpec,
         sd_key: &Path,
         device: &B::Device,
+        say: &dyn Fn(String),
     ) -> anyhow::Result<&(StableDiffusion<B>, ClipTokenizer)> {
-        let key = (sd_key.to_path_buf(), spec.model.precision);
+        let key = (sd_key.to_path_buf(), spec.model.precision, spec.sd_unet);
         if !self.sd.contains_key(&key) {
-            let (sd, tokenizer) = load_frozen::<B>(sd_key, Some(&spec.sd_arch), device)?;
+            let (sd, tokenizer) =
+                load_frozen_with::<B>(sd_key, Some(&spec.sd_arch), spec.sd_unet, device, say)?;
             self.sd.insert(
                 key.clone(),
                 (cast_module(sd, spec.model.precision), tokenizer),
@@ -84,7 +86,7 @@ impl<B: SdBackend> Shared<B> {
             device,
             &say,
             |samples, path, key| {
-                let (sd, tokenizer) = self.frozen(spec, sd_key, device)?;
+                let (sd, tokenizer) = self.frozen(spec, sd_key, device, &say)?;
                 let bar = ws.bar(format!("encoding {split}"));
                 // Batches and threads that fit the device beside the frozen weights.
                 let plan = crate::plan::Plan::of::<B>(spec, device, 1, &ws.budget, ws.threads);
@@ -135,10 +137,7 @@ pub fn cached_split<B: SdBackend>(
     encode: impl FnOnce(Vec<Sample>, &Path, &str) -> anyhow::Result<EncodedSplit>,
 ) -> anyhow::Result<EncodedSplit> {
     let key = split_key(spec, split, limit, sd_key, &B::name(device));
-    let mut samples = spec
-        .dataset
-        .read_split(&spec.data_root, split)
-        .with_context(|| format!("reading the {split} split of {}", spec.data_root.display()))?;
+    let mut samples = crate::inputs::held_out::read_split(spec, split)?;
     if let Some(n) = limit {
         samples.truncate(n);
     }
@@ -230,6 +229,12 @@ fn split_key(
     if !spec.model.precision.is_f32() {
         key.push_str(&format!("|{}", spec.model.precision));
     }
+    if let Some(n) = spec.val_from_train {
+        key.push_str(&format!("|val_from_train {n}"));
+    }
+    if !spec.sd_unet.is_default() {
+        key.push_str(&format!("|unet {:?}", spec.sd_unet));
+    }
     key.push_str(&format!(
         "|{backend}|{}|src {}",
         crate::records::CpuRecord::detect().features.join("+"),
@@ -272,6 +277,29 @@ pub fn check_inputs_exist(spec: &RunSpec) -> anyhow::Result<()> {
             spec.dataset.name(),
             spec.data_root.display()
         );
+        // A split file that is missing is said now, not after the splits before it are encoded.
+        let val = spec.val_from_train.is_none().then_some(&spec.val_split);
+        for split in [Some(&spec.train_split), val, Some(&spec.test_split)]
+            .into_iter()
+            .flatten()
+        {
+            let Some(file) = spec.dataset.split_file(&spec.data_root, split) else {
+                continue;
+            };
+            anyhow::ensure!(
+                file.is_file(),
+                "{run}: the {} root has no {split} split: {} does not exist{}",
+                spec.dataset.name(),
+                file.display(),
+                if split == &spec.val_split {
+                    " (RISBench's public download has none: pass --val-from-train N, or set \
+                     `val_from_train: N` in the recipe, to validate on about N expressions held \
+                     out of the training split)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(())
 }
@@ -354,7 +382,13 @@ mod tests {
         half.model.precision = Precision::Bf16;
         let mut larger = spec.clone();
         larger.model.image_size = (1024, 1024);
+        let mut held_out = spec.clone();
+        held_out.val_from_train = Some(100);
+        let mut non_ema = spec.clone();
+        non_ema.sd_unet = UnetWeights::NonEma;
         for other in [
+            key(&held_out, "train", None, "flex"),
+            key(&non_ema, "train", None, "flex"),
             key(&spec, "val", None, "flex"),
             key(&spec, "train", Some(3), "flex"),
             key(&spec, "train", None, "cuda"),

@@ -143,7 +143,9 @@ pub fn run_one<B: DeviceBackend>(
     type AB<B> = Autodiff<B>;
     AB::<B>::seed(device, spec.seed);
     let sd_train: StableDiffusion<AB<B>> = shared
-        .frozen(spec, &sd_key, device)?
+        .frozen(spec, &sd_key, device, &|l| {
+            crate::util::progress::say(&ws.progress, l)
+        })?
         .0
         .clone()
         .train::<AB<B>>();

@@ -3,6 +3,8 @@
 //! field, the flag). The cases that start a run also check that the failure leaves nothing that
 //! blocks a corrected rerun.
 //!
+//! Inputs that need no trained run are the corpus `tests/corpus/bad_inputs.ron` (run by
+//! `corpus.rs`); these cases need a run, several commands or a look at what is left behind.
 //! Further cases live next to the code they exercise: dataset files and images in
 //! `diffris-data/tests/bad_input.rs`, checkpoints in `diffris-model/tests/sd_strict.rs` and
 //! `ckpt_archive.rs`, `score` in `score_strict.rs`, full disks in `full_disk.rs`, concurrent
@@ -82,158 +84,6 @@ fn small_train(cache: &Path, extra: &[&str]) -> Vec<String> {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-fn recipe(dir: &Path, name: &str, base: &str) {
-    let text = RECIPE.replace("NAME", name).replace("BASE", base);
-    std::fs::write(dir.join(format!("{name}.ron")), text).unwrap();
-}
-
-#[test]
-fn bad_configs_and_flags_are_refused_before_anything_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    recipe(d, "typo", "trian: (epochs: 2)");
-    recipe(d, "dropout", "model: (adapter: (dropout: 1.5))");
-    recipe(d, "zero_lr", "train: (lr: 0.0)");
-    recipe(d, "huge", "model: (image_size: (1048576, 1048576))");
-    recipe(d, "vast", "model: (latent_scale: 1e39)");
-    std::fs::write(d.join("bad_setup.ron"), "(sd: {\"sd15\": \"/x\"").unwrap();
-    std::fs::create_dir(d.join("empty")).unwrap();
-    let dry = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = ["train", "cp_adapter", "--ablations", ABLATIONS, "--dry-run"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
-        (
-            ["ablation", "typo", "--ablations", ".", "--dry-run"]
-                .map(String::from)
-                .to_vec(),
-            vec!["typo.ron:6:", "`trian`"],
-        ),
-        (
-            ["ablation", "dropout", "--ablations", ".", "--dry-run"]
-                .map(String::from)
-                .to_vec(),
-            vec!["model.adapter.dropout: 1.5 is not in [0, 1)"],
-        ),
-        (
-            ["ablation", "zero_lr", "--ablations", ".", "--dry-run"]
-                .map(String::from)
-                .to_vec(),
-            vec!["train.lr"],
-        ),
-        (
-            ["ablation", "huge", "--ablations", ".", "--dry-run"]
-                .map(String::from)
-                .to_vec(),
-            vec!["model.image_size: (1048576, 1048576) is larger than 4096 pixels a side"],
-        ),
-        (
-            ["ablation", "vast", "--ablations", ".", "--dry-run"]
-                .map(String::from)
-                .to_vec(),
-            vec!["model.latent_scale: 1e39 is beyond f32's range"],
-        ),
-        (
-            dry(&["--lr", "1e300"]),
-            vec!["train.lr: 1e300 is beyond f32's range"],
-        ),
-        (
-            dry(&["--batch-size", "0"]),
-            vec!["train.batch_size: must be at least 1"],
-        ),
-        (
-            dry(&["--epochs", "0"]),
-            vec!["train.epochs: must be at least 1"],
-        ),
-        (dry(&["--limit-eval", "0"]), vec!["--limit-eval 0"]),
-        (dry(&["--limit-train", "0"]), vec!["--limit-train 0"]),
-        (dry(&["--micro-batch", "0"]), vec!["train.micro_batch: 0"]),
-        (dry(&["--lr", "nan"]), vec!["train.lr"]),
-        (dry(&["--precision", "f8"]), vec!["--precision", "f8"]),
-        (dry(&["--variant", "nope"]), vec!["no variant `nope`"]),
-        (dry(&["--setup", "bad_setup.ron"]), vec!["bad_setup.ron:1:"]),
-        (
-            dry(&["--device", "cuda"]),
-            vec!["built without", "--features cuda"],
-        ),
-        (
-            dry(&["--device", "flex,flex,wgpu"]),
-            vec!["different backends"],
-        ),
-        (
-            dry(&["--device", "flex,flex", "--data-parallel", "ddp"]),
-            vec!["--device flex,flex", "cuda:N GPUs only"],
-        ),
-        (dry(&["--data-parallel", "ddp"]), vec!["several devices"]),
-        (
-            dry(&["--profile", "paper", "--data", "rrsisd=empty"]),
-            vec!["--sd"],
-        ),
-        (
-            dry(&[
-                "--profile",
-                "paper",
-                "--data",
-                "rrsisd=empty",
-                "--sd",
-                "sd15=/no/such.safetensors",
-            ]),
-            vec!["/no/such.safetensors", "does not exist"],
-        ),
-        (
-            dry(&[
-                "--profile",
-                "paper",
-                "--data",
-                "rrsisd=/no/such/dir",
-                "--sd",
-                &sd15_configs(d),
-            ]),
-            vec!["/no/such/dir", "is not a directory"],
-        ),
-        (
-            [
-                "ablation",
-                "no_such_ablation",
-                "--ablations",
-                ABLATIONS,
-                "--dry-run",
-            ]
-            .map(String::from)
-            .to_vec(),
-            vec!["no ablation `no_such_ablation`", "available:"],
-        ),
-        (
-            ["eval", "--run", "/no/such/run"].map(String::from).to_vec(),
-            vec!["/no/such/run/config.ron"],
-        ),
-        (
-            ["eval", "--run", "/no/such/run", "--device", "flex,flex"]
-                .map(String::from)
-                .to_vec(),
-            vec!["runs on one device"],
-        ),
-        (
-            [
-                "segment", "--run", "r", "--image", "i.png", "--text", "", "--out", "o",
-            ]
-            .map(String::from)
-            .to_vec(),
-            vec!["--text is empty"],
-        ),
-    ];
-    for (args, expected) in &cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        refused(d, &args, expected);
-    }
-    // Nothing above wrote a run.
-    assert!(!d.join("results").exists());
 }
 
 /// A run whose data cannot be read fails naming the file once (not the OS error twice), and
@@ -358,45 +208,6 @@ fn paths_stay_inside_results_and_foreign_folders_are_kept() {
             "mine"
         );
     }
-}
-
-/// Numeric flags out of their range are refused by the argument parser, naming the flag: no
-/// panic (`--log-every inf`, `--object-scale NaN`) and no huge allocation (`--panel`, `--size`).
-#[test]
-fn numeric_flags_out_of_range_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let cases: [(&[&str], &str); 6] = [
-        (
-            &["train", "cp_adapter", "--dry-run", "--log-every", "inf"],
-            "--log-every",
-        ),
-        (
-            &["train", "cp_adapter", "--dry-run", "--log-every=-1"],
-            "--log-every",
-        ),
-        (
-            &["data", "synth", "--out", "s", "--object-scale", "NaN"],
-            "--object-scale",
-        ),
-        (
-            &["data", "synth", "--out", "s", "--size", "1000000"],
-            "--size",
-        ),
-        (
-            &["figures", "--run", "r", "--panel", "4000000000"],
-            "--panel",
-        ),
-        (
-            &["explain", "--run", "r", "--text", "x", "--panel", "0"],
-            "--panel",
-        ),
-    ];
-    for (args, flag) in cases {
-        let text = refused(d, args, &[flag]);
-        assert!(text.contains("is not between"), "{args:?}: {text}");
-    }
-    assert!(!d.join("s").exists(), "nothing generated");
 }
 
 /// How a batch is split into passes (devices, micro-batches) changes a run's numbers, so a run

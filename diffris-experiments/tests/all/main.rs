@@ -14,6 +14,7 @@ mod bad_input_cli;
 mod cli_features;
 mod cli_robust;
 mod concurrent;
+mod corpus;
 mod divergence;
 mod e2e_ablation;
 mod e2e_kill;

@@ -117,3 +117,110 @@ fn the_tiny_profile_refuses_weights_it_would_not_read() {
         "{out}"
     );
 }
+
+/// A dataset in RISBench's layout without a validation split (as its public download comes):
+/// refused before anything is encoded, naming the missing file and the fallback; with
+/// `--val-from-train N` whole images of at least N training expressions become the validation
+/// split, the rest trains, and the run's config records it.
+#[test]
+fn a_dataset_without_a_val_split_validates_on_expressions_held_out_of_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("ris");
+    std::fs::create_dir_all(data.join("img_rgb")).unwrap();
+    std::fs::create_dir_all(data.join("mask")).unwrap();
+    let mut train = String::new();
+    for i in 0..6u32 {
+        let name = format!("{i:03}.png");
+        let rgb = image::RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 8) as u8, (i * 40) as u8])
+        });
+        rgb.save(data.join("img_rgb").join(&name)).unwrap();
+        let mask = image::GrayImage::from_fn(32, 32, |x, y| {
+            image::Luma([if x / 8 == i % 4 && y >= 8 { 255 } else { 0 }])
+        });
+        mask.save(data.join("mask").join(&name)).unwrap();
+        // Two expressions per image.
+        train.push_str(&format!(
+            "{name} the stripe number {i}\n{name} a bright band {i}\n"
+        ));
+    }
+    std::fs::write(data.join("output_phrase_train.txt"), train).unwrap();
+    std::fs::write(
+        data.join("output_phrase_test.txt"),
+        "000.png the first stripe\n003.png the fourth stripe\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("abl")).unwrap();
+    std::fs::write(
+        d.join("abl/ris.ron"),
+        r#"(version: 2, name: "ris", title: "T", columns: [miou],
+            base: (dataset: risbench), variants: [(name: "a", label: "A")])"#,
+    )
+    .unwrap();
+    let root = format!("risbench={}", data.display());
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "ris",
+            "--ablations",
+            "abl",
+            "--profile",
+            "tiny",
+            "--data",
+            &root,
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--results",
+            "results",
+            "--cache",
+            "cache",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let (ok, out) = binary::outcome(binary::diffris().current_dir(d).args(args(&[])));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("has no val split")
+            && out.contains("output_phrase_val.txt does not exist")
+            && out.contains("--val-from-train N"),
+        "{out}"
+    );
+    assert_eq!(encoded(&out), 0, "refused before encoding:\n{out}");
+
+    let out = binary::succeeds(
+        &args(&["--val-from-train", "3"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        d,
+    );
+    let samples = |split: &str| -> usize {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("encoded the {split} split (")))
+            .unwrap_or_else(|| panic!("no {split} encoding in:\n{out}"));
+        line.split('(')
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Whole images of two expressions each: at least 3 held out means 2 images, 4 expressions.
+    assert_eq!(
+        (samples("train"), samples("val"), samples("test")),
+        (8, 4, 2),
+        "{out}"
+    );
+    let config = std::fs::read_to_string(d.join("results/runs/ris/a/seed-0/config.ron")).unwrap();
+    assert!(config.contains("val_from_train: Some(3)"), "{config}");
+}

@@ -65,8 +65,9 @@ impl Component {
 }
 
 /// Keys real checkpoints carry that are not weights of the modules diffris builds; they are
-/// skipped on purpose (diffusion schedule buffers, EMA bookkeeping, position-id buffers, and the
-/// VAE decoder, which DiffRIS never runs).
+/// skipped on purpose (diffusion schedule buffers, EMA bookkeeping and the EMA set when the
+/// trained UNet is read, see `weights::UnetWeights`; position-id buffers, and the VAE decoder,
+/// which DiffRIS never runs).
 pub fn is_ignored_key(key: &str) -> bool {
     const SCHEDULE: [&str; 14] = [
         "betas",

@@ -183,6 +183,41 @@ pub fn config_differences(found: &SdConfig, expected: &SdConfig) -> Vec<String> 
     out
 }
 
+/// Which UNet weights a single-file checkpoint is read for when it holds two sets: the
+/// trained weights (`model.diffusion_model.*`) and their exponential moving average
+/// (`model_ema.*`, as full-EMA releases such as `sd-v1-4-full-ema.ckpt` and
+/// `v1-5-pruned.ckpt` carry them). Released pipelines run the EMA weights (the `-emaonly` files
+/// and the diffusers folders hold those alone), so EMA is the default.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum UnetWeights {
+    #[default]
+    Ema,
+    NonEma,
+}
+
+impl UnetWeights {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The key LDM's `LitEma` stores the moving average of `ldm_key` under: the parameter's name
+/// below `model.` without its dots, under `model_ema.`
+/// (`model.diffusion_model.out.2.bias` -> `model_ema.diffusion_modelout2bias`).
+pub fn ema_key(ldm_key: &str) -> String {
+    let name = ldm_key.strip_prefix("model.").unwrap_or(ldm_key);
+    format!("model_ema.{}", name.replace('.', ""))
+}
+
+/// Whether a checkpoint holds EMA weights of the UNet.
+fn has_unet_ema(ckpt: &Checkpoint) -> bool {
+    ckpt.keys()
+        .any(|k| k.starts_with("model_ema.diffusion_model"))
+}
+
 /// The candidate keys of a parameter in a single-file LDM checkpoint.
 fn ldm_candidates(
     component: Component,
@@ -202,6 +237,18 @@ impl<B: SdBackend> StableDiffusion<B> {
     /// Loads a diffusers folder (which must be of `arch` when one is named) or a single-file
     /// checkpoint (`arch` required).
     pub fn load(path: &Path, arch: Option<&SdConfig>, device: &B::Device) -> Result<Self> {
+        Self::load_with(path, arch, UnetWeights::Ema, device).map(|(sd, _)| sd)
+    }
+
+    /// [`Self::load`] reading the UNet set `unet` from a single file that holds two; also
+    /// returns the set read when there was a choice (`None`: one set, as in every diffusers
+    /// folder and `-emaonly` file).
+    pub fn load_with(
+        path: &Path,
+        arch: Option<&SdConfig>,
+        unet: UnetWeights,
+        device: &B::Device,
+    ) -> Result<(Self, Option<UnetWeights>)> {
         if path.is_dir() {
             if let Some(expected) = arch {
                 let found = SdConfig::from_diffusers_dir(path)?;
@@ -217,7 +264,7 @@ impl<B: SdBackend> StableDiffusion<B> {
                     ));
                 }
             }
-            Self::from_diffusers(path, device)
+            Self::from_diffusers(path, device).map(|sd| (sd, None))
         } else {
             let arch = arch.ok_or_else(|| {
                 ModelError::config(
@@ -225,24 +272,49 @@ impl<B: SdBackend> StableDiffusion<B> {
                     "a single-file checkpoint does not say its architecture: pass one (e.g. sd15)",
                 )
             })?;
-            Self::from_single_file(path, arch, device)
+            Self::from_single_file_with(path, arch, unet, device)
         }
     }
 
-    /// Loads an original single-file LDM checkpoint (`.safetensors` or `.ckpt`).
+    /// Loads an original single-file LDM checkpoint (`.safetensors` or `.ckpt`), its UNet's EMA
+    /// weights when it holds them.
     pub fn from_single_file(path: &Path, arch: &SdConfig, device: &B::Device) -> Result<Self> {
+        Self::from_single_file_with(path, arch, UnetWeights::Ema, device).map(|(sd, _)| sd)
+    }
+
+    /// Loads a single-file checkpoint reading the UNet set `unet` where the file holds both;
+    /// also returns the set read when it had a choice (`None`: the file holds one set).
+    pub fn from_single_file_with(
+        path: &Path,
+        arch: &SdConfig,
+        unet: UnetWeights,
+        device: &B::Device,
+    ) -> Result<(Self, Option<UnetWeights>)> {
         arch.validate()
             .map_err(|m| ModelError::config(path, m.to_string()))?;
         let ckpt = Checkpoint::open(path)?;
         let mut sd = arch.init::<B>(device);
         let mut used = BTreeSet::new();
         let unet_cfg = arch.unet.clone();
-        load_component::<B, _>(
-            &mut sd.unet,
-            &ckpt,
-            ldm_candidates(Component::Unet, &unet_cfg),
-            &mut used,
-        )?;
+        let choice = has_unet_ema(&ckpt).then_some(unet);
+        let plain = ldm_candidates(Component::Unet, &unet_cfg);
+        let ema = |p: &ParamInfo| plain(p).iter().map(|k| ema_key(k)).collect::<Vec<_>>();
+        if choice == Some(UnetWeights::Ema) {
+            load_component::<B, _>(&mut sd.unet, &ckpt, ema, &mut used)?;
+            // The set not read is skipped on purpose (each of its keys, not a prefix).
+            used.extend(
+                ckpt.keys()
+                    .filter(|k| k.starts_with(Component::Unet.ldm_prefix()))
+                    .cloned(),
+            );
+        } else {
+            load_component::<B, _>(
+                &mut sd.unet,
+                &ckpt,
+                ldm_candidates(Component::Unet, &unet_cfg),
+                &mut used,
+            )?;
+        }
         load_component::<B, _>(
             &mut sd.vae,
             &ckpt,
@@ -256,7 +328,7 @@ impl<B: SdBackend> StableDiffusion<B> {
             &mut used,
         )?;
         check_unused(&ckpt, &used)?;
-        Ok(sd)
+        Ok((sd, choice))
     }
 
     /// Loads a diffusers folder, building each component from its `config.json`.

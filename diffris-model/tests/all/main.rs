@@ -10,6 +10,7 @@ mod frozen_ops;
 mod half_precision;
 mod schedule;
 mod sd15_keys;
+mod sd_ema;
 mod sd_gradients;
 mod sd_parity;
 mod sd_save;

@@ -16,6 +16,7 @@ use anyhow::Context;
 use diffris_data::DatasetFormat;
 use diffris_model::diffris::DiffRisConfig;
 use diffris_model::error::{ConfigError, ensure};
+use diffris_model::weights::UnetWeights;
 use serde::{Deserialize, Serialize};
 
 use merge::Node;
@@ -162,8 +163,18 @@ pub struct RecipeSpec {
     pub train_split: String,
     pub val_split: String,
     pub test_split: String,
+    /// Hold out about N expressions of the training split as the validation split, for datasets
+    /// published without one (RISBench's public download): whole images, chosen by a fixed
+    /// hash of their paths, so every run of a table validates on the same held-out set and no
+    /// image is seen by both. `None`: read `val_split`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_from_train: Option<usize>,
     /// Which SD weights (`sd11`, `sd12`, `sd14`, `sd15`): paths come from the profile's setup.
     pub sd_weights: String,
+    /// Which UNet a single-file checkpoint holding two is read for: `ema` (default, as
+    /// released pipelines run it) or `non_ema` (the trained weights).
+    #[serde(skip_serializing_if = "UnetWeights::is_default")]
+    pub sd_unet: UnetWeights,
     pub protocol: Protocol,
     /// The whole DiffRIS configuration (input size, latent scale, timestep, adapter, decoder,
     /// loss); the frozen SD architecture comes from the profile.
@@ -178,7 +189,9 @@ impl Default for RecipeSpec {
             train_split: "train".into(),
             val_split: "val".into(),
             test_split: "test".into(),
+            val_from_train: None,
             sd_weights: "sd15".into(),
+            sd_unet: UnetWeights::Ema,
             protocol: Protocol::Lavt,
             model: DiffRisConfig::default(),
             train: TrainSpec::default(),
@@ -385,6 +398,31 @@ impl AblationFile {
         if file.variants.is_empty() {
             anyhow::bail!("{}: no variants", path.display());
         }
+        // A table of no columns, or of no seeds, would be written empty with success; a seed
+        // listed twice would be counted twice in its rows' means.
+        if file.columns.is_empty() {
+            anyhow::bail!(
+                "{}: `columns` is empty (name at least one metric, e.g. [miou, oiou])",
+                path.display()
+            );
+        }
+        if file.seeds.is_empty() {
+            anyhow::bail!(
+                "{}: `seeds` is empty (leave it out for seed 0)",
+                path.display()
+            );
+        }
+        let mut seeds = std::collections::BTreeSet::new();
+        if let Some(s) = file.seeds.iter().find(|s| !seeds.insert(**s)) {
+            anyhow::bail!("{}: seed {s} is listed twice in `seeds`", path.display());
+        }
+        if let Some(v) = file.variants.iter().find(|v| v.label.trim().is_empty()) {
+            anyhow::bail!(
+                "{}: variant `{}` has an empty `label` (its row's name in the table)",
+                path.display(),
+                v.name
+            );
+        }
         for (label, test, val) in file.paper_rows() {
             for (field, p) in [("paper", test), ("paper_val", val)] {
                 if p.precision.len() > 5 {
@@ -439,7 +477,9 @@ impl AblationFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(&text, path)
+        // Editors on Windows may start a UTF-8 file with a byte-order mark, which RON reads as
+        // a character before the opening parenthesis.
+        Self::parse(text.strip_prefix('\u{feff}').unwrap_or(&text), path)
     }
 }
 
@@ -577,5 +617,27 @@ mod tests {
             .to_string();
         assert!(err.contains("version 1"), "{err}");
         assert!(err.contains("set:"), "{err}");
+    }
+
+    #[test]
+    fn held_out_validation_and_the_unet_set_are_recipe_fields_written_only_when_set() {
+        let text = r#"(version: 2, name: "n", title: "T", columns: [miou],
+            base: (dataset: risbench, val_from_train: 500, sd_unet: non_ema),
+            variants: [(name: "a", label: "A"), (name: "b", label: "B", set: (sd_unet: ema))])"#;
+        let f = AblationFile::parse(text, Path::new("n.ron")).unwrap();
+        assert_eq!(f.variants[0].recipe.val_from_train, Some(500));
+        assert_eq!(f.variants[0].recipe.sd_unet, UnetWeights::NonEma);
+        assert_eq!(f.variants[1].recipe.sd_unet, UnetWeights::Ema);
+        // Defaults are not written, so configs written before these fields read the same.
+        let plain = ron::to_string(&RecipeSpec::default()).unwrap();
+        assert!(
+            !plain.contains("val_from_train") && !plain.contains("sd_unet"),
+            "{plain}"
+        );
+        let set = ron::to_string(&f.variants[0].recipe).unwrap();
+        assert!(
+            set.contains("val_from_train:Some(500)") && set.contains("sd_unet:non_ema"),
+            "{set}"
+        );
     }
 }
