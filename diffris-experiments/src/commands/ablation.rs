@@ -16,7 +16,8 @@ pub struct AblationArgs {
     /// Run only these variants (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Seeds to run (comma-separated; default: the file's).
+    /// Seeds to run (comma-separated; default: the file's under the paper profile, its first
+    /// under the tiny one).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
     #[command(flatten)]

@@ -28,6 +28,8 @@ pub const LOG_EVERY: (f64, f64) = (0.0, 86_400.0);
 pub const PANEL: (u32, u32) = (16, 2048);
 /// Pixels of a generated SynthRS image (the tiny profile uses 64).
 pub const SYNTH_SIZE: (usize, usize) = (16, 2048);
+/// A device memory share in GiB: 1 MiB to 1 PiB.
+pub const MEMORY_GIB: (f64, f64) = (1.0 / 1024.0, 1024.0 * 1024.0);
 /// A UNet timestep: SD-1.x was trained on 0 to 999.
 pub const TIMESTEP: (f64, f64) = (0.0, 999.0);
 /// Samples an evaluation may be limited to (0 would print the metrics of nothing).

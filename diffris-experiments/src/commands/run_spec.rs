@@ -30,7 +30,8 @@ pub struct RunSpecArgs {
           value_parser = super::bounds::within(super::bounds::LOG_EVERY.0, super::bounds::LOG_EVERY.1))]
     pub log_every: f64,
     /// The memory this run may use of its device, in GiB (its share, from the parent).
-    #[arg(long)]
+    #[arg(long,
+          value_parser = super::bounds::within(super::bounds::MEMORY_GIB.0, super::bounds::MEMORY_GIB.1))]
     pub memory_gib: Option<f64>,
 }
 

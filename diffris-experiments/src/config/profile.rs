@@ -245,7 +245,7 @@ impl Resolver {
             anyhow::bail!("--only: ablation {} has no variant `{unknown}`", file.name);
         }
         let seeds = if seeds.is_empty() {
-            &file.seeds[..]
+            self.default_seeds(file)
         } else {
             seeds
         };
@@ -304,6 +304,35 @@ impl Resolver {
 }
 
 impl Resolver {
+    /// The seeds of `file` run when `--seeds` names none: all of them under the paper profile;
+    /// the first under the tiny profile, whose one seed already takes most of the embedded
+    /// default's ten minutes (`--seeds` runs more; [`Self::seeds_note`] says so).
+    pub fn default_seeds<'f>(&self, file: &'f AblationFile) -> &'f [u64] {
+        match self.profile {
+            ProfileName::Paper => &file.seeds,
+            ProfileName::Tiny => &file.seeds[..file.seeds.len().min(1)],
+        }
+    }
+
+    /// The line saying that this profile runs fewer seeds than the file lists, if it does.
+    pub fn seeds_note(&self, file: &AblationFile, seeds_flag: &[u64]) -> Option<String> {
+        let run = self.default_seeds(file);
+        (seeds_flag.is_empty() && run.len() < file.seeds.len()).then(|| {
+            let all: Vec<String> = file.seeds.iter().map(u64::to_string).collect();
+            format!(
+                "the {} profile runs seed {} of the file's {} (one seed fits its time budget; \
+                 --seeds {} runs them all)",
+                format!("{:?}", self.profile).to_lowercase(),
+                run.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                all.join(", "),
+                all.join(","),
+            )
+        })
+    }
+
     /// Whether a run resolved with `overrides` takes `--micro-batch auto`: when the flag says so,
     /// and under the paper profile when neither the flag nor the recipe sets a micro-batch (a
     /// whole batch of 32 at 512 px needs about 110 GiB). The runner then picks the micro-batch
@@ -520,6 +549,35 @@ mod tests {
             setup: Setup::default(),
             cache: "/cache".into(),
         }
+    }
+
+    #[test]
+    fn the_paper_profile_runs_every_seed_of_a_file_and_the_tiny_one_its_first() {
+        let text = FILE.replace("columns: [miou],", "columns: [miou], seeds: [4, 1, 2],");
+        let file = AblationFile::parse(&text, Path::new("p.ron")).unwrap();
+        let seeds = |r: &Resolver, flag: &[u64]| -> Vec<u64> {
+            r.resolve_file(&file, &["own".into()], flag, &RunOverrides::default())
+                .unwrap()
+                .iter()
+                .map(|s| s.seed)
+                .collect()
+        };
+        let paper = Resolver {
+            profile: ProfileName::Paper,
+            setup: Setup::default(),
+            cache: "/cache".into(),
+        };
+        assert_eq!(paper.default_seeds(&file), [4, 1, 2]);
+        assert_eq!(paper.seeds_note(&file, &[]), None);
+        assert_eq!(tiny().default_seeds(&file), [4]);
+        assert_eq!(seeds(&tiny(), &[]), [4]);
+        assert_eq!(seeds(&tiny(), &[1, 2]), [1, 2], "--seeds wins");
+        assert_eq!(
+            tiny().seeds_note(&file, &[]).unwrap(),
+            "the tiny profile runs seed 4 of the file's 4, 1, 2 (one seed fits its time budget; \
+             --seeds 4,1,2 runs them all)"
+        );
+        assert_eq!(tiny().seeds_note(&file, &[1]), None);
     }
 
     fn hidden(d: &DecoderConfig) -> usize {

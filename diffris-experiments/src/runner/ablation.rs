@@ -116,6 +116,7 @@ impl BackendJob for Ablation {
         let path = locate(&name, &ablations)?;
         let file = AblationFile::load(&path)?;
         let mut specs = resolver.resolve_file(&file, &only, &seeds, &overrides)?;
+        let seeds_note = resolver.seeds_note(&file, &seeds);
         for s in &specs {
             crate::runner::prepare::check_inputs_exist(s)?;
         }
@@ -165,6 +166,9 @@ impl BackendJob for Ablation {
             .collect();
         if dry_run {
             let mut out = String::new();
+            if let Some(note) = &seeds_note {
+                writeln!(out, "# {note}\n")?;
+            }
             if let Some(why) = &target.planned_without {
                 writeln!(
                     out,
@@ -227,6 +231,9 @@ impl BackendJob for Ablation {
             resolver.profile,
             DeviceList::from_specs(&target.devices)
         );
+        if let Some(note) = &seeds_note {
+            println!("{note}");
+        }
         let started = std::time::Instant::now();
         // Said once per distinct line, naming the runs it is about (finished runs, which are
         // reused unless --restart, train nothing).

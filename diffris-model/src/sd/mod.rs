@@ -11,6 +11,7 @@ pub mod schedule;
 pub mod stack;
 pub mod unet;
 pub mod vae;
+pub mod vae_decoder;
 
 pub use clip::ClipTextModel;
 pub use config::{ClipActivation, ClipConfig, SdConfig, UNetConfig, VaeConfig};
@@ -18,3 +19,4 @@ pub use schedule::NoiseSchedule;
 pub use stack::StableDiffusion;
 pub use unet::{UNet2DConditionModel, UNetOutput, UNetRequest};
 pub use vae::VaeEncoder;
+pub use vae_decoder::VaeDecoder;

@@ -1,5 +1,5 @@
 //! diffusers `AutoencoderKL`, encoder half: `Encoder` + `quant_conv`, returning the posterior
-//! mean (the decoder is never run by DiffRIS and is not built).
+//! mean. DiffRIS never decodes; the decoder is `vae_decoder.rs`, built only where asked for.
 
 use crate::norm::group_norm;
 use burn::module::Module;
@@ -16,7 +16,7 @@ use super::resnet::{Downsample2D, ResnetBlock2D, conv1x1, conv3x3};
 use crate::precision::{param_dtype, to_dtype};
 
 /// The VAE's GroupNorm epsilon (diffusers hard-codes 1e-6 in the encoder).
-const VAE_EPS: f64 = 1e-6;
+pub(crate) const VAE_EPS: f64 = 1e-6;
 
 /// `DownEncoderBlock2D`: resnets without timestep, then an asymmetric-padding downsampler.
 #[derive(Module, Debug)]
@@ -38,7 +38,7 @@ pub struct VaeAttention<B: Backend> {
 }
 
 impl<B: SdBackend> VaeAttention<B> {
-    fn new(channels: usize, groups: usize, device: &B::Device) -> Self {
+    pub(crate) fn new(channels: usize, groups: usize, device: &B::Device) -> Self {
         let lin = || LinearConfig::new(channels, channels).init(device);
         Self {
             group_norm: GroupNormConfig::new(groups, channels)

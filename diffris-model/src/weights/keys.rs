@@ -221,6 +221,32 @@ fn ldm_unet_key(key: &str, cfg: &UNetConfig) -> String {
     }
 }
 
+/// The single-file LDM key of a diffusers VAE decoder key (prefix included): LDM numbers the
+/// decoder's `up` blocks from the output side, so diffusers' `up_blocks.i` of `blocks` is LDM's
+/// `up.{blocks-1-i}`; its resnets are `block.j`, its upsampler `upsample`, and the mid block and
+/// output norm are named as in the encoder.
+pub fn ldm_vae_decoder_key(diffusers_key: &str, blocks: usize) -> String {
+    let key = diffusers_key.replace(".conv_shortcut.", ".nin_shortcut.");
+    let body = if let Some(rest) = key.strip_prefix("decoder.up_blocks.")
+        && let Some((h, tail)) = split_first(rest, 3)
+        && let Ok(i) = h[0].parse::<usize>()
+        && i < blocks
+    {
+        let ldm = blocks - 1 - i;
+        match h[1] {
+            "resnets" => format!("decoder.up.{ldm}.block.{}.{tail}", h[2]),
+            "upsamplers" => format!("decoder.up.{ldm}.upsample.{tail}"),
+            _ => key.clone(),
+        }
+    } else if let Some(rest) = key.strip_prefix("decoder.") {
+        // The mid block and the output norm are spelt as the encoder's.
+        ldm_vae_key(&format!("encoder.{rest}")).replacen("encoder.", "decoder.", 1)
+    } else {
+        key
+    };
+    format!("{}{body}", Component::Vae.ldm_prefix())
+}
+
 fn ldm_vae_key(key: &str) -> String {
     let key = key.replace(".conv_shortcut.", ".nin_shortcut.");
     if let Some(rest) = key.strip_prefix("encoder.down_blocks.")
@@ -263,6 +289,37 @@ fn ldm_vae_key(key: &str) -> String {
 mod tests {
     use super::*;
     use crate::sd::config::SdConfig;
+
+    #[test]
+    fn ldm_names_of_the_vae_decoder() {
+        for (diffusers, ldm) in [
+            (
+                "decoder.up_blocks.0.resnets.2.conv_shortcut.weight",
+                "decoder.up.3.block.2.nin_shortcut.weight",
+            ),
+            (
+                "decoder.up_blocks.2.upsamplers.0.conv.bias",
+                "decoder.up.1.upsample.conv.bias",
+            ),
+            (
+                "decoder.mid_block.attentions.0.to_out.0.weight",
+                "decoder.mid.attn_1.proj_out.weight",
+            ),
+            (
+                "decoder.mid_block.resnets.1.norm2.bias",
+                "decoder.mid.block_2.norm2.bias",
+            ),
+            ("decoder.conv_norm_out.weight", "decoder.norm_out.weight"),
+            ("decoder.conv_in.weight", "decoder.conv_in.weight"),
+            ("post_quant_conv.weight", "post_quant_conv.weight"),
+        ] {
+            assert_eq!(
+                ldm_vae_decoder_key(diffusers, 4),
+                format!("first_stage_model.{ldm}"),
+                "{diffusers}"
+            );
+        }
+    }
 
     #[test]
     fn diffusers_names_of_our_paths() {

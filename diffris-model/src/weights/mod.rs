@@ -28,6 +28,7 @@ pub mod archive;
 pub mod checkpoint;
 pub mod keys;
 pub mod save;
+pub mod vae_decoder;
 
 use diffris_kernels::SdBackend;
 use std::collections::BTreeSet;
@@ -45,7 +46,7 @@ use crate::sd::config_json::read_json_object;
 use crate::sd::stack::StableDiffusion;
 
 /// Fills `module` from `ckpt` and records the keys it used.
-fn load_component<B: Backend, M: ModuleSnapshot<B>>(
+pub(crate) fn load_component<B: Backend, M: ModuleSnapshot<B>>(
     module: &mut M,
     ckpt: &Checkpoint,
     key_of: impl Fn(&ParamInfo) -> Vec<String>,
@@ -384,7 +385,7 @@ impl<B: SdBackend> StableDiffusion<B> {
 
 /// The weight file of a diffusers component folder: `<stem>.safetensors`, its `.fp16` variant,
 /// or the PyTorch `.bin` of older folders.
-fn weight_file(folder: &Path, stem: &str) -> Result<PathBuf> {
+pub(crate) fn weight_file(folder: &Path, stem: &str) -> Result<PathBuf> {
     let names = [
         format!("{stem}.safetensors"),
         format!("{stem}.fp16.safetensors"),

@@ -15,6 +15,7 @@ mod sd_gradients;
 mod sd_parity;
 mod sd_save;
 mod sd_strict;
+mod vae_decoder;
 
 /// Burn's flex backend keeps one random stream per process: `Backend::seed` sets it and every
 /// random tensor draws from it. The tests that draw from it hold this lock for their whole

@@ -34,7 +34,12 @@ pub struct Reference {
 
 impl Reference {
     pub fn load() -> Self {
-        let bytes = std::fs::read(fixtures().join("reference.safetensors")).unwrap();
+        Self::load_file("reference.safetensors")
+    }
+
+    /// The reference tensors of another file of the fixture folder.
+    pub fn load_file(name: &str) -> Self {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
