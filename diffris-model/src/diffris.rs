@@ -33,6 +33,12 @@ pub struct DiffRisConfig {
     pub timestep: f64,
     /// Concatenate the averaged cross-attention maps to the F32 and F16 taps.
     pub cross_attention_maps: bool,
+    /// Which text states the decoders that read text (PCMRD, CAMD, LMP's and OAD's word
+    /// features) take: the adapter's output `L'`, as the UNet does (default), or CLIP's `L`.
+    /// The paper's Fig. 2 feeds the adapted text to both; VPD's `refer/` code passes its
+    /// adapted states on too. Left out of a serialised config at its default.
+    #[serde(skip_serializing_if = "DecoderText::is_adapted")]
+    pub decoder_text: DecoderText,
     pub adapter: CpAdapterConfig,
     pub decoder: DecoderConfig,
     pub loss: LossConfig,
@@ -50,11 +56,29 @@ impl Default for DiffRisConfig {
             latent_scale: 1.0,
             timestep: 1.0,
             cross_attention_maps: true,
+            decoder_text: DecoderText::Adapted,
             adapter: CpAdapterConfig::default(),
             decoder: DecoderConfig::default(),
             loss: LossConfig::default(),
             precision: Precision::F32,
         }
+    }
+}
+
+/// The text states the decoder reads ([`DiffRisConfig::decoder_text`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderText {
+    /// The CP-adapter's output `L'`, the states the UNet is conditioned on.
+    #[default]
+    Adapted,
+    /// CLIP's states `L`, before the adapter: the adapter then learns only through the UNet.
+    Clip,
+}
+
+impl DecoderText {
+    pub fn is_adapted(&self) -> bool {
+        *self == Self::Adapted
     }
 }
 
@@ -207,8 +231,12 @@ impl<B: SdBackend> DiffRis<B> {
         eos_index: Tensor<B, 1, Int>,
         training: bool,
     ) -> DiffRisOutput<B> {
-        let adapted = self.adapter.forward(text);
-        self.forward_context(latent, adapted, eos_index, training, false)
+        let adapted = self.adapter.forward(text.clone());
+        let decoder_text = match self.config.decoder_text {
+            DecoderText::Adapted => adapted.clone(),
+            DecoderText::Clip => text,
+        };
+        self.forward_texts(latent, adapted, decoder_text, eos_index, training, false)
             .0
     }
 
@@ -235,13 +263,37 @@ impl<B: SdBackend> DiffRis<B> {
         training: bool,
         attention_maps: bool,
     ) -> (DiffRisOutput<B>, Vec<Option<Tensor<B, 4>>>) {
+        self.forward_texts(
+            latent,
+            context.clone(),
+            context,
+            eos_index,
+            training,
+            attention_maps,
+        )
+    }
+
+    /// [`Self::forward_context`] with the UNet conditioned on `context` and the decoder reading
+    /// `decoder_text` (the two differ under `decoder_text: clip`).
+    ///
+    /// # Shapes
+    /// As [`Self::forward_context`]; `decoder_text`: `[B, 77, D]`.
+    pub fn forward_texts(
+        &self,
+        latent: Tensor<B, 4>,
+        context: Tensor<B, 3>,
+        decoder_text: Tensor<B, 3>,
+        eos_index: Tensor<B, 1, Int>,
+        training: bool,
+        attention_maps: bool,
+    ) -> (DiffRisOutput<B>, Vec<Option<Tensor<B, 4>>>) {
         let b = latent.dims()[0];
         let device = latent.device();
         let timesteps = Tensor::<B, 1>::full([b], self.config.timestep, &device);
         let out = self.unet.forward(
             latent,
             timesteps,
-            context.clone(),
+            context,
             UNetRequest {
                 sample: false,
                 attention_maps: self.config.cross_attention_maps || attention_maps,
@@ -260,7 +312,7 @@ impl<B: SdBackend> DiffRis<B> {
         drop(out);
         let dec = self.decoder.forward(DecoderInput {
             features: &features,
-            text: &context,
+            text: &decoder_text,
             eos_index: &eos_index,
             image_size: self.config.image_size,
             training,

@@ -230,3 +230,48 @@ fn sd15_parameter_counts_match_the_published_sizes() {
             .all(|c| c.name == "CP-adapter" || c.name == "decoder")
     );
 }
+
+/// `decoder_text`: by default the decoder reads the adapted text `L'` the UNet reads; with
+/// `clip` it reads CLIP's `L` while the UNet still reads `L'` (checked against the two-text
+/// pass with the texts given by hand), and the outputs differ.
+#[test]
+fn the_decoder_reads_the_adapted_text_or_clips_as_configured() {
+    use diffris_model::diffris::DecoderText;
+    let _rng = crate::burn_rng();
+    // A gate of 1 (not VPD's 1e-4) so that L' is far from L.
+    let cfg = small(
+        DecoderConfig::Pcmrd(PcmrdConfig::default()),
+        CpAdapterConfig {
+            gamma_init: 1.0,
+            ..CpAdapterConfig::default()
+        },
+        64,
+    );
+    let (image, ids, eos, _) = batch(64);
+    let values = |t: Tensor<AB, 4>| t.into_data().to_vec::<f32>().unwrap();
+    let mut outputs = Vec::new();
+    for text_read in [DecoderText::Adapted, DecoderText::Clip] {
+        let cfg = DiffRisConfig {
+            decoder_text: text_read,
+            ..cfg.clone()
+        };
+        let m = model(&cfg);
+        let latent = m.encode_image(image.clone());
+        let text = m.encode_text(ids.clone());
+        let adapted = m.adapter.forward(text.clone());
+        let got = m
+            .forward_encoded(latent.clone(), text.clone(), eos.clone(), false)
+            .logits;
+        let decoder_text = match text_read {
+            DecoderText::Adapted => adapted.clone(),
+            DecoderText::Clip => text,
+        };
+        let by_hand = m
+            .forward_texts(latent, adapted, decoder_text, eos.clone(), false, false)
+            .0
+            .logits;
+        assert_eq!(values(got.clone()), values(by_hand), "{text_read:?}");
+        outputs.push(values(got));
+    }
+    assert_ne!(outputs[0], outputs[1], "L and L' differ, so do the masks");
+}
