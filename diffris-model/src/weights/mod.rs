@@ -184,6 +184,20 @@ pub fn config_differences(found: &SdConfig, expected: &SdConfig) -> Vec<String> 
     out
 }
 
+/// The architecture a single-file checkpoint at `path` is read as: `arch`, which must be given
+/// (such a file does not say its own).
+pub(crate) fn single_file_arch<'a>(
+    path: &Path,
+    arch: Option<&'a SdConfig>,
+) -> Result<&'a SdConfig> {
+    arch.ok_or_else(|| {
+        ModelError::config(
+            path,
+            "a single-file checkpoint does not say its architecture: pass one (e.g. sd15)",
+        )
+    })
+}
+
 /// Which UNet weights a single-file checkpoint is read for when it holds two sets: the
 /// trained weights (`model.diffusion_model.*`) and their exponential moving average
 /// (`model_ema.*`, as full-EMA releases such as `sd-v1-4-full-ema.ckpt` and
@@ -267,13 +281,7 @@ impl<B: SdBackend> StableDiffusion<B> {
             }
             Self::from_diffusers(path, device).map(|sd| (sd, None))
         } else {
-            let arch = arch.ok_or_else(|| {
-                ModelError::config(
-                    path,
-                    "a single-file checkpoint does not say its architecture: pass one (e.g. sd15)",
-                )
-            })?;
-            Self::from_single_file_with(path, arch, unet, device)
+            Self::from_single_file_with(path, single_file_arch(path, arch)?, unet, device)
         }
     }
 

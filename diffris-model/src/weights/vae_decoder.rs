@@ -11,7 +11,7 @@ use diffris_kernels::SdBackend;
 
 use super::checkpoint::Checkpoint;
 use super::keys::{Component, diffusers_keys, ldm_vae_decoder_key};
-use super::{load_component, weight_file};
+use super::{load_component, single_file_arch, weight_file};
 use crate::error::{ModelError, Result};
 use crate::sd::config::{SdConfig, VaeConfig};
 use crate::sd::config_json::read_json_object;
@@ -30,12 +30,7 @@ impl<B: SdBackend> VaeDecoder<B> {
             let ckpt = Checkpoint::open(&weight_file(&vae, "diffusion_pytorch_model")?)?;
             Self::fill(config, &ckpt, "", |k| k.to_string(), device)
         } else {
-            let arch = arch.ok_or_else(|| {
-                ModelError::config(
-                    path,
-                    "a single-file checkpoint does not say its architecture: pass one (e.g. sd15)",
-                )
-            })?;
+            let arch = single_file_arch(path, arch)?;
             let blocks = arch.vae.block_out_channels.len();
             let ckpt = Checkpoint::open(path)?;
             Self::fill(

@@ -9,22 +9,12 @@
 
 use std::collections::HashMap;
 
-use crate::common::{Reference, diffusers_arch, fixtures};
+use crate::common::{Reference, assert_close, diffusers_arch, fixtures};
 use burn::backend::Flex;
 use burn::tensor::Tensor;
 use diffris_model::sd::{StableDiffusion, UNetRequest};
 
 type B = Flex;
-
-fn assert_close<const D: usize>(name: &str, got: Tensor<B, D>, want: Tensor<B, D>) {
-    assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let scale = want.clone().abs().max().into_scalar().max(1.0);
-    let diff: f32 = (got - want).abs().max().into_scalar();
-    assert!(
-        diff <= 1e-4 * scale,
-        "{name}: max |diff| = {diff:e} > 1e-4 * {scale}"
-    );
-}
 
 fn check_clip(sd: &StableDiffusion<B>, r: &Reference) {
     let out = sd.text_encoder.forward(r.ids("clip.input_ids"));

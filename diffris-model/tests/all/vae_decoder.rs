@@ -9,24 +9,13 @@
 
 use std::path::Path;
 
-use crate::common::{Reference, diffusers_arch, fixtures};
+use crate::common::{Reference, assert_close, diffusers_arch, fixtures};
 use burn::backend::Flex;
-use burn::tensor::Tensor;
 use diffris_model::sd::VaeDecoder;
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
 type B = Flex;
-
-fn assert_close(name: &str, got: Tensor<B, 4>, want: Tensor<B, 4>) {
-    assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let scale = want.clone().abs().max().into_scalar().max(1.0);
-    let diff: f32 = (got - want).abs().max().into_scalar();
-    assert!(
-        diff <= 1e-4 * scale,
-        "{name}: max |diff| = {diff:e} > 1e-4 * {scale}"
-    );
-}
 
 #[test]
 fn the_decoder_matches_diffusers_from_both_checkpoint_forms() {
