@@ -1,7 +1,9 @@
 //! Writing the three frozen components as a diffusers-style folder (`unet/`, `vae/`,
 //! `text_encoder/`, each with `config.json` and F32 safetensors in diffusers / transformers
-//! naming), readable by [`StableDiffusion::from_diffusers`]. Only the parts diffris builds are
-//! written: the VAE folder holds the encoder and `quant_conv`, not the decoder.
+//! naming), readable by [`StableDiffusion::from_diffusers`]. The VAE folder holds the encoder and
+//! `quant_conv`, and the decoder and `post_quant_conv` when one is given
+//! ([`StableDiffusion::save_diffusers_with_decoder`]: a folder diffusers' `AutoencoderKL` and
+//! [`VaeDecoder::load`] read whole).
 
 use diffris_kernels::SdBackend;
 use std::path::Path;
@@ -16,13 +18,27 @@ use super::keys::{Component, diffusers_keys};
 use crate::error::{ModelError, Result};
 use crate::sd::config::{ClipActivation, ClipConfig, SdConfig, UNetConfig, VaeConfig};
 use crate::sd::stack::StableDiffusion;
+use crate::sd::vae_decoder::VaeDecoder;
+
+/// A tensor of a safetensors file: key, shape, little-endian f32 bytes.
+type Entry = (String, Vec<usize>, Vec<u8>);
 
 fn component_bytes<B: Backend, M: ModuleSnapshot<B>>(
     module: &M,
     component: Component,
     file: &Path,
 ) -> Result<Vec<u8>> {
-    let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    serialize(component_entries::<B, M>(module, component, file)?, file)
+}
+
+/// The tensors of `module` under their `component` keys (Burn's `[in, out]` linear weights
+/// transposed to the checkpoint's `[out, in]`).
+fn component_entries<B: Backend, M: ModuleSnapshot<B>>(
+    module: &M,
+    component: Component,
+    file: &Path,
+) -> Result<Vec<Entry>> {
+    let mut entries: Vec<Entry> = Vec::new();
     for snap in module.collect(None, None, true) {
         let path = snap.full_path();
         let key = diffusers_keys(component, &path)
@@ -51,6 +67,10 @@ fn component_bytes<B: Backend, M: ModuleSnapshot<B>>(
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         entries.push((key, shape, bytes));
     }
+    Ok(entries)
+}
+
+fn serialize(entries: Vec<Entry>, file: &Path) -> Result<Vec<u8>> {
     let views: Vec<(String, TensorView<'_>)> = entries
         .iter()
         .map(|(k, s, b)| {
@@ -139,8 +159,32 @@ impl SdConfig {
 impl<B: SdBackend> StableDiffusion<B> {
     /// Writes the components as a diffusers-style folder under `dir`.
     pub fn save_diffusers(&self, dir: &Path) -> Result<()> {
-        let [(unet, unet_cfg), (vae, vae_cfg), (clip, clip_cfg)] =
+        self.save_folder(None, dir)
+    }
+
+    /// [`Self::save_diffusers`] with `decoder` written into the VAE folder beside the encoder
+    /// (its architecture must be the encoder's).
+    pub fn save_diffusers_with_decoder(&self, decoder: &VaeDecoder<B>, dir: &Path) -> Result<()> {
+        if decoder.config() != self.vae.config() {
+            return Err(ModelError::config(
+                dir,
+                "the VAE decoder is of another architecture than the encoder",
+            ));
+        }
+        self.save_folder(Some(decoder), dir)
+    }
+
+    fn save_folder(&self, decoder: Option<&VaeDecoder<B>>, dir: &Path) -> Result<()> {
+        let [(unet, unet_cfg), (vae, mut vae_cfg), (clip, clip_cfg)] =
             self.config().diffusers_configs();
+        let mut vae_entries = component_entries::<B, _>(&self.vae, Component::Vae, dir)?;
+        if let Some(d) = decoder {
+            vae_entries.extend(component_entries::<B, _>(d, Component::Vae, dir)?);
+            let c = d.config();
+            vae_cfg["up_block_types"] = json!(vec!["UpDecoderBlock2D"; c.block_out_channels.len()]);
+            vae_cfg["out_channels"] = json!(c.in_channels);
+            vae_cfg["use_post_quant_conv"] = json!(true);
+        }
         let parts: [(&str, &str, serde_json::Value, Vec<u8>); 3] = [
             (
                 unet,
@@ -152,7 +196,7 @@ impl<B: SdBackend> StableDiffusion<B> {
                 vae,
                 "diffusion_pytorch_model.safetensors",
                 vae_cfg,
-                component_bytes::<B, _>(&self.vae, Component::Vae, dir)?,
+                serialize(vae_entries, dir)?,
             ),
             (
                 clip,
