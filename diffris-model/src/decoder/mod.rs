@@ -62,6 +62,9 @@ impl DecoderConfig {
             Self::Pcmrd(c) => {
                 at_least_one(c.hidden, "hidden")?;
                 at_least_one(c.tokens, "tokens")?;
+                ensure(c.baseline_level <= 3, "baseline_level", || {
+                    format!("{} is not a tap (0 = F64 .. 3 = F8)", c.baseline_level)
+                })?;
                 ensure(
                     c.tau_init > 0.0 && c.tau_init.is_finite(),
                     "tau_init",

@@ -24,8 +24,13 @@ pub struct PcmrdConfig {
     pub hidden: usize,
     /// Number of query tokens `N` (the last is the referent).
     pub tokens: usize,
-    /// Table 6 row 2: three progressive fusion stages (off: only F64 through a 1x1 conv).
+    /// Table 6 row 2: three progressive fusion stages (off: one tap through a 1x1 conv).
     pub multi_scale: bool,
+    /// Table 6 row 1: the tap the baseline reads when `multi_scale` is off, finest first:
+    /// 0 = F64 (default; the paper's "directly extracts visual features" names none), 1 = F32,
+    /// 2 = F16, 3 = F8. Left out of a serialised config at 0.
+    #[serde(skip_serializing_if = "is_finest")]
+    pub baseline_level: usize,
     /// Table 6 row 3: query tokens with OAQIL (off: the kernel comes from the sentence state).
     pub query_tokens: bool,
     /// Table 6 row 4: straight-through hard assignment (off: soft assignment).
@@ -39,12 +44,17 @@ pub struct PcmrdConfig {
     pub temperature: Temperature,
 }
 
+fn is_finest(level: &usize) -> bool {
+    *level == 0
+}
+
 impl Default for PcmrdConfig {
     fn default() -> Self {
         Self {
             hidden: 512,
             tokens: 2,
             multi_scale: true,
+            baseline_level: 0,
             query_tokens: true,
             hard_assignment: true,
             gumbel_noise: true,
@@ -132,8 +142,11 @@ impl<B: SdBackend> MaskHead<B> {
 /// The PCMRD (or one of its Table 6 ablations).
 #[derive(Module, Debug)]
 pub struct Pcmrd<B: SdBackend> {
-    /// Row 1: `Conv1x1-BN-ReLU(F64 -> D)`.
+    /// Row 1: `Conv1x1-BN-ReLU(tap -> D)` on the tap `baseline_level` names.
     pub single: Option<ConvBnRelu<B>>,
+    /// The tap `single` reads (0 = F64).
+    #[module(skip)]
+    single_level: usize,
     /// Rows 2-4: the three fusion stages (deepest first).
     pub fusions: Vec<Fusion<B>>,
     /// Rows 3-4: the initial query tokens `[N, D]`.
@@ -189,7 +202,9 @@ impl PcmrdConfig {
             vec![]
         };
         Pcmrd {
-            single: (!self.multi_scale).then(|| ConvBnRelu::new(channels[0], d, 1, device)),
+            single: (!self.multi_scale)
+                .then(|| ConvBnRelu::new(channels[self.baseline_level], d, 1, device)),
+            single_level: self.baseline_level,
             fusions,
             queries: use_tokens.then(|| {
                 Initializer::Normal {
@@ -214,7 +229,7 @@ impl<B: SdBackend> Pcmrd<B> {
         let mut assignments = Vec::new();
         let (v, source) = if let Some(single) = &self.single {
             (
-                single.forward(f[0].clone(), input.training),
+                single.forward(f[self.single_level].clone(), input.training),
                 gather_tokens(input.text.clone(), input.eos_index.clone()),
             )
         } else {

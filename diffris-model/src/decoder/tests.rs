@@ -407,3 +407,51 @@ fn camd_ignores_the_states_after_the_end_token() {
     // in f32; what remains is the rounding of summing the same numbers.
     assert!(diff <= 1e-5 * scale.max(1.0), "{diff} of {scale}");
 }
+
+/// Table 6's baseline reads the tap `baseline_level` names and no other: changing any other tap
+/// leaves its logits as they were.
+#[test]
+fn the_pcmrd_baseline_reads_the_tap_it_names() {
+    let device = Default::default();
+    let f = features::<B>(16, &device);
+    let (t, eos) = text::<B>(&device);
+    for level in [0usize, 3] {
+        let dec = PcmrdConfig {
+            multi_scale: false,
+            query_tokens: false,
+            hard_assignment: false,
+            baseline_level: level,
+            ..small_pcmrd()
+        }
+        .init::<B>(&CHANNELS, 32, (16, 16), &device);
+        let run = |f: &[Tensor<B, 4>]| -> Vec<f32> {
+            dec.forward(DecoderInput {
+                features: f,
+                text: &t,
+                eos_index: &eos,
+                image_size: (64, 64),
+                training: false,
+            })
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap()
+        };
+        let base = run(&f);
+        for k in 0..4 {
+            let mut g = f.clone();
+            g[k] = g[k].clone().mul_scalar(2.0).add_scalar(1.0);
+            assert_eq!(run(&g) != base, k == level, "level {level}, tap {k}");
+        }
+    }
+    let bad = DecoderConfig::Pcmrd(PcmrdConfig {
+        baseline_level: 4,
+        ..small_pcmrd()
+    });
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("baseline_level")
+    );
+}
