@@ -109,7 +109,7 @@ impl RunDir {
         let scores = TestScores::parse(&bytes, &path)?;
         let got = scores.metrics();
         anyhow::ensure!(
-            &got == expected,
+            got.agrees_with(expected),
             "{} does not score what {} recorded ({} against {}): restore the run's files, or \
              train it again with --restart",
             path.display(),
@@ -124,6 +124,29 @@ impl RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finished run (batch_norm/passes_2 seed 0 of the tiny profile) whose result.json
+    /// serde_json's default float parser reads back an ulp off its written mIoU: its own test
+    /// scores must still agree with it, while one pixel more in one sample of the largest
+    /// masks a file may hold (2^28 pixels) must not.
+    #[test]
+    fn metrics_read_back_from_json_agree_and_one_pixel_does_not() {
+        let written = "31.575541898290442";
+        let exact: f64 = written.parse().unwrap();
+        let read: f64 = serde_json::from_str(written).unwrap();
+        let m = |miou: f64| Metrics {
+            samples: 200,
+            oiou: 34.661572052401745,
+            miou,
+            precision: [27.0, 18.0, 8.0, 1.5, 0.0],
+        };
+        assert!(m(read).agrees_with(&m(exact)));
+        let one_pixel = 100.0 / (200.0 * (1u64 << 28) as f64);
+        assert!(!m(exact + one_pixel).agrees_with(&m(exact)));
+        let mut fewer = m(exact);
+        fewer.samples = 199;
+        assert!(!fewer.agrees_with(&m(exact)));
+    }
 
     #[test]
     fn scores_round_trip_and_a_file_that_disagrees_with_the_result_is_an_error() {
