@@ -17,6 +17,8 @@ use diffris_experiments::training::weight_decay::exempt;
 /// tokens, embeddings and prompts are; every linear and convolution weight decays.
 #[test]
 fn every_vector_is_exempt_and_of_the_matrices_only_tokens_embeddings_and_prompts() {
+    // Building the modules draws from Burn's one random stream (see main.rs).
+    let _rng = crate::burn_rng();
     #[derive(Default)]
     struct Ranks {
         path: Vec<String>,

@@ -177,6 +177,11 @@ impl<B: SdBackend> StableDiffusion<B> {
     fn save_folder(&self, decoder: Option<&VaeDecoder<B>>, dir: &Path) -> Result<()> {
         let [(unet, unet_cfg), (vae, mut vae_cfg), (clip, clip_cfg)] =
             self.config().diffusers_configs();
+        // In this order: the UNet, the VAE (encoder, then decoder), CLIP. Lazily initialised
+        // weights draw from Burn's random stream as they are read, so the order fixes the
+        // values of seeded random weights (`inputs::frozen::write_random`, whose digest is
+        // pinned).
+        let unet_bytes = component_bytes::<B, _>(&self.unet, Component::Unet, dir)?;
         let mut vae_entries = component_entries::<B, _>(&self.vae, Component::Vae, dir)?;
         if let Some(d) = decoder {
             vae_entries.extend(component_entries::<B, _>(d, Component::Vae, dir)?);
@@ -185,25 +190,22 @@ impl<B: SdBackend> StableDiffusion<B> {
             vae_cfg["out_channels"] = json!(c.in_channels);
             vae_cfg["use_post_quant_conv"] = json!(true);
         }
+        let vae_bytes = serialize(vae_entries, dir)?;
+        let clip_bytes = component_bytes::<B, _>(&self.text_encoder, Component::Clip, dir)?;
         let parts: [(&str, &str, serde_json::Value, Vec<u8>); 3] = [
             (
                 unet,
                 "diffusion_pytorch_model.safetensors",
                 unet_cfg,
-                component_bytes::<B, _>(&self.unet, Component::Unet, dir)?,
+                unet_bytes,
             ),
             (
                 vae,
                 "diffusion_pytorch_model.safetensors",
                 vae_cfg,
-                serialize(vae_entries, dir)?,
+                vae_bytes,
             ),
-            (
-                clip,
-                "model.safetensors",
-                clip_cfg,
-                component_bytes::<B, _>(&self.text_encoder, Component::Clip, dir)?,
-            ),
+            (clip, "model.safetensors", clip_cfg, clip_bytes),
         ];
         for (folder, file, config, bytes) in parts {
             let sub = dir.join(folder);
