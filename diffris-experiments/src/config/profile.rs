@@ -22,7 +22,9 @@ use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::config::recipe::{AblationFile, RecipeSpec, TrainSpec, Variant, ron_error};
+use crate::config::recipe::{
+    AblationFile, RecipeSpec, TrainSpec, Variant, read_ron_text, ron_error,
+};
 use crate::config::run_spec::{ProfileChange, ProfileName, RunSpec, SdSource};
 use crate::util::cache::fnv1a;
 
@@ -40,11 +42,7 @@ pub struct Setup {
 impl Setup {
     /// Reads a setup file (RON); errors carry `file:line:column`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        // A byte-order mark (some Windows editors write one) is not RON.
-        ron::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
-            .map_err(|e| ron_error(path, e))
+        ron::from_str(&read_ron_text(path)?).map_err(|e| ron_error(path, e))
     }
 
     /// Adds `NAME=PATH` pairs from flags (they win over the file).

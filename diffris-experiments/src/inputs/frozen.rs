@@ -55,7 +55,7 @@ pub fn load_frozen_with<B: SdBackend>(
 }
 
 /// The line saying which UNet set of a two-set checkpoint was read.
-pub fn unet_set_line(path: &Path, set: UnetWeights) -> String {
+fn unet_set_line(path: &Path, set: UnetWeights) -> String {
     match set {
         UnetWeights::Ema => format!(
             "{} holds the UNet twice: read its EMA weights (model_ema.*), as released pipelines \

@@ -317,12 +317,7 @@ impl<B: SdBackend> StableDiffusion<B> {
                     .cloned(),
             );
         } else {
-            load_component::<B, _>(
-                &mut sd.unet,
-                &ckpt,
-                ldm_candidates(Component::Unet, &unet_cfg),
-                &mut used,
-            )?;
+            load_component::<B, _>(&mut sd.unet, &ckpt, &plain, &mut used)?;
         }
         load_component::<B, _>(
             &mut sd.vae,

@@ -353,6 +353,18 @@ fn default_figure() -> Figure {
 }
 
 /// A RON parse error as `file:line:column: message`.
+/// The text of a RON file a user writes (an ablation file, a setup), without the byte-order
+/// mark some Windows editors put first: RON would read it as a character before the opening
+/// parenthesis.
+pub fn read_ron_text(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
 pub fn ron_error(path: &Path, e: ron::error::SpannedError) -> anyhow::Error {
     anyhow::anyhow!(
         "{}:{}:{}: {}",
@@ -475,11 +487,7 @@ impl AblationFile {
 
     /// Reads and parses an ablation file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        // Editors on Windows may start a UTF-8 file with a byte-order mark, which RON reads as
-        // a character before the opening parenthesis.
-        Self::parse(text.strip_prefix('\u{feff}').unwrap_or(&text), path)
+        Self::parse(&read_ron_text(path)?, path)
     }
 }
 
