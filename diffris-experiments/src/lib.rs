@@ -27,6 +27,7 @@ pub mod eval;
 pub mod explain;
 pub mod inputs;
 pub mod plan;
+pub mod pretrain;
 pub mod records;
 pub mod report;
 pub mod runner;

@@ -3,6 +3,7 @@
 //! disk in the RRSIS-D layout so the same reader serves synthetic and real data.
 
 pub mod caption;
+pub mod caption_set;
 pub mod language;
 pub mod scene;
 
@@ -287,7 +288,7 @@ pub fn remove_partials(parent: &Path, stem: &str) -> usize {
         .count()
 }
 
-fn tempdir_in(parent: &Path, out: &Path) -> Result<PathBuf> {
+pub(crate) fn tempdir_in(parent: &Path, out: &Path) -> Result<PathBuf> {
     let stem = out
         .file_name()
         .and_then(|n| n.to_str())

@@ -10,6 +10,7 @@ pub mod features;
 pub mod figures;
 pub mod info;
 pub mod init_sd;
+pub mod pretrain;
 pub mod run_args;
 pub mod run_spec;
 pub mod score;

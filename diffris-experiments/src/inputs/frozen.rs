@@ -147,11 +147,26 @@ pub fn provision<B: SdBackend>(
     device: &B::Device,
     generator: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let dir = sd_location(spec, cache, generator);
+    match &spec.sd_source {
+        SdSource::Path(p) => Ok(p.clone()),
+        SdSource::Random { seed } => {
+            provision_random::<B>(&spec.sd_arch, *seed, cache, device, generator)
+        }
+    }
+}
+
+/// The cache folder of the random weights of `arch` drawn from `seed` by `generator`, written
+/// first when missing (see [`provision`]).
+pub fn provision_random<B: SdBackend>(
+    arch: &SdConfig,
+    seed: u64,
+    cache: &Path,
+    device: &B::Device,
+    generator: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    let dir = random_sd_dir(arch, seed, generator, cache);
     let present = |dir: &Path| dir.join("unet").join("config.json").is_file();
-    if let SdSource::Random { seed } = &spec.sd_source
-        && !present(&dir)
-    {
+    if !present(&dir) {
         let here = weights_generator::<B>(device);
         anyhow::ensure!(
             generator == Some(here.as_str()),
@@ -177,7 +192,7 @@ pub fn provision<B: SdBackend>(
         if let Some(parent) = dir.parent() {
             diffris_data::synth::remove_partials(parent, name);
         }
-        write_random::<B>(&spec.sd_arch, *seed, &tmp, device)?;
+        write_random::<B>(arch, seed, &tmp, device)?;
         std::fs::rename(&tmp, &dir)
             .with_context(|| format!("moving weights into {}", dir.display()))?;
     }

@@ -1,5 +1,6 @@
-//! The batches of an [`EncodedSplit`] for burn-train, in a seeded order per epoch, their split
-//! into micro-batches for gradient accumulation, and their share-out over several devices.
+//! The batches of a dataset for burn-train (an [`EncodedSplit`], or any [`PassSource`]), in a
+//! seeded order per epoch, their split into micro-batches for gradient accumulation, and their
+//! share-out over several devices.
 
 use diffris_kernels::SdBackend;
 use std::ops::Range;
@@ -11,6 +12,61 @@ use diffris_data::batch::epoch_order;
 
 use crate::device::turnstile::{Rounds, Ticket, Turnstile};
 use crate::inputs::split::{EncodedBatch, EncodedSplit};
+
+/// What an [`EpochLoader`] cuts into passes: a dataset that orders the samples of each epoch
+/// and builds the batch of a pass.
+pub trait PassSource<B: SdBackend>: Send + Sync + 'static {
+    type Batch: Send + 'static;
+
+    /// Samples in one epoch.
+    fn epoch_len(&self) -> usize;
+
+    /// The samples of epoch `epoch` in their order: with a seed (training) drawn from it and
+    /// the epoch, without one (evaluation) the dataset's own order. `epoch_len` entries.
+    fn order(&self, seed: Option<u64>, epoch: usize) -> Vec<usize>;
+
+    /// The batch of `samples`, which sit at `positions` of epoch `epoch`'s order.
+    fn batch(
+        &self,
+        samples: &[usize],
+        positions: Range<usize>,
+        epoch: usize,
+        device: &B::Device,
+    ) -> Self::Batch;
+
+    /// Gives `batch` its loss weight and, when the epoch is shared over devices, its ticket.
+    fn mark(batch: &mut Self::Batch, weight: f64, ticket: Option<Ticket>);
+}
+
+impl<B: SdBackend> PassSource<B> for EncodedSplit {
+    type Batch = EncodedBatch<B>;
+
+    fn epoch_len(&self) -> usize {
+        self.len()
+    }
+
+    fn order(&self, seed: Option<u64>, epoch: usize) -> Vec<usize> {
+        match seed {
+            Some(seed) => epoch_order(self.len(), seed, epoch),
+            None => (0..self.len()).collect(),
+        }
+    }
+
+    fn batch(
+        &self,
+        samples: &[usize],
+        _positions: Range<usize>,
+        _epoch: usize,
+        device: &B::Device,
+    ) -> EncodedBatch<B> {
+        EncodedSplit::batch(self, samples, device)
+    }
+
+    fn mark(batch: &mut EncodedBatch<B>, weight: f64, ticket: Option<Ticket>) {
+        batch.loss_weight = weight;
+        batch.ticket = ticket;
+    }
+}
 
 /// Batches of an [`EncodedSplit`] for burn-train. In training mode each epoch's order is a
 /// permutation drawn from `(seed, epoch)` and the backend RNG (Gumbel noise, dropout) is reseeded
@@ -27,8 +83,8 @@ use crate::inputs::split::{EncodedBatch, EncodedSplit};
 /// number of devices, and device `i` runs its passes `i, i + devices, i + 2 devices, ...`. Each
 /// pass carries a [`Ticket`] so that the workers' forwards draw from the process-wide RNG in the
 /// plan's order (see [`crate::device::turnstile`]).
-pub struct EpochLoader<B: SdBackend> {
-    data: Arc<EncodedSplit>,
+pub struct EpochLoader<B: SdBackend, D: PassSource<B> = EncodedSplit> {
+    data: Arc<D>,
     batch_size: usize,
     micro_batch: usize,
     /// Devices the plan is shared over, and the one this loader feeds (`None`: all passes).
@@ -42,10 +98,10 @@ pub struct EpochLoader<B: SdBackend> {
     device: B::Device,
 }
 
-impl<B: SdBackend> EpochLoader<B> {
+impl<B: SdBackend, D: PassSource<B>> EpochLoader<B, D> {
     /// Batches of `batch_size` samples, each passed as micro-batches of at most `micro_batch`.
     pub fn new(
-        data: Arc<EncodedSplit>,
+        data: Arc<D>,
         batch_size: usize,
         micro_batch: usize,
         seed: Option<u64>,
@@ -160,8 +216,8 @@ pub fn micro_batches(
     out
 }
 
-struct EpochIter<B: SdBackend> {
-    data: Arc<EncodedSplit>,
+struct EpochIter<B: SdBackend, D: PassSource<B>> {
+    data: Arc<D>,
     order: Vec<usize>,
     /// `(pass index in the epoch's plan, positions, loss weight)`.
     passes: Vec<(usize, Range<usize>, f64)>,
@@ -175,47 +231,47 @@ struct EpochIter<B: SdBackend> {
     device: B::Device,
 }
 
-impl<B: SdBackend> Iterator for EpochIter<B> {
-    type Item = EncodedBatch<B>;
+impl<B: SdBackend, D: PassSource<B>> Iterator for EpochIter<B, D> {
+    type Item = D::Batch;
 
     fn next(&mut self) -> Option<Self::Item> {
         let (pass, range, weight) = self.passes.get(self.next)?.clone();
         self.next += 1;
         self.done += range.len();
-        let mut batch = self.data.batch(&self.order[range], &self.device);
-        batch.loss_weight = weight;
-        batch.ticket = self.turnstile.as_ref().map(|t| Ticket {
+        let mut batch =
+            self.data
+                .batch(&self.order[range.clone()], range, self.epoch, &self.device);
+        let ticket = self.turnstile.as_ref().map(|t| Ticket {
             turnstile: t.clone(),
             epoch: self.epoch,
             pass,
         });
+        D::mark(&mut batch, weight, ticket);
         Some(batch)
     }
 }
 
-impl<B: SdBackend> DataLoaderIterator<EncodedBatch<B>> for EpochIter<B> {
+impl<B: SdBackend, D: PassSource<B>> DataLoaderIterator<D::Batch> for EpochIter<B, D> {
     fn progress(&self) -> Progress {
         Progress::new(self.done, self.total)
     }
 }
 
-impl<B: SdBackend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
-    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<EncodedBatch<B>> + 'a> {
+impl<B: SdBackend, D: PassSource<B>> DataLoader<B, D::Batch> for EpochLoader<B, D> {
+    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<D::Batch> + 'a> {
         let epoch = self.first_epoch + self.calls.fetch_add(1, Ordering::SeqCst);
-        let n = self.data.len();
-        let order: Vec<usize> = match self.seed {
-            Some(seed) => {
-                // One reseed per epoch, by the part holding the plan's first pass: with Burn's
-                // DDP every device's worker starts its epoch on its own thread, and a reseed by
-                // another part could land after that pass has begun drawing. The other parts'
-                // passes wait for it (their tickets), so all draws follow this one.
-                if self.shard.is_none_or(|s| s == 0) {
-                    B::seed(&self.device, epoch_seed(seed, epoch));
-                }
-                epoch_order(n, seed, epoch)
+        let n = self.data.epoch_len();
+        let order = self.data.order(self.seed, epoch);
+        debug_assert_eq!(order.len(), n);
+        if let Some(seed) = self.seed {
+            // One reseed per epoch, by the part holding the plan's first pass: with Burn's DDP
+            // every device's worker starts its epoch on its own thread, and a reseed by another
+            // part could land after that pass has begun drawing. The other parts' passes wait
+            // for it (their tickets), so all draws follow this one.
+            if self.shard.is_none_or(|s| s == 0) {
+                B::seed(&self.device, epoch_seed(seed, epoch));
             }
-            None => (0..n).collect(),
-        };
+        }
         let plan = micro_batches(n, self.batch_size, self.micro_batch, self.devices);
         let passes = self.own_passes(plan);
         let turnstile = (self.devices > 1).then(|| {
@@ -239,17 +295,17 @@ impl<B: SdBackend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
     }
 
     fn num_items(&self) -> usize {
-        self.data.len()
+        self.data.epoch_len()
     }
 
-    fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, EncodedBatch<B>>> {
+    fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, D::Batch>> {
         Arc::new(self.with(self.shard, self.calls.clone(), device.clone()))
     }
 
     /// Device `i`'s share (see [`EpochLoader`]), for the `i`-th of the parts burn-train's
     /// `split_dataloader` asks for: `[i * (n / devices), ...)`, the last part up to `n`.
-    fn slice(&self, start: usize, _end: usize) -> Arc<dyn DataLoader<B, EncodedBatch<B>>> {
-        let step = self.data.len() / self.devices;
+    fn slice(&self, start: usize, _end: usize) -> Arc<dyn DataLoader<B, D::Batch>> {
+        let step = self.data.epoch_len() / self.devices;
         let shard = match step {
             0 => 0,
             step => (start / step).min(self.devices - 1),
@@ -259,7 +315,7 @@ impl<B: SdBackend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
             "EpochLoader::slice({start}, _) is not one of the {} parts of {} samples that \
              burn-train's split_dataloader asks for",
             self.devices,
-            self.data.len()
+            self.data.epoch_len()
         );
         Arc::new(self.with(
             Some(shard),
@@ -269,7 +325,7 @@ impl<B: SdBackend> DataLoader<B, EncodedBatch<B>> for EpochLoader<B> {
     }
 }
 
-impl<B: SdBackend> EpochLoader<B> {
+impl<B: SdBackend, D: PassSource<B>> EpochLoader<B, D> {
     fn with(&self, shard: Option<usize>, calls: Arc<AtomicUsize>, device: B::Device) -> Self {
         Self {
             data: self.data.clone(),

@@ -25,6 +25,7 @@ mod failed_pass;
 mod full_disk;
 mod memory_fit;
 mod multi_device;
+mod pretrain;
 mod random_weights;
 mod score_strict;
 mod tiny_latent_scale;

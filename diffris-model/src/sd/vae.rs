@@ -152,6 +152,28 @@ impl<B: SdBackend> VaeEncoder<B> {
     /// `image`: `[B, 3, H, W]` in [-1, 1] (`H`, `W` multiples of the downsampling factor)
     /// -> `[B, latent_channels, H/f, W/f]`.
     pub fn forward(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.moments(image)
+            .narrow(1, 0, self.config().latent_channels)
+    }
+
+    /// The posterior's mean and log-variance, the latter clamped to [-30, 20] as diffusers'
+    /// `DiagonalGaussianDistribution` does (its `sample()` is `mean + exp(logvar / 2) * noise`:
+    /// what latent-diffusion training encodes images with).
+    ///
+    /// # Shapes
+    /// `image`: `[B, 3, H, W]` in [-1, 1] -> both `[B, latent_channels, H/f, W/f]`.
+    pub fn posterior(&self, image: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let c = self.config().latent_channels;
+        let moments = self.moments(image);
+        let logvar = moments.clone().narrow(1, c, c).clamp(-30.0, 20.0);
+        (moments.narrow(1, 0, c), logvar)
+    }
+
+    /// `quant_conv`'s output: mean and log-variance stacked on the channel axis.
+    ///
+    /// # Shapes
+    /// `image`: `[B, 3, H, W]` -> `[B, 2 * latent_channels, H/f, W/f]`.
+    fn moments(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
         let e = &self.encoder;
         let image = to_dtype(image, param_dtype(&e.conv_in.weight));
         let mut x = e.conv_in.forward(image);
@@ -169,9 +191,7 @@ impl<B: SdBackend> VaeEncoder<B> {
             x = attn.forward(x);
         }
         x = mid.resnets[1].forward(x, None);
-        let moments = self
-            .quant_conv
-            .forward(e.conv_out.forward(silu(group_norm(&e.conv_norm_out, x))));
-        moments.narrow(1, 0, self.config().latent_channels)
+        self.quant_conv
+            .forward(e.conv_out.forward(silu(group_norm(&e.conv_norm_out, x))))
     }
 }

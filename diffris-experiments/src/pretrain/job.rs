@@ -1,0 +1,290 @@
+//! `diffris pretrain` from its request to its run folder: the source stack and the captions
+//! (defaults: the tiny profile's random weights and a generated SynthRS caption set), the held-out
+//! images, the records written before training, the encoding, the run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use burn::backend::Autodiff;
+use diffris_data::formats::captions::{CaptionedImage, read_captions};
+use diffris_data::synth::caption_set::{CaptionSetConfig, cached_caption_dir, write_caption_set};
+use diffris_model::sd::NoiseSchedule;
+use indicatif::MultiProgress;
+use serde::{Deserialize, Serialize};
+
+use super::data::{DenoiseSet, DrawSpec, Encoded};
+use super::{PretrainOptions, PretrainSpec, pretrain};
+use crate::config::RunDir;
+use crate::config::profile::{TINY_LATENT_SCALE, tiny_arch, tiny_synth};
+use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
+use crate::inputs::frozen::{load_frozen, load_frozen_preset, provision_random};
+use crate::records::env::EnvRecord;
+use crate::util::atomic_file::write_atomic;
+use crate::util::cache::fnv1a;
+use crate::util::lock::{lock_path, lock_waiting};
+use crate::util::progress::{Heartbeat, bar};
+
+/// What `diffris pretrain` was asked (its arguments).
+pub struct Request {
+    pub out: PathBuf,
+    pub sd: Option<PathBuf>,
+    pub arch: Option<String>,
+    pub data: Option<PathBuf>,
+    pub synth_images: usize,
+    pub steps: usize,
+    pub every: usize,
+    pub batch: usize,
+    pub micro_batch: Option<usize>,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub caption_dropout: f64,
+    pub image_size: Option<usize>,
+    pub latent_scale: Option<f64>,
+    pub val_images: usize,
+    pub seed: u64,
+    pub resume: bool,
+    pub stop_after: Option<usize>,
+    pub cache: PathBuf,
+}
+
+/// A pre-training run's resolved configuration (`config.ron`): a resumed run must match it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    pub spec: PretrainSpec,
+    pub seed: u64,
+    /// The source stack: a path, or the tiny profile's random weights.
+    pub source: String,
+    /// The caption folder, or the generated SynthRS caption set's config.
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synth: Option<CaptionSetConfig>,
+}
+
+/// The SynthRS caption set of the tiny profile's scenes (its image size, objects and scale).
+pub fn tiny_caption_set(images: usize) -> CaptionSetConfig {
+    let s = tiny_synth();
+    CaptionSetConfig {
+        image_size: s.image_size,
+        images,
+        seed: 0,
+        min_objects: s.min_objects,
+        max_objects: s.max_objects,
+        object_scale: s.object_scale,
+    }
+}
+
+/// The indices of the `n` pairs held out for validation: whole images, the first by the hash of
+/// their path below `root` (every pair of a held-out image is held out).
+pub fn held_out(pairs: &[CaptionedImage], n: usize, root: &Path) -> Vec<bool> {
+    let key = |p: &Path| {
+        let rel = p.strip_prefix(root).unwrap_or(p);
+        (fnv1a(rel.to_string_lossy().bytes()), rel.to_path_buf())
+    };
+    let mut images: Vec<(u64, PathBuf)> = pairs.iter().map(|p| key(&p.image)).collect();
+    images.sort();
+    images.dedup();
+    let chosen: std::collections::BTreeSet<&(u64, PathBuf)> = images.iter().take(n).collect();
+    pairs
+        .iter()
+        .map(|p| chosen.contains(&key(&p.image)))
+        .collect()
+}
+
+struct Pretrain(Request);
+
+impl BackendJob for Pretrain {
+    type Output = anyhow::Result<()>;
+
+    fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> anyhow::Result<()> {
+        let r = self.0;
+        let dir = RunDir::at(&r.out);
+        let config_path = r.out.join("config.ron");
+        if !r.resume && r.out.exists() && std::fs::read_dir(&r.out)?.next().is_some() {
+            anyhow::bail!(
+                "{} exists and is not empty: --resume continues its run, or choose another --out",
+                r.out.display()
+            );
+        }
+
+        // The source stack.
+        let default_stack = r.sd.is_none();
+        let generator = crate::device::backend::weights_generator::<B>(&device);
+        let (sd_path, source) = match &r.sd {
+            Some(p) => (p.clone(), p.display().to_string()),
+            None => (
+                provision_random::<B>(&tiny_arch(), 0, &r.cache, &device, Some(&generator))?,
+                "the tiny profile's random weights (seed 0)".to_string(),
+            ),
+        };
+        let (sd, tokenizer) = match (&r.sd, &r.arch) {
+            (Some(_), arch) => load_frozen_preset::<B>(&sd_path, arch.as_deref(), &device)?,
+            (None, _) => load_frozen::<B>(&sd_path, None, &device)?,
+        };
+        let tokenizer_dir =
+            Some(sd_path.join("tokenizer")).filter(|t| t.join("vocab.json").is_file());
+
+        // The captions.
+        let (root, data, synth) = match &r.data {
+            Some(p) => (p.clone(), p.display().to_string(), None),
+            None => {
+                let cfg = tiny_caption_set(r.synth_images);
+                let root = cached_caption_dir(&r.cache, &cfg);
+                let _lock = lock_waiting(&lock_path(&root), |owner| {
+                    eprintln!("waiting for {owner}, which is writing {}", root.display())
+                })?;
+                if !root
+                    .join(diffris_data::formats::captions::METADATA)
+                    .is_file()
+                {
+                    eprintln!(
+                        "writing {} SynthRS captioned scenes to {}",
+                        cfg.images,
+                        root.display()
+                    );
+                    write_caption_set(&root, &cfg)?;
+                }
+                let data = format!("SynthRS captions ({} images)", cfg.images);
+                (root, data, Some(cfg))
+            }
+        };
+        let pairs = read_captions(&root)?;
+        let held = held_out(&pairs, r.val_images, &root);
+        let n_val = held.iter().filter(|h| **h).count();
+        anyhow::ensure!(
+            n_val < pairs.len(),
+            "{}: {} pairs leave nothing to train on after holding out {} images",
+            root.display(),
+            pairs.len(),
+            r.val_images
+        );
+
+        let spec = PretrainSpec {
+            steps: r.steps,
+            every: r.every,
+            batch_size: r.batch,
+            micro_batch: r.micro_batch,
+            lr: r.lr,
+            weight_decay: r.weight_decay,
+            caption_dropout: r.caption_dropout,
+            image_size: r.image_size.unwrap_or(if default_stack { 64 } else { 512 }),
+            latent_scale: r.latent_scale.unwrap_or(if default_stack {
+                TINY_LATENT_SCALE
+            } else {
+                sd.vae.config().scaling_factor
+            }),
+            val_images: r.val_images,
+        };
+        spec.check()?;
+        let config = PretrainConfig {
+            spec: spec.clone(),
+            seed: r.seed,
+            source: source.clone(),
+            data: data.clone(),
+            synth,
+        };
+        let text = ron::ser::to_string_pretty(&config, ron::ser::PrettyConfig::default())?;
+        if r.resume && config_path.is_file() {
+            let saved = std::fs::read_to_string(&config_path)?;
+            anyhow::ensure!(
+                saved == text,
+                "{} was started with another configuration; resume it with the same flags \
+                 (saved:\n{saved}\nnow:\n{text})",
+                r.out.display()
+            );
+        } else {
+            std::fs::create_dir_all(&r.out)
+                .with_context(|| format!("creating {}", r.out.display()))?;
+            write_atomic(&config_path, text.as_bytes())?;
+        }
+        dir.write_env(&EnvRecord::now(&target, r.seed))?;
+
+        // Encoding, then the run.
+        let progress = MultiProgress::new();
+        let encode_bar = bar(&progress, "encoding captions".into());
+        let encoded = Encoded::encode::<B>(
+            &pairs,
+            &sd,
+            &tokenizer,
+            spec.image_size,
+            8,
+            &device,
+            &encode_bar,
+        )?;
+        encode_bar.finish_and_clear();
+        let rows =
+            |val: bool| -> Vec<usize> { (0..pairs.len()).filter(|&i| held[i] == val).collect() };
+        let draws = DrawSpec {
+            seed: Some(r.seed),
+            segment_len: spec.every * spec.batch_size,
+            caption_dropout: spec.caption_dropout,
+            latent_scale: spec.latent_scale,
+            schedule: NoiseSchedule::sd(),
+        };
+        let train = Arc::new(DenoiseSet {
+            data: encoded.select(&rows(false)),
+            draws: draws.clone(),
+        });
+        let val = Arc::new(DenoiseSet {
+            data: encoded.select(&rows(true)),
+            draws: DrawSpec {
+                seed: None,
+                ..draws
+            },
+        });
+        println!(
+            "pre-training {source} on {data}: {} training and {} validation pairs, {} steps of \
+             {} ({} segments) into {}",
+            train.data.len(),
+            val.data.len(),
+            spec.steps,
+            spec.batch_size,
+            spec.segments(),
+            r.out.display()
+        );
+        let train_bar = bar(&progress, "pretrain".into());
+        let heartbeat = Heartbeat::new(
+            "pretrain".into(),
+            std::time::Duration::from_secs(30),
+            progress.is_hidden(),
+            Some(dir.progress_log()),
+        );
+        let exported = pretrain::<Autodiff<B>>(
+            &sd,
+            train,
+            val,
+            &spec,
+            &r.out,
+            &device,
+            PretrainOptions {
+                seed: r.seed,
+                resume: r.resume,
+                stop_after: r.stop_after,
+                bar: train_bar,
+                heartbeat: Some(heartbeat),
+                eval_batch: spec.pass_size(),
+                source,
+                data,
+                tokenizer: tokenizer_dir,
+            },
+        )?;
+        let curve = super::log::LossCurve::read(&r.out.join("loss_curve.csv"))?;
+        for (steps, loss) in &curve.valid {
+            println!("after {steps:>7} steps: validation loss {loss:.5}");
+        }
+        match exported.last() {
+            Some(last) => println!(
+                "exported {} folder(s); the last: {} (use it as --sd or in a setup's sd list)",
+                exported.len(),
+                last.display()
+            ),
+            None => println!("nothing left to train in {}", r.out.display()),
+        }
+        Ok(())
+    }
+}
+
+/// Runs `request` on `device`.
+pub fn run(device: DeviceSpec, request: Request) -> anyhow::Result<()> {
+    dispatch(device, Pretrain(request))?
+}

@@ -1,0 +1,126 @@
+//! The train and inference steps of latent-diffusion training: the UNet predicts the noise of a
+//! noised latent given its caption, and the loss is the mean squared error of that prediction
+//! (epsilon prediction, as SD-1.x trains).
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
+use burn::tensor::Tensor;
+use burn::train::metric::{Adaptor, ItemLazy};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use diffris_kernels::{SdAutodiffBackend, SdBackend};
+use diffris_model::sd::{UNet2DConditionModel, UNetRequest};
+
+use super::data::DenoiseBatch;
+
+/// The trained module of `pretrain`: the UNet.
+#[derive(Module, Debug)]
+pub struct Denoiser<B: SdBackend> {
+    pub unet: UNet2DConditionModel<B>,
+}
+
+impl<B: SdAutodiffBackend> Denoiser<B> {
+    /// The trainable denoiser of `unet`: every parameter tracked. (Weights read from a file are
+    /// plain tensors of the inner backend, which [`AutodiffModule::from_inner`] keeps untracked.)
+    pub fn trainable(unet: UNet2DConditionModel<B::InnerBackend>) -> Self {
+        Self::from_inner(Denoiser { unet }).map(&mut Track)
+    }
+}
+
+/// Marks every float parameter as tracked.
+struct Track;
+
+impl<B: SdAutodiffBackend> ModuleMapper<B> for Track {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.set_require_grad(true), mapper)
+    }
+}
+
+/// The loss of one pass and its share of its optimizer batch.
+pub struct DenoiseOutput<B: SdBackend> {
+    pub loss: Tensor<B, 1>,
+    pub weight: f64,
+}
+
+/// [`DenoiseOutput`] as plain numbers, for the metrics thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DenoiseStats {
+    pub loss: f64,
+    pub weight: f64,
+}
+
+impl<B: SdBackend> ItemLazy for DenoiseOutput<B> {
+    type ItemSync = DenoiseStats;
+
+    fn sync(self) -> DenoiseStats {
+        DenoiseStats {
+            loss: self
+                .loss
+                .into_data()
+                .iter::<f64>()
+                .next()
+                .unwrap_or(f64::NAN),
+            weight: self.weight,
+        }
+    }
+}
+
+impl Adaptor<DenoiseStats> for DenoiseStats {
+    fn adapt(&self) -> DenoiseStats {
+        *self
+    }
+}
+
+impl<B: SdBackend> Denoiser<B> {
+    /// The mean squared error of the predicted noise over every element of the batch.
+    ///
+    /// # Shapes
+    /// see [`DenoiseBatch`] -> `[1]`.
+    pub fn loss(&self, batch: &DenoiseBatch<B>) -> Tensor<B, 1> {
+        let out = self.unet.forward(
+            batch.noisy.clone(),
+            batch.timesteps.clone(),
+            batch.context.clone(),
+            UNetRequest {
+                sample: true,
+                ..Default::default()
+            },
+        );
+        let pred = out.sample.expect("the noise prediction was requested");
+        let diff = pred - batch.noise.clone();
+        (diff.clone() * diff).mean()
+    }
+}
+
+impl<B: SdAutodiffBackend> TrainStep for Denoiser<B> {
+    type Input = DenoiseBatch<B>;
+    type Output = DenoiseOutput<B>;
+
+    fn step(&self, batch: DenoiseBatch<B>) -> TrainOutput<DenoiseOutput<B>> {
+        let weight = batch.loss_weight;
+        let loss = self.loss(&batch);
+        let output = DenoiseOutput {
+            loss: loss.clone().detach(),
+            weight,
+        };
+        // A micro-batch's gradients are summed with its batch's other passes (burn-train's
+        // accumulation), so its loss counts by its share of the batch.
+        let loss = if weight == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(weight)
+        };
+        TrainOutput::new(self, loss.backward(), output)
+    }
+}
+
+impl<B: SdBackend> InferenceStep for Denoiser<B> {
+    type Input = DenoiseBatch<B>;
+    type Output = DenoiseOutput<B>;
+
+    fn step(&self, batch: DenoiseBatch<B>) -> DenoiseOutput<B> {
+        DenoiseOutput {
+            loss: self.loss(&batch),
+            weight: batch.loss_weight,
+        }
+    }
+}

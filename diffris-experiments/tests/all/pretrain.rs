@@ -1,0 +1,142 @@
+//! `diffris pretrain` end to end on a small caption set: a run stopped after its first segment
+//! and resumed ends with the same weights and loss curve as one run straight through; every
+//! segment's exported folder loads as SD weights, with the source's VAE and text encoder and a
+//! UNet whose validation loss, computed here from the loaded folder, is the one the run recorded.
+
+#![cfg(feature = "flex")] // runs on the CPU reference backend
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::backend::Flex;
+use diffris_data::formats::captions::read_captions;
+use diffris_experiments::diagnostics::step_probe::to_data;
+use diffris_experiments::inputs::frozen::load_frozen;
+use diffris_experiments::pretrain::data::{DenoiseSet, DrawSpec, Encoded};
+use diffris_experiments::pretrain::job::held_out;
+use diffris_experiments::pretrain::log::LossCurve;
+use diffris_experiments::pretrain::validation_loss;
+use diffris_model::sd::NoiseSchedule;
+
+use crate::binary::succeeds;
+
+/// 4 steps of 4 samples in segments of 2, on 24 captioned scenes (4 held out).
+fn args<'a>(out: &'a str, cache: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "--device",
+        "flex",
+        "pretrain",
+        "--out",
+        out,
+        "--cache",
+        cache,
+        "--synth-images",
+        "24",
+        "--val-images",
+        "4",
+        "--steps",
+        "4",
+        "--every",
+        "2",
+        "--batch",
+        "4",
+    ];
+    a.extend(extra);
+    a
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (a_s, b_s, cache_s) = (s(&a), s(&b), s(&cache));
+    succeeds(&args(&a_s, &cache_s, &[]), tmp.path());
+    succeeds(&args(&b_s, &cache_s, &["--stop-after", "1"]), tmp.path());
+    assert!(b.join("steps-2").is_dir() && !b.join("steps-4").exists());
+    let refused = diffris_experiments_refuses(&args(&b_s, &cache_s, &[]), tmp.path());
+    assert!(refused.contains("--resume"), "{refused}");
+    succeeds(&args(&b_s, &cache_s, &["--resume"]), tmp.path());
+    for file in [
+        "steps-4/unet/diffusion_pytorch_model.safetensors",
+        "steps-2/unet/diffusion_pytorch_model.safetensors",
+        "loss_curve.csv",
+    ] {
+        assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
+    }
+    let curve = LossCurve::read(&a.join("loss_curve.csv")).unwrap();
+    assert_eq!(curve.train.len(), 4);
+    assert_eq!(
+        curve.valid.iter().map(|v| v.0).collect::<Vec<_>>(),
+        [0, 2, 4]
+    );
+
+    // The export loads: the source's VAE and text encoder unchanged, a trained UNet.
+    let device = Default::default();
+    let source_dir = std::fs::read_dir(cache.join("sd-random"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let (source, _) = load_frozen::<Flex>(&source_dir, None, &device).unwrap();
+    let (trained, tokenizer) = load_frozen::<Flex>(&a.join("steps-4"), None, &device).unwrap();
+    assert_eq!(to_data(&source.vae), to_data(&trained.vae));
+    assert_eq!(
+        to_data(&source.text_encoder),
+        to_data(&trained.text_encoder)
+    );
+    assert_ne!(to_data(&source.unet), to_data(&trained.unet));
+
+    // Its validation loss, computed here from the loaded folder, is the recorded one.
+    let config = std::fs::read_to_string(a.join("config.ron")).unwrap();
+    assert!(config.contains("latent_scale: 5.06"), "{config}");
+    let root = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && p.to_string_lossy().contains("synthrs-captions"))
+        .unwrap();
+    let pairs = read_captions(&root).unwrap();
+    let held = held_out(&pairs, 4, &root);
+    let val_rows: Vec<usize> = (0..pairs.len()).filter(|&i| held[i]).collect();
+    assert_eq!(val_rows.len(), 4);
+    let bar = indicatif::ProgressBar::hidden();
+    let encoded = Encoded::encode::<Flex>(&pairs, &trained, &tokenizer, 64, 8, &device, &bar)
+        .unwrap()
+        .select(&val_rows);
+    let val = Arc::new(DenoiseSet {
+        data: encoded,
+        draws: DrawSpec {
+            seed: None,
+            segment_len: 8,
+            caption_dropout: 0.1,
+            latent_scale: 5.06,
+            schedule: NoiseSchedule::sd(),
+        },
+    });
+    let here = validation_loss::<Flex>(&trained.unet, &val, 4, &device);
+    let recorded = curve.valid[2].1;
+    // The same passes on the same machine; only the encoding ran in other batches (8 here, 8
+    // in the run), so the numbers agree to f32 rounding of the loss.
+    assert!(
+        (here - recorded).abs() <= 1e-6 * recorded,
+        "{here} vs {recorded}"
+    );
+    let initial = validation_loss::<Flex>(&source.unet, &val, 4, &device);
+    assert!(
+        (initial - curve.valid[0].1).abs() <= 1e-6 * initial,
+        "{initial} vs {}",
+        curve.valid[0].1
+    );
+}
+
+/// Runs `diffris ARGS`, which must fail; its output.
+fn diffris_experiments_refuses(args: &[&str], cwd: &Path) -> String {
+    let (ok, text) = crate::binary::outcome(crate::binary::diffris().args(args).current_dir(cwd));
+    assert!(!ok, "diffris {args:?} succeeded:\n{text}");
+    text
+}
