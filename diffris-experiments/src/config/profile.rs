@@ -161,18 +161,19 @@ impl Resolver {
                 )
             }
             ProfileName::Tiny => {
-                // The tiny profile draws its own frozen weights: SD weights given for it would
-                // be silently unused (they are another architecture).
-                if let Some(name) = self.setup.sd.keys().next() {
-                    anyhow::bail!(
-                        "the tiny profile draws random weights of its tiny SD architecture and \
-                         cannot read SD weights (`{name}` is given): use --profile paper with \
-                         --sd, or leave the weights out"
-                    );
+                // The tiny profile draws its own frozen weights, or reads weights of its own
+                // architecture (`diffris pretrain`'s exports of them); weights of another
+                // architecture would not fit its sizes.
+                for (name, path) in &self.setup.sd {
+                    check_tiny_weights(name, path)?;
                 }
                 profile_changes = shrink_for_tiny(&mut model, &mut train);
-                let seed = tiny_weight_seed(&recipe.sd_weights);
-                let weights = SdSource::Random { seed };
+                let weights = match self.setup.sd.get(&recipe.sd_weights) {
+                    Some(path) => SdSource::Path(path.clone()),
+                    None => SdSource::Random {
+                        seed: tiny_weight_seed(&recipe.sd_weights),
+                    },
+                };
                 match self.setup.data.get(recipe.dataset.name()) {
                     // A user's dataset at the tiny architecture and input size: a CPU smoke test
                     // of real data.
@@ -348,6 +349,23 @@ impl Resolver {
 /// `sd15` are four different random weight sets (the tables say so).
 pub fn tiny_weight_seed(name: &str) -> u64 {
     fnv1a(name.bytes())
+}
+
+/// Refuses SD weights the tiny profile cannot read: anything but a diffusers folder of
+/// [`tiny_arch`] (what `diffris pretrain` exports from the tiny profile's weights).
+fn check_tiny_weights(name: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let tiny_only = || {
+        format!(
+            "the tiny profile draws random weights of its tiny SD architecture, or reads a \
+             diffusers folder of that architecture (as `diffris pretrain` writes); `{name}` \
+             ({}) is not one: use --profile paper with --sd, or leave the weights out",
+            path.display()
+        )
+    };
+    anyhow::ensure!(path.is_dir(), tiny_only());
+    let arch = SdConfig::from_diffusers_dir(path).with_context(tiny_only)?;
+    anyhow::ensure!(arch == tiny_arch(), "{}: another architecture", tiny_only());
+    Ok(())
 }
 
 /// The SD architecture of the tiny profile: the `tiny` preset with 32 latent channels instead

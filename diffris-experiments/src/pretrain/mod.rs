@@ -193,7 +193,6 @@ pub fn pretrain<B: SdAutodiffBackend>(
         .map_or(spec.segments(), |s| (done + s).min(spec.segments()));
     opts.bar.set_length((spec.segments() * segment_len) as u64);
     opts.bar.set_position((done * segment_len) as u64);
-    let mut heartbeat = opts.heartbeat;
     let mut model = Denoiser::<B>::trainable(sd.unet.clone());
     let mut exported = Vec::new();
     for segment in done..last {
@@ -224,7 +223,8 @@ pub fn pretrain<B: SdAutodiffBackend>(
                 segment_len,
                 every: spec.every,
                 steps: spec.steps,
-                heartbeat: heartbeat.take(),
+                // A fresh copy per segment: its rate counts from the segment's start.
+                heartbeat: opts.heartbeat.clone(),
                 log: log.clone(),
             })
             .num_epochs(segment + 1);

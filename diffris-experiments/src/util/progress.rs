@@ -42,6 +42,7 @@ pub fn say(progress: &MultiProgress, line: String) {
 /// in its own process): each names what is done of what, the rate, the time left and the peak
 /// memory, plus what the caller adds. Every line also goes to a file (the run directory's
 /// `progress.log`) when one is given.
+#[derive(Clone)]
 pub struct Heartbeat {
     label: String,
     every: Duration,

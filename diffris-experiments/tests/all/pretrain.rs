@@ -20,6 +20,8 @@ use diffris_model::sd::NoiseSchedule;
 
 use crate::binary::succeeds;
 
+const ABLATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ablations");
+
 /// 4 steps of 4 samples in segments of 2, on 24 captioned scenes (4 held out).
 fn args<'a>(out: &'a str, cache: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec![
@@ -91,6 +93,61 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
         to_data(&trained.text_encoder)
     );
     assert_ne!(to_data(&source.unet), to_data(&trained.unet));
+
+    // The tiny profile reads it in place of its random weights; another architecture it
+    // refuses (the `tiny` preset of `init-sd`, with 4 latent channels, not the profile's 32).
+    let export = a.join("steps-4");
+    let sd = format!("sd15={}", export.display());
+    let plan = succeeds(
+        &[
+            "--device",
+            "flex",
+            "train",
+            "cp_adapter",
+            "--profile",
+            "tiny",
+            "--sd",
+            &sd,
+            "--ablations",
+            ABLATIONS,
+            "--cache",
+            &cache_s,
+            "--dry-run",
+        ],
+        tmp.path(),
+    );
+    assert!(plan.contains(&export.display().to_string()), "{plan}");
+    let preset = tmp.path().join("preset");
+    succeeds(
+        &[
+            "init-sd",
+            "--arch",
+            "tiny",
+            "--out",
+            preset.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    let other = format!("sd15={}", preset.display());
+    let refused = diffris_experiments_refuses(
+        &[
+            "--device",
+            "flex",
+            "train",
+            "cp_adapter",
+            "--profile",
+            "tiny",
+            "--sd",
+            &other,
+            "--ablations",
+            ABLATIONS,
+            "--cache",
+            &cache_s,
+            "--dry-run",
+        ],
+        tmp.path(),
+    );
+    assert!(refused.contains("another architecture"), "{refused}");
 
     // Its validation loss, computed here from the loaded folder, is the recorded one.
     let config = std::fs::read_to_string(a.join("config.ron")).unwrap();
