@@ -55,6 +55,11 @@ pub struct PretrainArgs {
     /// `scaling_factor`.
     #[arg(long, value_parser = super::bounds::within(1e-6, 1e6))]
     pub latent_scale: Option<f64>,
+    /// What the UNet learns to denoise: `sample` (draws from the VAE's posterior, as diffusers'
+    /// training scripts) or `mean` (its mean). Default: mean for the default stack (its random
+    /// VAE is no trained KL autoencoder: its variance means nothing), else sample.
+    #[arg(long, value_parser = ["sample", "mean"])]
+    pub latents: Option<String>,
     /// Images held out for the validation loss (whole images, by a hash of their file name).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub val_images: u64,
@@ -90,6 +95,7 @@ pub fn run(device: DeviceSpec, a: PretrainArgs) -> anyhow::Result<()> {
             caption_dropout: a.caption_dropout,
             image_size: a.image_size.map(|s| s as usize),
             latent_scale: a.latent_scale,
+            sample_posterior: a.latents.map(|l| l == "sample"),
             val_images: a.val_images as usize,
             seed: a.seed,
             resume: a.resume,

@@ -164,6 +164,9 @@ pub struct DrawSpec {
     pub caption_dropout: f64,
     /// The factor of the latents (the SD's `scaling_factor`).
     pub latent_scale: f64,
+    /// Whether `x0` is a draw from the VAE's posterior (`mean + std e`, as diffusers' training
+    /// scripts encode) or its mean.
+    pub sample_posterior: bool,
     pub schedule: NoiseSchedule,
 }
 
@@ -216,10 +219,16 @@ impl DenoiseSet {
             &d.mean[row * per..(row + 1) * per],
             &d.std[row * per..(row + 1) * per],
         );
-        // diffusers: latents = posterior.sample() * scaling_factor, then add_noise in f32.
+        // diffusers: latents = posterior.sample() * scaling_factor, then add_noise in f32. (The
+        // posterior's values are drawn either way, so the stream's other draws do not move.)
+        let spread = if self.draws.sample_posterior {
+            1.0
+        } else {
+            0.0
+        };
         let noisy = (0..per)
             .map(|i| {
-                let x0 = (mean[i] + std[i] * r.posterior[i]) * scale;
+                let x0 = (mean[i] + spread * std[i] * r.posterior[i]) * scale;
                 x0 * signal + r.noise[i] * noise_scale
             })
             .collect();
@@ -334,6 +343,7 @@ mod tests {
                 segment_len,
                 caption_dropout: dropout,
                 latent_scale: 2.0,
+                sample_posterior: true,
                 schedule: NoiseSchedule::sd(),
             },
         }
@@ -374,6 +384,13 @@ mod tests {
             assert_eq!(v.context, [3.0, 4.0]);
             assert_eq!(v.timestep, draw(VALIDATION_SEED, p, 2, 1000, 0.0).timestep);
         }
+        // From the posterior's mean: x0 = mean * scale, the same noise and timestep.
+        let mut at_mean = set(Some(9), 4, 0.5);
+        at_mean.draws.sample_posterior = false;
+        let (v, r) = (at_mean.sample(2, 7), draw(9, 7, 2, 1000, 0.5));
+        let a = schedule.alphas_cumprod[r.timestep];
+        let expected = 1.0 * 2.0 * a.sqrt() + r.noise[0] * (1.0 - a).sqrt();
+        assert!((v.noisy[0] - expected).abs() <= 1e-6 * (1.0 + expected.abs()));
     }
 
     /// The segments of training run through the data in epochs, each the permutation of

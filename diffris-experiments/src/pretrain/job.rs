@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{DenoiseSet, DrawSpec, Encoded};
 use super::{PretrainOptions, PretrainSpec, pretrain};
 use crate::config::RunDir;
-use crate::config::profile::{TINY_LATENT_SCALE, tiny_arch, tiny_synth};
+use crate::config::profile::{TINY_LATENT_SCALE, tiny_arch, tiny_synth, tiny_weight_seed};
 use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::inputs::frozen::{load_frozen, load_frozen_preset, provision_random};
 use crate::records::env::EnvRecord;
@@ -41,12 +41,17 @@ pub struct Request {
     pub caption_dropout: f64,
     pub image_size: Option<usize>,
     pub latent_scale: Option<f64>,
+    pub sample_posterior: Option<bool>,
     pub val_images: usize,
     pub seed: u64,
     pub resume: bool,
     pub stop_after: Option<usize>,
     pub cache: PathBuf,
 }
+
+/// The SD version whose random weights the tiny profile reads by default (the recipes'
+/// `sd_weights`), and `pretrain` starts from by default.
+pub const TINY_DEFAULT_WEIGHTS: &str = "sd15";
 
 /// A pre-training run's resolved configuration (`config.ron`): a resumed run must match it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,8 +118,14 @@ impl BackendJob for Pretrain {
         let (sd_path, source) = match &r.sd {
             Some(p) => (p.clone(), p.display().to_string()),
             None => (
-                provision_random::<B>(&tiny_arch(), 0, &r.cache, &device, Some(&generator))?,
-                "the tiny profile's random weights (seed 0)".to_string(),
+                provision_random::<B>(
+                    &tiny_arch(),
+                    tiny_weight_seed(TINY_DEFAULT_WEIGHTS),
+                    &r.cache,
+                    &device,
+                    Some(&generator),
+                )?,
+                format!("the tiny profile's random `{TINY_DEFAULT_WEIGHTS}` weights"),
             ),
         };
         let (sd, tokenizer) = match (&r.sd, &r.arch) {
@@ -173,6 +184,7 @@ impl BackendJob for Pretrain {
             } else {
                 sd.vae.config().scaling_factor
             }),
+            sample_posterior: r.sample_posterior.unwrap_or(!default_stack),
             val_images: r.val_images,
         };
         spec.check()?;
@@ -219,6 +231,7 @@ impl BackendJob for Pretrain {
             segment_len: spec.every * spec.batch_size,
             caption_dropout: spec.caption_dropout,
             latent_scale: spec.latent_scale,
+            sample_posterior: spec.sample_posterior,
             schedule: NoiseSchedule::sd(),
         };
         let train = Arc::new(DenoiseSet {

@@ -66,6 +66,10 @@ pub struct PretrainSpec {
     pub image_size: usize,
     /// The latents' factor (the SD's `scaling_factor`).
     pub latent_scale: f64,
+    /// Train on draws from the VAE's posterior (diffusers' scripts) or on its mean (for a VAE
+    /// that is not a trained KL autoencoder, such as the tiny profile's random one, whose
+    /// variance says nothing about the image).
+    pub sample_posterior: bool,
     /// Images held out of training for the validation loss.
     pub val_images: usize,
 }
@@ -180,10 +184,28 @@ pub fn pretrain<B: SdAutodiffBackend>(
         LossCurve::default()
     };
     curve.truncate(done * spec.every);
+    let mut exported = Vec::new();
     if done == 0 {
-        // The validation loss of the starting weights: the curve's first point.
+        // The validation loss of the starting weights, the curve's first point; they are
+        // exported too (`steps-0`), the start of a comparison along the run.
         let loss = validation_loss::<B::InnerBackend>(&sd.unet, &val, opts.eval_batch, device);
         curve.valid.push((0, loss));
+        curve.write(&curve_path)?;
+        exported.push(export(
+            sd,
+            sd.unet.clone(),
+            out,
+            opts.tokenizer.as_deref(),
+            &ExportRecord {
+                steps: 0,
+                samples: 0,
+                seed: opts.seed,
+                spec: spec.clone(),
+                source: opts.source.clone(),
+                data: opts.data.clone(),
+                curve: curve.clone(),
+            },
+        )?);
     }
     let log = PretrainLog::new(curve);
     let segment_len = spec.every * spec.batch_size;
@@ -194,7 +216,6 @@ pub fn pretrain<B: SdAutodiffBackend>(
     opts.bar.set_length((spec.segments() * segment_len) as u64);
     opts.bar.set_position((done * segment_len) as u64);
     let mut model = Denoiser::<B>::trainable(sd.unet.clone());
-    let mut exported = Vec::new();
     for segment in done..last {
         let train_loader = Arc::new(EpochLoader::<B, DenoiseSet>::new(
             train.clone(),

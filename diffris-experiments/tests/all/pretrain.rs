@@ -67,6 +67,7 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
     for file in [
         "steps-4/unet/diffusion_pytorch_model.safetensors",
         "steps-2/unet/diffusion_pytorch_model.safetensors",
+        "steps-0/unet/diffusion_pytorch_model.safetensors",
         "loss_curve.csv",
     ] {
         assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
@@ -93,6 +94,12 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
         to_data(&trained.text_encoder)
     );
     assert_ne!(to_data(&source.unet), to_data(&trained.unet));
+    let (start, _) = load_frozen::<Flex>(&a.join("steps-0"), None, &device).unwrap();
+    assert_eq!(
+        to_data(&source.unet),
+        to_data(&start.unet),
+        "steps-0: the start"
+    );
 
     // The tiny profile reads it in place of its random weights; another architecture it
     // refuses (the `tiny` preset of `init-sd`, with 4 latent channels, not the profile's 32).
@@ -172,6 +179,7 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
             segment_len: 8,
             caption_dropout: 0.1,
             latent_scale: 5.06,
+            sample_posterior: false,
             schedule: NoiseSchedule::sd(),
         },
     });
