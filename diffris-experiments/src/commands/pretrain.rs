@@ -39,10 +39,11 @@ pub struct PretrainArgs {
     /// Samples per pass (gradients of a batch's passes are summed).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub micro_batch: Option<u64>,
-    /// AdamW's learning rate (constant).
-    #[arg(long, default_value_t = 1e-4,
-          value_parser = super::bounds::within(1e-12, 10.0))]
-    pub lr: f64,
+    /// AdamW's learning rate (constant). Default: 1e-3 for the default stack (its UNet trains
+    /// from random weights; the README compares the two rates),
+    /// else 1e-4 (diffusers' fine-tuning default).
+    #[arg(long, value_parser = super::bounds::within(1e-12, 10.0))]
+    pub lr: Option<f64>,
     #[arg(long, default_value_t = 1e-2, value_parser = super::bounds::within(0.0, 10.0))]
     pub weight_decay: f64,
     /// Share of captions replaced by the empty caption (classifier-free guidance).

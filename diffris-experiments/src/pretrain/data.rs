@@ -70,6 +70,29 @@ impl Encoded {
         }
     }
 
+    /// The standard deviation of the posterior means over every element, and the mean of the
+    /// posterior standard deviations: how much of a drawn latent is image and how much draw.
+    pub fn spread(&self) -> (f64, f64) {
+        let n = self.mean.len().max(1) as f64;
+        let mu = self.mean.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = self
+            .mean
+            .iter()
+            .map(|&v| (v as f64 - mu).powi(2))
+            .sum::<f64>()
+            / n;
+        let sd = self.std.iter().map(|&v| v as f64).sum::<f64>() / n;
+        (var.sqrt(), sd)
+    }
+
+    /// The same images with every caption replaced by the empty one.
+    pub fn without_captions(&self) -> Self {
+        Self {
+            text: self.empty.repeat(self.len()),
+            ..self.select(&(0..self.len()).collect::<Vec<_>>())
+        }
+    }
+
     /// Encodes `pairs` with the frozen VAE and text encoder of `sd`, `batch` at a time: each
     /// image centre-cropped to a square and resized to `size` (`image_to_input`), each caption
     /// tokenised to CLIP's 77 positions.

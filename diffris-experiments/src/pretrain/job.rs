@@ -36,7 +36,7 @@ pub struct Request {
     pub every: usize,
     pub batch: usize,
     pub micro_batch: Option<usize>,
-    pub lr: f64,
+    pub lr: Option<f64>,
     pub weight_decay: f64,
     pub caption_dropout: f64,
     pub image_size: Option<usize>,
@@ -175,7 +175,7 @@ impl BackendJob for Pretrain {
             every: r.every,
             batch_size: r.batch,
             micro_batch: r.micro_batch,
-            lr: r.lr,
+            lr: r.lr.unwrap_or(if default_stack { 1e-3 } else { 1e-4 }),
             weight_decay: r.weight_decay,
             caption_dropout: r.caption_dropout,
             image_size: r.image_size.unwrap_or(if default_stack { 64 } else { 512 }),
@@ -224,6 +224,17 @@ impl BackendJob for Pretrain {
             &encode_bar,
         )?;
         encode_bar.finish_and_clear();
+        let (mean_std, posterior_std) = encoded.spread();
+        println!(
+            "latents: posterior means of std {mean_std:.4}, posterior standard deviations of mean \
+             {posterior_std:.4} (unscaled; x0 {} times {})",
+            if spec.sample_posterior {
+                "draws from the posterior"
+            } else {
+                "the posterior means"
+            },
+            spec.latent_scale
+        );
         let rows =
             |val: bool| -> Vec<usize> { (0..pairs.len()).filter(|&i| held[i] == val).collect() };
         let draws = DrawSpec {
@@ -282,8 +293,10 @@ impl BackendJob for Pretrain {
             },
         )?;
         let curve = super::log::LossCurve::read(&r.out.join("loss_curve.csv"))?;
-        for (steps, loss) in &curve.valid {
-            println!("after {steps:>7} steps: validation loss {loss:.5}");
+        for ((steps, loss), (_, empty)) in curve.valid.iter().zip(&curve.valid_empty_caption) {
+            println!(
+                "after {steps:>7} steps: validation loss {loss:.5} ({empty:.5} with empty captions)"
+            );
         }
         match exported.last() {
             Some(last) => println!(

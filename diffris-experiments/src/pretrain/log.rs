@@ -21,6 +21,10 @@ pub struct LossCurve {
     pub train: Vec<f64>,
     /// `(steps, loss)`: the validation loss after each segment.
     pub valid: Vec<(usize, f64)>,
+    /// `(steps, loss)`: the same with every caption replaced by the empty one. How far it lies
+    /// above `valid` is what the UNet reads from the captions.
+    #[serde(default)]
+    pub valid_empty_caption: Vec<(usize, f64)>,
 }
 
 impl LossCurve {
@@ -34,10 +38,9 @@ impl LossCurve {
         };
         let mut curve = Self::default();
         for (k, line) in text.lines().enumerate().skip(1) {
-            let bad =
-                || anyhow::anyhow!("{} line {}: not `step,train,valid`", path.display(), k + 1);
+            let bad = || anyhow::anyhow!("{} line {}: not `{HEADER}`", path.display(), k + 1);
             let cells: Vec<&str> = line.split(',').collect();
-            let [step, train, valid] = cells[..] else {
+            let [step, train, valid, empty] = cells[..] else {
                 return Err(bad());
             };
             let step: usize = step.parse().map_err(|_| bad())?;
@@ -57,17 +60,23 @@ impl LossCurve {
             if let Some(v) = number(valid)? {
                 curve.valid.push((step, v));
             }
+            if let Some(v) = number(empty)? {
+                curve.valid_empty_caption.push((step, v));
+            }
         }
         Ok(curve)
     }
 
-    /// Writes the curve as CSV, one row per step (`step,train,valid`; the validation cell only
+    /// Writes the curve as CSV, one row per step (`step,train,valid,valid_empty_caption`; the
+    /// validation cells only
     /// after a segment, the row of step 0 only the starting weights' validation loss). Numbers
     /// are written in their shortest exact form and read back with Rust's own parser, so a
     /// resumed run continues from the very values it saved.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let mut out = String::from("step,train,valid\n");
+        let mut out = format!("{HEADER}\n");
         let valid: std::collections::BTreeMap<usize, f64> = self.valid.iter().copied().collect();
+        let empty: std::collections::BTreeMap<usize, f64> =
+            self.valid_empty_caption.iter().copied().collect();
         let last = self
             .train
             .len()
@@ -78,8 +87,9 @@ impl LossCurve {
                 .and_then(|i| self.train.get(i))
                 .map_or(String::new(), |t| t.to_string());
             let v = valid.get(&step).map_or(String::new(), |v| v.to_string());
-            if !(train.is_empty() && v.is_empty()) {
-                out.push_str(&format!("{step},{train},{v}\n"));
+            let e = empty.get(&step).map_or(String::new(), |v| v.to_string());
+            if !(train.is_empty() && v.is_empty() && e.is_empty()) {
+                out.push_str(&format!("{step},{train},{v},{e}\n"));
             }
         }
         write_atomic(path, out.as_bytes())
@@ -89,6 +99,7 @@ impl LossCurve {
     pub fn truncate(&mut self, steps: usize) {
         self.train.truncate(steps);
         self.valid.retain(|(s, _)| *s <= steps);
+        self.valid_empty_caption.retain(|(s, _)| *s <= steps);
     }
 
     /// The mean training loss of steps `range`.
@@ -97,6 +108,9 @@ impl LossCurve {
         (!part.is_empty()).then(|| part.iter().sum::<f64>() / part.len() as f64)
     }
 }
+
+/// The CSV header of a curve.
+const HEADER: &str = "step,train,valid,valid_empty_caption";
 
 #[derive(Default)]
 struct State {
@@ -144,6 +158,11 @@ impl PretrainLog {
         let mut st = self.state();
         st.valid.0 += s.weight * s.loss;
         st.valid.1 += s.weight;
+    }
+
+    /// Records the validation loss with empty captions after `steps` steps.
+    pub fn add_empty_caption(&self, steps: usize, loss: f64) {
+        self.state().curve.valid_empty_caption.push((steps, loss));
     }
 
     /// Closes the validation after `steps` optimizer steps; returns its loss.
@@ -274,11 +293,14 @@ mod tests {
         // The CSV reads back to the same values, bit for bit (values with long expansions).
         curve.train.push(0.1 + 0.2);
         curve.valid.push((3, 1.0999313592910767));
+        curve.valid_empty_caption.push((0, 2.5));
+        curve.valid_empty_caption.push((3, 1.2345678901234567));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("loss_curve.csv");
         curve.write(&path).unwrap();
         assert_eq!(LossCurve::read(&path).unwrap(), curve);
         curve.truncate(1);
         assert_eq!((curve.train.len(), curve.valid.len()), (1, 0));
+        assert_eq!(curve.valid_empty_caption, [(0, 2.5)]);
     }
 }

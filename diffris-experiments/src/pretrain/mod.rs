@@ -184,12 +184,19 @@ pub fn pretrain<B: SdAutodiffBackend>(
         LossCurve::default()
     };
     curve.truncate(done * spec.every);
+    let val_empty = Arc::new(DenoiseSet {
+        data: val.data.without_captions(),
+        draws: val.draws.clone(),
+    });
     let mut exported = Vec::new();
     if done == 0 {
         // The validation loss of the starting weights, the curve's first point; they are
         // exported too (`steps-0`), the start of a comparison along the run.
         let loss = validation_loss::<B::InnerBackend>(&sd.unet, &val, opts.eval_batch, device);
         curve.valid.push((0, loss));
+        let empty =
+            validation_loss::<B::InnerBackend>(&sd.unet, &val_empty, opts.eval_batch, device);
+        curve.valid_empty_caption.push((0, empty));
         curve.write(&curve_path)?;
         exported.push(export(
             sd,
@@ -277,9 +284,13 @@ pub fn pretrain<B: SdAutodiffBackend>(
             "pre-training stopped after {trained_steps} of {steps} steps"
         );
         log.finish_validation(steps);
+        let unet = result.model.unet;
+        log.add_empty_caption(
+            steps,
+            validation_loss::<B::InnerBackend>(&unet, &val_empty, opts.eval_batch, device),
+        );
         let curve = log.curve();
         curve.write(&curve_path)?;
-        let unet = result.model.unet;
         let folder = export(
             sd,
             unet.clone(),

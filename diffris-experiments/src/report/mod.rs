@@ -38,6 +38,7 @@ pub fn write_ablation(
     let Collected {
         rows,
         profile,
+        weights,
         skipped,
     } = collect(file, results, expected)?;
     let dir = results.join(&file.name);
@@ -72,7 +73,10 @@ pub fn write_ablation(
         );
     }
     let u = Uncertainty::of(file, &rows);
-    let notes = notes(file, profile, &rows, &u);
+    let mut notes = notes(file, profile, &rows, &u);
+    if profile == Some(crate::config::run_spec::ProfileName::Tiny) && !weights.is_empty() {
+        tables::tiny_weights_note(&mut notes, &weights);
+    }
     let md = markdown(file, &rows, &notes, &u);
     let mut files = Vec::new();
     for (name, text) in [

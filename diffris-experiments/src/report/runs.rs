@@ -66,6 +66,9 @@ pub type Expected<'e> = &'e dyn Fn(&Variant, u64, &RunSpec) -> anyhow::Result<St
 pub struct Collected<'a> {
     pub rows: Vec<Row<'a>>,
     pub profile: Option<ProfileName>,
+    /// The SD weights folders the runs read by version name, where they read a folder rather
+    /// than seeded random weights (under the tiny profile: `diffris pretrain`'s exports).
+    pub weights: std::collections::BTreeMap<String, PathBuf>,
     /// Finished runs left out because their config is not the one the command resolves
     /// (another profile, flags or recipe).
     pub skipped: Vec<PathBuf>,
@@ -80,6 +83,7 @@ pub fn collect<'a>(
 ) -> anyhow::Result<Collected<'a>> {
     let mut rows = Vec::new();
     let mut profile = None;
+    let mut weights = std::collections::BTreeMap::new();
     let mut skipped = Vec::new();
     for v in &file.variants {
         let seeds = RunDir::seeds(results, &file.name, &v.name);
@@ -100,8 +104,12 @@ pub fn collect<'a>(
                 continue;
             }
             let r = dir.read_result()?;
+            let spec = dir.read_spec()?;
             if profile.is_none() {
-                profile = Some(dir.read_spec()?.profile);
+                profile = Some(spec.profile);
+            }
+            if let crate::config::run_spec::SdSource::Path(p) = &spec.sd_source {
+                weights.insert(spec.sd_weights.clone(), p.clone());
             }
             trained_as.push((seed, dir.trained_as()));
             match r {
@@ -123,6 +131,7 @@ pub fn collect<'a>(
     Ok(Collected {
         rows,
         profile,
+        weights,
         skipped,
     })
 }

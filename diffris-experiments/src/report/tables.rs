@@ -133,6 +133,27 @@ fn table_columns(file: &AblationFile) -> Vec<(SplitCol, Column)> {
         .collect()
 }
 
+/// Under the tiny profile with weights folders given (`--sd NAME=DIR`, such as `diffris
+/// pretrain`'s exports): the tiny profile's note says which versions read which folder instead
+/// of calling every version random.
+pub fn tiny_weights_note(
+    notes: &mut [String],
+    weights: &std::collections::BTreeMap<String, std::path::PathBuf>,
+) {
+    let given: Vec<String> = weights
+        .iter()
+        .map(|(name, path)| format!("{name} = {}", path.display()))
+        .collect();
+    if let Some(n) = notes.iter_mut().find(|n| n.starts_with("Tiny profile:")) {
+        *n = format!(
+            "Tiny profile: a small model of the SD architecture, trained briefly on SynthRS, on \
+             frozen weights read from folders of that architecture ({}; any other version \
+             seeded random weights). Not comparable with the paper's numbers.",
+            given.join(", ")
+        );
+    }
+}
+
 pub fn notes(
     file: &AblationFile,
     profile: Option<ProfileName>,

@@ -69,7 +69,10 @@ fn every_variant_of_every_file_resolves_builds_and_runs() {
     let _rng = crate::burn_rng();
     let device = Default::default();
     let mut setup = Setup::default();
-    for v in ["sd11", "sd12", "sd14", "sd15"] {
+    // SD-1.x's versions, and the checkpoints of `pretraining_steps.ron`.
+    for v in [
+        "sd11", "sd12", "sd14", "sd15", "pt0", "pt750", "pt1500", "pt2000", "pt3000",
+    ] {
         setup
             .sd
             .insert(v.into(), PathBuf::from(format!("/weights/{v}")));
