@@ -47,6 +47,28 @@ pub struct DiffRisConfig {
     /// when f32, so configs written before the field existed read back unchanged.
     #[serde(skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// Whether the UNet stays frozen (DiffRIS, default) or trains with the adapter and decoder
+    /// (VPD's `refer/` code puts every UNet parameter into its AdamW at the base learning rate).
+    /// Left out of a serialised config when frozen.
+    #[serde(skip_serializing_if = "UnetMode::is_frozen")]
+    pub unet: UnetMode,
+}
+
+/// Whether the UNet trains ([`DiffRisConfig::unet`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnetMode {
+    /// Frozen, as DiffRIS keeps it.
+    #[default]
+    Frozen,
+    /// A trained parameter set at the base learning rate, in f32 (VPD).
+    Trainable,
+}
+
+impl UnetMode {
+    pub fn is_frozen(&self) -> bool {
+        *self == Self::Frozen
+    }
 }
 
 impl Default for DiffRisConfig {
@@ -61,6 +83,7 @@ impl Default for DiffRisConfig {
             decoder: DecoderConfig::default(),
             loss: LossConfig::default(),
             precision: Precision::F32,
+            unet: UnetMode::Frozen,
         }
     }
 }
@@ -94,8 +117,11 @@ pub struct DiffRis<B: SdBackend> {
     pub text_encoder: ClipTextModel<B>,
     #[module(skip)]
     pub vae: VaeEncoder<B>,
+    /// The frozen UNet; `None` when it trains (then it is [`Self::trained_unet`]).
     #[module(skip)]
-    pub unet: UNet2DConditionModel<B>,
+    pub frozen_unet: Option<UNet2DConditionModel<B>>,
+    /// The UNet as trained parameters (`model.unet: trainable`), `None` when frozen.
+    pub trained_unet: Option<UNet2DConditionModel<B>>,
     /// The configuration the model was built from (plain data, not parameters): the forward
     /// pass reads its input size, latent scale, timestep, map switch and loss.
     pub config: DiffRisConfig,
@@ -135,6 +161,17 @@ impl DiffRisConfig {
             || format!("({h}, {w}) is larger than {MAX_IMAGE_SIDE} pixels a side"),
         )?;
         ensure(
+            self.unet.is_frozen() || self.precision == Precision::F32,
+            "unet",
+            || {
+                format!(
+                    "trainable needs the stack in f32 (precision is {:?}): half-precision \
+                     weights would be trained without an f32 master copy",
+                    self.precision
+                )
+            },
+        )?;
+        ensure(
             self.latent_scale.is_finite() && self.latent_scale > 0.0,
             "latent_scale",
             || format!("{} is not a positive number", self.latent_scale),
@@ -161,14 +198,22 @@ impl DiffRisConfig {
 
     /// Assembles the model around loaded (or random) SD components, which are frozen here and
     /// cast to [`DiffRisConfig::precision`] (a no-op when they already have it).
+    ///
+    /// With [`UnetMode::Trainable`] the UNet stays in f32 and every one of its parameters is
+    /// tracked (on an autodiff backend: weights read from a file arrive untracked).
     pub fn init<B: SdBackend>(&self, sd: StableDiffusion<B>, device: &B::Device) -> DiffRis<B> {
         let (adapter, decoder) = self.init_trained(&sd.config(), device);
+        let (frozen_unet, trained_unet) = match self.unet {
+            UnetMode::Frozen => (Some(cast_module(sd.unet.no_grad(), self.precision)), None),
+            UnetMode::Trainable => (None, Some(crate::precision::tracked(sd.unet))),
+        };
         DiffRis {
             adapter,
             decoder,
             text_encoder: cast_module(sd.text_encoder.no_grad(), self.precision),
             vae: cast_module(sd.vae.no_grad(), self.precision),
-            unet: cast_module(sd.unet.no_grad(), self.precision),
+            frozen_unet,
+            trained_unet,
             config: self.clone(),
         }
     }
@@ -201,6 +246,19 @@ impl DiffRisConfig {
 }
 
 impl<B: SdBackend> DiffRis<B> {
+    /// The UNet, frozen or trained.
+    pub fn unet(&self) -> &UNet2DConditionModel<B> {
+        self.trained_unet
+            .as_ref()
+            .or(self.frozen_unet.as_ref())
+            .expect("a DiffRIS model holds its UNet frozen or trained")
+    }
+
+    /// The frozen UNet (for moving it to another device), `None` when it trains.
+    pub fn frozen_unet_mut(&mut self) -> Option<&mut UNet2DConditionModel<B>> {
+        self.frozen_unet.as_mut()
+    }
+
     /// The scaled VAE latent (no gradient).
     ///
     /// # Shapes
@@ -290,7 +348,7 @@ impl<B: SdBackend> DiffRis<B> {
         let b = latent.dims()[0];
         let device = latent.device();
         let timesteps = Tensor::<B, 1>::full([b], self.config.timestep, &device);
-        let out = self.unet.forward(
+        let out = self.unet().forward(
             latent,
             timesteps,
             context,
@@ -445,7 +503,7 @@ pub fn parameter_counts<B: SdBackend>(
         },
         ComponentParams {
             name: "UNet",
-            trainable: false,
+            trainable: !cfg.unet.is_frozen(),
             count: count(param_infos::<B, _>(&stack.unet)),
         },
         ComponentParams {

@@ -194,3 +194,19 @@ mod tests {
         assert_eq!(ratio.cast(FloatDType::F32).into_scalar(), 1.0);
     }
 }
+
+/// `module` with every float parameter tracked (on an autodiff backend; elsewhere unchanged):
+/// weights read from a file arrive untracked, and a module that trains needs them tracked.
+pub fn tracked<B: Backend, M: Module<B>>(module: M) -> M {
+    module.map(&mut Track)
+}
+
+/// Marks every float parameter as tracked.
+struct Track;
+
+impl<B: Backend> ModuleMapper<B> for Track {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.set_require_grad(true), mapper)
+    }
+}

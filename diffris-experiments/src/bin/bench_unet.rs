@@ -335,7 +335,7 @@ fn paper_trainee<B: DeviceBackend>(
         ticket: None,
     };
     // Materialise the lazily initialised weights before anything is measured.
-    let _ = trainee.model.unet.num_params() + trainee.model.num_params();
+    let _ = trainee.model.unet().num_params() + trainee.model.num_params();
     Ok((trainee, batch))
 }
 
@@ -374,7 +374,7 @@ fn stage_profile<B: DeviceBackend>(
         attention_probs: false,
     };
     let out = model
-        .unet
+        .unet()
         .forward(batch.latent.clone(), t, adapted.clone(), req);
     report("+ UNet taps", live_bytes() - base);
     let dec = model.decoder.forward(DecoderInput {

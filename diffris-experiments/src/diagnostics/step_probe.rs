@@ -332,7 +332,7 @@ pub fn grads_by_path<B: SdAutodiffBackend>(
 
 fn frozen_values<B: SdBackend>(t: &Trainee<B>) -> Vec<(String, TensorData)> {
     let m = &t.model;
-    [to_data(&m.unet), to_data(&m.vae), to_data(&m.text_encoder)].concat()
+    [to_data(m.unet()), to_data(&m.vae), to_data(&m.text_encoder)].concat()
 }
 
 /// Runs `spec.steps` training steps on `device` from `weights`.
@@ -503,7 +503,7 @@ pub fn forward_stages<B: SdBackend>(
         ("adapted context".to_string(), adapted.clone().into_data()),
     ];
     let b = spec.batch;
-    let unet = m.unet.forward(
+    let unet = m.unet().forward(
         latent.clone(),
         Tensor::full([b], m.config.timestep, device),
         adapted,

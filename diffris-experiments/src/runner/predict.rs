@@ -42,7 +42,7 @@ pub fn predict_split<B: SdBackend>(
             let sd = diffris_model::sd::StableDiffusion {
                 text_encoder: run.model.text_encoder.clone(),
                 vae: run.model.vae.clone(),
-                unet: run.model.unet.clone(),
+                unet: run.model.unet().clone(),
             };
             encode_into(
                 spec,

@@ -184,7 +184,11 @@ where
 }
 
 /// The frozen SD stack of a model (never trained), as one worker keeps it on its device.
-type Frozen<B> = (ClipTextModel<B>, VaeEncoder<B>, UNet2DConditionModel<B>);
+type Frozen<B> = (
+    ClipTextModel<B>,
+    VaeEncoder<B>,
+    Option<UNet2DConditionModel<B>>,
+);
 
 /// `model` with the frozen stack of `cache`, which holds it on `device` (copied there from
 /// `model` on the first call).
@@ -199,12 +203,15 @@ fn with_frozen_of<B: SdAutodiffBackend>(
         (
             m.text_encoder.clone().fork(device),
             m.vae.clone().fork(device),
-            m.unet.clone().fork(device),
+            m.frozen_unet_mut().map(|u| u.clone().fork(device)),
         )
     });
     m.text_encoder = text.clone();
     m.vae = vae.clone();
-    m.unet = unet.clone();
+    // A trained UNet is a parameter set: burn-train forks it with the rest.
+    if let (Some(slot), Some(unet)) = (m.frozen_unet_mut(), unet.as_ref()) {
+        *slot = unet.clone();
+    }
     model
 }
 

@@ -10,7 +10,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use burn_store::ModuleSnapshot;
 use diffris_model::adapter::CpAdapterConfig;
 use diffris_model::decoder::{CamdConfig, DecoderConfig, LmpConfig, PcmrdConfig};
-use diffris_model::diffris::{DiffRis, DiffRisConfig};
+use diffris_model::diffris::{DiffRis, DiffRisConfig, UnetMode};
 use diffris_model::sd::SdConfig;
 
 type AB = Autodiff<Flex>;
@@ -87,7 +87,7 @@ fn one_adamw_step_changes_only_the_trainable_parameters() {
     );
     let model = model(&cfg);
     let frozen_before = [
-        values(&model.unet),
+        values(model.unet()),
         values(&model.vae),
         values(&model.text_encoder),
     ];
@@ -108,7 +108,7 @@ fn one_adamw_step_changes_only_the_trainable_parameters() {
     let model = optim.step(1e-3, model, grads);
 
     let frozen_after = [
-        values(&model.unet),
+        values(model.unet()),
         values(&model.vae),
         values(&model.text_encoder),
     ];
@@ -122,6 +122,62 @@ fn one_adamw_step_changes_only_the_trainable_parameters() {
         }
         assert_ne!(before, &after, "trainable `{path}` did not change");
     }
+}
+
+/// VPD's recipe (`unet: trainable`): the UNet's parameters join the trained ones and move in
+/// one AdamW step, all but the noise-prediction head that DiffRIS's pass never runs
+/// (`conv_norm_out`, `conv_out`); the VAE and CLIP stay bit-identical. Under the default the
+/// UNet is no parameter at all.
+#[test]
+fn a_trainable_unet_trains_with_the_adapter_and_decoder() {
+    let _rng = crate::burn_rng();
+    let lmp = || {
+        DecoderConfig::Lmp(LmpConfig {
+            hidden: 32,
+            ..LmpConfig::default()
+        })
+    };
+    let frozen = model(&small(lmp(), CpAdapterConfig::default(), 64));
+    let count = |m: &DiffRis<AB>| values(m).len();
+    let parts = |m: &DiffRis<AB>| values(&m.adapter).len() + values(&m.decoder).len();
+    assert_eq!(
+        count(&frozen),
+        parts(&frozen),
+        "frozen: adapter and decoder only"
+    );
+    let cfg = DiffRisConfig {
+        unet: UnetMode::Trainable,
+        ..small(lmp(), CpAdapterConfig::default(), 64)
+    };
+    let model = model(&cfg);
+    let unet_before = values(model.unet());
+    assert_eq!(count(&model), parts(&model) + unet_before.len());
+    let frozen_before = [values(&model.vae), values(&model.text_encoder)];
+
+    let (image, ids, eos, mask) = batch(64);
+    let out = model.forward(image, ids, eos, true);
+    let loss = model.loss(&out, mask);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
+    let model = optim.step(1e-3, model, grads);
+
+    assert!(frozen_before == [values(&model.vae), values(&model.text_encoder)]);
+    let mut unchanged = vec![];
+    for ((path, before), (_, after)) in unet_before.iter().zip(values(model.unet())) {
+        if before == &after {
+            unchanged.push(path.clone());
+        }
+    }
+    assert_eq!(
+        unchanged,
+        [
+            "conv_norm_out.gamma",
+            "conv_norm_out.beta",
+            "conv_out.weight",
+            "conv_out.bias"
+        ],
+        "every UNet parameter on the feature path trains"
+    );
 }
 
 #[test]
