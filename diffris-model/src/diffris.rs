@@ -203,6 +203,10 @@ impl DiffRisConfig {
     /// tracked (on an autodiff backend: weights read from a file arrive untracked).
     pub fn init<B: SdBackend>(&self, sd: StableDiffusion<B>, device: &B::Device) -> DiffRis<B> {
         let (adapter, decoder) = self.init_trained(&sd.config(), device);
+        // In this order: lazily initialised weights draw from the backend's random stream as
+        // they are first touched (by `no_grad` here), text encoder, VAE, then UNet.
+        let text_encoder = cast_module(sd.text_encoder.no_grad(), self.precision);
+        let vae = cast_module(sd.vae.no_grad(), self.precision);
         let (frozen_unet, trained_unet) = match self.unet {
             UnetMode::Frozen => (Some(cast_module(sd.unet.no_grad(), self.precision)), None),
             UnetMode::Trainable => (None, Some(crate::precision::tracked(sd.unet))),
@@ -210,8 +214,8 @@ impl DiffRisConfig {
         DiffRis {
             adapter,
             decoder,
-            text_encoder: cast_module(sd.text_encoder.no_grad(), self.precision),
-            vae: cast_module(sd.vae.no_grad(), self.precision),
+            text_encoder,
+            vae,
             frozen_unet,
             trained_unet,
             config: self.clone(),
@@ -290,12 +294,21 @@ impl<B: SdBackend> DiffRis<B> {
         training: bool,
     ) -> DiffRisOutput<B> {
         let adapted = self.adapter.forward(text.clone());
-        let decoder_text = match self.config.decoder_text {
-            DecoderText::Adapted => adapted.clone(),
-            DecoderText::Clip => text,
-        };
+        let decoder_text = self.decoder_text(adapted.clone(), text);
         self.forward_texts(latent, adapted, decoder_text, eos_index, training, false)
             .0
+    }
+
+    /// The text states the decoder reads when the UNet reads `adapted` and CLIP gave `clip`:
+    /// `adapted`, or `clip` under `decoder_text: clip`.
+    ///
+    /// # Shapes
+    /// `[B, 77, D]` both -> `[B, 77, D]`.
+    pub fn decoder_text(&self, adapted: Tensor<B, 3>, clip: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self.config.decoder_text {
+            DecoderText::Adapted => adapted,
+            DecoderText::Clip => clip,
+        }
     }
 
     /// UNet and decoder conditioned on given text states: the adapter's output `L'` in the

@@ -49,34 +49,38 @@ impl Attribution {
 }
 
 /// `F(c) = sum_p region_p * logit_p(c)` per sample, from an inference pass (no noise, running
-/// BatchNorm statistics) on the given states.
+/// BatchNorm statistics) with the UNet conditioned on `context`; the decoder reads `context`
+/// too, or `decoder_text` when given (CLIP's states, under `decoder_text: clip`).
 ///
 /// # Shapes
-/// `latent`: `[B, C, h, w]`, `context`: `[B, 77, D]`, `eos_index`: `[B]`, `region`:
-/// `[B, 1, H, W]` -> `[B]`.
+/// `latent`: `[B, C, h, w]`, `context`, `decoder_text`: `[B, 77, D]`, `eos_index`: `[B]`,
+/// `region`: `[B, 1, H, W]` -> `[B]`.
 pub fn weighted_logits<B: SdBackend>(
     model: &DiffRis<B>,
     latent: Tensor<B, 4>,
     context: Tensor<B, 3>,
+    decoder_text: Option<Tensor<B, 3>>,
     eos_index: Tensor<B, 1, Int>,
     region: Tensor<B, 4>,
 ) -> Tensor<B, 1> {
     let b = latent.dims()[0];
-    let (out, _) = model.forward_context(latent, context, eos_index, false, false);
+    let decoder_text = decoder_text.unwrap_or_else(|| context.clone());
+    let (out, _) = model.forward_texts(latent, context, decoder_text, eos_index, false, false);
     (out.logits * region)
         .reshape([b as i32, -1])
         .sum_dim(1)
         .reshape([b])
 }
 
-/// Integrated gradients of [`weighted_logits`] with respect to the text states, from `baseline`
-/// to `context`, over `steps` midpoints `alpha = (k + 1/2) / steps`, evaluated `chunk` at a time
-/// as one batch. Give a model whose parameters are `no_grad()` (only the states are tracked,
-/// so no parameter gradient is computed).
+/// Integrated gradients of [`weighted_logits`] with respect to the states the UNet reads, from
+/// `baseline` to `context`, over `steps` midpoints `alpha = (k + 1/2) / steps`, evaluated
+/// `chunk` at a time as one batch; the decoder reads the same states, or the fixed
+/// `decoder_text` when given. Give a model whose parameters are `no_grad()` (only the states
+/// are tracked, so no parameter gradient is computed).
 ///
 /// # Shapes
-/// `latent`: `[1, C, h, w]`, `context`, `baseline`: `[1, 77, D]`, `eos_index`: `[1]`,
-/// `region`: `[1, 1, H, W]`.
+/// `latent`: `[1, C, h, w]`, `context`, `baseline`, `decoder_text`: `[1, 77, D]`,
+/// `eos_index`: `[1]`, `region`: `[1, 1, H, W]`.
 // The arguments are one sample's inputs and the two knobs of the quadrature; a struct would
 // only rename them.
 #[allow(clippy::too_many_arguments)]
@@ -85,6 +89,7 @@ pub fn integrated_gradients<B: AutodiffBackend + SdBackend>(
     latent: Tensor<B, 4>,
     context: Tensor<B, 3>,
     baseline: Tensor<B, 3>,
+    decoder_text: Option<Tensor<B, 3>>,
     eos_index: Tensor<B, 1, Int>,
     region: Tensor<B, 4>,
     steps: usize,
@@ -98,6 +103,7 @@ pub fn integrated_gradients<B: AutodiffBackend + SdBackend>(
         model,
         latent.clone(),
         context.clone(),
+        decoder_text.clone(),
         eos_index.clone(),
         region.clone(),
     ));
@@ -105,6 +111,7 @@ pub fn integrated_gradients<B: AutodiffBackend + SdBackend>(
         model,
         latent.clone(),
         baseline.clone(),
+        decoder_text.clone(),
         eos_index.clone(),
         region.clone(),
     ));
@@ -125,6 +132,7 @@ pub fn integrated_gradients<B: AutodiffBackend + SdBackend>(
             model,
             latent.clone().repeat_dim(0, c),
             states.clone(),
+            decoder_text.clone().map(|t| t.repeat_dim(0, c)),
             eos_index.clone().repeat_dim(0, c),
             region.clone().repeat_dim(0, c),
         )

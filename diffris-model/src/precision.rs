@@ -143,6 +143,22 @@ pub fn param_dtype<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> D
     param.val().dtype()
 }
 
+/// `module` with every float parameter tracked (on an autodiff backend; elsewhere unchanged):
+/// weights read from a file arrive untracked, and a module that trains needs them tracked.
+pub fn tracked<B: Backend, M: Module<B>>(module: M) -> M {
+    module.map(&mut Track)
+}
+
+/// Marks every float parameter as tracked.
+struct Track;
+
+impl<B: Backend> ModuleMapper<B> for Track {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.set_require_grad(true), mapper)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,21 +208,5 @@ mod tests {
         assert!(v.is_infinite(), "90000 does not fit in f16: {v}");
         let ratio = in_f32(x, |t| t.clone().square().mean().sqrt() / t.abs().max());
         assert_eq!(ratio.cast(FloatDType::F32).into_scalar(), 1.0);
-    }
-}
-
-/// `module` with every float parameter tracked (on an autodiff backend; elsewhere unchanged):
-/// weights read from a file arrive untracked, and a module that trains needs them tracked.
-pub fn tracked<B: Backend, M: Module<B>>(module: M) -> M {
-    module.map(&mut Track)
-}
-
-/// Marks every float parameter as tracked.
-struct Track;
-
-impl<B: Backend> ModuleMapper<B> for Track {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        Param::from_mapped_value(id, tensor.set_require_grad(true), mapper)
     }
 }

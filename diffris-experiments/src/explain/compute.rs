@@ -11,7 +11,7 @@ use diffris_data::tokenizer::{CONTEXT_LENGTH, without_span};
 use diffris_data::{ClipTokenizer, Word};
 use diffris_kernels::SdBackend;
 use diffris_model::decoder::DecoderConfig;
-use diffris_model::diffris::DiffRis;
+use diffris_model::diffris::{DecoderText, DiffRis};
 use diffris_model::explain::integrated_gradients;
 
 use super::{
@@ -59,8 +59,17 @@ pub fn explain<B: AutodiffBackend + SdBackend>(
     let adapted = model.adapter.forward(clip.clone()).detach();
     let eos = batch.eos_index;
 
-    let (out, maps_adapted) =
-        model.forward_context(latent.clone(), adapted.clone(), eos.clone(), false, true);
+    // The decoder reads what the model's own forward gives it: `L'`, or `L` under
+    // `decoder_text: clip` (then the attributions below reach `L'` through the UNet only).
+    let decoder_text = (model.config.decoder_text == DecoderText::Clip).then(|| clip.clone());
+    let (out, maps_adapted) = model.forward_texts(
+        latent.clone(),
+        adapted.clone(),
+        model.decoder_text(adapted.clone(), clip.clone()),
+        eos.clone(),
+        false,
+        true,
+    );
     let prediction: Vec<bool> = floats(out.logits.clone())
         .into_iter()
         .map(|l| l > 0.0)
@@ -109,6 +118,7 @@ pub fn explain<B: AutodiffBackend + SdBackend>(
         latent.clone(),
         adapted,
         baseline,
+        decoder_text,
         eos,
         region,
         settings.steps,

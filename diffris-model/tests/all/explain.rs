@@ -169,6 +169,7 @@ fn forced_cross_attention_picks_its_word_in_the_maps_and_the_attributions() {
         latent,
         context.clone(),
         baseline(&context, context.zeros_like()),
+        None,
         eos,
         ones(SIZE),
         32,
@@ -231,6 +232,7 @@ fn attributions_add_up_to_the_change_of_the_target() {
             latent,
             context.clone(),
             baseline(&context, other),
+            None,
             eos,
             region,
             64,
@@ -279,10 +281,53 @@ fn an_inference_pass_under_autodiff_is_the_inference_forward() {
         Distribution::Bernoulli(0.5),
         &Default::default(),
     );
-    let f: f32 = weighted_logits(&m, latent, adapted, eos, region.clone()).into_scalar();
+    let f: f32 = weighted_logits(&m, latent, adapted, None, eos, region.clone()).into_scalar();
     let expected: f32 = (own * region).sum().into_scalar();
     assert!(
         (f - expected).abs() <= 1e-4 * expected.abs().max(1.0),
         "{f} vs {expected}"
+    );
+}
+
+/// Under `decoder_text: clip` the decoder reads CLIP's `L` while the UNet reads `L'`: the
+/// attributed sum, given `L` as the decoder's text, is the model's own forward on `L` (the
+/// inference path, which applies the adapter itself), and differs from feeding `L'` to both.
+#[test]
+fn under_decoder_text_clip_the_explained_sum_is_the_models_own_forward() {
+    let _rng = crate::burn_rng();
+    let device = Default::default();
+    AB::seed(&device, 5);
+    let sd = SdConfig::tiny().init::<AB>(&device);
+    let cfg = DiffRisConfig {
+        decoder_text: diffris_model::diffris::DecoderText::Clip,
+        ..config(DecoderConfig::Pcmrd(PcmrdConfig {
+            hidden: 16,
+            hard_assignment: false,
+            ..PcmrdConfig::default()
+        }))
+    };
+    let m = cfg.init(sd, &device).no_grad();
+    let (latent, clip, eos) = inputs(2);
+    let adapted = m.adapter.forward(clip.clone());
+    let region = Tensor::<AB, 4>::random([1, 1, SIZE, SIZE], Distribution::Bernoulli(0.5), &device);
+    let explained: f32 = weighted_logits(
+        &m,
+        latent.clone(),
+        adapted.clone(),
+        Some(clip.clone()),
+        eos.clone(),
+        region.clone(),
+    )
+    .into_scalar();
+    let own = m.forward_encoded(latent.clone(), clip, eos.clone(), false);
+    let own: f32 = (own.logits * region.clone()).sum().into_scalar();
+    assert!(
+        (explained - own).abs() <= 1e-5 * own.abs().max(1.0),
+        "{explained} vs {own}"
+    );
+    let both_adapted: f32 = weighted_logits(&m, latent, adapted, None, eos, region).into_scalar();
+    assert!(
+        (both_adapted - own).abs() > 1e-4,
+        "the decoder's text matters here"
     );
 }
