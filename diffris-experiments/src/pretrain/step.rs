@@ -2,11 +2,12 @@
 //! noised latent given its caption, and the loss is the mean squared error of that prediction
 //! (epsilon prediction, as SD-1.x trains).
 
-use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::Tensor;
 use burn::train::metric::{Adaptor, ItemLazy};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use diffris_kernels::{SdAutodiffBackend, SdBackend};
+use diffris_model::precision::tracked;
 use diffris_model::sd::{UNet2DConditionModel, UNetRequest};
 
 use super::data::DenoiseBatch;
@@ -21,17 +22,7 @@ impl<B: SdAutodiffBackend> Denoiser<B> {
     /// The trainable denoiser of `unet`: every parameter tracked. (Weights read from a file are
     /// plain tensors of the inner backend, which [`AutodiffModule::from_inner`] keeps untracked.)
     pub fn trainable(unet: UNet2DConditionModel<B::InnerBackend>) -> Self {
-        Self::from_inner(Denoiser { unet }).map(&mut Track)
-    }
-}
-
-/// Marks every float parameter as tracked.
-struct Track;
-
-impl<B: SdAutodiffBackend> ModuleMapper<B> for Track {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        Param::from_mapped_value(id, tensor.set_require_grad(true), mapper)
+        tracked(Self::from_inner(Denoiser { unet }))
     }
 }
 
