@@ -47,25 +47,7 @@ pub fn write_caption_set(out: &Path, cfg: &CaptionSetConfig) -> Result<()> {
             "a caption set needs image_size >= 32 and 1 <= min_objects <= max_objects",
         ));
     }
-    if out.exists() {
-        return Err(DataError::format(
-            out,
-            "already exists; choose a new directory",
-        ));
-    }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
-    let tmp = super::tempdir_in(parent, out)?;
-    match write_into(&tmp, cfg) {
-        Ok(()) => std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e)),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    super::write_new_folder(out, |tmp| write_into(tmp, cfg))
 }
 
 /// The cache folder of a caption set config (named after the generator version and every

@@ -244,6 +244,12 @@ pub fn write(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
             "SynthRS needs image_size >= 32 and 1 <= min_objects <= max_objects",
         ));
     }
+    write_new_folder(out, |tmp| write_into(tmp, cfg))
+}
+
+/// Runs `fill` on a sibling temporary folder of `out` (which must not exist yet) and renames
+/// it into place, so `out` is either complete or absent; a failed `fill` leaves nothing.
+pub(crate) fn write_new_folder<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     if out.exists() {
         return Err(DataError::format(
             out,
@@ -256,11 +262,10 @@ pub fn write(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
     let tmp = tempdir_in(parent, out)?;
-    let result = write_into(&tmp, cfg);
-    match result {
-        Ok(summary) => {
+    match fill(&tmp) {
+        Ok(value) => {
             std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e))?;
-            Ok(summary)
+            Ok(value)
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -288,7 +293,7 @@ pub fn remove_partials(parent: &Path, stem: &str) -> usize {
         .count()
 }
 
-pub(crate) fn tempdir_in(parent: &Path, out: &Path) -> Result<PathBuf> {
+fn tempdir_in(parent: &Path, out: &Path) -> Result<PathBuf> {
     let stem = out
         .file_name()
         .and_then(|n| n.to_str())
