@@ -96,6 +96,29 @@ pub fn held_out(pairs: &[CaptionedImage], n: usize, root: &Path) -> Vec<bool> {
         .collect()
 }
 
+impl Request {
+    /// The recipe this request asks for, with the latents' factor `latent_scale` (the VAE's own
+    /// is known once the stack is read).
+    fn spec(&self, latent_scale: f64) -> PretrainSpec {
+        let default_stack = self.sd.is_none();
+        PretrainSpec {
+            steps: self.steps,
+            every: self.every,
+            batch_size: self.batch,
+            micro_batch: self.micro_batch,
+            lr: self.lr.unwrap_or(if default_stack { 1e-3 } else { 1e-4 }),
+            weight_decay: self.weight_decay,
+            caption_dropout: self.caption_dropout,
+            image_size: self
+                .image_size
+                .unwrap_or(if default_stack { 64 } else { 512 }),
+            latent_scale,
+            sample_posterior: self.sample_posterior.unwrap_or(!default_stack),
+            val_images: self.val_images,
+        }
+    }
+}
+
 struct Pretrain(Request);
 
 impl BackendJob for Pretrain {
@@ -112,30 +135,10 @@ impl BackendJob for Pretrain {
             );
         }
 
-        // The source stack.
-        let default_stack = r.sd.is_none();
-        let generator = crate::device::backend::weights_generator::<B>(&device);
-        let (sd_path, source) = match &r.sd {
-            Some(p) => (p.clone(), p.display().to_string()),
-            None => (
-                provision_random::<B>(
-                    &tiny_arch(),
-                    tiny_weight_seed(TINY_DEFAULT_WEIGHTS),
-                    &r.cache,
-                    &device,
-                    Some(&generator),
-                )?,
-                format!("the tiny profile's random `{TINY_DEFAULT_WEIGHTS}` weights"),
-            ),
-        };
-        let (sd, tokenizer) = match (&r.sd, &r.arch) {
-            (Some(_), arch) => load_frozen_preset::<B>(&sd_path, arch.as_deref(), &device)?,
-            (None, _) => load_frozen::<B>(&sd_path, None, &device)?,
-        };
-        let tokenizer_dir =
-            Some(sd_path.join("tokenizer")).filter(|t| t.join("vocab.json").is_file());
+        // Every flag is checked before anything is generated, read or written.
+        r.spec(r.latent_scale.unwrap_or(1.0)).check()?;
 
-        // The captions.
+        // The captions (read first: a bad folder is named before any weights are read).
         let (root, data, synth) = match &r.data {
             Some(p) => (p.clone(), p.display().to_string(), None),
             None => {
@@ -170,23 +173,34 @@ impl BackendJob for Pretrain {
             r.val_images
         );
 
-        let spec = PretrainSpec {
-            steps: r.steps,
-            every: r.every,
-            batch_size: r.batch,
-            micro_batch: r.micro_batch,
-            lr: r.lr.unwrap_or(if default_stack { 1e-3 } else { 1e-4 }),
-            weight_decay: r.weight_decay,
-            caption_dropout: r.caption_dropout,
-            image_size: r.image_size.unwrap_or(if default_stack { 64 } else { 512 }),
-            latent_scale: r.latent_scale.unwrap_or(if default_stack {
-                TINY_LATENT_SCALE
-            } else {
-                sd.vae.config().scaling_factor
-            }),
-            sample_posterior: r.sample_posterior.unwrap_or(!default_stack),
-            val_images: r.val_images,
+        // The source stack.
+        let default_stack = r.sd.is_none();
+        let generator = crate::device::backend::weights_generator::<B>(&device);
+        let (sd_path, source) = match &r.sd {
+            Some(p) => (p.clone(), p.display().to_string()),
+            None => (
+                provision_random::<B>(
+                    &tiny_arch(),
+                    tiny_weight_seed(TINY_DEFAULT_WEIGHTS),
+                    &r.cache,
+                    &device,
+                    Some(&generator),
+                )?,
+                format!("the tiny profile's random `{TINY_DEFAULT_WEIGHTS}` weights"),
+            ),
         };
+        let (sd, tokenizer) = match (&r.sd, &r.arch) {
+            (Some(_), arch) => load_frozen_preset::<B>(&sd_path, arch.as_deref(), &device)?,
+            (None, _) => load_frozen::<B>(&sd_path, None, &device)?,
+        };
+        let tokenizer_dir =
+            Some(sd_path.join("tokenizer")).filter(|t| t.join("vocab.json").is_file());
+
+        let spec = r.spec(r.latent_scale.unwrap_or(if default_stack {
+            TINY_LATENT_SCALE
+        } else {
+            sd.vae.config().scaling_factor
+        }));
         spec.check()?;
         let config = PretrainConfig {
             spec: spec.clone(),
