@@ -115,3 +115,66 @@ impl<B: SdBackend> InferenceStep for Denoiser<B> {
         }
     }
 }
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::{Distribution, TensorData};
+    use diffris_model::sd::SdConfig;
+
+    /// The loss is the mean over every element of `(unet(noisy, t, context) - noise)^2`, here
+    /// summed by hand in f64 from the UNet's own prediction.
+    #[test]
+    fn the_loss_is_the_mean_squared_error_of_the_predicted_noise() {
+        let device = Default::default();
+        let unet = SdConfig::tiny().unet.init::<Flex>(&device);
+        let noisy =
+            Tensor::<Flex, 4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let noise =
+            Tensor::<Flex, 4>::random([2, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let context =
+            Tensor::<Flex, 3>::random([2, 77, 32], Distribution::Normal(0.0, 1.0), &device);
+        let timesteps =
+            Tensor::<Flex, 1>::from_data(TensorData::new(vec![10.0f32, 900.0], [2]), &device);
+        let batch = DenoiseBatch {
+            noisy: noisy.clone(),
+            timesteps: timesteps.clone(),
+            context: context.clone(),
+            noise: noise.clone(),
+            loss_weight: 1.0,
+            ticket: None,
+        };
+        let model = Denoiser { unet };
+        let loss: f64 = model.loss(&batch).into_scalar() as f64;
+        let pred = model
+            .unet
+            .forward(
+                noisy,
+                timesteps,
+                context,
+                UNetRequest {
+                    sample: true,
+                    ..Default::default()
+                },
+            )
+            .sample
+            .unwrap();
+        let (p, n): (Vec<f32>, Vec<f32>) = (
+            pred.into_data().to_vec().unwrap(),
+            noise.into_data().to_vec().unwrap(),
+        );
+        let by_hand = p
+            .iter()
+            .zip(&n)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum::<f64>()
+            / p.len() as f64;
+        // f32 accumulation of 512 squares against f64: well within 1e-5 relative.
+        assert!(
+            (loss - by_hand).abs() <= 1e-5 * by_hand,
+            "{loss} vs {by_hand}"
+        );
+        assert!(by_hand > 0.1, "a random UNet does not predict the noise");
+    }
+}
