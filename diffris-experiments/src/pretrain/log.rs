@@ -176,6 +176,20 @@ impl PretrainLog {
         })
     }
 
+    /// Optimizer steps recorded so far.
+    pub fn steps(&self) -> usize {
+        self.state().curve.train.len()
+    }
+
+    /// The mean training loss of the last `k` steps (NaN before the first).
+    pub fn recent_train_mean(&self, k: usize) -> f64 {
+        let st = self.state();
+        let n = st.curve.train.len();
+        st.curve
+            .train_mean(n.saturating_sub(k)..n)
+            .unwrap_or(f64::NAN)
+    }
+
     pub fn curve(&self) -> LossCurve {
         self.state().curve.clone()
     }

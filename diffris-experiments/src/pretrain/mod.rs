@@ -278,7 +278,7 @@ pub fn pretrain<B: SdAutodiffBackend>(
             )
         })?;
         let steps = (segment + 1) * spec.every;
-        let trained_steps = log.curve().train.len();
+        let trained_steps = log.steps();
         anyhow::ensure!(
             trained_steps == steps,
             "pre-training stopped after {trained_steps} of {steps} steps"

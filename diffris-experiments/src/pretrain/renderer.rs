@@ -32,19 +32,16 @@ impl MetricsRendererTraining for PretrainRenderer {
         let done = item.progress.map_or(0, |p| p.items_processed);
         let position = segment * self.segment_len + done;
         self.bar.set_position(position as u64);
-        let step = self.log.curve().train.len();
+        // Per pass: the step count only (the curve itself is not copied here).
+        let step = self.log.steps();
         self.bar.set_message(format!("step {step}/{}", self.steps));
         if let Some(h) = &mut self.heartbeat {
             let total = (self.steps / self.every.max(1) * self.segment_len) as u64;
             let log = &self.log;
             let steps = self.steps;
             h.beat(position as u64, total, || {
-                let curve = log.curve();
-                let n = curve.train.len();
-                let recent = curve
-                    .train_mean(n.saturating_sub(10)..n)
-                    .unwrap_or(f64::NAN);
-                format!(" | step {n}/{steps}, loss {recent:.4} (mean of the last 10 steps)")
+                let recent = log.recent_train_mean(10);
+                format!(" | step {step}/{steps}, loss {recent:.4} (mean of the last 10 steps)")
             });
         }
     }
