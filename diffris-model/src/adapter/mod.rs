@@ -5,7 +5,8 @@
 //! 2. Object-aware reasoning (eq. 8-11): the original tokens query the context-encoded ones,
 //!    `F = L + Attn(W_q L, W_k E, W_v E)`, then `F_o = F + MLP(F)` with a two-layer ReLU MLP. The
 //!    paper's equations are lost from the text; this reading follows "integrated with the input
-//!    linguistic features". Without component 1, `E = L`.
+//!    linguistic features". `reasoning_query: encoded` swaps the roles,
+//!    `F = L + Attn(W_q E, W_k L, W_v L)`. Without component 1, `E = L`.
 //! 3. Domain-specific adjustment (eq. 12): `F_d = F_o + B(A(F_o))`, a low-rank branch whose
 //!    up-projection `B` starts at zero.
 //!
@@ -50,6 +51,25 @@ impl AdapterKind {
     }
 }
 
+/// Which states pose the queries of the object-aware reasoning attention (eq. 8-9, whose symbols
+/// are lost from the paper's text); the result is added to the input `L` either way (eq. 10).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningQuery {
+    /// The original states query the context-encoded ones: `Attn(W_q L, W_k E, W_v E)`.
+    #[default]
+    Original,
+    /// The context-encoded states query the original ones: `Attn(W_q E, W_k L, W_v L)`.
+    Encoded,
+}
+
+impl ReasoningQuery {
+    /// True at the default (left out of a serialised config then).
+    pub fn is_original(&self) -> bool {
+        *self == Self::Original
+    }
+}
+
 /// Switches and sizes of the CP-adapter; the defaults are the full adapter of the paper.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,6 +92,9 @@ pub struct CpAdapterConfig {
     pub dropout: f64,
     /// Component 2: object-aware reasoning.
     pub object_reasoning: bool,
+    /// Who queries whom in component 2.
+    #[serde(skip_serializing_if = "ReasoningQuery::is_original")]
+    pub reasoning_query: ReasoningQuery,
     /// Component 3: domain-specific (low-rank) adjustment.
     pub domain_adjustment: bool,
     /// Rank of the low-rank branch.
@@ -91,6 +114,7 @@ impl Default for CpAdapterConfig {
             ffn_dim: 2048,
             dropout: 0.1,
             object_reasoning: true,
+            reasoning_query: ReasoningQuery::Original,
             domain_adjustment: true,
             rank: 8,
             gamma_init: 1e-4,
@@ -159,6 +183,9 @@ pub struct CpAdapter<B: Backend> {
     pub encoder: Option<TransformerEncoder<B>>,
     pub reasoning: Option<ObjectReasoning<B>>,
     pub low_rank: Option<LowRank<B>>,
+    /// Who queries whom in component 2.
+    #[module(skip)]
+    reasoning_query: ReasoningQuery,
     /// Present for `kind: vpd` only (then the three components above are absent).
     pub vpd: Option<VpdMlp<B>>,
     /// `[d]`; absent when the adapter is off.
@@ -208,6 +235,7 @@ impl CpAdapterConfig {
             encoder,
             reasoning,
             low_rank,
+            reasoning_query: self.reasoning_query,
             vpd,
             gamma,
         }
@@ -230,9 +258,13 @@ impl<B: Backend> CpAdapter<B> {
         };
         let reasoned = match &self.reasoning {
             Some(r) => {
+                let (query, keys) = match self.reasoning_query {
+                    ReasoningQuery::Original => (text.clone(), encoded),
+                    ReasoningQuery::Encoded => (encoded, text.clone()),
+                };
                 let attn = r
                     .attention
-                    .forward(MhaInput::new(text.clone(), encoded.clone(), encoded))
+                    .forward(MhaInput::new(query, keys.clone(), keys))
                     .context;
                 let f = text + attn;
                 let mlp = r.mlp.fc2.forward(relu(r.mlp.fc1.forward(f.clone())));

@@ -181,3 +181,84 @@ fn the_adapter_kind_is_written_only_when_it_is_vpd() {
     assert!(text.contains(r#""kind":"vpd""#), "{text}");
     assert_eq!(serde_json::from_str::<CpAdapterConfig>(&text).unwrap(), vpd);
 }
+
+/// Component 2 by hand with identity projections, a zero MLP and no low-rank branch, so that
+/// `F_d = L + softmax(Q K^T / sqrt(d)) V` with the encoder's output `E` (taken from the
+/// encoder itself) in the roles each reading gives it: `Q = L, K = V = E` by default,
+/// `Q = E, K = V = L` under `reasoning_query: encoded`.
+#[test]
+fn reasoning_roles_by_hand() {
+    let device = Default::default();
+    let d = 2;
+    let t = 3;
+    let l_values = vec![1.0f32, -0.5, 0.25, 2.0, -1.5, 0.75];
+    let l = Tensor::<B, 3>::from_data(
+        burn::tensor::TensorData::new(l_values.clone(), [1, t, d]),
+        &device,
+    );
+    // softmax(q k^T / sqrt(d)) v for row-major [t, d] matrices.
+    let attend = |q: &[f32], kv: &[f32]| -> Vec<f32> {
+        let mut out = vec![0.0f32; t * d];
+        for i in 0..t {
+            let scores: Vec<f32> = (0..t)
+                .map(|j| {
+                    (0..d).map(|c| q[i * d + c] * kv[j * d + c]).sum::<f32>() / (d as f32).sqrt()
+                })
+                .collect();
+            let top = scores.iter().cloned().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = scores.iter().map(|s| (s - top).exp()).collect();
+            let z: f32 = e.iter().sum();
+            for j in 0..t {
+                for c in 0..d {
+                    out[i * d + c] += e[j] / z * kv[j * d + c];
+                }
+            }
+        }
+        out
+    };
+    for role in [ReasoningQuery::Original, ReasoningQuery::Encoded] {
+        let cfg = CpAdapterConfig {
+            heads: 1,
+            ffn_dim: 4,
+            layers: 1,
+            dropout: 0.0,
+            domain_adjustment: false,
+            reasoning_query: role,
+            ..CpAdapterConfig::default()
+        };
+        cfg.validate(d).unwrap();
+        let mut adapter = cfg.init::<B>(d, &device);
+        let identity = || param(vec![1.0, 0.0, 0.0, 1.0], [2, 2]);
+        let zero = |shape: [usize; 2]| param(vec![0.0; shape[0] * shape[1]], shape);
+        let r = adapter.reasoning.as_mut().unwrap();
+        for lin in [
+            &mut r.attention.query,
+            &mut r.attention.key,
+            &mut r.attention.value,
+            &mut r.attention.output,
+        ] {
+            lin.weight = identity();
+            lin.bias = Some(param(vec![0.0; 2], [2]));
+        }
+        r.mlp.fc2.weight = zero([2, 2]);
+        r.mlp.fc2.bias = Some(param(vec![0.0; 2], [2]));
+        let e: Vec<f32> = adapter
+            .encoder
+            .as_ref()
+            .unwrap()
+            .forward(TransformerEncoderInput::new(l.clone()))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let attn = match role {
+            ReasoningQuery::Original => attend(&l_values, &e),
+            ReasoningQuery::Encoded => attend(&e, &l_values),
+        };
+        let expected: Vec<f32> = l_values.iter().zip(&attn).map(|(a, b)| a + b).collect();
+        let got: Vec<f32> = adapter.adjusted(l.clone()).into_data().to_vec().unwrap();
+        // f32 sums of three terms of size ~2: a few ulps.
+        for (g, x) in got.iter().zip(&expected) {
+            assert!((g - x).abs() < 1e-5, "{role:?}: {got:?} vs {expected:?}");
+        }
+    }
+}

@@ -35,10 +35,20 @@ pub struct LossConfig {
     /// cross-entropy alone and is left out of a written config).
     #[serde(skip_serializing_if = "is_zero")]
     pub dice_weight: f64,
+    /// The hit-map Dice reads `sigmoid(hit map)` instead of the hit map: CGFormer's code passes
+    /// its straight-through assignments (0 or 1 forward) through the mask Dice, which applies a
+    /// sigmoid first, so it compares 0.5 and 0.73 with the mask. Off (the Dice of the
+    /// assignment itself) is left out of a written config.
+    #[serde(skip_serializing_if = "is_false")]
+    pub hit_map_sigmoid: bool,
 }
 
 fn is_zero(w: &f64) -> bool {
     *w == 0.0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl Default for LossConfig {
@@ -48,6 +58,7 @@ impl Default for LossConfig {
             aux_weights: vec![0.001, 0.01, 0.1],
             class_weights: [0.9, 1.1],
             dice_weight: 0.0,
+            hit_map_sigmoid: false,
         }
     }
 }
@@ -186,7 +197,12 @@ pub fn training_loss<B: SdBackend>(
             for (hit, &w) in hit_maps.iter().zip(&cfg.aux_weights) {
                 let [_, _, h, wd] = hit.dims();
                 let small = downsample_mask(target.clone(), [h, wd]);
-                loss = loss + dice(hit.clone(), small).mul_scalar(w);
+                let hit = if cfg.hit_map_sigmoid {
+                    sigmoid(hit.clone())
+                } else {
+                    hit.clone()
+                };
+                loss = loss + dice(hit, small).mul_scalar(w);
             }
             loss
         }
@@ -285,28 +301,46 @@ mod tests {
         );
     }
 
-    #[test]
-    fn auxiliary_dice_is_weighted_per_stage() {
-        let cfg = LossConfig::default();
+    /// What three all-zero 2x2 hit maps add to the loss of zero logits against an all-one 4x4
+    /// mask.
+    fn zero_hit_maps_add(cfg: &LossConfig) -> f64 {
         let logits = t4(vec![0.0; 16], [1, 1, 4, 4]);
         let target = t4(vec![1.0; 16], [1, 1, 4, 4]);
         let base = scalar(training_loss(
-            &cfg,
+            cfg,
             logits.clone(),
             None,
             &[],
             target.clone(),
         ));
-        // An all-zero hit map against an all-one 2x2 mask: Dice = 1 - 1/5.
         let hit = t4(vec![0.0; 4], [1, 1, 2, 2]);
         let with = scalar(training_loss(
-            &cfg,
+            cfg,
             logits,
             None,
             &[hit.clone(), hit.clone(), hit],
             target,
         ));
+        with - base
+    }
+
+    /// An all-zero hit map against an all-one 2x2 mask: Dice = 1 - 1/5 per stage.
+    #[test]
+    fn auxiliary_dice_is_weighted_per_stage() {
+        let added = zero_hit_maps_add(&LossConfig::default());
         let aux = (0.001 + 0.01 + 0.1) * (1.0 - 1.0 / 5.0);
-        assert!((with - base - aux).abs() < 1e-6, "{with} - {base} vs {aux}");
+        assert!((added - aux).abs() < 1e-6, "{added} vs {aux}");
+    }
+
+    /// CGFormer's reading: an all-zero hit map is `sigmoid(0) = 0.5` everywhere, so against an
+    /// all-one 2x2 mask its Dice is `1 - (2 * 2 + 1) / (2 + 4 + 1) = 2/7` per stage.
+    #[test]
+    fn hit_map_dice_through_a_sigmoid_by_hand() {
+        let added = zero_hit_maps_add(&LossConfig {
+            hit_map_sigmoid: true,
+            ..LossConfig::default()
+        });
+        let aux = (0.001 + 0.01 + 0.1) * (2.0 / 7.0);
+        assert!((added - aux).abs() < 1e-6, "{added} vs {aux}");
     }
 }

@@ -19,7 +19,7 @@ use crate::error::{ConfigError, ensure};
 
 pub use camd::{Camd, CamdConfig};
 pub use lmp::{Lmp, LmpConfig};
-pub use oaqil::Temperature;
+pub use oaqil::{OaqilLayout, PositionalInit, Temperature, TextReading};
 pub use pcmrd::{DecoderInput, DecoderOutput, Pcmrd, PcmrdConfig};
 
 /// Which decoder reads the UNet features.
@@ -69,6 +69,20 @@ impl DecoderConfig {
                     c.tau_init > 0.0 && c.tau_init.is_finite(),
                     "tau_init",
                     || format!("{} is not a positive temperature", c.tau_init),
+                )?;
+                let positive_std = |v: f64| v > 0.0 && v.is_finite();
+                ensure(positive_std(c.oaqil.token_std), "oaqil.token_std", || {
+                    format!("{} is not a positive standard deviation", c.oaqil.token_std)
+                })?;
+                if let PositionalInit::Normal(std) = c.oaqil.pos_init {
+                    ensure(positive_std(std), "oaqil.pos_init", || {
+                        format!("normal({std}) has no positive standard deviation")
+                    })?;
+                }
+                ensure(
+                    (0.0..1.0).contains(&c.oaqil.dropout),
+                    "oaqil.dropout",
+                    || format!("{} is not a probability below 1", c.oaqil.dropout),
                 )
             }
             Self::Lmp(c) | Self::Oad(c) => {

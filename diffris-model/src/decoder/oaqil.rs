@@ -31,6 +31,16 @@ impl<B: SdBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.fc2.forward(gelu(self.fc1.forward(x)))
     }
+
+    /// [`Self::forward`] with dropout `p` after the activation and after the output while
+    /// training (timm's `Mlp`, which CGFormer's grouping uses).
+    ///
+    /// # Shapes
+    /// `[B, N, d]` -> `[B, N, d]`.
+    pub fn forward_dropout(&self, x: Tensor<B, 3>, p: f64, training: bool) -> Tensor<B, 3> {
+        let hidden = dropout(gelu(self.fc1.forward(x)), p, training);
+        dropout(self.fc2.forward(hidden), p, training)
+    }
 }
 
 /// The parametrisation of OAQIL's Gumbel-softmax temperature `tau` (paper Eqs. 17-20).
@@ -47,6 +57,99 @@ pub enum Temperature {
     ClampedCgformer,
 }
 
+/// How the OAQILs are laid out where the paper's equations (14-20) leave it open or CGFormer's
+/// released code (`model/layers.py`: `LoadLayer`, `LoadToken`, `CGAttention`, `Decoder`) reads
+/// otherwise. The defaults are diffris' reading of the paper; each field's CGFormer value is
+/// given beside it (`docs/DESIGN.md`, section 3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OaqilLayout {
+    /// Standard deviation of the normal the query tokens start from: 1 (the unit normal of an
+    /// embedding table); CGFormer's code: 0.02 (`trunc_normal_`, cut at +-2 absolute, 100 std:
+    /// never).
+    pub token_std: f64,
+    /// How each stage's positional embedding starts.
+    pub pos_init: PositionalInit,
+    /// Which tokens read the text, at which stages.
+    pub text_reading: TextReading,
+    /// A residual around the token MLPs: `x + MLP(LN(x))` after the text read and after the
+    /// grouping update (on); CGFormer's code replaces the tokens by `MLP(LN(x))` at both.
+    pub residual: bool,
+    /// Stages 2 and 3 share one grouping attention (its projections, norms, MLP and
+    /// temperature), as CGFormer's code runs `cgattention2` twice; off: one per stage.
+    pub shared_grouping: bool,
+    /// Dropout while training on the text attention's weights and output, the grouping's
+    /// output projection and the update MLP (after its activation and its output); 0 here,
+    /// 0.1 in CGFormer's code.
+    pub dropout: f64,
+}
+
+impl Default for OaqilLayout {
+    fn default() -> Self {
+        Self {
+            token_std: 1.0,
+            pos_init: PositionalInit::Normal(0.02),
+            text_reading: TextReading::EveryToken,
+            residual: true,
+            shared_grouping: false,
+            dropout: 0.0,
+        }
+    }
+}
+
+impl OaqilLayout {
+    /// CGFormer's released code, every field at its value there.
+    pub fn cgformer_code() -> Self {
+        Self {
+            token_std: 0.02,
+            pos_init: PositionalInit::InverseSqrtWidth,
+            text_reading: TextReading::ReferentLate,
+            residual: false,
+            shared_grouping: true,
+            dropout: 0.1,
+        }
+    }
+
+    /// True at the defaults (the field is left out of a serialised config then, so configs
+    /// written before it existed read back unchanged).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The positional embedding's initialisation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionalInit {
+    /// A normal of this standard deviation (diffris: 0.02, ViT's).
+    Normal(f64),
+    /// A normal of standard deviation `1 / sqrt(D)` (CGFormer's `randn(...) / token_dim ** 0.5`).
+    InverseSqrtWidth,
+}
+
+impl PositionalInit {
+    fn std(&self, width: usize) -> f64 {
+        match self {
+            Self::Normal(std) => *std,
+            Self::InverseSqrtWidth => (width as f64).powf(-0.5),
+        }
+    }
+}
+
+/// Which query tokens read the text in eq. 14-15, and where.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextReading {
+    /// Every token, at every stage: the paper's "enabling each query token to focus on the
+    /// relevant linguistic information required at the current layer".
+    #[default]
+    EveryToken,
+    /// CGFormer's code ("updated version" `LoadToken`): only the referent (last) token reads the
+    /// text, and only at stages 2 and 3 (`LoadLayer` skips the text at its first, 30x30 stage);
+    /// the MLP after the read then runs over every token.
+    ReferentLate,
+}
+
 /// Sizes and switches of one OAQIL.
 #[derive(Clone, Debug)]
 pub struct OaqilConfig {
@@ -58,14 +161,20 @@ pub struct OaqilConfig {
     pub hard: bool,
     /// Gumbel noise while training.
     pub gumbel: bool,
+    /// Gumbel noise at evaluation too (CGFormer's code samples it in every forward).
+    pub gumbel_at_eval: bool,
     pub tau_init: f64,
     pub temperature: Temperature,
+    /// Whether this stage reads the text at all ([`TextReading::ReferentLate`] skips stage 1).
+    pub reads_text: bool,
+    /// Whether this stage has its own grouping attention (off: it borrows the previous stage's).
+    pub own_grouping: bool,
+    pub layout: OaqilLayout,
 }
 
-/// One OAQIL.
+/// The token-language cross-attention (1 head) and the MLP after it (eq. 14-15).
 #[derive(Module, Debug)]
-pub struct Oaqil<B: SdBackend> {
-    // Token-language cross-attention (1 head).
+pub struct TextRead<B: SdBackend> {
     pub norm_query: LayerNorm<B>,
     pub norm_text: LayerNorm<B>,
     pub text_q: Linear<B>,
@@ -74,9 +183,11 @@ pub struct Oaqil<B: SdBackend> {
     pub text_out: Linear<B>,
     pub norm_text_mlp: LayerNorm<B>,
     pub text_mlp: Mlp<B>,
-    // Gumbel-normalised grouping.
-    /// `[h * w, D]` at the nominal size.
-    pub pos_embed: Param<Tensor<B, 2>>,
+}
+
+/// The Gumbel-normalised grouping of pixels into the tokens (eq. 16-20).
+#[derive(Module, Debug)]
+pub struct Grouping<B: SdBackend> {
     pub norm_pixels: LayerNorm<B>,
     pub norm_group: LayerNorm<B>,
     pub group_q: Linear<B>,
@@ -90,8 +201,24 @@ pub struct Oaqil<B: SdBackend> {
     pub tau: Param<Tensor<B, 1>>,
     /// CGFormer's clamp ([`Temperature::ClampedCgformer`]).
     clamped: bool,
+}
+
+/// One OAQIL: its text read, its positional embedding and its grouping attention.
+#[derive(Module, Debug)]
+pub struct Oaqil<B: SdBackend> {
+    /// Absent at a stage that does not read the text ([`TextReading::ReferentLate`]).
+    pub text: Option<TextRead<B>>,
+    /// `[h * w, D]` at the nominal size.
+    pub pos_embed: Param<Tensor<B, 2>>,
+    /// Absent at a stage that borrows the previous stage's ([`OaqilLayout::shared_grouping`]).
+    pub grouping: Option<Grouping<B>>,
     hard: bool,
     gumbel: bool,
+    gumbel_at_eval: bool,
+    /// Only the referent token reads the text.
+    referent_only: bool,
+    residual: bool,
+    dropout: f64,
     pe_size: (usize, usize),
 }
 
@@ -101,7 +228,9 @@ impl OaqilConfig {
         let ln = |n| LayerNormConfig::new(n).init(device);
         let lin = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
         let (h, w) = self.pe_size;
-        Oaqil {
+        // Built in the order of the fields before the split into parts, so that a seed gives
+        // the weights it gave then.
+        let text = self.reads_text.then(|| TextRead {
             norm_query: ln(d),
             norm_text: ln(self.text_dim),
             text_q: lin(d, d, false),
@@ -110,11 +239,13 @@ impl OaqilConfig {
             text_out: lin(d, d, true),
             norm_text_mlp: ln(d),
             text_mlp: Mlp::new(d, device),
-            pos_embed: Initializer::Normal {
-                mean: 0.0,
-                std: 0.02,
-            }
-            .init([h * w, d], device),
+        });
+        let pos_embed = Initializer::Normal {
+            mean: 0.0,
+            std: self.layout.pos_init.std(d),
+        }
+        .init([h * w, d], device);
+        let grouping = self.own_grouping.then(|| Grouping {
             norm_pixels: ln(d),
             norm_group: ln(d),
             group_q: lin(d, d, true),
@@ -131,8 +262,17 @@ impl OaqilConfig {
             }
             .init([1], device),
             clamped: self.temperature == Temperature::ClampedCgformer,
+        });
+        Oaqil {
+            text,
+            pos_embed,
+            grouping,
             hard: self.hard,
             gumbel: self.gumbel,
+            gumbel_at_eval: self.gumbel_at_eval,
+            referent_only: self.layout.text_reading == TextReading::ReferentLate,
+            residual: self.layout.residual,
+            dropout: self.layout.dropout,
             pe_size: self.pe_size,
         }
     }
@@ -195,7 +335,16 @@ fn l2_normalize<B: SdBackend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     x / norm
 }
 
-impl<B: SdBackend> Oaqil<B> {
+/// Inverted dropout (kept values scaled by `1 / (1 - p)`) while training; the identity otherwise.
+fn dropout<B: SdBackend, const D: usize>(x: Tensor<B, D>, p: f64, training: bool) -> Tensor<B, D> {
+    if !training || p == 0.0 {
+        return x;
+    }
+    let keep = x.random_like(Distribution::Bernoulli(1.0 - p));
+    x * keep.div_scalar(1.0 - p)
+}
+
+impl<B: SdBackend> Grouping<B> {
     /// The temperature `tau`, `[1]`.
     pub fn temperature(&self) -> Tensor<B, 1> {
         let tau_p = self.tau.val();
@@ -204,6 +353,16 @@ impl<B: SdBackend> Oaqil<B> {
         } else {
             tau_p.exp()
         }
+    }
+}
+
+impl<B: SdBackend> Oaqil<B> {
+    /// This stage's grouping attention, its own or `shared` (the previous stage's).
+    fn grouping<'a>(&'a self, shared: Option<&'a Grouping<B>>) -> &'a Grouping<B> {
+        self.grouping
+            .as_ref()
+            .or(shared)
+            .expect("a stage without its own grouping attention borrows the previous stage's")
     }
 
     /// The positional embedding at feature size `(h, w)` (bilinearly resized from the nominal
@@ -222,7 +381,64 @@ impl<B: SdBackend> Oaqil<B> {
         permute(resize_bilinear(grid, [h, w]), [0, 2, 3, 1]).reshape([1, h * w, d])
     }
 
-    /// One interaction: text into the tokens, then pixels into the tokens.
+    /// Eq. 14-15: the tokens (all, or the referent only) read the words up to the first end
+    /// token; then the MLP over every token.
+    ///
+    /// # Shapes
+    /// `queries`: `[B, N, D]`, `text`: `[B, T, D_text]`, `eos_index`: `[B]` -> `[B, N, D]`.
+    pub fn read_text(
+        &self,
+        read: &TextRead<B>,
+        queries: Tensor<B, 3>,
+        text: Tensor<B, 3>,
+        eos_index: Tensor<B, 1, Int>,
+        training: bool,
+    ) -> Tensor<B, 3> {
+        let [b, n, d] = queries.dims();
+        let t = text.dims()[1];
+        let referent_only = self.referent_only && n > 1;
+        let readers = if referent_only {
+            queries.clone().narrow(1, n - 1, 1)
+        } else {
+            queries.clone()
+        };
+        let m = readers.dims()[1];
+        let q = read
+            .text_q
+            .forward(read.norm_query.forward(readers.clone()));
+        let normed_text = read.norm_text.forward(text);
+        let k = read.text_k.forward(normed_text.clone());
+        let v = read.text_v.forward(normed_text);
+        let scores = q
+            .matmul(swap_dims(k, 1, 2))
+            .mul_scalar((d as f64).powf(-0.5));
+        let mask = padding_mask(eos_index, t)
+            .reshape([b, 1, t])
+            .expand([b, m, t]);
+        let attn = dropout(
+            softmax(scores.mask_fill(mask, -1e9), 2),
+            self.dropout,
+            training,
+        );
+        let read_out = readers
+            + dropout(
+                read.text_out.forward(attn.matmul(v)),
+                self.dropout,
+                training,
+            );
+        let queries = if referent_only {
+            Tensor::cat(vec![queries.narrow(1, 0, n - 1), read_out], 1)
+        } else {
+            read_out
+        };
+        let mlp = read
+            .text_mlp
+            .forward(read.norm_text_mlp.forward(queries.clone()));
+        if self.residual { queries + mlp } else { mlp }
+    }
+
+    /// One interaction: text into the tokens, then pixels into the tokens. `shared` is the
+    /// previous stage's grouping attention, read when this stage has none of its own.
     ///
     /// # Shapes
     /// `queries`: `[B, N, D]`, `pixels`: `[B, D, h, w]`, `text`: `[B, T, D_text]`,
@@ -230,6 +446,7 @@ impl<B: SdBackend> Oaqil<B> {
     /// every token's soft assignment `[B, N, h, w]`, detached).
     pub fn forward(
         &self,
+        shared: Option<&Grouping<B>>,
         queries: Tensor<B, 3>,
         pixels: Tensor<B, 4>,
         text: Tensor<B, 3>,
@@ -237,45 +454,36 @@ impl<B: SdBackend> Oaqil<B> {
         training: bool,
     ) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, n, d] = queries.dims();
-        let t = text.dims()[1];
-        // Eq. 14-15: cross-attention to the words up to the first end token.
-        let q = self
-            .text_q
-            .forward(self.norm_query.forward(queries.clone()));
-        let normed_text = self.norm_text.forward(text);
-        let k = self.text_k.forward(normed_text.clone());
-        let v = self.text_v.forward(normed_text);
-        let scores = q
-            .matmul(swap_dims(k, 1, 2))
-            .mul_scalar((d as f64).powf(-0.5));
-        let mask = padding_mask(eos_index, t)
-            .reshape([b, 1, t])
-            .expand([b, n, t]);
-        let attn = softmax(scores.mask_fill(mask, -1e9), 2);
-        let queries = queries + self.text_out.forward(attn.matmul(v));
-        let queries = queries.clone() + self.text_mlp.forward(self.norm_text_mlp.forward(queries));
+        let queries = match &self.text {
+            Some(read) => self.read_text(read, queries, text, eos_index, training),
+            None => queries,
+        };
 
         // Eq. 16-20: Gumbel-normalised grouping of the pixels into the tokens.
+        let g = self.grouping(shared);
         let [_, _, h, w] = pixels.dims();
         let flat = swap_dims(pixels.reshape([b, d, h * w]), 1, 2);
-        let x = self.norm_pixels.forward(flat + self.positional(h, w));
-        let gq = l2_normalize(
-            self.group_q
-                .forward(self.norm_group.forward(queries.clone())),
-        );
-        let gk = l2_normalize(self.group_k.forward(x.clone()));
-        let u = self.group_v.forward(x);
+        let x = g.norm_pixels.forward(flat + self.positional(h, w));
+        let gq = l2_normalize(g.group_q.forward(g.norm_group.forward(queries.clone())));
+        let gk = l2_normalize(g.group_k.forward(x.clone()));
+        let u = g.group_v.forward(x);
         let similarity = gq.matmul(swap_dims(gk, 1, 2));
-        let tau = self.temperature();
-        let noise =
-            (training && self.gumbel).then(|| gumbel_noise([b, n, h * w], &similarity.device()));
+        let tau = g.temperature();
+        let noise = ((training || self.gumbel_at_eval) && self.gumbel)
+            .then(|| gumbel_noise([b, n, h * w], &similarity.device()));
         let (assigned, probs) = assignment_with_probs(similarity, tau, noise, self.hard);
         let weights = assigned.clone() / (assigned.clone().sum_dim(2) + 1.0);
-        let update = self.assign_proj.forward(weights.matmul(u));
-        let queries = queries.clone()
-            + self
-                .update_mlp
-                .forward(self.norm_update.forward(update + queries));
+        let update = dropout(
+            g.assign_proj.forward(weights.matmul(u)),
+            self.dropout,
+            training,
+        );
+        let mlp = g.update_mlp.forward_dropout(
+            g.norm_update.forward(update + queries.clone()),
+            self.dropout,
+            training,
+        );
+        let queries = if self.residual { queries + mlp } else { mlp };
         // Reshape before narrowing: see `pcmrd::MaskHead::forward` for the cubecl bug this avoids.
         let hit = assigned.reshape([b, n, h, w]).narrow(1, n - 1, 1);
         (queries, hit, probs.detach().reshape([b, n, h, w]))

@@ -14,7 +14,7 @@ use diffris_kernels::SdBackend;
 use serde::{Deserialize, Serialize};
 
 use super::common::{ConvBnRelu, Fusion, gather_tokens, resize_bilinear, resize_bilinear_corners};
-use super::oaqil::{Oaqil, OaqilConfig, Temperature};
+use super::oaqil::{Grouping, Oaqil, OaqilConfig, OaqilLayout, Temperature, TextReading};
 
 /// PCMRD switches and sizes; the defaults are the full decoder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,15 +37,42 @@ pub struct PcmrdConfig {
     pub hard_assignment: bool,
     /// Gumbel noise on the grouping logits while training.
     pub gumbel_noise: bool,
+    /// Gumbel noise at evaluation too (CGFormer's code samples it in every forward; then a
+    /// run's test numbers depend on the random stream, which the seed fixes). Left out of a
+    /// serialised config when off.
+    #[serde(skip_serializing_if = "is_false")]
+    pub gumbel_at_eval: bool,
     /// Each stage's initial temperature (see [`Temperature`] for how it is held).
     pub tau_init: f64,
     /// How the temperature is parametrised: learned (the paper's "learnable coefficient"), or
     /// CGFormer's clamp, under which it does not learn.
     pub temperature: Temperature,
+    /// The OAQILs' layout where the paper is open (see [`OaqilLayout`]; left out of a
+    /// serialised config at its defaults).
+    #[serde(skip_serializing_if = "OaqilLayout::is_default")]
+    pub oaqil: OaqilLayout,
+    /// The mask head's two 2x upsamplings with aligned corners (on); CGFormer's `DProjector`
+    /// uses `nn.Upsample(scale_factor=2, mode='bilinear')`, whose corners are not aligned.
+    /// Left out of a serialised config when on.
+    #[serde(skip_serializing_if = "is_true")]
+    pub head_align_corners: bool,
+    /// The logits' resize to the input size with aligned corners; off here (half-pixel
+    /// centres, as the UNet's own resamplings), on in CGFormer's `segmenter.py`. Left out of
+    /// a serialised config when off.
+    #[serde(skip_serializing_if = "is_false")]
+    pub logits_align_corners: bool,
 }
 
 fn is_finest(level: &usize) -> bool {
     *level == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 impl Default for PcmrdConfig {
@@ -58,8 +85,12 @@ impl Default for PcmrdConfig {
             query_tokens: true,
             hard_assignment: true,
             gumbel_noise: true,
+            gumbel_at_eval: false,
             tau_init: 1.0,
             temperature: Temperature::Learned,
+            oaqil: OaqilLayout::default(),
+            head_align_corners: true,
+            logits_align_corners: false,
         }
     }
 }
@@ -102,15 +133,28 @@ pub struct MaskHead<B: SdBackend> {
     pub proj: burn::nn::conv::Conv2d<B>,
     /// `kernel source -> D + 1` (weights and bias of the dynamic 1x1 conv).
     pub kernel: Linear<B>,
+    /// The upsamplings align corners.
+    #[module(skip)]
+    align_corners: bool,
 }
 
 impl<B: SdBackend> MaskHead<B> {
-    fn new(hidden: usize, kernel_source: usize, device: &B::Device) -> Self {
+    fn new(hidden: usize, kernel_source: usize, align_corners: bool, device: &B::Device) -> Self {
         Self {
             up1: ConvBnRelu::new(hidden, hidden, 3, device),
             up2: ConvBnRelu::new(hidden, hidden, 3, device),
             proj: burn::nn::conv::Conv2dConfig::new([hidden, hidden], [1, 1]).init(device),
             kernel: LinearConfig::new(kernel_source, hidden + 1).init(device),
+            align_corners,
+        }
+    }
+
+    /// A 2x bilinear upsampling, with aligned corners or half-pixel centres.
+    fn up(&self, x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+        if self.align_corners {
+            resize_bilinear_corners(x, size)
+        } else {
+            resize_bilinear(x, size)
         }
     }
 
@@ -120,12 +164,8 @@ impl<B: SdBackend> MaskHead<B> {
     /// `v`: `[B, D, h, w]`, `source`: `[B, S]` -> logits `[B, 1, 4h, 4w]`.
     pub fn forward(&self, v: Tensor<B, 4>, source: Tensor<B, 2>, training: bool) -> Tensor<B, 4> {
         let [b, d, h, w] = v.dims();
-        let x = self
-            .up1
-            .forward(resize_bilinear_corners(v, [2 * h, 2 * w]), training);
-        let x = self
-            .up2
-            .forward(resize_bilinear_corners(x, [4 * h, 4 * w]), training);
+        let x = self.up1.forward(self.up(v, [2 * h, 2 * w]), training);
+        let x = self.up2.forward(self.up(x, [4 * h, 4 * w]), training);
         let x = diffris_kernels::sd_conv2d(&self.proj, x);
         // Reshape the contiguous kernel first, then narrow: Burn 0.21's cubecl backends (wgpu,
         // cuda) give a narrowed `[B, 1]` view the wrong batch stride when it is reshaped to more
@@ -155,6 +195,9 @@ pub struct Pcmrd<B: SdBackend> {
     pub layers: Vec<Oaqil<B>>,
     pub head: MaskHead<B>,
     hidden: usize,
+    /// The logits' resize to the input size aligns corners.
+    #[module(skip)]
+    logits_align_corners: bool,
 }
 
 impl PcmrdConfig {
@@ -192,8 +235,12 @@ impl PcmrdConfig {
                         pe_size: pe,
                         hard: self.hard_assignment,
                         gumbel: self.gumbel_noise,
+                        gumbel_at_eval: self.gumbel_at_eval,
                         tau_init: self.tau_init,
                         temperature: self.temperature,
+                        reads_text: s > 0 || self.oaqil.text_reading == TextReading::EveryToken,
+                        own_grouping: s < 2 || !self.oaqil.shared_grouping,
+                        layout: self.oaqil.clone(),
                     }
                     .init(device)
                 })
@@ -209,18 +256,46 @@ impl PcmrdConfig {
             queries: use_tokens.then(|| {
                 Initializer::Normal {
                     mean: 0.0,
-                    std: 1.0,
+                    std: self.oaqil.token_std,
                 }
                 .init([self.tokens, d], device)
             }),
             layers,
-            head: MaskHead::new(d, if use_tokens { d } else { text_dim }, device),
+            head: MaskHead::new(
+                d,
+                if use_tokens { d } else { text_dim },
+                self.head_align_corners,
+                device,
+            ),
             hidden: d,
+            logits_align_corners: self.logits_align_corners,
         }
     }
 }
 
 impl<B: SdBackend> Pcmrd<B> {
+    /// Each stage's grouping attention: its own, or the last earlier stage's it borrows.
+    fn groupings(&self) -> Vec<&Grouping<B>> {
+        let mut last = None;
+        self.layers
+            .iter()
+            .map(|layer| {
+                let g = layer
+                    .grouping
+                    .as_ref()
+                    .or(last)
+                    .expect("the first stage has its own grouping attention");
+                last = Some(g);
+                g
+            })
+            .collect()
+    }
+
+    /// Each stage's temperature `tau`, `[1]` (a shared grouping attention's twice).
+    pub fn temperatures(&self) -> Vec<Tensor<B, 1>> {
+        self.groupings().iter().map(|g| g.temperature()).collect()
+    }
+
     /// # Shapes
     /// See [`DecoderInput`]; logits `[B, 1, H, W]`, hit maps `[B, 1, h_s, w_s]` (rows 3-4).
     pub fn forward(&self, input: DecoderInput<'_, B>) -> DecoderOutput<B> {
@@ -238,6 +313,7 @@ impl<B: SdBackend> Pcmrd<B> {
                 let [n, d] = q.dims();
                 q.val().reshape([1, n, d]).expand([batch, n, d])
             });
+            let groupings = self.groupings();
             let mut v = f[3].clone();
             for (s, fusion) in self.fusions.iter().enumerate() {
                 let skip = f[2 - s].clone();
@@ -248,6 +324,7 @@ impl<B: SdBackend> Pcmrd<B> {
                 );
                 if let (Some(layer), Some(q)) = (self.layers.get(s), queries.take()) {
                     let (q, hit, probs) = layer.forward(
+                        Some(groupings[s]),
                         q,
                         v.clone(),
                         input.text.clone(),
@@ -271,8 +348,13 @@ impl<B: SdBackend> Pcmrd<B> {
         debug_assert_eq!(v.dims()[1], self.hidden);
         let logits = self.head.forward(v, source, input.training);
         let (h, w) = input.image_size;
+        let logits = if self.logits_align_corners {
+            resize_bilinear_corners(logits, [h, w])
+        } else {
+            resize_bilinear(logits, [h, w])
+        };
         DecoderOutput {
-            logits: resize_bilinear(logits, [h, w]),
+            logits,
             class_logits: None,
             hit_maps,
             assignments,

@@ -28,6 +28,23 @@ fn text<Bk: Backend>(device: &Bk::Device) -> (Tensor<Bk, 3>, Tensor<Bk, 1, Int>)
     (t, eos)
 }
 
+/// The decoder's output on the features `f` and text `(t, eos)` for an image of `size`.
+fn decode<Bk: diffris_kernels::SdBackend>(
+    dec: &Pcmrd<Bk>,
+    f: &[Tensor<Bk, 4>],
+    (t, eos): (&Tensor<Bk, 3>, &Tensor<Bk, 1, Int>),
+    size: usize,
+    training: bool,
+) -> DecoderOutput<Bk> {
+    dec.forward(DecoderInput {
+        features: f,
+        text: t,
+        eos_index: eos,
+        image_size: (size, size),
+        training,
+    })
+}
+
 fn small_pcmrd() -> PcmrdConfig {
     PcmrdConfig {
         hidden: 32,
@@ -122,9 +139,9 @@ fn the_temperature_learns_and_cgformers_clamp_keeps_it_at_one() {
         };
         let mut dec = cfg.init::<AB>(&CHANNELS, 32, (16, 16), &device);
         let taus = |dec: &Pcmrd<AB>| -> Vec<f32> {
-            dec.layers
-                .iter()
-                .map(|l| l.temperature().into_scalar())
+            dec.temperatures()
+                .into_iter()
+                .map(|t| t.into_scalar())
                 .collect()
         };
         assert_eq!(
@@ -453,5 +470,219 @@ fn the_pcmrd_baseline_reads_the_tap_it_names() {
             .unwrap_err()
             .to_string()
             .contains("baseline_level")
+    );
+}
+
+/// Gumbel noise at evaluation (CGFormer's code) makes two evaluation passes differ; without it
+/// they are identical (`eval_has_no_noise_and_training_has`).
+#[test]
+fn gumbel_at_eval_draws_noise_at_evaluation() {
+    let device = Default::default();
+    B::seed(&device, 5);
+    let dec = PcmrdConfig {
+        gumbel_at_eval: true,
+        ..small_pcmrd()
+    }
+    .init::<B>(&CHANNELS, 32, (16, 16), &device);
+    let f = features::<B>(16, &device);
+    let (t, eos) = text::<B>(&device);
+    let hits = || {
+        let out = decode(&dec, &f, (&t, &eos), 64, false);
+        out.hit_maps[2].clone().into_data().to_vec::<f32>().unwrap()
+    };
+    assert_ne!(hits(), hits(), "evaluation draws fresh noise");
+}
+
+/// A Gumbel-free decoder's training passes differ only through its dropout.
+#[test]
+fn oaqil_dropout_acts_in_training_only() {
+    let device = Default::default();
+    let f = features::<B>(16, &device);
+    let (t, eos) = text::<B>(&device);
+    for (p, differs) in [(0.0, false), (0.1, true)] {
+        B::seed(&device, 6);
+        let dec = PcmrdConfig {
+            gumbel_noise: false,
+            oaqil: OaqilLayout {
+                dropout: p,
+                ..OaqilLayout::default()
+            },
+            ..small_pcmrd()
+        }
+        .init::<B>(&CHANNELS, 32, (16, 16), &device);
+        let run = |training| {
+            let out = decode(&dec, &f, (&t, &eos), 64, training);
+            out.logits.into_data().to_vec::<f32>().unwrap()
+        };
+        assert_eq!(run(true) != run(true), differs, "dropout {p} in training");
+        assert_eq!(run(false), run(false), "dropout {p} at evaluation");
+    }
+}
+
+/// CGFormer's code: no text read at stage 1 and one grouping attention for stages 2 and 3, so
+/// the decoder has exactly one `TextRead` and one `Grouping` fewer, counted by hand at D = 32
+/// with text width 32; and the two stages share their temperature.
+#[test]
+fn cgformer_layout_drops_stage_one_text_and_shares_the_last_grouping() {
+    let device = Default::default();
+    let d = 32;
+    let ln = 2 * d;
+    let mlp = (d * 2 * d + 2 * d) + (2 * d * d + d);
+    let grouping = 2 * ln + 4 * (d * d + d) + ln + mlp + 1;
+    // norm_query, norm_text (text width 32), q/k/v without bias, out with bias, norm, MLP.
+    let text_read = ln + ln + 3 * d * d + (d * d + d) + ln + mlp;
+    let ours = small_pcmrd().init::<B>(&CHANNELS, 32, (16, 16), &device);
+    let theirs = PcmrdConfig {
+        oaqil: OaqilLayout::cgformer_code(),
+        ..small_pcmrd()
+    }
+    .init::<B>(&CHANNELS, 32, (16, 16), &device);
+    assert_eq!(
+        ours.num_params() - theirs.num_params(),
+        grouping + text_read
+    );
+    assert!(theirs.layers[0].text.is_none() && theirs.layers[1].text.is_some());
+    assert!(theirs.layers[1].grouping.is_some() && theirs.layers[2].grouping.is_none());
+    assert_eq!(theirs.temperatures().len(), 3);
+    let f = features::<B>(16, &device);
+    let (t, eos) = text::<B>(&device);
+    let out = decode(&theirs, &f, (&t, &eos), 64, false);
+    assert_eq!(out.hit_maps.len(), 3);
+    assert_eq!(out.logits.dims(), [2, 1, 64, 64]);
+}
+
+/// Under `referent_late` only the last token reads the text: other texts change the referent's
+/// state after the read and leave every other token's as it was.
+#[test]
+fn only_the_referent_reads_the_text_in_cgformers_layout() {
+    let device = Default::default();
+    let layout = OaqilLayout {
+        text_reading: TextReading::ReferentLate,
+        ..OaqilLayout::default()
+    };
+    let dec = PcmrdConfig {
+        tokens: 3,
+        oaqil: layout,
+        ..small_pcmrd()
+    }
+    .init::<B>(&CHANNELS, 32, (16, 16), &device);
+    let layer = &dec.layers[1];
+    let read = layer.text.as_ref().unwrap();
+    let queries = Tensor::<B, 3>::random([2, 3, 32], Distribution::Normal(0.0, 1.0), &device);
+    let (t1, eos) = text::<B>(&device);
+    let (t2, _) = text::<B>(&device);
+    let after = |t: &Tensor<B, 3>| {
+        layer
+            .read_text(read, queries.clone(), t.clone(), eos.clone(), false)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let (a, b) = (after(&t1), after(&t2));
+    for sample in 0..2 {
+        for token in 0..3 {
+            let row = |v: &[f32]| v[(sample * 3 + token) * 32..][..32].to_vec();
+            assert_eq!(
+                row(&a) != row(&b),
+                token == 2,
+                "sample {sample}, token {token}"
+            );
+        }
+    }
+}
+
+/// Initial spreads: the query tokens' standard deviation and the positional embeddings' (CGFormer:
+/// `1 / sqrt(D)`), measured on enough values for a 5% bound (relative standard error of a
+/// sample std of n normals is about `1 / sqrt(2 n)`: under 2% here).
+#[test]
+fn token_and_positional_initial_spreads() {
+    let device = Default::default();
+    let std = |v: Vec<f32>| {
+        let n = v.len() as f64;
+        let mean = v.iter().map(|x| *x as f64).sum::<f64>() / n;
+        (v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+    };
+    let dec = PcmrdConfig {
+        tokens: 64,
+        oaqil: OaqilLayout {
+            token_std: 0.02,
+            pos_init: PositionalInit::InverseSqrtWidth,
+            ..OaqilLayout::default()
+        },
+        ..small_pcmrd()
+    }
+    .init::<B>(&CHANNELS, 32, (16, 16), &device);
+    let tokens = std(dec
+        .queries
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap());
+    assert!((tokens / 0.02 - 1.0).abs() < 0.05, "token std {tokens}");
+    // Stage 3's embedding: 16 x 16 positions of width 32.
+    let pe = std(dec.layers[2].pos_embed.val().into_data().to_vec().unwrap());
+    let expected = 1.0 / 32f64.sqrt();
+    assert!(
+        (pe / expected - 1.0).abs() < 0.05,
+        "positional std {pe} vs {expected}"
+    );
+}
+
+/// The logits' resize with aligned corners keeps the mask head's corner values; with half-pixel
+/// centres a 2x downsizing averages a 2x2 block at the corner instead. The head's own
+/// upsamplings change its output when their corner alignment changes. Every variant carries
+/// the first decoder's weights (its record), so only the switches differ.
+#[test]
+fn align_corners_switches_of_the_mask_head_and_the_logits() {
+    let device = Default::default();
+    let f = features::<B>(16, &device);
+    let (t, eos) = text::<B>(&device);
+    let build = |head: bool, logits: bool| {
+        PcmrdConfig {
+            head_align_corners: head,
+            logits_align_corners: logits,
+            ..small_pcmrd()
+        }
+        .init::<B>(&CHANNELS, 32, (16, 16), &device)
+    };
+    let logits = |dec: &Pcmrd<B>, size: usize| {
+        decode(&dec, &f, (&t, &eos), size, false)
+            .logits
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    // The head's output is 64 x 64 (4x the finest tap); resized to 32 x 32.
+    let dec = build(true, true);
+    let like = |head, logits| build(head, logits).load_record(dec.clone().into_record());
+    let full = logits(&dec, 64);
+    let half = logits(&dec, 32);
+    for sample in 0..2 {
+        let (f0, h0) = (sample * 64 * 64, sample * 32 * 32);
+        assert_eq!(half[h0], full[f0], "top-left corner kept");
+        assert_eq!(
+            half[h0 + 32 * 32 - 1],
+            full[f0 + 64 * 64 - 1],
+            "bottom-right kept"
+        );
+    }
+    assert_eq!(
+        logits(&like(true, false), 64),
+        full,
+        "no resize at the head's size"
+    );
+    let half = logits(&like(true, false), 32);
+    let block = (full[0] + full[1] + full[64] + full[65]) / 4.0;
+    assert!(
+        (half[0] - block).abs() < 1e-5,
+        "{} vs the 2x2 mean {block}",
+        half[0]
+    );
+    assert_ne!(
+        logits(&like(false, false), 64),
+        full,
+        "the head's upsampling alignment"
     );
 }
