@@ -28,6 +28,13 @@ pub struct EvalArgs {
     #[arg(long,
           value_parser = super::bounds::within(super::bounds::EVAL_LIMIT.0, super::bounds::EVAL_LIMIT.1))]
     pub limit: Option<usize>,
+    /// A field of the run's model config for this evaluation: `--set
+    /// model.decoder.gumbel_at_eval=true`, `--set model.decoder.logits_align_corners=true`
+    /// (repeatable; `model.` fields only; fields that hold weights must keep the trained
+    /// shapes). The scores then go to `per_sample-SPLIT-PROTOCOL-set-HASH.csv`, beside a
+    /// `.set` file listing the settings, and the run's own files are left as they are.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<crate::config::recipe::set::FieldSet>,
 }
 
 /// Runs the command.
@@ -41,6 +48,7 @@ pub fn run(device: DeviceSpec, args: EvalArgs) -> anyhow::Result<()> {
             save_masks: args.save_masks,
             cache: args.cache,
             limit: args.limit,
+            sets: args.set,
         },
     )
 }

@@ -8,6 +8,7 @@ use diffris_model::precision::Precision;
 use indicatif::MultiProgress;
 
 use crate::config::profile::{MicroBatch, Resolver, RunOverrides, Setup};
+use crate::config::recipe::set::FieldSet;
 
 use crate::config::run_spec::ProfileName;
 use crate::runner::ablation::Request;
@@ -85,6 +86,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 60.0,
           value_parser = crate::commands::bounds::within(crate::commands::bounds::LOG_EVERY.0, crate::commands::bounds::LOG_EVERY.1))]
     pub log_every: f64,
+    /// Any recipe field: `--set model.decoder.hidden=32`, `--set train.lr=1e-4`, `--set
+    /// model.decoder.temperature=clamped_cgformer` (repeatable, applied in order to every run,
+    /// before the profile; the value is RON, merged as a variant's `set:`; recorded in each
+    /// run's config).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<FieldSet>,
     /// Runs trained at once, each in its own process (default: two per core for the tiny
     /// profile on the CPU backend, otherwise 1).
     #[arg(long)]
@@ -111,6 +118,7 @@ impl RunArgs {
             limit_train: self.limit_train,
             limit_eval: self.limit_eval,
             val_from_train: self.val_from_train,
+            sets: self.set.clone(),
         }
     }
 

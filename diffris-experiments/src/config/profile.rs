@@ -22,6 +22,7 @@ use diffris_model::precision::Precision;
 use diffris_model::sd::SdConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::config::recipe::set::{FieldSet, apply_sets};
 use crate::config::recipe::{
     AblationFile, RecipeSpec, TrainSpec, Variant, read_ron_text, ron_error,
 };
@@ -99,6 +100,8 @@ pub struct RunOverrides {
     pub limit_eval: Option<usize>,
     /// `--val-from-train N`: the recipe's `val_from_train`.
     pub val_from_train: Option<usize>,
+    /// `--set PATH=VALUE`: recipe fields, applied in order before the profile.
+    pub sets: Vec<FieldSet>,
 }
 
 /// The SynthRS set of the tiny profile: 64x64 tiles with three or four relatively large objects
@@ -268,7 +271,9 @@ impl Resolver {
         seed: u64,
         overrides: &RunOverrides,
     ) -> anyhow::Result<RunSpec> {
-        let mut spec = self.resolve(&file.name, &v.name, &v.label, &v.recipe, seed)?;
+        let recipe = apply_sets(&v.recipe, &overrides.sets)
+            .map_err(|e| anyhow::anyhow!("{}/{}: {e}", file.name, v.name))?;
+        let mut spec = self.resolve(&file.name, &v.name, &v.label, &recipe, seed)?;
         if let Some(e) = overrides.epochs {
             spec.train.epochs = e;
         }

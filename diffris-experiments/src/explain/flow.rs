@@ -53,8 +53,10 @@ impl BackendJob for Explain {
         let cache = a.cache.clone().unwrap_or_else(default_cache);
         // Gradients to the text states need autodiff; an inference copy of the model (no
         // dropout, no parameter gradients) keeps everything else as inference computes it.
-        let run =
-            load_run_with::<Autodiff<B>>(&a.run, &cache, &device, |m| m.adapter.dropout = 0.0)?;
+        let run = load_run_with::<Autodiff<B>>(&a.run, &cache, &device, |m| {
+            m.adapter.dropout = 0.0;
+            Ok(())
+        })?;
         let model = run.model.no_grad();
         let (h, w) = run.spec.model.image_size;
         let (query, image) = match (&a.image, &a.text, &a.split, a.index) {

@@ -6,6 +6,7 @@ pub mod env;
 pub mod outcome;
 pub mod reload;
 pub mod test_scores;
+pub mod tfevents;
 
 pub use env::{CpuRecord, EnvRecord, TrainedAs};
 pub use outcome::{DivergedRun, Outcome, RunResult, outcome_line, write_json};

@@ -29,16 +29,17 @@ pub fn load_run<B: SdBackend>(
     cache: &Path,
     device: &B::Device,
 ) -> anyhow::Result<LoadedRun<B>> {
-    load_run_with(dir, cache, device, |_| {})
+    load_run_with(dir, cache, device, |_| Ok(()))
 }
 
-/// [`load_run`], with the model config changed by `adjust` before the model is built (only
-/// what holds no weights, such as dropout; the returned spec keeps the change).
+/// [`load_run`], with the model config changed by `adjust` before the model is built (what
+/// holds no weights, such as dropout; a change of architecture fails on the trained weights'
+/// keys or shapes; the returned spec keeps the change).
 pub fn load_run_with<B: SdBackend>(
     dir: &Path,
     cache: &Path,
     device: &B::Device,
-    adjust: impl FnOnce(&mut DiffRisConfig),
+    adjust: impl FnOnce(&mut DiffRisConfig) -> anyhow::Result<()>,
 ) -> anyhow::Result<LoadedRun<B>> {
     let run = RunDir::at(dir);
     if run.has_ended() {
@@ -54,7 +55,7 @@ pub fn load_run_with<B: SdBackend>(
         }
     }
     let mut spec = run.read_spec()?;
-    adjust(&mut spec.model);
+    adjust(&mut spec.model)?;
     let config = run.config();
     // The random weights the run was trained with: those its backend drew, whichever backend
     // evaluates it now.

@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use image::GrayImage;
 
 use crate::config::RunDir;
+use crate::config::recipe::set::{FieldSet, apply_sets};
 use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
 use crate::eval::evaluate::{baselines, per_sample_csv, score_samples};
 use crate::eval::metrics::Protocol;
-use crate::records::reload::load_run;
+use crate::records::reload::load_run_with;
 use crate::runner::predict::predict_split;
 use crate::util::atomic_file::write_atomic;
 use crate::util::cache::default_cache;
+use crate::util::cache::fnv1a;
 use crate::util::png::save_png;
 
 /// What `diffris eval` was asked (its arguments).
@@ -24,6 +26,34 @@ pub struct Request {
     pub save_masks: Option<PathBuf>,
     pub cache: Option<PathBuf>,
     pub limit: Option<usize>,
+    /// `--set model.PATH=VALUE`: model fields changed for this evaluation.
+    pub sets: Vec<FieldSet>,
+}
+
+/// `sets` as fields of the model config: each must start with `model.`.
+fn model_sets(sets: &[FieldSet]) -> anyhow::Result<Vec<FieldSet>> {
+    sets.iter()
+        .map(|s| match s.path.split_first() {
+            Some((first, rest)) if first == "model" && !rest.is_empty() => Ok(FieldSet {
+                path: rest.to_vec(),
+                value: s.value.clone(),
+            }),
+            _ => anyhow::bail!(
+                "{s}: eval changes the run's model fields only (`model.…`); the split and the \
+                 protocol have their own flags (--split, --protocol)"
+            ),
+        })
+        .collect()
+}
+
+/// The file stem suffix of an evaluation under `sets` (empty without): a digest of the
+/// settings as written, so that each set of settings has its own scores file.
+fn sets_suffix(sets: &[FieldSet]) -> String {
+    if sets.is_empty() {
+        return String::new();
+    }
+    let text: Vec<String> = sets.iter().map(ToString::to_string).collect();
+    format!("-set-{:016x}", fnv1a(text.join("\n").into_bytes()))
 }
 
 struct Eval(Request);
@@ -41,7 +71,11 @@ impl BackendJob for Eval {
         if let Some(dir) = &a.save_masks {
             crate::util::atomic_file::check_writable_dir(dir)?;
         }
-        let run = load_run::<B>(&a.run, &cache, &device)?;
+        let model_sets = model_sets(&a.sets)?;
+        let run = load_run_with::<B>(&a.run, &cache, &device, |m| {
+            *m = apply_sets(m, &model_sets)?;
+            Ok(())
+        })?;
         let spec = &run.spec;
         let split = a.split.clone().unwrap_or_else(|| spec.test_split.clone());
         let protocol = a.protocol.unwrap_or(spec.protocol);
@@ -54,7 +88,16 @@ impl BackendJob for Eval {
             &target,
         )?;
         let (m, each) = score_samples(&probs, &data, protocol)?;
-        let csv_path = RunDir::at(&a.run).per_sample_csv(&split, protocol.name());
+        let suffix = sets_suffix(&a.sets);
+        let csv_path =
+            RunDir::at(&a.run).per_sample_csv(&split, &format!("{}{suffix}", protocol.name()));
+        if !a.sets.is_empty() {
+            let listed: Vec<String> = a.sets.iter().map(|s| format!("{s}\n")).collect();
+            write_atomic(&csv_path.with_extension("set"), listed.concat().as_bytes())?;
+            for s in &a.sets {
+                println!("{s}");
+            }
+        }
         write_atomic(&csv_path, per_sample_csv(&data, &each).as_bytes())?;
         println!(
             "{} / {} / {split} ({})",

@@ -12,6 +12,7 @@ pub mod loader;
 pub mod metric_files;
 pub mod multi_device;
 pub mod renderer;
+pub mod scalars;
 pub mod schedule;
 pub mod step;
 pub mod weight_decay;
@@ -39,6 +40,7 @@ use epoch_log::{EpochLog, RisMetric, RisMetricKind, best_epoch};
 use loader::EpochLoader;
 use metric_files::MetricFiles;
 use renderer::BarRenderer;
+use scalars::ScalarLog;
 use schedule::PolyLr;
 pub use step::Trainee;
 
@@ -190,13 +192,22 @@ pub fn train<B: SdAutodiffBackend + DataParallelBackend>(
         .with_file_checkpointer(recorder.clone())
         .with_checkpointing_strategy(strategy)
         .with_application_logger(None)
-        .renderer(BarRenderer::new(
-            bar.clone(),
-            (spec.epochs, samples, passes, per_step),
-            heartbeat,
-            log.clone(),
-            scheduler.clone(),
-        ))
+        .renderer(
+            BarRenderer::new(
+                bar.clone(),
+                (spec.epochs, samples, passes, per_step),
+                heartbeat,
+                log.clone(),
+                scheduler.clone(),
+            )
+            .with_scalars(ScalarLog::new(
+                dir.path(),
+                start.unwrap_or(0),
+                (passes, per_step),
+                scheduler.clone(),
+                log.clone(),
+            )),
+        )
         .num_epochs(epochs);
     if let Some(epoch) = start {
         training = training.checkpoint(epoch);

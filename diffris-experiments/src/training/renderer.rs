@@ -1,7 +1,9 @@
 //! A burn-train renderer that drives one progress bar over all training iterations.
 
 use burn::train::LearnerSummary;
-use burn::train::metric::MetricDefinition;
+use std::collections::HashMap;
+
+use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
 use burn::train::renderer::{
     EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining, ProgressType, TrainingProgress,
@@ -9,6 +11,7 @@ use burn::train::renderer::{
 use indicatif::ProgressBar;
 
 use crate::training::epoch_log::EpochLog;
+use crate::training::scalars::ScalarLog;
 use crate::training::schedule::PolyLr;
 use crate::util::progress::Heartbeat;
 
@@ -24,6 +27,9 @@ pub struct BarRenderer {
     heartbeat: Option<Heartbeat>,
     log: EpochLog,
     schedule: PolyLr,
+    /// The TensorBoard scalars, fed the `Loss` metric's entries.
+    scalars: Option<ScalarLog>,
+    names: HashMap<MetricId, String>,
 }
 
 impl BarRenderer {
@@ -44,18 +50,40 @@ impl BarRenderer {
             heartbeat,
             log,
             schedule,
+            scalars: None,
+            names: HashMap::new(),
         }
+    }
+
+    /// Also logs the run's scalars through `scalars`.
+    pub fn with_scalars(mut self, scalars: ScalarLog) -> Self {
+        self.scalars = Some(scalars);
+        self
     }
 }
 
 impl MetricsRendererTraining for BarRenderer {
-    fn update_train(&mut self, _state: MetricState) {}
+    fn update_train(&mut self, state: MetricState) {
+        if let (Some(scalars), MetricState::Numeric(entry, value)) = (&mut self.scalars, state)
+            && self.names.get(&entry.metric_id).map(String::as_str) == Some("Loss")
+        {
+            scalars.pass_loss(match value {
+                NumericEntry::Value(v) => v,
+                NumericEntry::Aggregated {
+                    aggregated_value, ..
+                } => aggregated_value,
+            });
+        }
+    }
 
     fn update_valid(&mut self, _state: MetricState) {}
 
     fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
         let epoch = item.global_progress.items_processed;
         let done = item.progress.map_or(0, |p| p.items_processed);
+        if let Some(scalars) = &mut self.scalars {
+            scalars.pass_done(epoch, item.iteration.unwrap_or(0));
+        }
         let position = (epoch.saturating_sub(1)) * self.per_epoch + done;
         self.bar.set_position(position as u64);
         self.bar
@@ -90,6 +118,9 @@ impl MetricsRendererTraining for BarRenderer {
         &mut self,
         _summary: Option<LearnerSummary>,
     ) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(scalars) = &mut self.scalars {
+            scalars.epochs_up_to(self.log.split("valid").keys().max().copied().unwrap_or(0));
+        }
         Ok(())
     }
 }
@@ -103,5 +134,7 @@ impl MetricsRendererEvaluation for BarRenderer {
 impl MetricsRenderer for BarRenderer {
     fn manual_close(&mut self) {}
 
-    fn register_metric(&mut self, _definition: MetricDefinition) {}
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names.insert(definition.metric_id, definition.name);
+    }
 }

@@ -48,6 +48,112 @@ fn quick(cache: &Path) -> Vec<String> {
     .collect()
 }
 
+/// The (tag, step, value) triples of a run's `scalars.jsonl`, in file order.
+fn scalars(run: &Path) -> Vec<(String, i64, f64)> {
+    std::fs::read_to_string(run.join("scalars.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["tag"].as_str().unwrap().to_string(),
+                v["step"].as_i64().unwrap(),
+                v["value"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The records of each of a run's TensorBoard event files (oldest write first), every length
+/// and data checksum checked.
+fn event_records(run: &Path) -> Vec<Vec<Vec<u8>>> {
+    use diffris_experiments::records::tfevents::masked_crc;
+    let mut files: Vec<_> = std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .collect();
+    files.sort_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap());
+    files
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            let mut records = Vec::new();
+            let mut at = 0;
+            while at < bytes.len() {
+                let len = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+                let crc = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
+                assert_eq!(crc(&bytes[at + 8..at + 12]), masked_crc(&bytes[at..at + 8]));
+                let data = &bytes[at + 12..at + 12 + len];
+                assert_eq!(crc(&bytes[at + 12 + len..at + 16 + len]), masked_crc(data));
+                records.push(data.to_vec());
+                at += 16 + len;
+            }
+            records
+        })
+        .collect()
+}
+
+/// Checks the scalars of a finished 2-epoch run of 3 optimizer steps per epoch (one pass
+/// each) against its own `metrics.csv` and learning rate; returns them.
+fn check_scalars(run: &Path, lr: f64) -> Vec<(String, i64, f64)> {
+    let s = scalars(run);
+    let of = |tag: &str| -> Vec<(i64, f64)> {
+        s.iter()
+            .filter(|x| x.0 == tag)
+            .map(|x| (x.1, x.2))
+            .collect()
+    };
+    let steps = |tag: &str| of(tag).iter().map(|x| x.0).collect::<Vec<_>>();
+    assert_eq!(steps("train/loss"), vec![1, 2, 3, 4, 5, 6], "{s:?}");
+    assert_eq!(steps("train/lr"), vec![1, 2, 3, 4, 5, 6], "{s:?}");
+    for tag in [
+        "train_loss",
+        "train_miou",
+        "val_loss",
+        "val_miou",
+        "val_oiou",
+    ] {
+        assert_eq!(steps(&format!("epoch/{tag}")), vec![3, 6], "{tag}: {s:?}");
+    }
+    assert_eq!(
+        of("train/lr")[0].1,
+        lr,
+        "the first step's rate is the base rate"
+    );
+    // The epoch's training loss is the mean of its steps' (one pass per step).
+    let losses = of("train/loss");
+    let mean = (losses[0].1 + losses[1].1 + losses[2].1) / 3.0;
+    assert!((mean - of("epoch/train_loss")[0].1).abs() < 1e-9, "{s:?}");
+    // The epoch scalars are metrics.csv's columns (written there with 4 to 6 decimals).
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let last: Vec<f64> = csv
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split(',')
+        .map(|c| c.parse().unwrap())
+        .collect();
+    let pairs = [
+        ("train_loss", 1),
+        ("train_miou", 2),
+        ("val_loss", 3),
+        ("val_miou", 4),
+        ("val_oiou", 5),
+    ];
+    for (tag, col) in pairs {
+        let v = of(&format!("epoch/{tag}"))[1].1;
+        assert!((v - last[col]).abs() < 1e-4, "{tag}: {v} vs {csv}");
+    }
+    s
+}
+
 fn result(dir: &Path, variant: &str) -> RunResult {
     let path = dir.join(format!("results/runs/mini/{variant}/seed-0/result.json"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -118,6 +224,12 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         );
         let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().count(), 3, "header + 2 epochs:\n{csv}");
+        // TensorBoard's scalars: one event file of the version, 2 x 6 step scalars and 2 x 5
+        // epoch scalars, as in scalars.jsonl.
+        check_scalars(&run, lr);
+        let files = event_records(&run);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].len(), 1 + 12 + 10);
         assert!(run.join("model.safetensors").is_file());
         let log = std::fs::read_to_string(run.with_extension("log")).unwrap();
         assert!(
@@ -218,6 +330,44 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         "{i}/{u} vs {}",
         full.test.oiou
     );
+
+    // `eval --set` changes model fields for one evaluation: its scores go to a file of their
+    // own, named by a digest of the settings and listed beside it; the run's files stay.
+    let before = std::fs::read(&csv_path).unwrap();
+    let set = "model.decoder.gumbel_at_eval=true";
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--cache",
+            cache.path().to_str().unwrap(),
+        ];
+        args.extend(extra);
+        binary::outcome(binary::diffris().args(&args).current_dir(dir.path()))
+    };
+    let (ok, printed) = eval(&["--set", set]);
+    assert!(ok, "{printed}");
+    let set_csv: Vec<_> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("per_sample-test-lavt-set-") && n.ends_with(".csv"))
+        .collect();
+    assert_eq!(set_csv.len(), 1, "{set_csv:?}");
+    assert!(printed.contains(&set_csv[0]), "{printed}");
+    let listed = std::fs::read_to_string(run_dir.join(set_csv[0].replace(".csv", ".set"))).unwrap();
+    assert_eq!(listed, format!("--set {set}\n"));
+    assert_eq!(
+        std::fs::read(&csv_path).unwrap(),
+        before,
+        "the run's own scores are kept"
+    );
+    let (ok, printed) = eval(&["--set", "train.lr=1"]);
+    assert!(!ok && printed.contains("model fields only"), "{printed}");
+    // A width that does not match the trained weights fails on them, without a panic.
+    let (ok, printed) = eval(&["--set", "model.decoder.hidden=8"]);
+    assert!(!ok && !printed.contains("panicked"), "{printed}");
 
     // The run recorded each test sample's score when it finished (sealed with it): the same
     // intersections and unions as `eval` computes again, which the table's intervals rest on.
@@ -371,6 +521,21 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
     assert_eq!(
         r.test, full.test,
         "resumed run (in-process) differs from the uninterrupted one (own process)"
+    );
+    // Its scalars are the uninterrupted run's, each step once: the second process's event
+    // file starts at step 4 with the START that withdraws anything logged after epoch 1.
+    let resumed_run = resumed.path().join("results/runs/mini/full/seed-0");
+    assert_eq!(
+        check_scalars(&resumed_run, 0.002),
+        scalars(&dir.path().join("results/runs/mini/full/seed-0"))
+    );
+    let files = event_records(&resumed_run);
+    assert_eq!(files.len(), 2, "one per process");
+    let start = diffris_experiments::records::tfevents::session_start_event(0.0, 4);
+    assert_eq!(
+        files[1][1][9..],
+        start[9..],
+        "the START at step 4 (after the wall time)"
     );
     assert_eq!(r.val, full.val);
     assert_eq!(r.best_epoch, full.best_epoch);

@@ -28,6 +28,7 @@ mod multi_device;
 mod pretrain;
 mod random_weights;
 mod score_strict;
+mod set_flag;
 mod tiny_latent_scale;
 mod user_data;
 mod weight_decay;

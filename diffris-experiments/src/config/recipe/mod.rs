@@ -9,6 +9,7 @@
 //! are written without `Some(...)` (RON's `implicit_some` is on).
 
 pub mod merge;
+pub mod set;
 
 use std::path::{Path, PathBuf};
 
