@@ -40,7 +40,7 @@ pub struct PretrainArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub micro_batch: Option<u64>,
     /// AdamW's learning rate (constant). Default: 1e-3 for the default stack (its UNet trains
-    /// from random weights; the README compares the two rates),
+    /// from random weights; docs/DESIGN.md, section 12, compares the two rates),
     /// else 1e-4 (diffusers' fine-tuning default).
     #[arg(long, value_parser = super::bounds::within(1e-12, 10.0))]
     pub lr: Option<f64>,

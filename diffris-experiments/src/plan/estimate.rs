@@ -3,7 +3,7 @@
 //!
 //! Weights and optimizer state are counted from the model's shapes (f32). Activations come from
 //! one measured figure: a whole DiffRIS training step at the paper's settings (SD-1.5, 512x512,
-//! CP-adapter, PCMRD, loss, backward, AdamW; `bench_unet --phase step`, the README's Speed
+//! CP-adapter, PCMRD, loss, backward, AdamW; `bench_unet --phase step`, docs/BENCHMARKS.md's Speed
 //! table) peaked at 9,123 MiB of resident memory on the CPU backend with one sample, 11,969 MiB
 //! with two and 18,756 MiB with four: 3.14 GiB per sample from one to four, rounded up to 3.2
 //! (2.78 from one to two, 3.31 from two to four; before GEGLU kept only its input: 9,088,

@@ -44,7 +44,7 @@ fn copied_weights_reproduce_the_flex_step_exactly() {
 }
 
 /// Every decoder's step on backend `B` against flex, within the tolerances of
-/// `diffris_experiments::diagnostics::step_probe` (measured margins are in the README).
+/// `diffris_experiments::diagnostics::step_probe` (measured margins are in docs/GUIDE.md).
 #[cfg(any(feature = "wgpu", feature = "tch"))]
 fn against_flex<B: diffris_kernels::SdAutodiffBackend>(device: &B::Device, backend: &str) {
     use diffris_experiments::diagnostics::step_probe::{

@@ -27,6 +27,7 @@ mod memory_fit;
 mod multi_device;
 mod pretrain;
 mod random_weights;
+mod readme;
 mod score_strict;
 mod set_flag;
 mod tiny_latent_scale;

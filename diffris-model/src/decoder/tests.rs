@@ -648,7 +648,7 @@ fn align_corners_switches_of_the_mask_head_and_the_logits() {
         .init::<B>(&CHANNELS, 32, (16, 16), &device)
     };
     let logits = |dec: &Pcmrd<B>, size: usize| {
-        decode(&dec, &f, (&t, &eos), size, false)
+        decode(dec, &f, (&t, &eos), size, false)
             .logits
             .into_data()
             .to_vec::<f32>()
