@@ -12,6 +12,7 @@ use burn::train::metric::{
 use serde::{Deserialize, Serialize};
 
 use super::step::DenoiseStats;
+use crate::records::tfevents::Scalar;
 use crate::util::atomic_file::write_atomic;
 
 /// The losses of a run.
@@ -96,6 +97,39 @@ impl LossCurve {
     }
 
     /// The curve up to `steps` optimizer steps (what a run resumed there has).
+    /// The curve's scalars for TensorBoard and `scalars.jsonl` at steps `from..=to`: the
+    /// training loss and the (constant) learning rate of each optimizer step, and the
+    /// validation losses, with and without captions, where they were taken.
+    pub fn scalars(&self, from: usize, to: usize, lr: f64, wall_time: f64) -> Vec<Scalar> {
+        let at = |tag: &str, step: usize, value: f64| Scalar {
+            wall_time,
+            step: step as i64,
+            tag: tag.into(),
+            value,
+        };
+        let mut out = Vec::new();
+        for step in from.max(1)..=to.min(self.train.len()) {
+            out.push(at("pretrain/train_loss", step, self.train[step - 1]));
+            out.push(at("pretrain/lr", step, lr));
+        }
+        let within = |(step, _): &&(usize, f64)| (from..=to).contains(step);
+        for (tag, points) in [
+            ("pretrain/valid_loss", &self.valid),
+            (
+                "pretrain/valid_empty_caption_loss",
+                &self.valid_empty_caption,
+            ),
+        ] {
+            out.extend(
+                points
+                    .iter()
+                    .filter(within)
+                    .map(|&(step, v)| at(tag, step, v)),
+            );
+        }
+        out
+    }
+
     pub fn truncate(&mut self, steps: usize) {
         self.train.truncate(steps);
         self.valid.retain(|(s, _)| *s <= steps);
@@ -316,5 +350,35 @@ mod tests {
         curve.truncate(1);
         assert_eq!((curve.train.len(), curve.valid.len()), (1, 0));
         assert_eq!(curve.valid_empty_caption, [(0, 2.5)]);
+    }
+
+    /// A segment's scalars by hand: steps 3..=4 of a curve with validation at 0, 2 and 4 give
+    /// the two steps' losses and rates and the validation point at step 4 only.
+    #[test]
+    fn a_segments_scalars() {
+        let curve = LossCurve {
+            train: vec![1.0, 0.9, 0.8, 0.7],
+            valid: vec![(0, 1.5), (2, 1.2), (4, 1.1)],
+            valid_empty_caption: vec![(0, 1.6), (2, 1.3), (4, 1.25)],
+        };
+        let got: Vec<(String, i64, f64)> = curve
+            .scalars(3, 4, 1e-3, 7.0)
+            .into_iter()
+            .map(|s| (s.tag, s.step, s.value))
+            .collect();
+        let want = [
+            ("pretrain/train_loss", 3, 0.8),
+            ("pretrain/lr", 3, 1e-3),
+            ("pretrain/train_loss", 4, 0.7),
+            ("pretrain/lr", 4, 1e-3),
+            ("pretrain/valid_loss", 4, 1.1),
+            ("pretrain/valid_empty_caption_loss", 4, 1.25),
+        ];
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((g.0.as_str(), g.1, g.2), w);
+        }
+        // The start: the validation points at step 0 and no training step.
+        assert_eq!(curve.scalars(0, 0, 1e-3, 7.0).len(), 2);
     }
 }

@@ -74,6 +74,44 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
     }
     let curve = LossCurve::read(&a.join("loss_curve.csv")).unwrap();
     assert_eq!(curve.train.len(), 4);
+    // The scalars for TensorBoard: the loss curve's values at its steps, each step once after
+    // the resume (its event file withdrew what the stopped process logged past step 2).
+    let scalars = |dir: &Path| -> Vec<(String, i64, f64)> {
+        let mut v: Vec<(String, i64, f64)> = std::fs::read_to_string(dir.join("scalars.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let j: serde_json::Value = serde_json::from_str(l).unwrap();
+                let tag = j["tag"].as_str().unwrap().to_string();
+                (
+                    tag,
+                    j["step"].as_i64().unwrap(),
+                    j["value"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        v.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+        v
+    };
+    let logged = scalars(&a);
+    assert_eq!(
+        logged,
+        scalars(&b),
+        "resumed and straight-through runs log alike"
+    );
+    let of = |tag: &str| -> Vec<(i64, f64)> {
+        logged
+            .iter()
+            .filter(|x| x.0 == tag)
+            .map(|x| (x.1, x.2))
+            .collect()
+    };
+    let train: Vec<(i64, f64)> = (1..=4).map(|s| (s, curve.train[s as usize - 1])).collect();
+    assert_eq!(of("pretrain/train_loss"), train);
+    let valid: Vec<(i64, f64)> = curve.valid.iter().map(|&(s, v)| (s as i64, v)).collect();
+    assert_eq!(of("pretrain/valid_loss"), valid);
+    assert_eq!(of("pretrain/valid_empty_caption_loss").len(), 3);
+    assert_eq!(of("pretrain/lr").len(), 4);
     assert_eq!(
         curve.valid.iter().map(|v| v.0).collect::<Vec<_>>(),
         [0, 2, 4]
