@@ -77,6 +77,20 @@ pub fn query(device: DeviceSpec) -> Option<DeviceMemory> {
     }
 }
 
+/// What a progress line adds of a device's memory: a GPU pool's bytes in use and reserved
+/// (`", device 1.50 GiB in use, 3.00 GiB reserved"`); nothing for the CPU backend's heap,
+/// whose lines give the process's peak RSS already.
+pub fn progress_fragment(memory: DeviceMemory) -> Option<String> {
+    match memory {
+        DeviceMemory::Pool { in_use, reserved } => Some(format!(
+            ", device {:.2} GiB in use, {:.2} GiB reserved",
+            in_use as f64 / GIB,
+            reserved as f64 / GIB
+        )),
+        DeviceMemory::Heap { .. } => None,
+    }
+}
+
 /// The variable that tells diffris a device's memory in GiB, where it cannot ask (wgpu, tch) or
 /// should assume less than there is (a shared GPU).
 pub const DEVICE_MEMORY_VAR: &str = "DIFFRIS_DEVICE_MEMORY_GIB";
@@ -156,6 +170,23 @@ mod tests {
         {
             assert!(c.bytes > 0.0 && c.what == "RAM available");
         }
+    }
+
+    /// A pool's fragment in GiB by hand; the heap's is left to the RSS figure.
+    #[test]
+    fn progress_lines_name_a_pools_bytes() {
+        let pool = DeviceMemory::Pool {
+            in_use: 3 << 29,
+            reserved: 3 << 30,
+        };
+        assert_eq!(
+            progress_fragment(pool).as_deref(),
+            Some(", device 1.50 GiB in use, 3.00 GiB reserved")
+        );
+        assert_eq!(
+            progress_fragment(DeviceMemory::Heap { live: 1, peak: 2 }),
+            None
+        );
     }
 
     /// The heap figure follows what is allocated: a 64 MiB buffer raises the live bytes and the

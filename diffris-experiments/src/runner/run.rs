@@ -172,7 +172,10 @@ pub fn run_one<B: DeviceBackend>(
             resume: ws.resume,
             stop_after: ws.stop_after,
             bar,
-            heartbeat: Some(ws.heartbeat(format!("{label} training"), &dir)),
+            heartbeat: Some(
+                ws.heartbeat(format!("{label} training"), &dir)
+                    .with_device_memory(device_memory_line(target.spec)),
+            ),
             parallel: target.parallel,
             eval_batch: Some(plan.eval.batch),
         },
@@ -203,7 +206,9 @@ pub fn run_one<B: DeviceBackend>(
     let evaluate =
         |data: &EncodedSplit, name: &str| -> anyhow::Result<(Metrics, Vec<SampleScore>)> {
             let bar = ws.bar(format!("evaluating {name}"));
-            let mut beat = ws.heartbeat(format!("{label} evaluating {name}"), &dir);
+            let mut beat = ws
+                .heartbeat(format!("{label} evaluating {name}"), &dir)
+                .with_device_memory(device_memory_line(target.spec));
             let m = evaluate_split(
                 &trained.model.model,
                 data,
@@ -269,4 +274,14 @@ pub fn run_specs<B: DeviceBackend>(
         results.push(result);
     }
     Ok(results)
+}
+
+/// What the progress lines of a run on `device` say of its memory (a GPU pool's; see
+/// [`crate::device::usage::progress_fragment`]).
+fn device_memory_line(
+    device: crate::device::backend::DeviceSpec,
+) -> crate::util::progress::DeviceMemoryLine {
+    std::sync::Arc::new(move || {
+        crate::device::usage::query(device).and_then(crate::device::usage::progress_fragment)
+    })
 }

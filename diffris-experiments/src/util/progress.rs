@@ -51,7 +51,13 @@ pub struct Heartbeat {
     last: Option<Instant>,
     /// The first beat of this process: (when, units done then).
     first: Option<(Instant, u64)>,
+    /// What the device's memory holds, where its backend says (a GPU's pool), for each line.
+    device_memory: Option<DeviceMemoryLine>,
 }
+
+/// A reader of a device's memory as a line fragment (`", device pool 9.8 GiB reserved"`), or
+/// `None` where the backend does not say.
+pub type DeviceMemoryLine = std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl Heartbeat {
     /// Lines labelled `label`, at most one per `every`; printed on stdout when `to_stdout`.
@@ -63,7 +69,14 @@ impl Heartbeat {
             file,
             last: None,
             first: None,
+            device_memory: None,
         }
+    }
+
+    /// Each line also says what `read` reports of the device's memory.
+    pub fn with_device_memory(mut self, read: DeviceMemoryLine) -> Self {
+        self.device_memory = Some(read);
+        self
     }
 
     /// Reports `done` of `total` samples; writes a line when `every` has passed since the last
@@ -97,8 +110,13 @@ impl Heartbeat {
         } else {
             format!("{rate:.1} samples/s")
         };
+        let device = self
+            .device_memory
+            .as_ref()
+            .and_then(|read| read())
+            .unwrap_or_default();
         let line = format!(
-            "{}: {done}/{total} samples ({:.0}%), {speed}, ETA {eta}, peak RSS {memory}{}",
+            "{}: {done}/{total} samples ({:.0}%), {speed}, ETA {eta}, peak RSS {memory}{device}{}",
             self.label,
             100.0 * done as f64 / total.max(1) as f64,
             extra()
@@ -167,5 +185,16 @@ mod tests {
         assert!(lines[0].starts_with("run: 1/10 samples (10%)") && lines[0].ends_with("| first"));
         assert!(lines[1].starts_with("run: 10/10 samples (100%)") && lines[1].ends_with("| done"));
         assert!(lines[1].contains("samples/s") && lines[1].contains("ETA"));
+    }
+
+    #[test]
+    fn lines_carry_the_device_memory_where_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("progress.log");
+        let mut h = Heartbeat::new("run".into(), Duration::ZERO, false, Some(file.clone()))
+            .with_device_memory(std::sync::Arc::new(|| Some(", device X".into())));
+        h.beat(1, 2, || " | extra".into());
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.trim_end().ends_with(", device X | extra"), "{text}");
     }
 }

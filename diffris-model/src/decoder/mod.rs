@@ -6,6 +6,7 @@ pub mod common;
 pub mod lmp;
 pub mod loss;
 pub mod oaqil;
+pub mod oaqil_layout;
 pub mod pcmrd;
 pub mod resize;
 pub mod rotated;
