@@ -91,6 +91,11 @@ pub fn progress_fragment(memory: DeviceMemory) -> Option<String> {
     }
 }
 
+/// What the progress lines of a run on `device` say of its memory, read at each line.
+pub fn progress_reader(device: DeviceSpec) -> crate::util::progress::DeviceMemoryLine {
+    std::sync::Arc::new(move || query(device).and_then(progress_fragment))
+}
+
 /// The variable that tells diffris a device's memory in GiB, where it cannot ask (wgpu, tch) or
 /// should assume less than there is (a shared GPU).
 pub const DEVICE_MEMORY_VAR: &str = "DIFFRIS_DEVICE_MEMORY_GIB";

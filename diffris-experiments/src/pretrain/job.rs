@@ -286,7 +286,8 @@ impl BackendJob for Pretrain {
             std::time::Duration::from_secs(30),
             progress.is_hidden(),
             Some(dir.progress_log()),
-        );
+        )
+        .with_device_memory(crate::device::usage::progress_reader(target.spec));
         let exported = pretrain::<Autodiff<B>>(
             &sd,
             train,

@@ -174,7 +174,7 @@ pub fn run_one<B: DeviceBackend>(
             bar,
             heartbeat: Some(
                 ws.heartbeat(format!("{label} training"), &dir)
-                    .with_device_memory(device_memory_line(target.spec)),
+                    .with_device_memory(crate::device::usage::progress_reader(target.spec)),
             ),
             parallel: target.parallel,
             eval_batch: Some(plan.eval.batch),
@@ -208,7 +208,7 @@ pub fn run_one<B: DeviceBackend>(
             let bar = ws.bar(format!("evaluating {name}"));
             let mut beat = ws
                 .heartbeat(format!("{label} evaluating {name}"), &dir)
-                .with_device_memory(device_memory_line(target.spec));
+                .with_device_memory(crate::device::usage::progress_reader(target.spec));
             let m = evaluate_split(
                 &trained.model.model,
                 data,
@@ -274,14 +274,4 @@ pub fn run_specs<B: DeviceBackend>(
         results.push(result);
     }
     Ok(results)
-}
-
-/// What the progress lines of a run on `device` say of its memory (a GPU pool's; see
-/// [`crate::device::usage::progress_fragment`]).
-fn device_memory_line(
-    device: crate::device::backend::DeviceSpec,
-) -> crate::util::progress::DeviceMemoryLine {
-    std::sync::Arc::new(move || {
-        crate::device::usage::query(device).and_then(crate::device::usage::progress_fragment)
-    })
 }
