@@ -223,6 +223,7 @@ pub fn run_one<B: DeviceBackend>(
         };
     let (val, _) = evaluate(&val_eval, "val")?;
     let (test, each) = evaluate(&test_data, "test")?;
+    log_test_scalars(dir.path(), &test);
     dir.write_test_scores(&TestScores::new(
         test_data.samples.iter().map(|s| s.id.clone()),
         &each,
@@ -274,4 +275,32 @@ pub fn run_specs<B: DeviceBackend>(
         results.push(result);
     }
     Ok(results)
+}
+
+/// The test metrics as TensorBoard scalars at the run's last logged step (`test/miou`,
+/// `test/oiou`, `test/pr50` .. `test/pr90`), in a file of their own; a folder that cannot take
+/// them leaves the run without them (said once), not without its results.
+fn log_test_scalars(dir: &std::path::Path, test: &Metrics) {
+    use crate::records::tfevents::{EventFile, Scalar, now};
+    let step = EventFile::last_step(dir);
+    let wall_time = now();
+    let at = |tag: String, value: f64| Scalar {
+        wall_time,
+        step,
+        tag,
+        value,
+    };
+    let mut scalars = vec![
+        at("test/miou".into(), test.miou),
+        at("test/oiou".into(), test.oiou),
+    ];
+    for (k, p) in test.precision.iter().enumerate() {
+        scalars.push(at(format!("test/pr{}", 50 + 10 * k), *p));
+    }
+    if let Err(e) = EventFile::append(dir, wall_time).and_then(|mut f| f.write(&scalars)) {
+        eprintln!(
+            "warning: the test metrics' TensorBoard scalars in {} failed ({e})",
+            dir.display()
+        );
+    }
 }

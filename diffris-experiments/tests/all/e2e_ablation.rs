@@ -151,6 +151,13 @@ fn check_scalars(run: &Path, lr: f64) -> Vec<(String, i64, f64)> {
         let v = of(&format!("epoch/{tag}"))[1].1;
         assert!((v - last[col]).abs() < 1e-4, "{tag}: {v} vs {csv}");
     }
+    // The test metrics at the last step: result.json's.
+    let r: RunResult =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(of("test/miou"), vec![(6, r.test.miou)]);
+    assert_eq!(of("test/oiou"), vec![(6, r.test.oiou)]);
+    assert_eq!(of("test/pr50"), vec![(6, r.test.precision[0])]);
+    assert_eq!(of("test/pr90"), vec![(6, r.test.precision[4])]);
     s
 }
 
@@ -224,12 +231,12 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         );
         let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().count(), 3, "header + 2 epochs:\n{csv}");
-        // TensorBoard's scalars: one event file of the version, 2 x 6 step scalars and 2 x 5
-        // epoch scalars, as in scalars.jsonl.
+        // TensorBoard's scalars: the training's event file (the version, 2 x 6 step scalars and
+        // 2 x 5 epoch scalars) and the test's (the version and 7 metrics), as in scalars.jsonl.
         check_scalars(&run, lr);
         let files = event_records(&run);
-        assert_eq!(files.len(), 1);
-        assert_eq!(files[0].len(), 1 + 12 + 10);
+        assert_eq!(files.len(), 2);
+        assert_eq!((files[0].len(), files[1].len()), (1 + 12 + 10, 1 + 7));
         assert!(run.join("model.safetensors").is_file());
         let log = std::fs::read_to_string(run.with_extension("log")).unwrap();
         assert!(
@@ -530,7 +537,7 @@ fn minimal_ablation_writes_tables_and_plots_and_resume_is_exact() {
         scalars(&dir.path().join("results/runs/mini/full/seed-0"))
     );
     let files = event_records(&resumed_run);
-    assert_eq!(files.len(), 2, "one per process");
+    assert_eq!(files.len(), 3, "one per training process, and the test's");
     let start = diffris_experiments::records::tfevents::session_start_event(0.0, 4);
     assert_eq!(
         files[1][1][9..],

@@ -139,7 +139,7 @@ pub struct EventFile {
 pub const SCALARS_JSONL: &str = "scalars.jsonl";
 
 impl EventFile {
-    /// A new event file in `dir` (`events.out.tfevents.SECONDS.diffris.PID`), starting at
+    /// A new event file in `dir` (`events.out.tfevents.SECONDS.diffris.PID.N`), starting at
     /// `first_step`: steps a previous process logged from there on are dropped, by a `START`
     /// session log in the event file and by rewriting `scalars.jsonl` without them.
     pub fn create(dir: &Path, first_step: i64, wall_time: f64) -> std::io::Result<Self> {
@@ -147,12 +147,7 @@ impl EventFile {
         let kept = match std::fs::read_to_string(&jsonl) {
             Ok(text) => text
                 .lines()
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v["step"].as_i64())
-                        .is_some_and(|s| s < first_step)
-                })
+                .filter(|l| step_of(l).is_some_and(|s| s < first_step))
                 .map(|l| format!("{l}\n"))
                 .collect::<String>(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -160,19 +155,43 @@ impl EventFile {
         };
         crate::util::atomic_file::write_atomic(&jsonl, kept.as_bytes())
             .map_err(std::io::Error::other)?;
-        let json = std::fs::OpenOptions::new().append(true).open(&jsonl)?;
+        Self::open(dir, (first_step > 0).then_some(first_step), wall_time)
+    }
+
+    /// A new event file in `dir` that adds to what the run logged (no purge), its scalars also
+    /// appended to `scalars.jsonl`.
+    pub fn append(dir: &Path, wall_time: f64) -> std::io::Result<Self> {
+        Self::open(dir, None, wall_time)
+    }
+
+    fn open(dir: &Path, start: Option<i64>, wall_time: f64) -> std::io::Result<Self> {
+        let json = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(SCALARS_JSONL))?;
+        // Seconds, process and a count within the process: two files of one process in one
+        // second (a run's training file and its test file) never share a name.
+        static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.join(format!(
-            "events.out.tfevents.{}.diffris.{}",
+            "events.out.tfevents.{}.diffris.{}.{n}",
             wall_time as u64,
             std::process::id()
         ));
         let mut file = File::create(&path)?;
         file.write_all(&record(&file_version_event(wall_time)))?;
-        if first_step > 0 {
-            file.write_all(&record(&session_start_event(wall_time, first_step)))?;
+        if let Some(step) = start {
+            file.write_all(&record(&session_start_event(wall_time, step)))?;
         }
         file.flush()?;
         Ok(Self { file, path, json })
+    }
+
+    /// The largest step of `dir`'s `scalars.jsonl` (0 when it has none).
+    pub fn last_step(dir: &Path) -> i64 {
+        std::fs::read_to_string(dir.join(SCALARS_JSONL))
+            .map(|text| text.lines().filter_map(step_of).max().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// The event file's path.
@@ -199,6 +218,13 @@ impl EventFile {
         self.json.write_all(lines.as_bytes())?;
         self.json.flush()
     }
+}
+
+/// The step of one `scalars.jsonl` line.
+fn step_of(line: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["step"].as_i64())
 }
 
 /// Seconds since the Unix epoch, now.
