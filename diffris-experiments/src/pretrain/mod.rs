@@ -32,7 +32,7 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunDir;
-use crate::records::tfevents::{EventFile, Scalar, now};
+use crate::records::tfevents::{ScalarSink, now};
 use crate::training::checkpoint::{AtomicRecorder, last_checkpoint};
 use crate::training::loader::{EpochLoader, passes_per_device};
 use crate::training::workers;
@@ -188,25 +188,7 @@ pub fn pretrain<B: SdAutodiffBackend>(
     // TensorBoard's scalars: a resumed run's file withdraws what a stopped process logged
     // after the segment it resumes from.
     let first = if done > 0 { done * spec.every + 1 } else { 0 };
-    let mut events = EventFile::create(out, first as i64, now())
-        .map_err(|e| {
-            eprintln!(
-                "warning: no TensorBoard event file in {} ({e})",
-                out.display()
-            )
-        })
-        .ok();
-    let mut log_scalars = |scalars: Vec<Scalar>| {
-        if let Some(file) = &mut events
-            && let Err(e) = file.write(&scalars)
-        {
-            eprintln!(
-                "warning: writing {} failed ({e}); no more scalars",
-                file.path().display()
-            );
-            events = None;
-        }
-    };
+    let mut events = ScalarSink::create(out, first as i64);
     let val_empty = Arc::new(DenoiseSet {
         data: val.data.without_captions(),
         draws: val.draws.clone(),
@@ -221,7 +203,7 @@ pub fn pretrain<B: SdAutodiffBackend>(
             validation_loss::<B::InnerBackend>(&sd.unet, &val_empty, opts.eval_batch, device);
         curve.valid_empty_caption.push((0, empty));
         curve.write(&curve_path)?;
-        log_scalars(curve.scalars(0, 0, spec.lr, now()));
+        events.write(&curve.scalars(0, 0, spec.lr, now()));
         exported.push(export(
             sd,
             sd.unet.clone(),
@@ -315,7 +297,7 @@ pub fn pretrain<B: SdAutodiffBackend>(
         );
         let curve = log.curve();
         curve.write(&curve_path)?;
-        log_scalars(curve.scalars(segment * spec.every + 1, steps, spec.lr, now()));
+        events.write(&curve.scalars(segment * spec.every + 1, steps, spec.lr, now()));
         let folder = export(
             sd,
             unet.clone(),

@@ -12,13 +12,13 @@
 
 use std::path::Path;
 
-use crate::records::tfevents::{EventFile, Scalar, now};
+use crate::records::tfevents::{Scalar, ScalarSink, now};
 use crate::training::epoch_log::EpochLog;
 use crate::training::schedule::PolyLr;
 
 /// The scalar log of one training process.
 pub struct ScalarLog {
-    file: Option<EventFile>,
+    file: ScalarSink,
     /// Passes per epoch and per optimizer step.
     passes: usize,
     per_step: usize,
@@ -46,14 +46,7 @@ impl ScalarLog {
         } else {
             0
         };
-        let file = EventFile::create(dir, first, now())
-            .map_err(|e| {
-                eprintln!(
-                    "warning: no TensorBoard event file in {} ({e}); the run goes on without it",
-                    dir.display()
-                )
-            })
-            .ok();
+        let file = ScalarSink::create(dir, first);
         Self {
             file,
             passes,
@@ -62,18 +55,6 @@ impl ScalarLog {
             log,
             pending: Vec::new(),
             epochs_done: start,
-        }
-    }
-
-    fn write(&mut self, scalars: Vec<Scalar>) {
-        if let Some(file) = &mut self.file
-            && let Err(e) = file.write(&scalars)
-        {
-            eprintln!(
-                "warning: writing {} failed ({e}); no more TensorBoard scalars in this run",
-                file.path().display()
-            );
-            self.file = None;
         }
     }
 
@@ -105,12 +86,17 @@ impl ScalarLog {
             tag: tag.into(),
             value,
         };
-        self.write(vec![at("train/loss", loss), at("train/lr", lr)]);
+        self.file
+            .write(&[at("train/loss", loss), at("train/lr", lr)]);
     }
 
     /// Writes the summaries of the epochs after the last written, up to `epoch`, whose
     /// validation has ended.
     pub fn epochs_up_to(&mut self, epoch: usize) {
+        // Called on every pass: the log is copied only when an epoch is due.
+        if self.epochs_done >= epoch {
+            return;
+        }
         let (train, valid) = (self.log.split("train"), self.log.split("valid"));
         while self.epochs_done < epoch {
             let e = self.epochs_done + 1;
@@ -137,7 +123,7 @@ impl ScalarLog {
                     at("epoch/val_oiou", v.oiou()),
                 ]);
             }
-            self.write(scalars);
+            self.file.write(&scalars);
         }
     }
 }

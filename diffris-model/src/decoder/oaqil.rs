@@ -250,14 +250,6 @@ impl<B: SdBackend> Grouping<B> {
 }
 
 impl<B: SdBackend> Oaqil<B> {
-    /// This stage's grouping attention, its own or `shared` (the previous stage's).
-    fn grouping<'a>(&'a self, shared: Option<&'a Grouping<B>>) -> &'a Grouping<B> {
-        self.grouping
-            .as_ref()
-            .or(shared)
-            .expect("a stage without its own grouping attention borrows the previous stage's")
-    }
-
     /// The positional embedding at feature size `(h, w)` (bilinearly resized from the nominal
     /// size when they differ).
     ///
@@ -330,8 +322,8 @@ impl<B: SdBackend> Oaqil<B> {
         if self.residual { queries + mlp } else { mlp }
     }
 
-    /// One interaction: text into the tokens, then pixels into the tokens. `shared` is the
-    /// previous stage's grouping attention, read when this stage has none of its own.
+    /// One interaction: text into the tokens, then pixels into the tokens through `g`, this
+    /// stage's grouping attention (its own, or the one it shares: [`super::Pcmrd`] resolves it).
     ///
     /// # Shapes
     /// `queries`: `[B, N, D]`, `pixels`: `[B, D, h, w]`, `text`: `[B, T, D_text]`,
@@ -339,7 +331,7 @@ impl<B: SdBackend> Oaqil<B> {
     /// every token's soft assignment `[B, N, h, w]`, detached).
     pub fn forward(
         &self,
-        shared: Option<&Grouping<B>>,
+        g: &Grouping<B>,
         queries: Tensor<B, 3>,
         pixels: Tensor<B, 4>,
         text: Tensor<B, 3>,
@@ -353,7 +345,6 @@ impl<B: SdBackend> Oaqil<B> {
         };
 
         // Eq. 16-20: Gumbel-normalised grouping of the pixels into the tokens.
-        let g = self.grouping(shared);
         let [_, _, h, w] = pixels.dims();
         let flat = swap_dims(pixels.reshape([b, d, h * w]), 1, 2);
         let x = g.norm_pixels.forward(flat + self.positional(h, w));

@@ -324,7 +324,7 @@ impl<B: SdBackend> Pcmrd<B> {
                 );
                 if let (Some(layer), Some(q)) = (self.layers.get(s), queries.take()) {
                     let (q, hit, probs) = layer.forward(
-                        Some(groupings[s]),
+                        groupings[s],
                         q,
                         v.clone(),
                         input.text.clone(),

@@ -220,6 +220,47 @@ impl EventFile {
     }
 }
 
+/// An event file whose failures are warnings: scalars are a run's side record, so a folder that
+/// cannot take them leaves the run without them (said once), never without its results.
+pub struct ScalarSink(Option<EventFile>);
+
+impl ScalarSink {
+    /// [`EventFile::create`], or nothing after a warning.
+    pub fn create(dir: &Path, first_step: i64) -> Self {
+        Self::or_warn(dir, EventFile::create(dir, first_step, now()))
+    }
+
+    /// [`EventFile::append`], or nothing after a warning.
+    pub fn append(dir: &Path) -> Self {
+        Self::or_warn(dir, EventFile::append(dir, now()))
+    }
+
+    fn or_warn(dir: &Path, file: std::io::Result<EventFile>) -> Self {
+        Self(
+            file.map_err(|e| {
+                eprintln!(
+                    "warning: no TensorBoard event file in {} ({e}); going on without it",
+                    dir.display()
+                )
+            })
+            .ok(),
+        )
+    }
+
+    /// Writes `scalars`; after a failed write, says so once and writes nothing more.
+    pub fn write(&mut self, scalars: &[Scalar]) {
+        if let Some(file) = &mut self.0
+            && let Err(e) = file.write(scalars)
+        {
+            eprintln!(
+                "warning: writing {} failed ({e}); no more TensorBoard scalars from this process",
+                file.path().display()
+            );
+            self.0 = None;
+        }
+    }
+}
+
 /// The step of one `scalars.jsonl` line.
 fn step_of(line: &str) -> Option<i64> {
     serde_json::from_str::<serde_json::Value>(line)
