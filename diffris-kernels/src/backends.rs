@@ -12,6 +12,7 @@ macro_rules! defaults_for {
         impl crate::layout::LayoutOps for $backend {}
         impl crate::linear::LinearOps for $backend {}
         impl crate::norm::NormOps for $backend {}
+        impl crate::pool::PoolOps for $backend {}
     };
 }
 

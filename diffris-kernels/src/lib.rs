@@ -1,7 +1,7 @@
 //! Backend operations the Stable Diffusion stack needs beyond what Burn provides, in a crate
 //! of their own below `diffris-model` (which holds no kernels).
 //!
-//! [`SdBackend`] extends Burn's `Backend` with operations of six families, most of which, under
+//! [`SdBackend`] extends Burn's `Backend` with operations of seven families, most of which, under
 //! autodiff, keep less for the backward pass than Burn's own:
 //!
 //! - attention: a memory-efficient attention that keeps only its inputs, its output and two
@@ -22,17 +22,19 @@
 //!   keeping the input and the row statistics;
 //! - layout: transposes, swaps and permutes, which libtorch runs as views that share their
 //!   handle (a workaround of tracel-ai/burn#5375, fixed after Burn 0.21: with a Burn release
-//!   that has the fix, [`SdBackend::sd_swap_dims`] and its siblings can go).
+//!   that has the fix, [`SdBackend::sd_swap_dims`] and its siblings can go);
+//! - pool: where a whole step is issued from (flex: one of rayon's threads, so that its many
+//!   small operations do not each hand their loops over to the pool; see [`pool`]).
 //!
 //! The frozen-weight convolution, linear layer and the activations give Burn's gradients bit for
 //! bit on the CPU backend. [`dtype`] holds the casts the kernels share with the model's
 //! precision handling.
 //!
 //! Each family is a trait in its own file ([`attention`], [`activation`], [`conv`], [`linear`],
-//! [`norm`], [`layout`]) with a default made of Burn's operations; `Autodiff<B>` implements each
-//! with its own graph nodes (`autodiff/`), flex with its parallel CPU kernels ([`flex`]),
+//! [`norm`], [`layout`], [`pool`]) with a default made of Burn's operations (the pool's: the
+//! calling thread); `Autodiff<B>` implements each with its own graph nodes (`autodiff/`), flex with its parallel CPU kernels ([`flex`]),
 //! libtorch with its attention and its layout workaround (`tch.rs`), wgpu and cuda take the
-//! defaults (`backends.rs`). [`SdBackend`] combines the six, as Burn's `Backend` combines its op
+//! defaults (`backends.rs`). [`SdBackend`] combines the seven, as Burn's `Backend` combines its op
 //! traits; model code is generic over `B: SdBackend`. cuda is Burn's fused cubecl backend
 //! (`Fusion<CubeBackend<..>>`, autotuned kernels; wgpu the plain one): every default here is a
 //! composition of Burn's operations, which fusion records and fuses like any other.
@@ -49,6 +51,7 @@ pub mod geglu;
 pub mod layout;
 pub mod linear;
 pub mod norm;
+pub mod pool;
 #[cfg(feature = "tch")]
 mod tch;
 
@@ -60,20 +63,21 @@ pub use conv::{ConvOps, conv2d_input_grad_burn, sd_conv2d};
 pub use layout::{LayoutOps, permute, sd_transpose, swap_dims, transpose};
 pub use linear::{LinearOps, sd_linear};
 pub use norm::NormOps;
+pub use pool::PoolOps;
 
 use burn::tensor::backend::AutodiffBackend;
 
-/// A Burn backend with the operations of the SD stack: its six families, combined as Burn's
-/// `Backend` combines its op traits. Every backend with all six is one (a new backend
+/// A Burn backend with the operations of the SD stack: its seven families, combined as Burn's
+/// `Backend` combines its op traits. Every backend with all seven is one (a new backend
 /// implements each family, taking its defaults with an empty `impl`, as [`backends`] does for
 /// wgpu and cuda).
 pub trait SdBackend:
-    AttentionOps + ActivationOps + ConvOps + LinearOps + NormOps + LayoutOps
+    AttentionOps + ActivationOps + ConvOps + LinearOps + NormOps + LayoutOps + PoolOps
 {
 }
 
 impl<B> SdBackend for B where
-    B: AttentionOps + ActivationOps + ConvOps + LinearOps + NormOps + LayoutOps
+    B: AttentionOps + ActivationOps + ConvOps + LinearOps + NormOps + LayoutOps + PoolOps
 {
 }
 

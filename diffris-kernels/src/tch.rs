@@ -38,6 +38,8 @@ impl LinearOps for LibTorch {}
 
 impl NormOps for LibTorch {}
 
+impl crate::pool::PoolOps for LibTorch {}
+
 impl LayoutOps for LibTorch {
     fn sd_swap_dims(x: FloatTensor<Self>, dim1: usize, dim2: usize) -> FloatTensor<Self> {
         let storage = x.storage.clone();

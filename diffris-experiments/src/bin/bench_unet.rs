@@ -4,6 +4,9 @@
 //! - `forward`: the UNet's forward pass;
 //! - `fwdbwd`: forward + backward to the context with frozen weights (what training does
 //!   through the UNet);
+//! - `train`: forward, a mean-squared error against a fixed random target, and backward to
+//!   every weight of a trained UNet (what `diffris pretrain` and a `model.unet: trainable`
+//!   run do; f32 only);
 //! - `step`: one whole DiffRIS training step at the paper's settings (image 8x the latent
 //!   side, 512x512 by default): frozen UNet, CP-adapter, PCMRD, loss, backward and AdamW, on an
 //!   encoded batch (as training reads it from the cache);
@@ -19,6 +22,7 @@
 //! ```sh
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase forward
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase fwdbwd
+//! cargo run --release -p diffris-experiments --bin bench_unet -- --phase train
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase step --batch 2
 //! cargo run --release -p diffris-experiments --bin bench_unet -- --phase step --precision f16
 //! python tools/bench_unet.py --phase forward     # the PyTorch reference, same machine
@@ -34,7 +38,7 @@ use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::Int;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
@@ -49,14 +53,16 @@ use diffris_experiments::training::Trainee;
 use diffris_model::decoder::{Decoder, DecoderInput};
 use diffris_model::diffris::{DiffRisConfig, DiffRisOutput};
 use diffris_model::precision::{Precision, cast_module};
+use diffris_kernels::PoolOps;
 use diffris_model::sd::{SdConfig, UNetRequest};
 
 #[derive(Parser)]
 struct Args {
-    /// forward, fwdbwd, step, profile, eval or encode.
+    /// forward, fwdbwd, train, step, profile, eval or encode.
     #[arg(long, default_value = "forward")]
     phase: String,
-    /// sd15 or tiny.
+    /// sd15, tiny, or tiny_profile (the tiny profile's architecture: 32 latent channels, one
+    /// head per level; what `diffris pretrain` trains by default at latent 16).
     #[arg(long, default_value = "sd15")]
     arch: String,
     /// Latent side.
@@ -85,12 +91,14 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn time<F: FnMut()>(repeats: usize, mut f: F) -> Vec<f64> {
-    f();
+/// One warm-up and `repeats` timed calls of `f`, each issued from the backend's compute pool
+/// as the commands issue their steps (`PoolOps`).
+fn time<B: PoolOps, F: FnMut() + Send>(repeats: usize, mut f: F) -> Vec<f64> {
+    B::sd_on_pool(&mut f);
     (0..repeats)
         .map(|_| {
             let t = Instant::now();
-            f();
+            B::sd_on_pool(&mut f);
             t.elapsed().as_secs_f64()
         })
         .collect()
@@ -128,7 +136,11 @@ impl BackendJob for Bench<'_> {
 
     fn run<B: DeviceBackend>(self, device: B::Device, target: RunTarget) -> Self::Output {
         let args = self.args;
-        let arch = SdConfig::preset(&args.arch).ok_or_else(|| anyhow::anyhow!("unknown arch"))?;
+        let arch = match args.arch.as_str() {
+            "tiny_profile" => diffris_experiments::config::profile::tiny_arch(),
+            name => SdConfig::preset(name)
+                .ok_or_else(|| anyhow::anyhow!("unknown arch {name} (sd15, tiny, tiny_profile)"))?,
+        };
         // The inference phases build their own models on the plain backend.
         let inference = match args.phase.as_str() {
             "eval" => Some(evaluation::<B>(&arch, args, &device)?),
@@ -140,7 +152,13 @@ impl BackendJob for Bench<'_> {
         }
         type AB<B> = Autodiff<B>;
         AB::<B>::seed(&device, 0);
-        let unet = cast_module(arch.unet.init::<AB<B>>(&device).no_grad(), args.precision);
+        let trained = args.phase == "train";
+        anyhow::ensure!(
+            !trained || args.precision == Precision::F32,
+            "--phase train trains the UNet's weights in f32 only"
+        );
+        let unet = arch.unet.init::<AB<B>>(&device);
+        let unet = cast_module(if trained { unet } else { unet.no_grad() }, args.precision);
         let n = unet.num_params(); // materialise the weights before timing
         let l = args.latent;
         let latent = Tensor::<AB<B>, 4>::random(
@@ -162,7 +180,7 @@ impl BackendJob for Bench<'_> {
             "forward" => {
                 let inner = burn::module::AutodiffModule::valid(&unet);
                 let (z, c, tt) = (latent.inner(), context.inner(), t.inner());
-                time(args.repeats, || {
+                time::<B, _>(args.repeats, || {
                     let out = inner
                         .forward(z.clone(), tt.clone(), c.clone(), req)
                         .sample
@@ -170,7 +188,7 @@ impl BackendJob for Bench<'_> {
                     let _ = out.sum().into_scalar();
                 })
             }
-            "fwdbwd" => time(args.repeats, || {
+            "fwdbwd" => time::<B, _>(args.repeats, || {
                 let ctx = context.clone().require_grad();
                 let out = unet
                     .forward(latent.clone(), t.clone(), ctx.clone(), req)
@@ -180,6 +198,22 @@ impl BackendJob for Bench<'_> {
                 let g = ctx.grad(&grads).expect("gradient reaches the context");
                 let _ = g.sum().into_scalar();
             }),
+            "train" => {
+                let target = Tensor::<AB<B>, 4>::random(
+                    latent.dims(),
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                time::<B, _>(args.repeats, || {
+                    let out = unet
+                        .forward(latent.clone(), t.clone(), context.clone(), req)
+                        .sample
+                        .unwrap();
+                    let loss = (out - target.clone()).powi_scalar(2).mean();
+                    // Every weight's gradient, taken out of the graph as an optimizer would.
+                    drop(GradientsParams::from_grads(loss.backward(), &unet));
+                })
+            }
             "step" => {
                 drop(unet);
                 training_step::<B>(&arch, args, &device)?
@@ -189,7 +223,7 @@ impl BackendJob for Bench<'_> {
                 stage_profile::<B>(&arch, args, &device)?
             }
             other => anyhow::bail!(
-                "unknown phase {other} (forward, fwdbwd, step, profile, eval or encode)"
+                "unknown phase {other} (forward, fwdbwd, train, step, profile, eval or encode)"
             ),
         };
         Ok((n, (times, device_mib(target.spec))))
@@ -236,7 +270,7 @@ fn evaluation<B: DeviceBackend>(
     let (latent, text, eos) = (batch.latent.inner(), batch.text.inner(), batch.eos.inner());
     drop(batch.mask);
     start_measuring();
-    let times = time(args.repeats, || {
+    let times = time::<B, _>(args.repeats, || {
         let logits = model
             .forward_encoded(latent.clone(), text.clone(), eos.clone(), false)
             .logits;
@@ -273,7 +307,7 @@ fn encoding<B: DeviceBackend>(
         device,
     );
     start_measuring();
-    let times = time(args.repeats, || {
+    let times = time::<B, _>(args.repeats, || {
         let latent = encode_latent(&vae, image.clone(), 1.0);
         let text = encode_text(&clip, ids.clone());
         let _ = latent.sum().into_scalar();
@@ -295,7 +329,7 @@ fn training_step<B: DeviceBackend>(
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.01)
         .init::<Autodiff<B>, Trainee<Autodiff<B>>>();
-    Ok(time(args.repeats, || {
+    Ok(time::<B, _>(args.repeats, || {
         let model = trainee
             .take()
             .expect("the trainee is put back after each step");

@@ -36,8 +36,12 @@ pub fn predict_each<B: SdBackend>(
     let mut done = 0;
     for chunk in indices.chunks(batch.max(1)) {
         let b = data.try_batch::<B>(chunk, device)?;
-        let logits = model.forward_encoded(b.latent, b.text, b.eos, false).logits;
-        let probs: Vec<f32> = sigmoid(logits).into_data().iter::<f32>().collect();
+        // On the backend's compute pool (`PoolOps`): a batch's many small operations issued
+        // from one of its threads.
+        let probs: Vec<f32> = B::sd_on_pool(|| {
+            let logits = model.forward_encoded(b.latent, b.text, b.eos, false).logits;
+            sigmoid(logits).into_data().iter::<f32>().collect()
+        });
         for (&i, p) in chunk.iter().zip(probs.chunks(h * w)) {
             each(i, p)?;
         }

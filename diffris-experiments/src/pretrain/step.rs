@@ -87,6 +87,14 @@ impl<B: SdAutodiffBackend> TrainStep for Denoiser<B> {
     type Output = DenoiseOutput<B>;
 
     fn step(&self, batch: DenoiseBatch<B>) -> TrainOutput<DenoiseOutput<B>> {
+        // Pre-training runs on one device and waits on no other thread: on the compute pool
+        // (`PoolOps`).
+        B::sd_on_pool(|| self.train_pass(batch))
+    }
+}
+
+impl<B: SdAutodiffBackend> Denoiser<B> {
+    fn train_pass(&self, batch: DenoiseBatch<B>) -> TrainOutput<DenoiseOutput<B>> {
         let weight = batch.loss_weight;
         let loss = self.loss(&batch);
         let output = DenoiseOutput {
@@ -109,10 +117,10 @@ impl<B: SdBackend> InferenceStep for Denoiser<B> {
     type Output = DenoiseOutput<B>;
 
     fn step(&self, batch: DenoiseBatch<B>) -> DenoiseOutput<B> {
-        DenoiseOutput {
+        B::sd_on_pool(|| DenoiseOutput {
             loss: self.loss(&batch),
             weight: batch.loss_weight,
-        }
+        })
     }
 }
 

@@ -95,6 +95,18 @@ impl<B: SdAutodiffBackend> TrainStep for Trainee<B> {
     type Output = SegOutput<B>;
 
     fn step(&self, batch: EncodedBatch<B>) -> TrainOutput<SegOutput<B>> {
+        // On one device the step runs on the backend's compute pool (`PoolOps`); on several,
+        // where its forward waits for its turn, on this thread.
+        if batch.ticket.is_some() {
+            self.train_pass(batch)
+        } else {
+            B::sd_on_pool(|| self.train_pass(batch))
+        }
+    }
+}
+
+impl<B: SdAutodiffBackend> Trainee<B> {
+    fn train_pass(&self, batch: EncodedBatch<B>) -> TrainOutput<SegOutput<B>> {
         let weight = batch.loss_weight;
         // On several devices the forward (every random draw) waits for the passes before it in
         // the epoch's plan; the backward overlaps with the other devices' passes.
@@ -119,6 +131,7 @@ impl<B: SdBackend> InferenceStep for Trainee<B> {
     type Output = SegOutput<B>;
 
     fn step(&self, batch: EncodedBatch<B>) -> SegOutput<B> {
-        self.seg_step(batch, false).1
+        // Validation waits on no other device: on the compute pool (`PoolOps`) either way.
+        B::sd_on_pool(|| self.seg_step(batch, false).1)
     }
 }

@@ -20,6 +20,7 @@ use crate::conv::ConvOps;
 use crate::layout::LayoutOps;
 use crate::linear::LinearOps;
 use crate::norm::NormOps;
+use crate::pool::PoolOps;
 
 impl<B: SdBackend, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
     fn sd_attention(
@@ -76,6 +77,12 @@ impl<B: SdBackend, C: CheckpointStrategy> NormOps for Autodiff<B, C> {
         eps: f64,
     ) -> Option<FloatTensor<Self>> {
         norm::sd_norm::<B, C>(x, gamma, beta, rows, eps)
+    }
+}
+
+impl<B: SdBackend, C: CheckpointStrategy> PoolOps for Autodiff<B, C> {
+    fn sd_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        B::sd_on_pool(f)
     }
 }
 

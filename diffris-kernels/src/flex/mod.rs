@@ -460,6 +460,16 @@ impl NormOps for Flex {
     }
 }
 
+impl crate::pool::PoolOps for Flex {
+    fn sd_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        if rayon::current_thread_index().is_some() {
+            f()
+        } else {
+            rayon::scope(|_| f())
+        }
+    }
+}
+
 impl LayoutOps for Flex {
     fn sd_transpose(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = x.layout().shape().clone();
