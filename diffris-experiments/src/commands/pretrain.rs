@@ -46,6 +46,10 @@ pub struct PretrainArgs {
     pub lr: Option<f64>,
     #[arg(long, default_value_t = 1e-2, value_parser = super::bounds::within(0.0, 10.0))]
     pub weight_decay: f64,
+    /// Clip the gradients' global norm to this before every step (as diffusers' scripts do with
+    /// `--max_grad_norm`, 1.0 there by default). Default: no clipping.
+    #[arg(long, value_parser = super::bounds::within(1e-12, 1e12))]
+    pub max_grad_norm: Option<f64>,
     /// Share of captions replaced by the empty caption (classifier-free guidance).
     #[arg(long, default_value_t = 0.1, value_parser = super::bounds::within(0.0, 1.0))]
     pub caption_dropout: f64,
@@ -93,6 +97,7 @@ pub fn run(device: DeviceSpec, a: PretrainArgs) -> anyhow::Result<()> {
             micro_batch: a.micro_batch.map(|m| m as usize),
             lr: a.lr,
             weight_decay: a.weight_decay,
+            max_grad_norm: a.max_grad_norm,
             caption_dropout: a.caption_dropout,
             image_size: a.image_size.map(|s| s as usize),
             latent_scale: a.latent_scale,

@@ -38,6 +38,7 @@ pub struct Request {
     pub micro_batch: Option<usize>,
     pub lr: Option<f64>,
     pub weight_decay: f64,
+    pub max_grad_norm: Option<f64>,
     pub caption_dropout: f64,
     pub image_size: Option<usize>,
     pub latent_scale: Option<f64>,
@@ -108,6 +109,7 @@ impl Request {
             micro_batch: self.micro_batch,
             lr: self.lr.unwrap_or(if default_stack { 1e-3 } else { 1e-4 }),
             weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
             caption_dropout: self.caption_dropout,
             image_size: self
                 .image_size

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunDir;
 use crate::records::tfevents::{ScalarSink, now};
 use crate::training::checkpoint::{AtomicRecorder, last_checkpoint};
+use crate::training::grad_clip::ClipGlobalNorm;
 use crate::training::loader::{EpochLoader, passes_per_device};
 use crate::training::workers;
 use crate::util::atomic_file::write_atomic;
@@ -61,6 +62,10 @@ pub struct PretrainSpec {
     pub micro_batch: Option<usize>,
     pub lr: f64,
     pub weight_decay: f64,
+    /// The gradients' global norm is clipped to this before every step (`None`: not clipped;
+    /// diffusers' scripts clip at 1.0 by default). See [`ClipGlobalNorm`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_grad_norm: Option<f64>,
     /// Share of captions replaced by the empty one.
     pub caption_dropout: f64,
     /// Side of the square training images.
@@ -106,6 +111,12 @@ impl PretrainSpec {
             "weight_decay must be >= 0, not {}",
             self.weight_decay
         );
+        if let Some(max) = self.max_grad_norm {
+            anyhow::ensure!(
+                max.is_finite() && max > 0.0,
+                "max_grad_norm must be positive, not {max}"
+            );
+        }
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.caption_dropout),
             "caption_dropout must lie in [0, 1], not {}",
@@ -268,10 +279,13 @@ pub fn pretrain<B: SdAutodiffBackend>(
         if per_step > 1 {
             training = training.grads_accumulation(per_step);
         }
-        let optim = AdamWConfig::new()
-            .with_weight_decay(spec.weight_decay as f32)
-            .with_epsilon(1e-8)
-            .init();
+        let optim = ClipGlobalNorm::new(
+            AdamWConfig::new()
+                .with_weight_decay(spec.weight_decay as f32)
+                .with_epsilon(1e-8)
+                .init(),
+            spec.max_grad_norm,
+        );
         let launched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             training.launch(Learner::new(model.clone(), optim, spec.lr))
         }));

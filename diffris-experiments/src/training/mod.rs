@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod ddp;
 pub mod divergence;
 pub mod epoch_log;
+pub mod grad_clip;
 pub mod loader;
 pub mod metric_files;
 pub mod multi_device;
