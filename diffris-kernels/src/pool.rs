@@ -24,3 +24,46 @@ pub trait PoolOps: Backend {
         f()
     }
 }
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Distribution, Tensor};
+
+    #[test]
+    fn flex_runs_a_step_on_a_pool_thread_and_a_nested_one_in_place() {
+        assert_eq!(rayon::current_thread_index(), None, "the test's own thread");
+        let (outer, inner) = Flex::sd_on_pool(|| {
+            let outer = std::thread::current().id();
+            let inner = Flex::sd_on_pool(|| std::thread::current().id());
+            (outer, inner)
+        });
+        assert_ne!(outer, std::thread::current().id(), "moved to the pool");
+        assert_eq!(outer, inner, "already on the pool: run in place");
+        assert!(Autodiff::<Flex>::sd_on_pool(|| rayon::current_thread_index()).is_some());
+    }
+
+    /// Where a step is issued from changes no number: the kernels split their work the same
+    /// way from any thread.
+    #[test]
+    fn a_step_on_the_pool_computes_the_same_bits() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 2>::random([64, 96], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<Flex, 2>::random([96, 48], Distribution::Normal(0.0, 1.0), &device);
+        let step = || {
+            let y = x.clone().matmul(w.clone());
+            burn::tensor::activation::softmax(y, 1)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let here = step();
+        let pooled = Flex::sd_on_pool(step);
+        assert!(
+            here.iter()
+                .zip(&pooled)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+}

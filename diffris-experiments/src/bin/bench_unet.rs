@@ -50,10 +50,10 @@ use diffris_experiments::device::backend::{
 };
 use diffris_experiments::inputs::split::EncodedBatch;
 use diffris_experiments::training::Trainee;
+use diffris_kernels::PoolOps;
 use diffris_model::decoder::{Decoder, DecoderInput};
 use diffris_model::diffris::{DiffRisConfig, DiffRisOutput};
 use diffris_model::precision::{Precision, cast_module};
-use diffris_kernels::PoolOps;
 use diffris_model::sd::{SdConfig, UNetRequest};
 
 #[derive(Parser)]

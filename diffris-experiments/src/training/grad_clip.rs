@@ -11,8 +11,8 @@
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
-use burn::tensor::{ElementConversion, Tensor};
 use burn::tensor::backend::{AutodiffBackend, BackendTypes};
+use burn::tensor::{ElementConversion, Tensor};
 
 /// PyTorch's guard against a zero norm in `clip_grad_norm_`.
 const EPS: f64 = 1e-6;
@@ -225,7 +225,11 @@ mod tests {
         let plain = [3.0, 0.0, 0.0, 4.0, 0.0, 0.0];
         assert_eq!(moved(Some(10.0), CA, CB), plain);
         assert_eq!(moved(None, CA, CB), plain);
-        assert_eq!(clip_factor(5.0, 5.0 + 1e-6), None, "a factor of exactly 1 clips nothing");
+        assert_eq!(
+            clip_factor(5.0, 5.0 + 1e-6),
+            None,
+            "a factor of exactly 1 clips nothing"
+        );
     }
 
     #[test]
