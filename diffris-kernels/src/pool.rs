@@ -41,7 +41,7 @@ mod tests {
         });
         assert_ne!(outer, std::thread::current().id(), "moved to the pool");
         assert_eq!(outer, inner, "already on the pool: run in place");
-        assert!(Autodiff::<Flex>::sd_on_pool(|| rayon::current_thread_index()).is_some());
+        assert!(Autodiff::<Flex>::sd_on_pool(rayon::current_thread_index).is_some());
     }
 
     /// Where a step is issued from changes no number: the kernels split their work the same
