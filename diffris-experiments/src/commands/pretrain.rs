@@ -53,6 +53,10 @@ pub struct PretrainArgs {
     /// Share of captions replaced by the empty caption (classifier-free guidance).
     #[arg(long, default_value_t = 0.1, value_parser = super::bounds::within(0.0, 1.0))]
     pub caption_dropout: f64,
+    /// Train the text encoder with the UNet (as diffusers' DreamBooth and LoRA scripts'
+    /// `--train_text_encoder`); the exports carry it. Default: frozen.
+    #[arg(long)]
+    pub train_text_encoder: bool,
     /// Side of the square training images. Default: 64 for the default stack, else 512.
     #[arg(long, value_parser = clap::value_parser!(u64).range(8..=8192))]
     pub image_size: Option<u64>,
@@ -99,6 +103,7 @@ pub fn run(device: DeviceSpec, a: PretrainArgs) -> anyhow::Result<()> {
             weight_decay: a.weight_decay,
             max_grad_norm: a.max_grad_norm,
             caption_dropout: a.caption_dropout,
+            train_text_encoder: a.train_text_encoder,
             image_size: a.image_size.map(|s| s as usize),
             latent_scale: a.latent_scale,
             sample_posterior: a.latents.map(|l| l == "sample"),

@@ -39,6 +39,11 @@ pub struct Encoded {
     pub text: Vec<f32>,
     /// The states of the empty caption, `T*D`.
     pub empty: Vec<f32>,
+    /// Rows of `T` token ids: the captions as the text encoder reads them (a run that trains
+    /// the text encoder encodes them again at every pass).
+    pub ids: Vec<i64>,
+    /// The empty caption's `T` token ids.
+    pub empty_ids: Vec<i64>,
 }
 
 impl Encoded {
@@ -55,18 +60,20 @@ impl Encoded {
     pub fn select(&self, rows: &[usize]) -> Self {
         let per_latent: usize = self.latent_dims.iter().product();
         let per_text: usize = self.text_dims.iter().product();
-        let pick = |v: &[f32], per: usize| -> Vec<f32> {
+        fn pick<T: Copy>(rows: &[usize], v: &[T], per: usize) -> Vec<T> {
             rows.iter()
                 .flat_map(|&r| v[r * per..(r + 1) * per].iter().copied())
                 .collect()
-        };
+        }
         Self {
             latent_dims: self.latent_dims,
             text_dims: self.text_dims,
-            mean: pick(&self.mean, per_latent),
-            std: pick(&self.std, per_latent),
-            text: pick(&self.text, per_text),
+            mean: pick(rows, &self.mean, per_latent),
+            std: pick(rows, &self.std, per_latent),
+            text: pick(rows, &self.text, per_text),
             empty: self.empty.clone(),
+            ids: pick(rows, &self.ids, self.text_dims[0]),
+            empty_ids: self.empty_ids.clone(),
         }
     }
 
@@ -89,6 +96,7 @@ impl Encoded {
     pub fn without_captions(&self) -> Self {
         Self {
             text: self.empty.repeat(self.len()),
+            ids: self.empty_ids.repeat(self.len()),
             ..self.select(&(0..self.len()).collect::<Vec<_>>())
         }
     }
@@ -106,7 +114,7 @@ impl Encoded {
         bar: &ProgressBar,
     ) -> anyhow::Result<Self> {
         bar.set_length(pairs.len() as u64);
-        let (mut mean, mut std, mut text) = (vec![], vec![], vec![]);
+        let (mut mean, mut std, mut text, mut ids) = (vec![], vec![], vec![], vec![]);
         let mut dims = None;
         for chunk in pairs.chunks(batch.max(1)) {
             let mut pixels = Vec::with_capacity(chunk.len() * 3 * size * size);
@@ -122,15 +130,17 @@ impl Encoded {
             mean.extend(f32s(m.detach()));
             std.extend(f32s(logvar.mul_scalar(0.5).exp().detach()));
             let captions: Vec<&str> = chunk.iter().map(|p| p.text.as_str()).collect();
-            let states = encode_captions(sd, tokenizer, &captions, device).with_context(|| {
-                format!("tokenising the captions of {}", chunk[0].image.display())
-            })?;
+            let (states, chunk_ids) = encode_captions(sd, tokenizer, &captions, device)
+                .with_context(|| {
+                    format!("tokenising the captions of {}", chunk[0].image.display())
+                })?;
             let [_, t, d] = states.dims();
             text.extend(f32s(states));
+            ids.extend(chunk_ids);
             dims = Some(([c, h, w], [t, d]));
             bar.inc(chunk.len() as u64);
         }
-        let empty_states = encode_captions(sd, tokenizer, &[""], device)?;
+        let (empty_states, empty_ids) = encode_captions(sd, tokenizer, &[""], device)?;
         let [_, t, d] = empty_states.dims();
         let (latent_dims, text_dims) = dims.unwrap_or(([0; 3], [t, d]));
         Ok(Self {
@@ -140,25 +150,28 @@ impl Encoded {
             std,
             text,
             empty: f32s(empty_states),
+            ids,
+            empty_ids,
         })
     }
 }
 
-/// The states of `captions`, `[N, 77, D]` in f32.
+/// The states of `captions`, `[N, 77, D]` in f32, and their token ids (`N * 77`).
 fn encode_captions<B: SdBackend>(
     sd: &StableDiffusion<B>,
     tokenizer: &ClipTokenizer,
     captions: &[&str],
     device: &B::Device,
-) -> anyhow::Result<Tensor<B, 3>> {
+) -> anyhow::Result<(Tensor<B, 3>, Vec<i64>)> {
     let mut ids = Vec::new();
     for c in captions {
         ids.extend(tokenizer.encode(c)?.ids.iter().map(|&i| i as i64));
     }
     let n = captions.len();
     let per = ids.len() / n.max(1);
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, per]), device);
-    Ok(to_dtype(sd.text_encoder.forward(ids).detach(), DType::F32))
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [n, per]), device);
+    let states = to_dtype(sd.text_encoder.forward(tokens).detach(), DType::F32);
+    Ok((states, ids))
 }
 
 fn f32s<B: SdBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -208,6 +221,8 @@ pub struct DenoiseBatch<B: SdBackend> {
     pub timesteps: Tensor<B, 1>,
     /// Caption states, the empty caption's where dropped, `[B, T, D]`.
     pub context: Tensor<B, 3>,
+    /// The same captions' token ids, `[B, T]` (what a trained text encoder reads).
+    pub ids: Tensor<B, 2, Int>,
     /// The noise to predict, `[B, C, h, w]`.
     pub noise: Tensor<B, 4>,
     /// This pass's share of its optimizer batch.
@@ -221,6 +236,7 @@ pub struct SampleValues {
     pub noisy: Vec<f32>,
     pub timestep: usize,
     pub context: Vec<f32>,
+    pub ids: Vec<i64>,
     pub noise: Vec<f32>,
 }
 
@@ -255,15 +271,20 @@ impl DenoiseSet {
                 x0 * signal + r.noise[i] * noise_scale
             })
             .collect();
-        let context = if r.drop_caption {
-            d.empty.clone()
+        let t = d.text_dims[0];
+        let (context, ids) = if r.drop_caption {
+            (d.empty.clone(), d.empty_ids.clone())
         } else {
-            d.text[row * per_text..(row + 1) * per_text].to_vec()
+            (
+                d.text[row * per_text..(row + 1) * per_text].to_vec(),
+                d.ids[row * t..(row + 1) * t].to_vec(),
+            )
         };
         SampleValues {
             noisy,
             timestep: r.timestep,
             context,
+            ids,
             noise: r.noise,
         }
     }
@@ -333,6 +354,13 @@ impl<B: SdBackend> PassSource<B> for DenoiseSet {
                 device,
             ),
             context: Tensor::from_data(TensorData::new(cat(&|v| &v.context), [n, t, d]), device),
+            ids: Tensor::from_data(
+                TensorData::new(
+                    values.iter().flat_map(|v| v.ids.iter().copied()).collect(),
+                    [n, t],
+                ),
+                device,
+            ),
             noise: Tensor::from_data(TensorData::new(cat(&|v| &v.noise), [n, c, h, w]), device),
             loss_weight: 1.0,
             ticket: None,
@@ -360,6 +388,8 @@ mod tests {
                 std: vec![0.1, 0.2, 0.0, 1.0, 0.5, 0.5],
                 text: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
                 empty: vec![-7.0, -8.0],
+                ids: vec![11, 12, 13],
+                empty_ids: vec![10],
             },
             draws: DrawSpec {
                 seed,
@@ -395,8 +425,10 @@ mod tests {
             if r.drop_caption {
                 dropped += 1;
                 assert_eq!(v.context, [-7.0, -8.0]);
+                assert_eq!(v.ids, [10], "the empty caption's ids with its states");
             } else {
                 assert_eq!(v.context, s.data.text[row * 2..row * 2 + 2]);
+                assert_eq!(v.ids, [11 + row as i64]);
             }
         }
         assert!(dropped > 0 && dropped < 40, "{dropped}");

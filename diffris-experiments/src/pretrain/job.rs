@@ -40,6 +40,7 @@ pub struct Request {
     pub weight_decay: f64,
     pub max_grad_norm: Option<f64>,
     pub caption_dropout: f64,
+    pub train_text_encoder: bool,
     pub image_size: Option<usize>,
     pub latent_scale: Option<f64>,
     pub sample_posterior: Option<bool>,
@@ -111,6 +112,7 @@ impl Request {
             weight_decay: self.weight_decay,
             max_grad_norm: self.max_grad_norm,
             caption_dropout: self.caption_dropout,
+            train_text_encoder: self.train_text_encoder,
             image_size: self
                 .image_size
                 .unwrap_or(if default_stack { 64 } else { 512 }),

@@ -68,6 +68,11 @@ pub struct PretrainSpec {
     pub max_grad_norm: Option<f64>,
     /// Share of captions replaced by the empty one.
     pub caption_dropout: f64,
+    /// The text encoder trains with the UNet (as diffusers' DreamBooth and LoRA scripts'
+    /// `--train_text_encoder`), reading every pass's token ids; the export carries it.
+    /// Default: frozen, the captions' states encoded once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub train_text_encoder: bool,
     /// Side of the square training images.
     pub image_size: usize,
     /// The latents' factor (the SD's `scaling_factor`).
@@ -208,16 +213,18 @@ pub fn pretrain<B: SdAutodiffBackend>(
     if done == 0 {
         // The validation loss of the starting weights, the curve's first point; they are
         // exported too (`steps-0`), the start of a comparison along the run.
-        let loss = validation_loss::<B::InnerBackend>(&sd.unet, &val, opts.eval_batch, device);
+        let loss =
+            validation_loss::<B::InnerBackend>(&sd.unet, None, &val, opts.eval_batch, device);
         curve.valid.push((0, loss));
         let empty =
-            validation_loss::<B::InnerBackend>(&sd.unet, &val_empty, opts.eval_batch, device);
+            validation_loss::<B::InnerBackend>(&sd.unet, None, &val_empty, opts.eval_batch, device);
         curve.valid_empty_caption.push((0, empty));
         curve.write(&curve_path)?;
         events.write(&curve.scalars(0, 0, spec.lr, now()));
         exported.push(export(
             sd,
             sd.unet.clone(),
+            None,
             out,
             opts.tokenizer.as_deref(),
             &ExportRecord {
@@ -239,7 +246,10 @@ pub fn pretrain<B: SdAutodiffBackend>(
         .map_or(spec.segments(), |s| (done + s).min(spec.segments()));
     opts.bar.set_length((spec.segments() * segment_len) as u64);
     opts.bar.set_position((done * segment_len) as u64);
-    let mut model = Denoiser::<B>::trainable(sd.unet.clone());
+    let mut model = Denoiser::<B>::trainable(
+        sd.unet.clone(),
+        spec.train_text_encoder.then(|| sd.text_encoder.clone()),
+    );
     for segment in done..last {
         let train_loader = Arc::new(EpochLoader::<B, DenoiseSet>::new(
             train.clone(),
@@ -304,10 +314,16 @@ pub fn pretrain<B: SdAutodiffBackend>(
             "pre-training stopped after {trained_steps} of {steps} steps"
         );
         log.finish_validation(steps);
-        let unet = result.model.unet;
+        let Denoiser { unet, text_encoder } = result.model;
         log.add_empty_caption(
             steps,
-            validation_loss::<B::InnerBackend>(&unet, &val_empty, opts.eval_batch, device),
+            validation_loss::<B::InnerBackend>(
+                &unet,
+                text_encoder.as_ref(),
+                &val_empty,
+                opts.eval_batch,
+                device,
+            ),
         );
         let curve = log.curve();
         curve.write(&curve_path)?;
@@ -315,6 +331,7 @@ pub fn pretrain<B: SdAutodiffBackend>(
         let folder = export(
             sd,
             unet.clone(),
+            text_encoder.clone(),
             out,
             opts.tokenizer.as_deref(),
             &ExportRecord {
@@ -328,22 +345,27 @@ pub fn pretrain<B: SdAutodiffBackend>(
             },
         )?;
         exported.push(folder);
-        model = Denoiser::<B>::trainable(unet);
+        model = Denoiser::<B>::trainable(unet, text_encoder);
     }
     opts.bar.finish_and_clear();
     Ok(exported)
 }
 
-/// The validation loss of `unet` on `val`: the mean over its samples, as burn-train's validation
+/// The validation loss of `unet` on `val` (its captions read by `text_encoder` where given,
+/// else their states encoded once): the mean over its samples, as burn-train's validation
 /// computes it.
 pub fn validation_loss<B: diffris_kernels::SdBackend>(
     unet: &diffris_model::sd::UNet2DConditionModel<B>,
+    text_encoder: Option<&diffris_model::sd::ClipTextModel<B>>,
     val: &Arc<DenoiseSet>,
     eval_batch: usize,
     device: &B::Device,
 ) -> f64 {
     use burn::data::dataloader::DataLoader;
-    let model = Denoiser { unet: unet.clone() };
+    let model = Denoiser {
+        unet: unet.clone(),
+        text_encoder: text_encoder.cloned(),
+    };
     let loader = EpochLoader::<B, DenoiseSet>::new(
         val.clone(),
         val.data.len(),
@@ -366,11 +388,12 @@ pub fn validation_loss<B: diffris_kernels::SdBackend>(
     sum / weight
 }
 
-/// Writes `unet` with the VAE and text encoder of `sd` as a diffusers folder `steps-N/` with its
-/// record, through a temporary folder renamed into place.
+/// Writes `unet` with the VAE of `sd` and `text_encoder` (where it trained; else `sd`'s) as a
+/// diffusers folder `steps-N/` with its record, through a temporary folder renamed into place.
 fn export<B: diffris_kernels::SdBackend>(
     sd: &StableDiffusion<B>,
     unet: diffris_model::sd::UNet2DConditionModel<B>,
+    text_encoder: Option<diffris_model::sd::ClipTextModel<B>>,
     out: &Path,
     tokenizer: Option<&Path>,
     record: &ExportRecord,
@@ -379,7 +402,7 @@ fn export<B: diffris_kernels::SdBackend>(
     let tmp = out.join(format!(".steps-{}.partial", record.steps));
     let _ = std::fs::remove_dir_all(&tmp);
     let stack = StableDiffusion {
-        text_encoder: sd.text_encoder.clone(),
+        text_encoder: text_encoder.unwrap_or_else(|| sd.text_encoder.clone()),
         vae: sd.vae.clone(),
         unet,
     };

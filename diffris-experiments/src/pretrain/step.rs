@@ -8,21 +8,27 @@ use burn::train::metric::{Adaptor, ItemLazy};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use diffris_kernels::{SdAutodiffBackend, SdBackend};
 use diffris_model::precision::tracked;
-use diffris_model::sd::{UNet2DConditionModel, UNetRequest};
+use diffris_model::sd::{ClipTextModel, UNet2DConditionModel, UNetRequest};
 
 use super::data::DenoiseBatch;
 
-/// The trained module of `pretrain`: the UNet.
+/// The trained module of `pretrain`: the UNet, and the text encoder when it trains too
+/// (`None`: the captions' states were encoded once, frozen).
 #[derive(Module, Debug)]
 pub struct Denoiser<B: SdBackend> {
     pub unet: UNet2DConditionModel<B>,
+    pub text_encoder: Option<ClipTextModel<B>>,
 }
 
 impl<B: SdAutodiffBackend> Denoiser<B> {
-    /// The trainable denoiser of `unet`: every parameter tracked. (Weights read from a file are
-    /// plain tensors of the inner backend, which [`AutodiffModule::from_inner`] keeps untracked.)
-    pub fn trainable(unet: UNet2DConditionModel<B::InnerBackend>) -> Self {
-        tracked(Self::from_inner(Denoiser { unet }))
+    /// The trainable denoiser of `unet` (and `text_encoder`): every parameter tracked. (Weights
+    /// read from a file are plain tensors of the inner backend, which
+    /// [`AutodiffModule::from_inner`] keeps untracked.)
+    pub fn trainable(
+        unet: UNet2DConditionModel<B::InnerBackend>,
+        text_encoder: Option<ClipTextModel<B::InnerBackend>>,
+    ) -> Self {
+        tracked(Self::from_inner(Denoiser { unet, text_encoder }))
     }
 }
 
@@ -67,10 +73,14 @@ impl<B: SdBackend> Denoiser<B> {
     /// # Shapes
     /// see [`DenoiseBatch`] -> `[1]`.
     pub fn loss(&self, batch: &DenoiseBatch<B>) -> Tensor<B, 1> {
+        let context = match &self.text_encoder {
+            Some(clip) => clip.forward(batch.ids.clone()),
+            None => batch.context.clone(),
+        };
         let out = self.unet.forward(
             batch.noisy.clone(),
             batch.timesteps.clone(),
-            batch.context.clone(),
+            context,
             UNetRequest {
                 sample: true,
                 ..Default::default()
@@ -128,7 +138,7 @@ impl<B: SdBackend> InferenceStep for Denoiser<B> {
 mod tests {
     use super::*;
     use burn::backend::Flex;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::{Distribution, Int, TensorData};
     use diffris_model::sd::SdConfig;
 
     /// The loss is the mean over every element of `(unet(noisy, t, context) - noise)^2`, here
@@ -149,11 +159,15 @@ mod tests {
             noisy: noisy.clone(),
             timesteps: timesteps.clone(),
             context: context.clone(),
+            ids: Tensor::zeros([2, 77], &device),
             noise: noise.clone(),
             loss_weight: 1.0,
             ticket: None,
         };
-        let model = Denoiser { unet };
+        let model = Denoiser {
+            unet,
+            text_encoder: None,
+        };
         let loss: f64 = model.loss(&batch).into_scalar() as f64;
         let pred = model
             .unet
@@ -184,5 +198,72 @@ mod tests {
             "{loss} vs {by_hand}"
         );
         assert!(by_hand > 0.1, "a random UNet does not predict the noise");
+    }
+
+    /// A trained text encoder reads the batch's token ids in place of the encoded states: the
+    /// loss is the one computed from its own states, and its weights get gradients.
+    #[test]
+    fn a_trained_text_encoder_reads_the_ids_and_learns() {
+        use burn::backend::Autodiff;
+        use burn::optim::GradientsParams;
+        type AB = Autodiff<Flex>;
+        let device = Default::default();
+        let sd = SdConfig::tiny();
+        // Lazily initialised weights draw when first read, and each clone on its own: fixed
+        // through their records first.
+        let unet = sd.unet.init::<Flex>(&device);
+        let unet = unet.clone().load_record(unet.into_record());
+        let clip = sd.clip.init::<Flex>(&device);
+        let clip = clip.clone().load_record(clip.into_record());
+        let ids: Vec<i64> = (0..2 * 77)
+            .map(|i| [49406, 320, 1929, 49407][i % 4])
+            .collect();
+        let ids = Tensor::<Flex, 2, Int>::from_data(TensorData::new(ids, [2, 77]), &device);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let batch = DenoiseBatch::<Flex> {
+            noisy: Tensor::random([2, 4, 8, 8], normal, &device),
+            timesteps: Tensor::from_data(TensorData::new(vec![10.0f32, 900.0], [2]), &device),
+            // Stale states, which a trained text encoder must not read.
+            context: Tensor::zeros([2, 77, 32], &device),
+            ids: ids.clone(),
+            noise: Tensor::random([2, 4, 8, 8], normal, &device),
+            loss_weight: 1.0,
+            ticket: None,
+        };
+        let states = clip.forward(ids);
+        let frozen = Denoiser {
+            unet: unet.clone(),
+            text_encoder: None,
+        };
+        let with_states = DenoiseBatch {
+            context: states,
+            ..batch.clone()
+        };
+        let expected: f32 = frozen.loss(&with_states).into_scalar();
+        let trained = Denoiser::<AB>::trainable(unet, Some(clip));
+        let to_ab = |b: &DenoiseBatch<Flex>| DenoiseBatch::<AB> {
+            noisy: Tensor::from_inner(b.noisy.clone()),
+            timesteps: Tensor::from_inner(b.timesteps.clone()),
+            context: Tensor::from_inner(b.context.clone()),
+            ids: Tensor::from_inner(b.ids.clone()),
+            noise: Tensor::from_inner(b.noise.clone()),
+            loss_weight: 1.0,
+            ticket: None,
+        };
+        let loss = trained.loss(&to_ab(&batch));
+        // Trained weights take Burn's composed operations where frozen ones take diffris's
+        // kernels: the same arithmetic up to f32 rounding (equal bits here on flex).
+        let got: f32 = loss.clone().into_scalar();
+        assert!(
+            (got - expected).abs() <= 1e-6 * expected,
+            "{got} vs {expected}"
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &trained);
+        let clip = trained.text_encoder.as_ref().unwrap();
+        let embedding = clip.embeddings.token_embedding.weight.id;
+        let g = grads
+            .get::<Flex, 2>(embedding)
+            .expect("the token embeddings get a gradient");
+        assert!(g.abs().sum().into_scalar() > 0.0);
     }
 }

@@ -221,7 +221,7 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
             schedule: NoiseSchedule::sd(),
         },
     });
-    let here = validation_loss::<Flex>(&trained.unet, &val, 4, &device);
+    let here = validation_loss::<Flex>(&trained.unet, None, &val, 4, &device);
     let recorded = curve.valid[2].1;
     // The same passes on the same machine; only the encoding ran in other batches (8 here, 8
     // in the run), so the numbers agree to f32 rounding of the loss.
@@ -229,12 +229,49 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
         (here - recorded).abs() <= 1e-6 * recorded,
         "{here} vs {recorded}"
     );
-    let initial = validation_loss::<Flex>(&source.unet, &val, 4, &device);
+    let initial = validation_loss::<Flex>(&source.unet, None, &val, 4, &device);
     assert!(
         (initial - curve.valid[0].1).abs() <= 1e-6 * initial,
         "{initial} vs {}",
         curve.valid[0].1
     );
+}
+
+/// `--train-text-encoder`: the text encoder trains with the UNet, resumes exactly, and the
+/// export carries it (the VAE stays the source's).
+#[test]
+fn pretrain_trains_its_text_encoder_when_asked_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (a_s, b_s, cache_s) = (s(&a), s(&b), s(&cache));
+    let flag = "--train-text-encoder";
+    succeeds(&args(&a_s, &cache_s, &[flag]), tmp.path());
+    succeeds(
+        &args(&b_s, &cache_s, &[flag, "--stop-after", "1"]),
+        tmp.path(),
+    );
+    succeeds(&args(&b_s, &cache_s, &[flag, "--resume"]), tmp.path());
+    for file in [
+        "steps-4/unet/diffusion_pytorch_model.safetensors",
+        "steps-4/text_encoder/model.safetensors",
+        "loss_curve.csv",
+    ] {
+        assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
+    }
+    let config = std::fs::read_to_string(a.join("config.ron")).unwrap();
+    assert!(config.contains("train_text_encoder: true"), "{config}");
+    let device = Default::default();
+    let (start, _) = load_frozen::<Flex>(&a.join("steps-0"), None, &device).unwrap();
+    let (trained, _) = load_frozen::<Flex>(&a.join("steps-4"), None, &device).unwrap();
+    assert_ne!(
+        to_data(&start.text_encoder),
+        to_data(&trained.text_encoder),
+        "the text encoder trained"
+    );
+    assert_ne!(to_data(&start.unet), to_data(&trained.unet));
+    assert_eq!(to_data(&start.vae), to_data(&trained.vae));
 }
 
 /// Runs `diffris ARGS`, which must fail; its output.
