@@ -275,8 +275,13 @@ impl BackendJob for Pretrain {
             },
         });
         println!(
-            "pre-training {source} on {data}: {} training and {} validation pairs, {} steps of \
-             {} ({} segments) into {}",
+            "pre-training {source} ({}) on {data}: {} training and {} validation pairs, {} \
+             steps of {} ({} segments) into {}",
+            if spec.train_text_encoder {
+                "UNet and text encoder"
+            } else {
+                "UNet"
+            },
             train.data.len(),
             val.data.len(),
             spec.steps,
