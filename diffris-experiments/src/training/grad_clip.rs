@@ -29,6 +29,16 @@ impl<O> ClipGlobalNorm<O> {
     pub fn new(inner: O, max_norm: Option<f64>) -> Self {
         Self { inner, max_norm }
     }
+
+    /// The factor of this step's gradients (`None`: no clipping).
+    fn factor<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: &M,
+        grads: &[&GradientsParams],
+    ) -> Option<f64> {
+        let max_norm = self.max_norm?;
+        clip_factor(global_norm::<B, M>(module, grads), max_norm)
+    }
 }
 
 /// The factor every gradient is multiplied by: `max_norm / (norm + 1e-6)` where that is below
@@ -46,18 +56,22 @@ pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut visitor = SquaredNorm::<B> {
         grads,
         device: None,
-        total: 0.0,
+        total: None,
     };
     module.visit(&mut visitor);
-    visitor.total.sqrt()
+    // One read of the device's sum for the whole step, not one per parameter.
+    visitor.total.map_or(0.0, |t| {
+        let squares: f64 = t.into_scalar().elem();
+        squares.sqrt()
+    })
 }
 
-/// Sums each parameter's squared gradient (summed over the devices first, on the first device
-/// that holds one).
+/// Sums each parameter's squared gradient (summed over the devices first), on the first device
+/// that holds one.
 struct SquaredNorm<'a, B: AutodiffBackend> {
     grads: &'a [&'a GradientsParams],
     device: Option<<B::InnerBackend as BackendTypes>::Device>,
-    total: f64,
+    total: Option<Tensor<B::InnerBackend, 1>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
@@ -74,8 +88,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
             }
         }
         if let Some(s) = sum {
-            let squares: f64 = s.powi_scalar(2).sum().into_scalar().elem();
-            self.total += squares;
+            let squares = s.powi_scalar(2).sum();
+            self.total = Some(match self.total.take() {
+                None => squares,
+                Some(t) => t + squares,
+            });
         }
     }
 }
@@ -92,18 +109,6 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
             self.grads
                 .register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
         }
-    }
-}
-
-impl<O> ClipGlobalNorm<O> {
-    /// The factor of this step's gradients (`None`: no clipping).
-    fn factor<B: AutodiffBackend, M: AutodiffModule<B>>(
-        &self,
-        module: &M,
-        grads: &[&GradientsParams],
-    ) -> Option<f64> {
-        let max_norm = self.max_norm?;
-        clip_factor(global_norm::<B, M>(module, grads), max_norm)
     }
 }
 
