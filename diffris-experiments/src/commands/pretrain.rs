@@ -50,6 +50,11 @@ pub struct PretrainArgs {
     /// `--max_grad_norm`, 1.0 there by default). Default: no clipping.
     #[arg(long, value_parser = super::bounds::within(1e-12, 1e12))]
     pub max_grad_norm: Option<f64>,
+    /// Keep an exponential moving average of the trained weights with at most this decay (as
+    /// diffusers' `--use_ema`, whose decay is 0.9999): each export holds the average, and the
+    /// loss curve gains its validation loss. Default: no average.
+    #[arg(long, value_parser = super::bounds::within(1e-6, 0.999_999_999))]
+    pub ema_decay: Option<f64>,
     /// Share of captions replaced by the empty caption (classifier-free guidance).
     #[arg(long, default_value_t = 0.1, value_parser = super::bounds::within(0.0, 1.0))]
     pub caption_dropout: f64,
@@ -102,6 +107,7 @@ pub fn run(device: DeviceSpec, a: PretrainArgs) -> anyhow::Result<()> {
             lr: a.lr,
             weight_decay: a.weight_decay,
             max_grad_norm: a.max_grad_norm,
+            ema_decay: a.ema_decay,
             caption_dropout: a.caption_dropout,
             train_text_encoder: a.train_text_encoder,
             image_size: a.image_size.map(|s| s as usize),

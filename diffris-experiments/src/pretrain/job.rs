@@ -39,6 +39,7 @@ pub struct Request {
     pub lr: Option<f64>,
     pub weight_decay: f64,
     pub max_grad_norm: Option<f64>,
+    pub ema_decay: Option<f64>,
     pub caption_dropout: f64,
     pub train_text_encoder: bool,
     pub image_size: Option<usize>,
@@ -111,6 +112,7 @@ impl Request {
             lr: self.lr.unwrap_or(if default_stack { 1e-3 } else { 1e-4 }),
             weight_decay: self.weight_decay,
             max_grad_norm: self.max_grad_norm,
+            ema_decay: self.ema_decay,
             caption_dropout: self.caption_dropout,
             train_text_encoder: self.train_text_encoder,
             image_size: self
@@ -318,8 +320,14 @@ impl BackendJob for Pretrain {
         )?;
         let curve = super::log::LossCurve::read(&r.out.join("loss_curve.csv"))?;
         for ((steps, loss), (_, empty)) in curve.valid.iter().zip(&curve.valid_empty_caption) {
+            let average = curve
+                .valid_ema
+                .iter()
+                .find(|(s, _)| s == steps)
+                .map_or(String::new(), |(_, v)| format!("; the average's {v:.5}"));
             println!(
-                "after {steps:>7} steps: validation loss {loss:.5} ({empty:.5} with empty captions)"
+                "after {steps:>7} steps: validation loss {loss:.5} ({empty:.5} with empty \
+                 captions{average})"
             );
         }
         match exported.last() {

@@ -26,6 +26,9 @@ pub struct LossCurve {
     /// above `valid` is what the UNet reads from the captions.
     #[serde(default)]
     pub valid_empty_caption: Vec<(usize, f64)>,
+    /// `(steps, loss)`: the validation loss of the weights' moving average (runs that keep one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_ema: Vec<(usize, f64)>,
 }
 
 impl LossCurve {
@@ -41,8 +44,10 @@ impl LossCurve {
         for (k, line) in text.lines().enumerate().skip(1) {
             let bad = || anyhow::anyhow!("{} line {}: not `{HEADER}`", path.display(), k + 1);
             let cells: Vec<&str> = line.split(',').collect();
-            let [step, train, valid, empty] = cells[..] else {
-                return Err(bad());
+            let (step, train, valid, empty, ema) = match cells[..] {
+                [step, train, valid, empty] => (step, train, valid, empty, ""),
+                [step, train, valid, empty, ema] => (step, train, valid, empty, ema),
+                _ => return Err(bad()),
             };
             let step: usize = step.parse().map_err(|_| bad())?;
             let number = |c: &str| -> anyhow::Result<Option<f64>> {
@@ -64,20 +69,33 @@ impl LossCurve {
             if let Some(v) = number(empty)? {
                 curve.valid_empty_caption.push((step, v));
             }
+            if let Some(v) = number(ema)? {
+                curve.valid_ema.push((step, v));
+            }
         }
         Ok(curve)
     }
 
-    /// Writes the curve as CSV, one row per step (`step,train,valid,valid_empty_caption`; the
-    /// validation cells only
-    /// after a segment, the row of step 0 only the starting weights' validation loss). Numbers
-    /// are written in their shortest exact form and read back with Rust's own parser, so a
-    /// resumed run continues from the very values it saved.
+    /// Writes the curve as CSV, one row per step (`step,train,valid,valid_empty_caption`, and
+    /// `valid_ema` for a run that keeps an average; the validation cells only after a segment,
+    /// the row of step 0 only the starting weights' validation loss). Numbers are written in
+    /// their shortest exact form and read back with Rust's own parser, so a resumed run
+    /// continues from the very values it saved.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let mut out = format!("{HEADER}\n");
-        let valid: std::collections::BTreeMap<usize, f64> = self.valid.iter().copied().collect();
-        let empty: std::collections::BTreeMap<usize, f64> =
-            self.valid_empty_caption.iter().copied().collect();
+        let averaged = !self.valid_ema.is_empty();
+        let mut out = if averaged {
+            format!("{HEADER},valid_ema\n")
+        } else {
+            format!("{HEADER}\n")
+        };
+        let map = |points: &[(usize, f64)]| -> std::collections::BTreeMap<usize, f64> {
+            points.iter().copied().collect()
+        };
+        let (valid, empty, ema) = (
+            map(&self.valid),
+            map(&self.valid_empty_caption),
+            map(&self.valid_ema),
+        );
         let last = self
             .train
             .len()
@@ -89,17 +107,21 @@ impl LossCurve {
                 .map_or(String::new(), |t| t.to_string());
             let v = valid.get(&step).map_or(String::new(), |v| v.to_string());
             let e = empty.get(&step).map_or(String::new(), |v| v.to_string());
-            if !(train.is_empty() && v.is_empty() && e.is_empty()) {
-                out.push_str(&format!("{step},{train},{v},{e}\n"));
+            let a = ema.get(&step).map_or(String::new(), |v| v.to_string());
+            if !(train.is_empty() && v.is_empty() && e.is_empty() && a.is_empty()) {
+                out.push_str(&format!("{step},{train},{v},{e}"));
+                if averaged {
+                    out.push_str(&format!(",{a}"));
+                }
+                out.push('\n');
             }
         }
         write_atomic(path, out.as_bytes())
     }
 
-    /// The curve up to `steps` optimizer steps (what a run resumed there has).
     /// The curve's scalars for TensorBoard and `scalars.jsonl` at steps `from..=to`: the
     /// training loss and the (constant) learning rate of each optimizer step, and the
-    /// validation losses, with and without captions, where they were taken.
+    /// validation losses (with and without captions, and of the average) where they were taken.
     pub fn scalars(&self, from: usize, to: usize, lr: f64, wall_time: f64) -> Vec<Scalar> {
         let at = |tag: &str, step: usize, value: f64| Scalar {
             wall_time,
@@ -119,6 +141,7 @@ impl LossCurve {
                 "pretrain/valid_empty_caption_loss",
                 &self.valid_empty_caption,
             ),
+            ("pretrain/valid_ema_loss", &self.valid_ema),
         ] {
             out.extend(
                 points
@@ -130,10 +153,12 @@ impl LossCurve {
         out
     }
 
+    /// The curve up to `steps` optimizer steps (what a run resumed there has).
     pub fn truncate(&mut self, steps: usize) {
         self.train.truncate(steps);
         self.valid.retain(|(s, _)| *s <= steps);
         self.valid_empty_caption.retain(|(s, _)| *s <= steps);
+        self.valid_ema.retain(|(s, _)| *s <= steps);
     }
 
     /// The mean training loss of steps `range`.
@@ -197,6 +222,11 @@ impl PretrainLog {
     /// Records the validation loss with empty captions after `steps` steps.
     pub fn add_empty_caption(&self, steps: usize, loss: f64) {
         self.state().curve.valid_empty_caption.push((steps, loss));
+    }
+
+    /// Records the validation loss of the weights' average after `steps` steps.
+    pub fn add_ema(&self, steps: usize, loss: f64) {
+        self.state().curve.valid_ema.push((steps, loss));
     }
 
     /// Closes the validation after `steps` optimizer steps; returns its loss.
@@ -347,9 +377,22 @@ mod tests {
         let path = dir.path().join("loss_curve.csv");
         curve.write(&path).unwrap();
         assert_eq!(LossCurve::read(&path).unwrap(), curve);
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .starts_with(&format!("{HEADER}\n"))
+        );
+        // With an average's losses: a fifth column, read back as written.
+        curve.valid_ema.extend([(0, 2.5), (3, 0.30000000000000004)]);
+        curve.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(&format!("{HEADER},valid_ema\n")), "{text}");
+        assert!(text.contains("\n2,4,1.5,,\n"), "{text}");
+        assert_eq!(LossCurve::read(&path).unwrap(), curve);
         curve.truncate(1);
         assert_eq!((curve.train.len(), curve.valid.len()), (1, 0));
         assert_eq!(curve.valid_empty_caption, [(0, 2.5)]);
+        assert_eq!(curve.valid_ema, [(0, 2.5)]);
     }
 
     /// A segment's scalars by hand: steps 3..=4 of a curve with validation at 0, 2 and 4 give
@@ -360,6 +403,7 @@ mod tests {
             train: vec![1.0, 0.9, 0.8, 0.7],
             valid: vec![(0, 1.5), (2, 1.2), (4, 1.1)],
             valid_empty_caption: vec![(0, 1.6), (2, 1.3), (4, 1.25)],
+            valid_ema: vec![(0, 1.5), (2, 1.25), (4, 1.05)],
         };
         let got: Vec<(String, i64, f64)> = curve
             .scalars(3, 4, 1e-3, 7.0)
@@ -373,12 +417,13 @@ mod tests {
             ("pretrain/lr", 4, 1e-3),
             ("pretrain/valid_loss", 4, 1.1),
             ("pretrain/valid_empty_caption_loss", 4, 1.25),
+            ("pretrain/valid_ema_loss", 4, 1.05),
         ];
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
             assert_eq!((g.0.as_str(), g.1, g.2), w);
         }
         // The start: the validation points at step 0 and no training step.
-        assert_eq!(curve.scalars(0, 0, 1e-3, 7.0).len(), 2);
+        assert_eq!(curve.scalars(0, 0, 1e-3, 7.0).len(), 3);
     }
 }

@@ -1,7 +1,7 @@
 //! `diffris pretrain`: latent-diffusion training of the UNet of a Stable Diffusion stack on
 //! image-caption pairs, as SD-1.x was trained (SD's noise schedule, epsilon prediction, MSE,
-//! caption dropout for classifier-free guidance, AdamW at a constant rate), on burn-train's
-//! supervised learner.
+//! caption dropout for classifier-free guidance, AdamW at a constant rate, optionally a moving
+//! average of the weights), on burn-train's supervised learner.
 //!
 //! A run is cut in segments of `every` optimizer steps. Each segment is one burn-train epoch,
 //! launched on its own and resumed from the previous segment's checkpoint, after which the UNet
@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::{Learner, SupervisedTraining};
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunDir;
 use crate::records::tfevents::{ScalarSink, now};
 use crate::training::checkpoint::{AtomicRecorder, last_checkpoint};
+use crate::training::ema::Ema;
 use crate::training::grad_clip::ClipGlobalNorm;
 use crate::training::loader::{EpochLoader, passes_per_device};
 use crate::training::workers;
@@ -66,6 +68,10 @@ pub struct PretrainSpec {
     /// diffusers' scripts clip at 1.0 by default). See [`ClipGlobalNorm`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_grad_norm: Option<f64>,
+    /// The maximum decay of an exponential moving average of the trained weights, which the
+    /// exports then hold (`None`: no average; diffusers' `--use_ema` uses 0.9999). See [`Ema`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
     /// Share of captions replaced by the empty one.
     pub caption_dropout: f64,
     /// The text encoder trains with the UNet (as diffusers' DreamBooth and LoRA scripts'
@@ -122,6 +128,12 @@ impl PretrainSpec {
                 "max_grad_norm must be positive, not {max}"
             );
         }
+        if let Some(d) = self.ema_decay {
+            anyhow::ensure!(
+                d > 0.0 && d < 1.0,
+                "ema_decay must lie strictly between 0 and 1, not {d}"
+            );
+        }
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.caption_dropout),
             "caption_dropout must lie in [0, 1], not {}",
@@ -141,7 +153,8 @@ impl PretrainSpec {
     }
 }
 
-/// The record written beside each exported folder (`steps-N/pretrain.json`).
+/// The record written beside each exported folder (`steps-N/pretrain.json`). The folder holds
+/// the weights' moving average where `spec.ema_decay` is set, else the trained weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExportRecord {
     pub steps: usize,
@@ -219,6 +232,10 @@ pub fn pretrain<B: SdAutodiffBackend>(
         let empty =
             validation_loss::<B::InnerBackend>(&sd.unet, None, &val_empty, opts.eval_batch, device);
         curve.valid_empty_caption.push((0, empty));
+        if spec.ema_decay.is_some() {
+            // The average of no step is the starting weights.
+            curve.valid_ema.push((0, loss));
+        }
         curve.write(&curve_path)?;
         events.write(&curve.scalars(0, 0, spec.lr, now()));
         exported.push(export(
@@ -289,13 +306,19 @@ pub fn pretrain<B: SdAutodiffBackend>(
         if per_step > 1 {
             training = training.grads_accumulation(per_step);
         }
-        let optim = ClipGlobalNorm::new(
-            AdamWConfig::new()
-                .with_weight_decay(spec.weight_decay as f32)
-                .with_epsilon(1e-8)
-                .init(),
-            spec.max_grad_norm,
+        let optim = Ema::new(
+            ClipGlobalNorm::new(
+                AdamWConfig::new()
+                    .with_weight_decay(spec.weight_decay as f32)
+                    .with_epsilon(1e-8)
+                    .init(),
+                spec.max_grad_norm,
+            ),
+            spec.ema_decay,
+            &model,
         );
+        // A handle on the average (the launch hands back only the model).
+        let average = optim.clone();
         let launched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             training.launch(Learner::new(model.clone(), optim, spec.lr))
         }));
@@ -325,13 +348,39 @@ pub fn pretrain<B: SdAutodiffBackend>(
                 device,
             ),
         );
+        // The exported weights: the average where one is kept (as diffusers saves its pipeline
+        // with `--use_ema`), else the trained ones.
+        let exported_weights = match average.shadow() {
+            Some((averaged, shadow)) => {
+                anyhow::ensure!(
+                    averaged == steps,
+                    "the weights' average holds {averaged} of {steps} steps"
+                );
+                let shadow = shadow.valid();
+                log.add_ema(
+                    steps,
+                    validation_loss::<B::InnerBackend>(
+                        &shadow.unet,
+                        shadow.text_encoder.as_ref(),
+                        &val,
+                        opts.eval_batch,
+                        device,
+                    ),
+                );
+                shadow
+            }
+            None => Denoiser {
+                unet: unet.clone(),
+                text_encoder: text_encoder.clone(),
+            },
+        };
         let curve = log.curve();
         curve.write(&curve_path)?;
         events.write(&curve.scalars(segment * spec.every + 1, steps, spec.lr, now()));
         let folder = export(
             sd,
-            unet.clone(),
-            text_encoder.clone(),
+            exported_weights.unet,
+            exported_weights.text_encoder,
             out,
             opts.tokenizer.as_deref(),
             &ExportRecord {

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod ddp;
 pub mod divergence;
+pub mod ema;
 pub mod epoch_log;
 pub mod grad_clip;
 pub mod loader;

@@ -197,30 +197,7 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
     // Its validation loss, computed here from the loaded folder, is the recorded one.
     let config = std::fs::read_to_string(a.join("config.ron")).unwrap();
     assert!(config.contains("latent_scale: 5.06"), "{config}");
-    let root = std::fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.is_dir() && p.to_string_lossy().contains("synthrs-captions"))
-        .unwrap();
-    let pairs = read_captions(&root).unwrap();
-    let held = held_out(&pairs, 4, &root);
-    let val_rows: Vec<usize> = (0..pairs.len()).filter(|&i| held[i]).collect();
-    assert_eq!(val_rows.len(), 4);
-    let bar = indicatif::ProgressBar::hidden();
-    let encoded = Encoded::encode::<Flex>(&pairs, &trained, &tokenizer, 64, 8, &device, &bar)
-        .unwrap()
-        .select(&val_rows);
-    let val = Arc::new(DenoiseSet {
-        data: encoded,
-        draws: DrawSpec {
-            seed: None,
-            segment_len: 8,
-            caption_dropout: 0.1,
-            latent_scale: 5.06,
-            sample_posterior: false,
-            schedule: NoiseSchedule::sd(),
-        },
-    });
+    let val = validation_set(&cache, &trained, &tokenizer);
     let here = validation_loss::<Flex>(&trained.unet, None, &val, 4, &device);
     let recorded = curve.valid[2].1;
     // The same passes on the same machine; only the encoding ran in other batches (8 here, 8
@@ -234,6 +211,87 @@ fn pretrain_resumes_exactly_and_its_exports_load_as_sd_weights() {
         (initial - curve.valid[0].1).abs() <= 1e-6 * initial,
         "{initial} vs {}",
         curve.valid[0].1
+    );
+}
+
+/// The validation samples of the runs of [`args`], encoded by `sd` (the run's frozen VAE and text
+/// encoder: any export's).
+fn validation_set(
+    cache: &Path,
+    sd: &diffris_model::sd::StableDiffusion<Flex>,
+    tokenizer: &diffris_data::ClipTokenizer,
+) -> Arc<DenoiseSet> {
+    let root = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && p.to_string_lossy().contains("synthrs-captions"))
+        .unwrap();
+    let pairs = read_captions(&root).unwrap();
+    let held = held_out(&pairs, 4, &root);
+    let val_rows: Vec<usize> = (0..pairs.len()).filter(|&i| held[i]).collect();
+    assert_eq!(val_rows.len(), 4);
+    let bar = indicatif::ProgressBar::hidden();
+    let device = Default::default();
+    let encoded = Encoded::encode::<Flex>(&pairs, sd, tokenizer, 64, 8, &device, &bar)
+        .unwrap()
+        .select(&val_rows);
+    Arc::new(DenoiseSet {
+        data: encoded,
+        draws: DrawSpec {
+            seed: None,
+            segment_len: 8,
+            caption_dropout: 0.1,
+            latent_scale: 5.06,
+            sample_posterior: false,
+            schedule: NoiseSchedule::sd(),
+        },
+    })
+}
+
+/// `--ema-decay`: the exports hold the weights' moving average, whose validation loss the curve
+/// records (computed here again from the loaded folder); a resumed run continues the average
+/// exactly (it is saved with the optimizer's state).
+#[test]
+fn pretrain_exports_the_weights_average_when_asked_and_resumes_it_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (a_s, b_s, cache_s) = (s(&a), s(&b), s(&cache));
+    let ema = ["--ema-decay", "0.5"];
+    succeeds(&args(&a_s, &cache_s, &ema), tmp.path());
+    succeeds(
+        &args(&b_s, &cache_s, &[&ema[..], &["--stop-after", "1"]].concat()),
+        tmp.path(),
+    );
+    succeeds(
+        &args(&b_s, &cache_s, &[&ema[..], &["--resume"]].concat()),
+        tmp.path(),
+    );
+    for file in [
+        "steps-4/unet/diffusion_pytorch_model.safetensors",
+        "steps-2/unet/diffusion_pytorch_model.safetensors",
+        "loss_curve.csv",
+    ] {
+        assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
+    }
+    let curve = LossCurve::read(&a.join("loss_curve.csv")).unwrap();
+    let steps = |points: &[(usize, f64)]| points.iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(steps(&curve.valid_ema), [0, 2, 4]);
+    assert_eq!(curve.valid_ema[0], curve.valid[0], "no step: the start");
+    let device = Default::default();
+    let (averaged, tokenizer) = load_frozen::<Flex>(&a.join("steps-4"), None, &device).unwrap();
+    let val = validation_set(&cache, &averaged, &tokenizer);
+    let here = validation_loss::<Flex>(&averaged.unet, None, &val, 4, &device);
+    let (recorded, trained) = (curve.valid_ema[2].1, curve.valid[2].1);
+    // As in the test above: the same passes, f32 rounding of the loss apart.
+    assert!(
+        (here - recorded).abs() <= 1e-6 * recorded,
+        "{here} vs {recorded}"
+    );
+    assert!(
+        (here - trained).abs() > 1e-4 * trained,
+        "the export is the average, not the trained weights ({here} vs {trained})"
     );
 }
 
