@@ -1,5 +1,5 @@
-//! `diffris pretrain`: latent-diffusion training of an SD stack's UNet on image-caption pairs
-//! (see [`crate::pretrain`]).
+//! `diffris pretrain`: latent-diffusion training of an SD stack's UNet on image-caption pairs,
+//! or of its VAE as a KL autoencoder (see [`crate::pretrain`]).
 
 use std::path::PathBuf;
 
@@ -13,6 +13,15 @@ pub struct PretrainArgs {
     /// per segment (`steps-N/`, loadable by every command as SD weights).
     #[arg(long)]
     pub out: PathBuf,
+    /// What trains: `unet` (latent diffusion on the captioned images) or `vae` (the stage
+    /// before it: the VAE as a KL autoencoder on the images alone; the exports carry its
+    /// decoder and its measured latent factor, and serve as --sd of a `unet` run).
+    #[arg(long, default_value = "unet", value_parser = ["unet", "vae"])]
+    pub stage: String,
+    /// The weight of the KL term of the `vae` stage (latent diffusion's KL-regularised
+    /// autoencoders: 1e-6).
+    #[arg(long, default_value_t = 1e-6, value_parser = super::bounds::within(0.0, 1e6))]
+    pub kl_weight: f64,
     /// The stack to start from: a diffusers folder, or a single file with --arch. Default: the
     /// tiny profile's random weights (seed 0), drawn into the cache.
     #[arg(long)]
@@ -96,6 +105,13 @@ pub fn run(device: DeviceSpec, a: PretrainArgs) -> anyhow::Result<()> {
         device,
         Request {
             out: a.out,
+            stage: if a.stage == "vae" {
+                crate::pretrain::PretrainStage::Vae {
+                    kl_weight: a.kl_weight,
+                }
+            } else {
+                crate::pretrain::PretrainStage::Unet
+            },
             sd: a.sd,
             arch: a.arch,
             data: a.data,

@@ -369,8 +369,25 @@ fn check_tiny_weights(name: &str, path: &std::path::Path) -> anyhow::Result<()> 
     };
     anyhow::ensure!(path.is_dir(), tiny_only());
     let arch = SdConfig::from_diffusers_dir(path).with_context(tiny_only)?;
-    anyhow::ensure!(arch == tiny_arch(), "{}: another architecture", tiny_only());
+    anyhow::ensure!(is_tiny_arch(&arch), "{}: another architecture", tiny_only());
+    let own = arch.vae.scaling_factor;
+    anyhow::ensure!(
+        own == tiny_arch().vae.scaling_factor,
+        "`{name}` ({}): its VAE was trained (`diffris pretrain --stage vae`, latent factor \
+         {own}); the tiny profile scales every run's latents by {TINY_LATENT_SCALE}, its random \
+         VAE's factor, so it reads only folders with that VAE (those of a `--stage unet` run \
+         started from the default stack)",
+        path.display()
+    );
     Ok(())
+}
+
+/// Whether `arch` is the tiny profile's architecture (the latents' factor, which a trained VAE
+/// measures for itself, apart).
+pub fn is_tiny_arch(arch: &SdConfig) -> bool {
+    let mut same = arch.clone();
+    same.vae.scaling_factor = tiny_arch().vae.scaling_factor;
+    same == tiny_arch()
 }
 
 /// The SD architecture of the tiny profile: the `tiny` preset with 32 latent channels instead

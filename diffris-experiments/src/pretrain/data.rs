@@ -179,7 +179,7 @@ fn f32s<B: SdBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 }
 
 /// The network input of the image at `path`: its centred square crop resized to `size`.
-fn read_square(path: &Path, size: usize) -> anyhow::Result<Vec<f32>> {
+pub(super) fn read_square(path: &Path, size: usize) -> anyhow::Result<Vec<f32>> {
     let img = image::open(path)
         .with_context(|| format!("reading {}", path.display()))?
         .to_rgb8();
@@ -187,6 +187,23 @@ fn read_square(path: &Path, size: usize) -> anyhow::Result<Vec<f32>> {
     let side = w.min(h);
     let square = image::imageops::crop_imm(&img, (w - side) / 2, (h - side) / 2, side, side);
     Ok(image_to_input(&square.to_image(), size, size))
+}
+
+/// The rows at positions `epoch * segment_len ..` (`segment_len` of them) of a run's stream of
+/// samples, which runs through `n` rows in data epochs, each a permutation drawn from `(seed,
+/// data epoch)`.
+pub fn stream_order(n: usize, seed: u64, segment_len: usize, epoch: usize) -> Vec<usize> {
+    let start = epoch * segment_len;
+    let mut cached: Option<(usize, Vec<usize>)> = None;
+    (start..start + segment_len)
+        .map(|p| {
+            let (data_epoch, at) = (p / n, p % n);
+            if cached.as_ref().is_none_or(|(e, _)| *e != data_epoch) {
+                cached = Some((data_epoch, epoch_order(n, seed, data_epoch)));
+            }
+            cached.as_ref().expect("set above").1[at]
+        })
+        .collect()
 }
 
 /// How a [`DenoiseSet`] draws.
@@ -305,19 +322,7 @@ impl<B: SdBackend> PassSource<B> for DenoiseSet {
     fn order(&self, seed: Option<u64>, epoch: usize) -> Vec<usize> {
         let n = self.data.len();
         match (seed, self.draws.seed) {
-            (Some(seed), Some(_)) => {
-                let start = epoch * self.draws.segment_len;
-                let mut cached: Option<(usize, Vec<usize>)> = None;
-                (start..start + self.draws.segment_len)
-                    .map(|p| {
-                        let (data_epoch, at) = (p / n, p % n);
-                        if cached.as_ref().is_none_or(|(e, _)| *e != data_epoch) {
-                            cached = Some((data_epoch, epoch_order(n, seed, data_epoch)));
-                        }
-                        cached.as_ref().expect("set above").1[at]
-                    })
-                    .collect()
-            }
+            (Some(seed), Some(_)) => stream_order(n, seed, self.draws.segment_len, epoch),
             _ => (0..n).collect(),
         }
     }

@@ -13,8 +13,10 @@ use diffris_model::sd::NoiseSchedule;
 use indicatif::MultiProgress;
 use serde::{Deserialize, Serialize};
 
+use super::autoencoder::{fresh_decoder, pretrain_vae};
 use super::data::{DenoiseSet, DrawSpec, Encoded};
-use super::{PretrainOptions, PretrainSpec, pretrain};
+use super::images::{ImageSet, read_images};
+use super::{PretrainOptions, PretrainSpec, PretrainStage, pretrain};
 use crate::config::RunDir;
 use crate::config::profile::{TINY_LATENT_SCALE, tiny_arch, tiny_synth, tiny_weight_seed};
 use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
@@ -28,6 +30,7 @@ use crate::util::progress::{Heartbeat, bar};
 /// What `diffris pretrain` was asked (its arguments).
 pub struct Request {
     pub out: PathBuf,
+    pub stage: PretrainStage,
     pub sd: Option<PathBuf>,
     pub arch: Option<String>,
     pub data: Option<PathBuf>,
@@ -101,23 +104,24 @@ pub fn held_out(pairs: &[CaptionedImage], n: usize, root: &Path) -> Vec<bool> {
 
 impl Request {
     /// The recipe this request asks for, with the latents' factor `latent_scale` (the VAE's own
-    /// is known once the stack is read).
-    fn spec(&self, latent_scale: f64) -> PretrainSpec {
+    /// is known once the stack is read); `tiny`: the stack is of the tiny profile's
+    /// architecture (its defaults: 64 px images, and lr 1e-3 as its UNet trains from random
+    /// weights).
+    fn spec(&self, latent_scale: f64, tiny: bool) -> PretrainSpec {
         let default_stack = self.sd.is_none();
         PretrainSpec {
+            stage: self.stage,
             steps: self.steps,
             every: self.every,
             batch_size: self.batch,
             micro_batch: self.micro_batch,
-            lr: self.lr.unwrap_or(if default_stack { 1e-3 } else { 1e-4 }),
+            lr: self.lr.unwrap_or(if tiny { 1e-3 } else { 1e-4 }),
             weight_decay: self.weight_decay,
             max_grad_norm: self.max_grad_norm,
             ema_decay: self.ema_decay,
             caption_dropout: self.caption_dropout,
             train_text_encoder: self.train_text_encoder,
-            image_size: self
-                .image_size
-                .unwrap_or(if default_stack { 64 } else { 512 }),
+            image_size: self.image_size.unwrap_or(if tiny { 64 } else { 512 }),
             latent_scale,
             sample_posterior: self.sample_posterior.unwrap_or(!default_stack),
             val_images: self.val_images,
@@ -142,7 +146,7 @@ impl BackendJob for Pretrain {
         }
 
         // Every flag is checked before anything is generated, read or written.
-        r.spec(r.latent_scale.unwrap_or(1.0)).check()?;
+        r.spec(r.latent_scale.unwrap_or(1.0), true).check()?;
 
         // The captions (read first: a bad folder is named before any weights are read).
         let (root, data, synth) = match &r.data {
@@ -202,11 +206,15 @@ impl BackendJob for Pretrain {
         let tokenizer_dir =
             Some(sd_path.join("tokenizer")).filter(|t| t.join("vocab.json").is_file());
 
-        let spec = r.spec(r.latent_scale.unwrap_or(if default_stack {
-            TINY_LATENT_SCALE
-        } else {
-            sd.vae.config().scaling_factor
-        }));
+        let tiny = default_stack || crate::config::profile::is_tiny_arch(&sd.config());
+        let spec = r.spec(
+            r.latent_scale.unwrap_or(if default_stack {
+                TINY_LATENT_SCALE
+            } else {
+                sd.vae.config().scaling_factor
+            }),
+            tiny,
+        );
         spec.check()?;
         let config = PretrainConfig {
             spec: spec.clone(),
@@ -231,8 +239,105 @@ impl BackendJob for Pretrain {
         }
         dir.write_env(&EnvRecord::now(&target, r.seed))?;
 
-        // Encoding, then the run.
+        // The source's VAE decoder, where its folder holds one (a `vae` stage's export does).
+        let decoder = if has_decoder(&sd_path) {
+            Some(
+                diffris_model::sd::VaeDecoder::<B>::load(&sd_path, None, &device)
+                    .with_context(|| format!("reading the VAE decoder of {}", sd_path.display()))?,
+            )
+        } else {
+            None
+        };
         let progress = MultiProgress::new();
+        let options = |progress: &MultiProgress, name: &str| PretrainOptions {
+            seed: r.seed,
+            resume: r.resume,
+            stop_after: r.stop_after,
+            bar: bar(progress, name.into()),
+            heartbeat: Some(
+                Heartbeat::new(
+                    name.into(),
+                    std::time::Duration::from_secs(30),
+                    progress.is_hidden(),
+                    Some(dir.progress_log()),
+                )
+                .with_device_memory(crate::device::usage::progress_reader(target.spec)),
+            ),
+            eval_batch: spec.pass_size(),
+            source: source.clone(),
+            data: data.clone(),
+            tokenizer: tokenizer_dir.clone(),
+        };
+        let rows =
+            |val: bool| -> Vec<usize> { (0..pairs.len()).filter(|&i| held[i] == val).collect() };
+
+        if let PretrainStage::Vae { kl_weight } = spec.stage {
+            // The images alone, each once (a caption folder may caption an image several
+            // times), read at the training size.
+            let images = |val: bool| -> Vec<PathBuf> {
+                let mut seen = std::collections::BTreeSet::new();
+                rows(val)
+                    .into_iter()
+                    .map(|i| pairs[i].image.clone())
+                    .filter(|p| seen.insert(p.clone()))
+                    .collect()
+            };
+            let (train_paths, val_paths) = (images(false), images(true));
+            let read_bar = bar(&progress, "reading images".into());
+            let (train_pixels, val_pixels) = (
+                read_images(&train_paths, spec.image_size, &read_bar)?,
+                read_images(&val_paths, spec.image_size, &read_bar)?,
+            );
+            read_bar.finish_and_clear();
+            let c = sd.vae.config();
+            let f = 1usize << c.block_out_channels.len().saturating_sub(1);
+            let side = spec.image_size / f;
+            anyhow::ensure!(
+                spec.image_size.is_multiple_of(f),
+                "--image-size {} is no multiple of the VAE's downsampling factor {f}",
+                spec.image_size
+            );
+            let set = |pixels: Vec<f32>, seed: Option<u64>| ImageSet {
+                size: spec.image_size,
+                pixels,
+                latent_dims: [c.latent_channels, side, side],
+                seed,
+                segment_len: spec.every * spec.batch_size,
+            };
+            let (train, val) = (
+                Arc::new(set(train_pixels, Some(r.seed))),
+                Arc::new(set(val_pixels, None)),
+            );
+            let decoder = match decoder {
+                Some(d) => d,
+                None => fresh_decoder::<B>(&sd.vae, r.seed, &device),
+            };
+            println!(
+                "pre-training the VAE of {source} as a KL autoencoder (KL weight {kl_weight}) on \
+                 the images of {data}: {} training and {} validation images, {} steps of {} ({} \
+                 segments) into {}",
+                train.len(),
+                val.len(),
+                spec.steps,
+                spec.batch_size,
+                spec.segments(),
+                r.out.display()
+            );
+            let exported = pretrain_vae::<Autodiff<B>>(
+                &sd,
+                decoder,
+                kl_weight,
+                train,
+                val,
+                &spec,
+                &r.out,
+                &device,
+                options(&progress, "pretrain-vae"),
+            )?;
+            return report(&r.out, &exported);
+        }
+
+        // Encoding, then the run.
         let encode_bar = bar(&progress, "encoding captions".into());
         let encoded = Encoded::encode::<B>(
             &pairs,
@@ -255,8 +360,6 @@ impl BackendJob for Pretrain {
             },
             spec.latent_scale
         );
-        let rows =
-            |val: bool| -> Vec<usize> { (0..pairs.len()).filter(|&i| held[i] == val).collect() };
         let draws = DrawSpec {
             seed: Some(r.seed),
             segment_len: spec.every * spec.batch_size,
@@ -291,55 +394,47 @@ impl BackendJob for Pretrain {
             spec.segments(),
             r.out.display()
         );
-        let train_bar = bar(&progress, "pretrain".into());
-        let heartbeat = Heartbeat::new(
-            "pretrain".into(),
-            std::time::Duration::from_secs(30),
-            progress.is_hidden(),
-            Some(dir.progress_log()),
-        )
-        .with_device_memory(crate::device::usage::progress_reader(target.spec));
         let exported = pretrain::<Autodiff<B>>(
             &sd,
+            decoder,
             train,
             val,
             &spec,
             &r.out,
             &device,
-            PretrainOptions {
-                seed: r.seed,
-                resume: r.resume,
-                stop_after: r.stop_after,
-                bar: train_bar,
-                heartbeat: Some(heartbeat),
-                eval_batch: spec.pass_size(),
-                source,
-                data,
-                tokenizer: tokenizer_dir,
-            },
+            options(&progress, "pretrain"),
         )?;
-        let curve = super::log::LossCurve::read(&r.out.join("loss_curve.csv"))?;
-        for ((steps, loss), (_, empty)) in curve.valid.iter().zip(&curve.valid_empty_caption) {
-            let average = curve
-                .valid_ema
-                .iter()
-                .find(|(s, _)| s == steps)
-                .map_or(String::new(), |(_, v)| format!("; the average's {v:.5}"));
-            println!(
-                "after {steps:>7} steps: validation loss {loss:.5} ({empty:.5} with empty \
-                 captions{average})"
-            );
-        }
-        match exported.last() {
-            Some(last) => println!(
-                "exported {} folder(s); the last: {} (use it as --sd or in a setup's sd list)",
-                exported.len(),
-                last.display()
-            ),
-            None => println!("nothing left to train in {}", r.out.display()),
-        }
-        Ok(())
+        report(&r.out, &exported)
     }
+}
+
+/// Whether the diffusers folder `path` holds a VAE decoder (its `vae/config.json` names decoder
+/// blocks; the tiny profile's random weights and `pretrain`'s `unet` exports of them do not).
+fn has_decoder(path: &Path) -> bool {
+    std::fs::read_to_string(path.join("vae").join("config.json"))
+        .is_ok_and(|text| text.contains("\"up_block_types\""))
+}
+
+/// Prints the run's validation losses and its last export.
+fn report(out: &Path, exported: &[PathBuf]) -> anyhow::Result<()> {
+    let curve = super::log::LossCurve::read(&out.join("loss_curve.csv"))?;
+    for (steps, loss) in &curve.valid {
+        let at = |points: &[(usize, f64)]| points.iter().find(|(s, _)| s == steps).map(|p| p.1);
+        let empty = at(&curve.valid_empty_caption)
+            .map_or(String::new(), |v| format!("; {v:.5} with empty captions"));
+        let average =
+            at(&curve.valid_ema).map_or(String::new(), |v| format!("; the average's {v:.5}"));
+        println!("after {steps:>7} steps: validation loss {loss:.5}{empty}{average}");
+    }
+    match exported.last() {
+        Some(last) => println!(
+            "exported {} folder(s); the last: {} (use it as --sd or in a setup's sd list)",
+            exported.len(),
+            last.display()
+        ),
+        None => println!("nothing left to train in {}", out.display()),
+    }
+    Ok(())
 }
 
 /// Runs `request` on `device`.

@@ -12,38 +12,30 @@
 //! through, is resumed at any segment, or cuts its batches into micro-batches of any size
 //! (up to the floating-point order of the summed gradients).
 
+pub mod autoencoder;
 pub mod data;
 pub mod draws;
+pub mod images;
 pub mod job;
 pub mod log;
 pub mod renderer;
+pub mod segments;
 pub mod step;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use burn::module::AutodiffModule;
-use burn::optim::AdamWConfig;
-use burn::train::checkpoint::KeepLastNCheckpoints;
-use burn::train::{Learner, SupervisedTraining};
 use diffris_kernels::SdAutodiffBackend;
-use diffris_model::sd::StableDiffusion;
+use diffris_model::sd::{StableDiffusion, VaeDecoder};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunDir;
-use crate::records::tfevents::{ScalarSink, now};
-use crate::training::checkpoint::{AtomicRecorder, last_checkpoint};
-use crate::training::ema::Ema;
-use crate::training::grad_clip::ClipGlobalNorm;
-use crate::training::loader::{EpochLoader, passes_per_device};
-use crate::training::workers;
 use crate::util::atomic_file::write_atomic;
 use crate::util::progress::Heartbeat;
 use data::DenoiseSet;
-use log::{DenoiseMetric, LossCurve, PretrainLog};
-use renderer::PretrainRenderer;
+use log::LossCurve;
+use segments::{Stage, mean_loss, run_stage};
 use step::Denoiser;
 
 /// The training recipe of a pre-training run (diffusers' `train_text_to_image.py` defaults
@@ -53,6 +45,9 @@ use step::Denoiser;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainSpec {
+    /// What trains: the UNet (default) or, in the stage before it, the VAE.
+    #[serde(default, skip_serializing_if = "PretrainStage::is_unet")]
+    pub stage: PretrainStage,
     /// Optimizer steps of the whole run (a multiple of `every`).
     pub steps: usize,
     /// Steps per segment: a checkpoint and an exported folder after each.
@@ -65,11 +60,11 @@ pub struct PretrainSpec {
     pub lr: f64,
     pub weight_decay: f64,
     /// The gradients' global norm is clipped to this before every step (`None`: not clipped;
-    /// diffusers' scripts clip at 1.0 by default). See [`ClipGlobalNorm`].
+    /// diffusers' scripts clip at 1.0 by default). See [`ClipGlobalNorm`](crate::training::grad_clip::ClipGlobalNorm).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_grad_norm: Option<f64>,
     /// The maximum decay of an exponential moving average of the trained weights, which the
-    /// exports then hold (`None`: no average; diffusers' `--use_ema` uses 0.9999). See [`Ema`].
+    /// exports then hold (`None`: no average; diffusers' `--use_ema` uses 0.9999). See [`Ema`](crate::training::ema::Ema).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
     /// Share of captions replaced by the empty one.
@@ -89,6 +84,24 @@ pub struct PretrainSpec {
     pub sample_posterior: bool,
     /// Images held out of training for the validation loss.
     pub val_images: usize,
+}
+
+/// What a pre-training run trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum PretrainStage {
+    /// The UNet by latent diffusion on image-caption pairs (SD's own training).
+    #[default]
+    Unet,
+    /// The VAE as a KL autoencoder on the images alone (latent diffusion's first stage): the
+    /// L1 reconstruction of a posterior draw plus `kl_weight` times the posterior's KL
+    /// divergence from the standard normal, both summed per image ([`autoencoder`]).
+    Vae { kl_weight: f64 },
+}
+
+impl PretrainStage {
+    pub fn is_unet(&self) -> bool {
+        *self == Self::Unet
+    }
 }
 
 impl PretrainSpec {
@@ -144,6 +157,16 @@ impl PretrainSpec {
             "latent_scale must be positive"
         );
         anyhow::ensure!(self.val_images > 0, "val_images must be positive");
+        if let PretrainStage::Vae { kl_weight } = self.stage {
+            anyhow::ensure!(
+                kl_weight.is_finite() && kl_weight >= 0.0,
+                "kl_weight must be >= 0, not {kl_weight}"
+            );
+            anyhow::ensure!(
+                !self.train_text_encoder,
+                "the VAE's stage trains no text encoder"
+            );
+        }
         Ok(())
     }
 
@@ -190,9 +213,12 @@ pub struct PretrainOptions {
 }
 
 /// Trains the UNet of `sd` on `train` (validating on `val`) in segments, writing a checkpoint and
-/// an exported folder after each into `out`; returns the folders exported by this call.
+/// an exported folder after each into `out` (with `sd`'s VAE `decoder` where it has one);
+/// returns the folders exported by this call.
+#[allow(clippy::too_many_arguments)]
 pub fn pretrain<B: SdAutodiffBackend>(
     sd: &StableDiffusion<B::InnerBackend>,
+    decoder: Option<VaeDecoder<B::InnerBackend>>,
     train: Arc<DenoiseSet>,
     val: Arc<DenoiseSet>,
     spec: &PretrainSpec,
@@ -200,204 +226,88 @@ pub fn pretrain<B: SdAutodiffBackend>(
     device: &B::Device,
     opts: PretrainOptions,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    spec.check()?;
-    let dir = RunDir::at(out);
-    let done = if opts.resume {
-        last_checkpoint(&dir).unwrap_or(0)
-    } else {
-        0
+    let stage = UnetStage {
+        sd,
+        train_text_encoder: spec.train_text_encoder,
+        val_empty: Arc::new(DenoiseSet {
+            data: val.data.without_captions(),
+            draws: val.draws.clone(),
+        }),
+        eval_batch: opts.eval_batch,
+        tokenizer: opts.tokenizer.clone(),
+        decoder,
+        device: device.clone(),
     };
-    let curve_path = out.join("loss_curve.csv");
-    let mut curve = if done > 0 {
-        LossCurve::read(&curve_path)?
-    } else {
-        LossCurve::default()
-    };
-    curve.truncate(done * spec.every);
-    // TensorBoard's scalars: a resumed run's file withdraws what a stopped process logged
-    // after the segment it resumes from.
-    let first = if done > 0 { done * spec.every + 1 } else { 0 };
-    let mut events = ScalarSink::create(out, first as i64);
-    let val_empty = Arc::new(DenoiseSet {
-        data: val.data.without_captions(),
-        draws: val.draws.clone(),
-    });
-    let mut exported = Vec::new();
-    if done == 0 {
-        // The validation loss of the starting weights, the curve's first point; they are
-        // exported too (`steps-0`), the start of a comparison along the run.
-        let loss =
-            validation_loss::<B::InnerBackend>(&sd.unet, None, &val, opts.eval_batch, device);
-        curve.valid.push((0, loss));
-        let empty =
-            validation_loss::<B::InnerBackend>(&sd.unet, None, &val_empty, opts.eval_batch, device);
-        curve.valid_empty_caption.push((0, empty));
-        if spec.ema_decay.is_some() {
-            // The average of no step is the starting weights.
-            curve.valid_ema.push((0, loss));
+    run_stage::<B, _>(&stage, train, val, spec, out, device, opts)
+}
+
+/// Latent-diffusion training of a stack's UNet (and text encoder, where it trains).
+struct UnetStage<'a, B: SdAutodiffBackend> {
+    sd: &'a StableDiffusion<B::InnerBackend>,
+    train_text_encoder: bool,
+    /// The validation set with every caption emptied.
+    val_empty: Arc<DenoiseSet>,
+    eval_batch: usize,
+    tokenizer: Option<PathBuf>,
+    /// The source's VAE decoder, carried into the exports.
+    decoder: Option<VaeDecoder<B::InnerBackend>>,
+    device: B::Device,
+}
+
+impl<B: SdAutodiffBackend> Stage<B> for UnetStage<'_, B> {
+    type Set = DenoiseSet;
+    type Model = Denoiser<B>;
+
+    fn start(&self) -> Denoiser<B::InnerBackend> {
+        // The captions' states were encoded by the starting text encoder.
+        Denoiser {
+            unet: self.sd.unet.clone(),
+            text_encoder: None,
         }
-        curve.write(&curve_path)?;
-        events.write(&curve.scalars(0, 0, spec.lr, now()));
-        exported.push(export(
-            sd,
-            sd.unet.clone(),
-            None,
-            out,
-            opts.tokenizer.as_deref(),
-            &ExportRecord {
-                steps: 0,
-                samples: 0,
-                seed: opts.seed,
-                spec: spec.clone(),
-                source: opts.source.clone(),
-                data: opts.data.clone(),
-                curve: curve.clone(),
-            },
-        )?);
     }
-    let log = PretrainLog::new(curve);
-    let segment_len = spec.every * spec.batch_size;
-    let per_step = passes_per_device(spec.batch_size, spec.pass_size(), 1);
-    let last = opts
-        .stop_after
-        .map_or(spec.segments(), |s| (done + s).min(spec.segments()));
-    opts.bar.set_length((spec.segments() * segment_len) as u64);
-    opts.bar.set_position((done * segment_len) as u64);
-    let mut model = Denoiser::<B>::trainable(
-        sd.unet.clone(),
-        spec.train_text_encoder.then(|| sd.text_encoder.clone()),
-    );
-    for segment in done..last {
-        let train_loader = Arc::new(EpochLoader::<B, DenoiseSet>::new(
-            train.clone(),
-            spec.batch_size,
-            spec.pass_size(),
-            Some(opts.seed),
-            segment,
-            device.clone(),
-        ));
-        let val_loader = Arc::new(EpochLoader::<B::InnerBackend, DenoiseSet>::new(
-            val.clone(),
-            val.data.len(),
-            opts.eval_batch,
-            None,
-            segment,
-            device.clone(),
-        ));
-        let mut training = SupervisedTraining::new(out, train_loader, val_loader)
-            .metric_train_numeric(DenoiseMetric::train(log.clone()))
-            .metric_valid_numeric(DenoiseMetric::valid(log.clone()))
-            .with_file_checkpointer(AtomicRecorder::default())
-            .with_checkpointing_strategy(KeepLastNCheckpoints::new(1))
-            .with_application_logger(None)
-            .renderer(PretrainRenderer {
-                bar: opts.bar.clone(),
-                segment_len,
-                every: spec.every,
-                steps: spec.steps,
-                // A fresh copy per segment: its rate counts from the segment's start.
-                heartbeat: opts.heartbeat.clone(),
-                log: log.clone(),
-            })
-            .num_epochs(segment + 1);
-        if segment > 0 {
-            training = training.checkpoint(segment);
-        }
-        if per_step > 1 {
-            training = training.grads_accumulation(per_step);
-        }
-        let optim = Ema::new(
-            ClipGlobalNorm::new(
-                AdamWConfig::new()
-                    .with_weight_decay(spec.weight_decay as f32)
-                    .with_epsilon(1e-8)
-                    .init(),
-                spec.max_grad_norm,
-            ),
-            spec.ema_decay,
-            &model,
-        );
-        // A handle on the average (the launch hands back only the model).
-        let average = optim.clone();
-        let launched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            training.launch(Learner::new(model.clone(), optim, spec.lr))
-        }));
-        let result = launched.map_err(|payload| {
-            let message = workers::panic_message(payload.as_ref());
-            anyhow::anyhow!(
-                "pre-training failed in segment {}: a pass panicked: {message}{}",
-                segment + 1,
-                workers::memory_hint(&message)
-            )
-        })?;
-        let steps = (segment + 1) * spec.every;
-        let trained_steps = log.steps();
-        anyhow::ensure!(
-            trained_steps == steps,
-            "pre-training stopped after {trained_steps} of {steps} steps"
-        );
-        log.finish_validation(steps);
-        let Denoiser { unet, text_encoder } = result.model;
-        log.add_empty_caption(
-            steps,
-            validation_loss::<B::InnerBackend>(
-                &unet,
-                text_encoder.as_ref(),
-                &val_empty,
-                opts.eval_batch,
-                device,
-            ),
-        );
-        // The exported weights: the average where one is kept (as diffusers saves its pipeline
-        // with `--use_ema`), else the trained ones.
-        let exported_weights = match average.shadow() {
-            Some((averaged, shadow)) => {
-                anyhow::ensure!(
-                    averaged == steps,
-                    "the weights' average holds {averaged} of {steps} steps"
-                );
-                let shadow = shadow.valid();
-                log.add_ema(
-                    steps,
-                    validation_loss::<B::InnerBackend>(
-                        &shadow.unet,
-                        shadow.text_encoder.as_ref(),
-                        &val,
-                        opts.eval_batch,
-                        device,
-                    ),
-                );
-                shadow
-            }
-            None => Denoiser {
-                unet: unet.clone(),
-                text_encoder: text_encoder.clone(),
-            },
+
+    fn first(&self) -> Denoiser<B> {
+        Denoiser::trainable(
+            self.sd.unet.clone(),
+            self.train_text_encoder
+                .then(|| self.sd.text_encoder.clone()),
+        )
+    }
+
+    fn trainable(&self, weights: Denoiser<B::InnerBackend>) -> Denoiser<B> {
+        Denoiser::trainable(weights.unet, weights.text_encoder)
+    }
+
+    fn side_loss(&self, weights: &Denoiser<B::InnerBackend>) -> Option<f64> {
+        Some(mean_loss(
+            weights,
+            &self.val_empty,
+            self.eval_batch,
+            &self.device,
+        ))
+    }
+
+    fn export(
+        &self,
+        weights: Denoiser<B::InnerBackend>,
+        out: &Path,
+        record: &ExportRecord,
+    ) -> anyhow::Result<PathBuf> {
+        let stack = StableDiffusion {
+            text_encoder: weights
+                .text_encoder
+                .unwrap_or_else(|| self.sd.text_encoder.clone()),
+            vae: self.sd.vae.clone(),
+            unet: weights.unet,
         };
-        let curve = log.curve();
-        curve.write(&curve_path)?;
-        events.write(&curve.scalars(segment * spec.every + 1, steps, spec.lr, now()));
-        let folder = export(
-            sd,
-            exported_weights.unet,
-            exported_weights.text_encoder,
+        export_stack(
+            &stack,
+            self.decoder.as_ref(),
             out,
-            opts.tokenizer.as_deref(),
-            &ExportRecord {
-                steps,
-                samples: steps * spec.batch_size,
-                seed: opts.seed,
-                spec: spec.clone(),
-                source: opts.source.clone(),
-                data: opts.data.clone(),
-                curve,
-            },
-        )?;
-        exported.push(folder);
-        model = Denoiser::<B>::trainable(unet, text_encoder);
+            self.tokenizer.as_deref(),
+            record,
+        )
     }
-    opts.bar.finish_and_clear();
-    Ok(exported)
 }
 
 /// The validation loss of `unet` on `val` (its captions read by `text_encoder` where given,
@@ -410,39 +320,18 @@ pub fn validation_loss<B: diffris_kernels::SdBackend>(
     eval_batch: usize,
     device: &B::Device,
 ) -> f64 {
-    use burn::data::dataloader::DataLoader;
     let model = Denoiser {
         unet: unet.clone(),
         text_encoder: text_encoder.cloned(),
     };
-    let loader = EpochLoader::<B, DenoiseSet>::new(
-        val.clone(),
-        val.data.len(),
-        eval_batch,
-        None,
-        0,
-        device.clone(),
-    );
-    let (mut sum, mut weight) = (0.0, 0.0);
-    for batch in loader.iter() {
-        let loss: f64 = model
-            .loss(&batch)
-            .into_data()
-            .iter::<f64>()
-            .next()
-            .unwrap_or(f64::NAN);
-        sum += batch.loss_weight * loss;
-        weight += batch.loss_weight;
-    }
-    sum / weight
+    mean_loss(&model, val, eval_batch, device)
 }
 
-/// Writes `unet` with the VAE of `sd` and `text_encoder` (where it trained; else `sd`'s) as a
-/// diffusers folder `steps-N/` with its record, through a temporary folder renamed into place.
-fn export<B: diffris_kernels::SdBackend>(
-    sd: &StableDiffusion<B>,
-    unet: diffris_model::sd::UNet2DConditionModel<B>,
-    text_encoder: Option<diffris_model::sd::ClipTextModel<B>>,
+/// Writes `stack` (with the VAE's `decoder` where there is one) as a diffusers folder `steps-N/`
+/// with its record and `tokenizer`, through a temporary folder renamed into place.
+pub(crate) fn export_stack<B: diffris_kernels::SdBackend>(
+    stack: &StableDiffusion<B>,
+    decoder: Option<&VaeDecoder<B>>,
     out: &Path,
     tokenizer: Option<&Path>,
     record: &ExportRecord,
@@ -450,14 +339,11 @@ fn export<B: diffris_kernels::SdBackend>(
     let dir = export_dir(out, record.steps);
     let tmp = out.join(format!(".steps-{}.partial", record.steps));
     let _ = std::fs::remove_dir_all(&tmp);
-    let stack = StableDiffusion {
-        text_encoder: text_encoder.unwrap_or_else(|| sd.text_encoder.clone()),
-        vae: sd.vae.clone(),
-        unet,
-    };
-    stack
-        .save_diffusers(&tmp)
-        .with_context(|| format!("exporting to {}", tmp.display()))?;
+    match decoder {
+        Some(d) => stack.save_diffusers_with_decoder(d, &tmp),
+        None => stack.save_diffusers(&tmp),
+    }
+    .with_context(|| format!("exporting to {}", tmp.display()))?;
     if let Some(from) = tokenizer {
         let to = tmp.join("tokenizer");
         std::fs::create_dir_all(&to)?;

@@ -295,6 +295,139 @@ fn pretrain_exports_the_weights_average_when_asked_and_resumes_it_exactly() {
     );
 }
 
+/// `--stage vae`: the VAE trains as a KL autoencoder and a run resumed after its first segment
+/// ends with the same weights and curve; the export holds the source's UNet and text encoder, a
+/// trained encoder and decoder, and the latent factor measured again here; a `unet` run started
+/// from it reads that factor, trains on posterior draws at the tiny size and carries the
+/// decoder into its exports; the tiny profile refuses the trained VAE, saying why.
+#[test]
+fn pretrain_trains_the_vae_then_the_unet_on_its_latents() {
+    use diffris_experiments::pretrain::autoencoder::{Autoencoder, latent_scale};
+    use diffris_experiments::pretrain::images::{ImageSet, read_images};
+    use diffris_experiments::pretrain::segments::mean_loss;
+    use diffris_model::sd::VaeDecoder;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (a_s, b_s, c_s, cache_s) = (s(&a), s(&b), s(&c), s(&cache));
+    let vae = ["--stage", "vae"];
+    succeeds(&args(&a_s, &cache_s, &vae), tmp.path());
+    succeeds(
+        &args(&b_s, &cache_s, &[&vae[..], &["--stop-after", "1"]].concat()),
+        tmp.path(),
+    );
+    succeeds(
+        &args(&b_s, &cache_s, &[&vae[..], &["--resume"]].concat()),
+        tmp.path(),
+    );
+    for file in [
+        "steps-4/vae/diffusion_pytorch_model.safetensors",
+        "steps-4/vae/config.json",
+        "loss_curve.csv",
+    ] {
+        assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
+    }
+    let device = Default::default();
+    let source_dir = std::fs::read_dir(cache.join("sd-random"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let (source, _) = load_frozen::<Flex>(&source_dir, None, &device).unwrap();
+    let (trained, _) = load_frozen::<Flex>(&a.join("steps-4"), None, &device).unwrap();
+    assert_eq!(to_data(&source.unet), to_data(&trained.unet));
+    assert_eq!(
+        to_data(&source.text_encoder),
+        to_data(&trained.text_encoder)
+    );
+    assert_ne!(
+        to_data(&source.vae),
+        to_data(&trained.vae),
+        "the VAE trained"
+    );
+    let decoder = VaeDecoder::<Flex>::load(&a.join("steps-4"), None, &device).unwrap();
+
+    // The held-out images, as the run read them.
+    let root = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && p.to_string_lossy().contains("synthrs-captions"))
+        .unwrap();
+    let pairs = read_captions(&root).unwrap();
+    let held = held_out(&pairs, 4, &root);
+    let paths: Vec<_> = (0..pairs.len())
+        .filter(|&i| held[i])
+        .map(|i| pairs[i].image.clone())
+        .collect();
+    let val = Arc::new(ImageSet {
+        size: 64,
+        pixels: read_images(&paths, 64, &indicatif::ProgressBar::hidden()).unwrap(),
+        latent_dims: [32, 16, 16],
+        seed: None,
+        segment_len: 8,
+    });
+    let factor = latent_scale(&trained.vae, &val, 4, &device);
+    let saved = trained.vae.config().scaling_factor;
+    // The same computation on the same weights; the factor went through JSON.
+    assert!(
+        (saved - factor).abs() <= 1e-12 * factor,
+        "{saved} vs {factor}"
+    );
+    let curve = LossCurve::read(&a.join("loss_curve.csv")).unwrap();
+    let model = Autoencoder {
+        encoder: trained.vae.clone(),
+        decoder: decoder.clone(),
+        kl_weight: 1e-6,
+    };
+    let here = mean_loss(&model, &val, 4, &device);
+    let recorded = curve.valid[2].1;
+    assert!(
+        (here - recorded).abs() <= 1e-6 * recorded,
+        "{here} vs {recorded}"
+    );
+    assert!(recorded < curve.valid[0].1, "the reconstruction improved");
+
+    // The UNet's stage on the trained VAE's latents.
+    let export = s(&a.join("steps-4"));
+    succeeds(&args(&c_s, &cache_s, &["--sd", &export]), tmp.path());
+    let config = std::fs::read_to_string(c.join("config.ron")).unwrap();
+    for want in [
+        "image_size: 64".to_string(),
+        "sample_posterior: true".to_string(),
+        format!("latent_scale: {saved}"),
+    ] {
+        assert!(config.contains(&want), "{want} in {config}");
+    }
+    let carried = VaeDecoder::<Flex>::load(&c.join("steps-4"), None, &device).unwrap();
+    assert_eq!(to_data(&carried), to_data(&decoder));
+
+    let refused = diffris_experiments_refuses(
+        &[
+            "--device",
+            "flex",
+            "train",
+            "cp_adapter",
+            "--profile",
+            "tiny",
+            "--sd",
+            &format!("sd15={export}"),
+            "--ablations",
+            ABLATIONS,
+            "--cache",
+            &cache_s,
+            "--dry-run",
+        ],
+        tmp.path(),
+    );
+    assert!(refused.contains("its VAE was trained"), "{refused}");
+}
+
 /// `--train-text-encoder`: the text encoder trains with the UNet, resumes exactly, and the
 /// export carries it (the VAE stays the source's).
 #[test]

@@ -145,6 +145,13 @@ impl<B: SdBackend> VaeEncoder<B> {
         &self.config
     }
 
+    /// The same encoder with the latents' factor `scale` in its config (what a trained VAE
+    /// measures on its own latents; saved as `scaling_factor`).
+    pub fn with_scaling_factor(mut self, scale: f64) -> Self {
+        self.config.scaling_factor = scale;
+        self
+    }
+
     /// The posterior mean (unscaled: multiply by the latent scale before the UNet), in the
     /// dtype of the encoder's weights (the image is cast to it).
     ///

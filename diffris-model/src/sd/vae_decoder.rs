@@ -96,6 +96,13 @@ impl<B: SdBackend> VaeDecoder<B> {
         &self.config
     }
 
+    /// The same decoder with the latents' factor `scale` in its config (see
+    /// [`super::vae::VaeEncoder::with_scaling_factor`]).
+    pub fn with_scaling_factor(mut self, scale: f64) -> Self {
+        self.config.scaling_factor = scale;
+        self
+    }
+
     /// The image a latent decodes to (diffusers' `AutoencoderKL.decode(z).sample`): pass the
     /// unscaled latent (divide a UNet-space latent by the latent scale first). Computed in the
     /// dtype of the decoder's weights (the latent is cast to it).
