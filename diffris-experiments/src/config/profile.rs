@@ -171,21 +171,33 @@ impl Resolver {
                     check_tiny_weights(name, path)?;
                 }
                 profile_changes = shrink_for_tiny(&mut model, &mut train);
-                let weights = match self.setup.sd.get(&recipe.sd_weights) {
-                    Some(path) => SdSource::Path(path.clone()),
-                    None => SdSource::Random {
-                        seed: tiny_weight_seed(&recipe.sd_weights),
-                    },
+                let (weights, arch) = match self.setup.sd.get(&recipe.sd_weights) {
+                    Some(path) => {
+                        let arch = SdConfig::from_diffusers_dir(path)?;
+                        trained_vae_scale(
+                            &recipe.sd_weights,
+                            &arch,
+                            &mut model,
+                            &mut profile_changes,
+                        );
+                        (SdSource::Path(path.clone()), arch)
+                    }
+                    None => (
+                        SdSource::Random {
+                            seed: tiny_weight_seed(&recipe.sd_weights),
+                        },
+                        tiny_arch(),
+                    ),
                 };
                 match self.setup.data.get(recipe.dataset.name()) {
                     // A user's dataset at the tiny architecture and input size: a CPU smoke test
                     // of real data.
-                    Some(root) => (recipe.dataset, root.clone(), None, weights, tiny_arch()),
+                    Some(root) => (recipe.dataset, root.clone(), None, weights, arch),
                     None => {
                         let synth = tiny_synth();
                         let root = diffris_data::synth::cached_dir(&self.cache, &synth);
                         let format = DatasetFormat::Synthrs;
-                        (format, root, Some(synth), weights, tiny_arch())
+                        (format, root, Some(synth), weights, arch)
                     }
                 }
             }
@@ -370,16 +382,32 @@ fn check_tiny_weights(name: &str, path: &std::path::Path) -> anyhow::Result<()> 
     anyhow::ensure!(path.is_dir(), tiny_only());
     let arch = SdConfig::from_diffusers_dir(path).with_context(tiny_only)?;
     anyhow::ensure!(is_tiny_arch(&arch), "{}: another architecture", tiny_only());
-    let own = arch.vae.scaling_factor;
-    anyhow::ensure!(
-        own == tiny_arch().vae.scaling_factor,
-        "`{name}` ({}): its VAE was trained (`diffris pretrain --stage vae`, latent factor \
-         {own}); the tiny profile scales every run's latents by {TINY_LATENT_SCALE}, its random \
-         VAE's factor, so it reads only folders with that VAE (those of a `--stage unet` run \
-         started from the default stack)",
-        path.display()
-    );
     Ok(())
+}
+
+/// Under the tiny profile, the latents of a stack whose VAE was trained (`diffris pretrain
+/// --stage vae` writes the factor it measured into the folder's config; the random VAE's config
+/// keeps SD's 0.18215, which the profile replaces by [`TINY_LATENT_SCALE`]) are scaled by that
+/// VAE's own factor, where the profile set the factor (a recipe's own value stays); the
+/// profile's recorded change says so.
+fn trained_vae_scale(
+    name: &str,
+    arch: &SdConfig,
+    model: &mut DiffRisConfig,
+    changes: &mut [ProfileChange],
+) {
+    let own = arch.vae.scaling_factor;
+    if own == tiny_arch().vae.scaling_factor {
+        return;
+    }
+    if let Some(change) = changes.iter_mut().find(|c| c.field == "model.latent_scale") {
+        model.latent_scale = own;
+        change.value = format!("{own:?}");
+        change.reason = format!(
+            "the factor the trained VAE of `{name}` measured on its own latents (`diffris \
+             pretrain --stage vae`: 1 / std of its posterior draws)"
+        );
+    }
 }
 
 /// Whether `arch` is the tiny profile's architecture (the latents' factor, which a trained VAE
@@ -566,6 +594,40 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    /// A trained VAE's factor replaces the one the profile set, and the recorded change says
+    /// so; a recipe's own factor (no change recorded) and the random VAE's folder change
+    /// nothing.
+    #[test]
+    fn a_trained_vaes_factor_replaces_the_profiles_only() {
+        let mut trained = tiny_arch();
+        trained.vae.scaling_factor = 0.61;
+        let change = || ProfileChange {
+            field: "model.latent_scale".into(),
+            paper: "1.0".into(),
+            value: format!("{TINY_LATENT_SCALE:?}"),
+            reason: "the random VAE's".into(),
+        };
+        let mut model = DiffRisConfig {
+            latent_scale: TINY_LATENT_SCALE,
+            ..DiffRisConfig::default()
+        };
+        let mut changes = vec![change()];
+        trained_vae_scale("sd15", &tiny_arch(), &mut model, &mut changes);
+        assert_eq!(model.latent_scale, TINY_LATENT_SCALE);
+        assert_eq!(changes, [change()]);
+        trained_vae_scale("sd15", &trained, &mut model, &mut changes);
+        assert_eq!(model.latent_scale, 0.61);
+        assert_eq!(changes[0].value, "0.61");
+        assert!(changes[0].reason.contains("trained VAE of `sd15`"));
+        let mut own = DiffRisConfig {
+            latent_scale: 2.0,
+            ..DiffRisConfig::default()
+        };
+        trained_vae_scale("sd15", &trained, &mut own, &mut []);
+        assert_eq!(own.latent_scale, 2.0);
+        assert!(is_tiny_arch(&trained) && !is_tiny_arch(&SdConfig::tiny()));
+    }
 
     const FILE: &str = r#"(
         version: 2,
