@@ -42,8 +42,12 @@ pub enum Command {
     /// Write seeded random weights of an SD architecture as a diffusers-style folder.
     InitSd(commands::init_sd::InitSdArgs),
     /// Train an SD stack's UNet by latent diffusion on image-caption pairs (generative
-    /// pre-training); every segment is exported as SD weights the other commands load.
+    /// pre-training), or its VAE as a KL autoencoder; every segment is exported as SD weights
+    /// the other commands load.
     Pretrain(commands::pretrain::PretrainArgs),
+    /// Generate images from captions with a stack that has a VAE decoder (DDIM with
+    /// classifier-free guidance), saved as one PNG grid.
+    Sample(commands::sample::SampleArgs),
     /// Run every variant of an ablation file and write its table and plots.
     Ablation(commands::ablation::AblationArgs),
     /// Train one variant of an ablation file (one seed).
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Features(args) => commands::features::run(one?, args),
         Command::InitSd(args) => commands::init_sd::run(one?, args),
         Command::Pretrain(args) => commands::pretrain::run(one?, args),
+        Command::Sample(args) => commands::sample::run(one?, args),
         Command::Ablation(args) => commands::ablation::run(devices?, args),
         Command::Train(args) => commands::train::run(devices?, args),
         Command::Eval(args) => commands::eval::run(one?, args),

@@ -13,6 +13,7 @@ pub mod init_sd;
 pub mod pretrain;
 pub mod run_args;
 pub mod run_spec;
+pub mod sample;
 pub mod score;
 pub mod segment;
 pub mod tables;

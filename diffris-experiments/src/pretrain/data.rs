@@ -157,7 +157,7 @@ impl Encoded {
 }
 
 /// The states of `captions`, `[N, 77, D]` in f32, and their token ids (`N * 77`).
-fn encode_captions<B: SdBackend>(
+pub(super) fn encode_captions<B: SdBackend>(
     sd: &StableDiffusion<B>,
     tokenizer: &ClipTokenizer,
     captions: &[&str],

@@ -410,7 +410,7 @@ impl BackendJob for Pretrain {
 
 /// Whether the diffusers folder `path` holds a VAE decoder (its `vae/config.json` names decoder
 /// blocks; the tiny profile's random weights and `pretrain`'s `unet` exports of them do not).
-fn has_decoder(path: &Path) -> bool {
+pub(super) fn has_decoder(path: &Path) -> bool {
     std::fs::read_to_string(path.join("vae").join("config.json"))
         .is_ok_and(|text| text.contains("\"up_block_types\""))
 }

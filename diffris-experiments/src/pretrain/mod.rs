@@ -19,6 +19,7 @@ pub mod images;
 pub mod job;
 pub mod log;
 pub mod renderer;
+pub mod sample;
 pub mod segments;
 pub mod step;
 

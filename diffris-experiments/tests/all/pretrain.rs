@@ -407,6 +407,50 @@ fn pretrain_trains_the_vae_then_the_unet_on_its_latents() {
     let carried = VaeDecoder::<Flex>::load(&c.join("steps-4"), None, &device).unwrap();
     assert_eq!(to_data(&carried), to_data(&decoder));
 
+    // `sample` draws from its captions: a grid of 2 captions by 3 images of 64 px; a stack
+    // without a decoder is refused, saying how to get one.
+    let grid = tmp.path().join("grid.png");
+    let sample = |sd: &str| -> Vec<String> {
+        [
+            "--device",
+            "flex",
+            "sample",
+            "--sd",
+            sd,
+            "--caption",
+            "a red ship",
+            "--caption",
+            "a white building",
+            "--per-caption",
+            "3",
+            "--steps",
+            "2",
+            "--out",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([s(&grid)])
+        .collect()
+    };
+    let unet_export = s(&c.join("steps-4"));
+    let printed = succeeds(
+        &sample(&unet_export)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        tmp.path(),
+    );
+    assert!(printed.contains("row 2: a white building"), "{printed}");
+    assert_eq!(image::image_dimensions(&grid).unwrap(), (192, 128));
+    let refused = diffris_experiments_refuses(
+        &sample(&s(&source_dir))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        tmp.path(),
+    );
+    assert!(refused.contains("pretrain --stage vae"), "{refused}");
+
     // The tiny profile reads it with its latents scaled by the trained VAE's factor.
     let plan = succeeds(
         &[
