@@ -107,7 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(args) => commands::tokenize::run(&args),
         Command::Features(args) => commands::features::run(one?, args),
         Command::InitSd(args) => commands::init_sd::run(one?, args),
-        Command::Pretrain(args) => commands::pretrain::run(one?, args),
+        Command::Pretrain(args) => commands::pretrain::run(devices?, args),
         Command::Sample(args) => commands::sample::run(one?, args),
         Command::Ablation(args) => commands::ablation::run(devices?, args),
         Command::Train(args) => commands::train::run(devices?, args),

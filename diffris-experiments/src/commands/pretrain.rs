@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::device::backend::DeviceSpec;
+use crate::device::backend::DeviceList;
 use crate::pretrain::job::Request;
 
 /// Arguments of `diffris pretrain`.
@@ -100,9 +100,9 @@ pub struct PretrainArgs {
 }
 
 /// Runs the command.
-pub fn run(device: DeviceSpec, a: PretrainArgs) -> anyhow::Result<()> {
+pub fn run(devices: DeviceList, a: PretrainArgs) -> anyhow::Result<()> {
     crate::pretrain::job::run(
-        device,
+        &devices,
         Request {
             out: a.out,
             stage: if a.stage == "vae" {

@@ -49,6 +49,22 @@ impl<B: SdAutodiffBackend> Autoencoder<B> {
     }
 }
 
+impl<B: SdAutodiffBackend> crate::training::multi_device::PlannedModel<B> for Autoencoder<B> {
+    type Kept = ();
+
+    fn ticket(pass: &ImageBatch<B>) -> Option<crate::device::turnstile::Ticket> {
+        pass.ticket.clone()
+    }
+
+    fn pass_index(output: &DenoiseOutput<B>) -> usize {
+        output.pass
+    }
+
+    fn on_device(self, device: &B::Device, _kept: &std::cell::RefCell<Option<()>>) -> Self {
+        self.fork(device)
+    }
+}
+
 /// The pieces of the loss of one pass, each the mean over its images.
 pub struct AutoencoderLoss<B: SdBackend> {
     /// L1 error summed over each image's pixels.
@@ -91,22 +107,30 @@ impl<B: SdAutodiffBackend> TrainStep for Autoencoder<B> {
     type Output = DenoiseOutput<B>;
 
     fn step(&self, batch: ImageBatch<B>) -> TrainOutput<DenoiseOutput<B>> {
-        // One device, no other thread to wait on: on the compute pool (`PoolOps`).
-        B::sd_on_pool(|| {
-            let weight = batch.loss_weight;
-            let loss = self.loss(&batch);
-            let output = DenoiseOutput {
-                loss: loss.clone().detach(),
-                weight,
-            };
-            // A micro-batch counts by its share of the batch (burn-train sums the passes).
-            let loss = if weight == 1.0 {
-                loss
-            } else {
-                loss.mul_scalar(weight)
-            };
-            TrainOutput::new(self, loss.backward(), output)
-        })
+        // On one device, on the compute pool (`PoolOps`); on several, on the worker's thread.
+        if batch.ticket.is_some() {
+            return self.train_pass(batch);
+        }
+        B::sd_on_pool(|| self.train_pass(batch))
+    }
+}
+
+impl<B: SdAutodiffBackend> Autoencoder<B> {
+    fn train_pass(&self, batch: ImageBatch<B>) -> TrainOutput<DenoiseOutput<B>> {
+        let weight = batch.loss_weight;
+        let loss = self.loss(&batch);
+        let output = DenoiseOutput {
+            loss: loss.clone().detach(),
+            weight,
+            pass: super::step::pass_of(&batch.ticket),
+        };
+        // A micro-batch counts by its share of the batch (burn-train sums the passes).
+        let loss = if weight == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(weight)
+        };
+        TrainOutput::new(self, loss.backward(), output)
     }
 }
 
@@ -118,6 +142,7 @@ impl<B: SdBackend> InferenceStep for Autoencoder<B> {
         B::sd_on_pool(|| DenoiseOutput {
             loss: self.loss(&batch),
             weight: batch.loss_weight,
+            pass: super::step::pass_of(&batch.ticket),
         })
     }
 }
@@ -185,9 +210,12 @@ pub fn pretrain_vae<B: SdAutodiffBackend>(
     val: Arc<ImageSet>,
     spec: &PretrainSpec,
     out: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
     opts: PretrainOptions,
 ) -> anyhow::Result<Vec<PathBuf>> {
+    let device = devices
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("pre-training needs at least one device"))?;
     let stage = VaeStage {
         sd,
         decoder,
@@ -197,7 +225,7 @@ pub fn pretrain_vae<B: SdAutodiffBackend>(
         tokenizer: opts.tokenizer.clone(),
         device: device.clone(),
     };
-    run_stage::<B, _>(&stage, train, val, spec, out, device, opts)
+    run_stage::<B, _>(&stage, train, val, spec, out, devices, opts)
 }
 
 struct VaeStage<'a, B: SdAutodiffBackend> {

@@ -19,7 +19,9 @@ use super::images::{ImageSet, read_images};
 use super::{PretrainOptions, PretrainSpec, PretrainStage, pretrain};
 use crate::config::RunDir;
 use crate::config::profile::{TINY_LATENT_SCALE, tiny_arch, tiny_synth, tiny_weight_seed};
-use crate::device::backend::{BackendJob, DeviceBackend, DeviceSpec, RunTarget, dispatch};
+use crate::device::backend::{
+    BackendJob, DataParallel, DeviceBackend, DeviceList, RunTarget, dispatch_on,
+};
 use crate::inputs::frozen::{load_frozen, load_frozen_preset, provision_random};
 use crate::records::env::EnvRecord;
 use crate::util::atomic_file::write_atomic;
@@ -70,6 +72,18 @@ pub struct PretrainConfig {
     pub data: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synth: Option<CaptionSetConfig>,
+    /// Devices sharing each batch (how the gradients of three or more passes are summed
+    /// depends on it, so a run resumes on as many).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub devices: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// The SynthRS caption set of the tiny profile's scenes (its image size, objects and scale).
@@ -147,6 +161,12 @@ impl BackendJob for Pretrain {
 
         // Every flag is checked before anything is generated, read or written.
         r.spec(r.latent_scale.unwrap_or(1.0), true).check()?;
+        let devices = target.burn_devices(&device);
+        anyhow::ensure!(
+            devices.len() == 1 || target.parallel == DataParallel::Ordered,
+            "pretrain shares its batches over several devices in plan order only: leave \
+             --data-parallel at `ordered`"
+        );
 
         // The captions (read first: a bad folder is named before any weights are read).
         let (root, data, synth) = match &r.data {
@@ -222,6 +242,7 @@ impl BackendJob for Pretrain {
             source: source.clone(),
             data: data.clone(),
             synth,
+            devices: devices.len(),
         };
         let text = ron::ser::to_string_pretty(&config, ron::ser::PrettyConfig::default())?;
         if r.resume && config_path.is_file() {
@@ -331,7 +352,7 @@ impl BackendJob for Pretrain {
                 val,
                 &spec,
                 &r.out,
-                &device,
+                &devices,
                 options(&progress, "pretrain-vae"),
             )?;
             return report(&r.out, &exported);
@@ -401,7 +422,7 @@ impl BackendJob for Pretrain {
             val,
             &spec,
             &r.out,
-            &device,
+            &devices,
             options(&progress, "pretrain"),
         )?;
         report(&r.out, &exported)
@@ -437,7 +458,7 @@ fn report(out: &Path, exported: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `request` on `device`.
-pub fn run(device: DeviceSpec, request: Request) -> anyhow::Result<()> {
-    dispatch(device, Pretrain(request))?
+/// Runs `request` on `devices` (several share each batch).
+pub fn run(devices: &DeviceList, request: Request) -> anyhow::Result<()> {
+    dispatch_on(devices, Pretrain(request))?
 }

@@ -224,9 +224,12 @@ pub fn pretrain<B: SdAutodiffBackend>(
     val: Arc<DenoiseSet>,
     spec: &PretrainSpec,
     out: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
     opts: PretrainOptions,
 ) -> anyhow::Result<Vec<PathBuf>> {
+    let device = devices
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("pre-training needs at least one device"))?;
     let stage = UnetStage {
         sd,
         train_text_encoder: spec.train_text_encoder,
@@ -239,7 +242,7 @@ pub fn pretrain<B: SdAutodiffBackend>(
         decoder,
         device: device.clone(),
     };
-    run_stage::<B, _>(&stage, train, val, spec, out, device, opts)
+    run_stage::<B, _>(&stage, train, val, spec, out, devices, opts)
 }
 
 /// Latent-diffusion training of a stack's UNet (and text encoder, where it trains).

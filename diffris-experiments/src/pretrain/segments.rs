@@ -10,7 +10,7 @@ use std::sync::Arc;
 use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use burn::train::checkpoint::KeepLastNCheckpoints;
-use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainStep};
+use burn::train::{InferenceStep, Learner, SupervisedTraining, TrainStep, TrainingStrategy};
 use diffris_kernels::SdAutodiffBackend;
 
 use super::log::{DenoiseMetric, LossCurve, PretrainLog};
@@ -23,6 +23,7 @@ use crate::training::checkpoint::{AtomicRecorder, last_checkpoint};
 use crate::training::ema::Ema;
 use crate::training::grad_clip::ClipGlobalNorm;
 use crate::training::loader::{EpochLoader, PassSource, passes_per_device};
+use crate::training::multi_device::{OrderedMultiDevice, PlannedModel};
 use crate::training::workers;
 
 /// The weights of a stage's module outside autodiff.
@@ -35,6 +36,8 @@ pub trait Stage<B: SdAutodiffBackend> {
     /// The trained module: its train step gives a pass's loss and share of its batch, and so
     /// does its inference step (burn-train's validation).
     type Model: TrainStep<Input = <Self::Set as PassSource<B>>::Batch, Output = DenoiseOutput<B>>
+        + PlannedModel<B>
+        + Send
         + AutodiffModule<
             B,
             InnerModule: InferenceStep<
@@ -93,16 +96,30 @@ where
 
 /// Trains `stage` on `train` (validating on `val`) in segments, writing a checkpoint and an
 /// exported folder after each into `out`; returns the folders exported by this call.
+///
+/// With several `devices` every optimizer batch is shared over them in passes of the epoch's
+/// plan, their gradients summed in plan order on the first device, which steps the optimizer
+/// and validates ([`OrderedMultiDevice`], as `train` does): each sample's draws come from its
+/// stream position, so the numbers are those of one device running the same passes, up to the
+/// order of the summed gradients (the same for two passes per step).
 pub fn run_stage<B: SdAutodiffBackend, S: Stage<B>>(
     stage: &S,
     train: Arc<S::Set>,
     val: Arc<S::Set>,
     spec: &PretrainSpec,
     out: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
     opts: PretrainOptions,
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> anyhow::Result<Vec<PathBuf>>
+where
+    <S::Model as TrainStep>::Input: Send,
+    <S::Model as TrainStep>::Output: Send,
+{
     spec.check()?;
+    let device = devices
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("pre-training needs at least one device"))?;
+    let n_dev = devices.len();
     let dir = RunDir::at(out);
     let done = if opts.resume {
         last_checkpoint(&dir).unwrap_or(0)
@@ -149,7 +166,8 @@ pub fn run_stage<B: SdAutodiffBackend, S: Stage<B>>(
     }
     let log = PretrainLog::new(curve);
     let segment_len = spec.every * spec.batch_size;
-    let per_step = passes_per_device(spec.batch_size, spec.pass_size(), 1);
+    // burn-train accumulates each device's passes of a step before the optimizer's step.
+    let per_device = passes_per_device(spec.batch_size, spec.pass_size(), n_dev);
     let last = opts
         .stop_after
         .map_or(spec.segments(), |s| (done + s).min(spec.segments()));
@@ -157,14 +175,17 @@ pub fn run_stage<B: SdAutodiffBackend, S: Stage<B>>(
     opts.bar.set_position((done * segment_len) as u64);
     let mut model = stage.first();
     for segment in done..last {
-        let train_loader = Arc::new(EpochLoader::<B, S::Set>::new(
-            train.clone(),
-            spec.batch_size,
-            spec.pass_size(),
-            Some(opts.seed),
-            segment,
-            device.clone(),
-        ));
+        let train_loader = Arc::new(
+            EpochLoader::<B, S::Set>::new(
+                train.clone(),
+                spec.batch_size,
+                spec.pass_size(),
+                Some(opts.seed),
+                segment,
+                device.clone(),
+            )
+            .shared_over(n_dev),
+        );
         let val_len = PassSource::<B::InnerBackend>::epoch_len(val.as_ref());
         let val_loader = Arc::new(EpochLoader::<B::InnerBackend, S::Set>::new(
             val.clone(),
@@ -193,8 +214,13 @@ pub fn run_stage<B: SdAutodiffBackend, S: Stage<B>>(
         if segment > 0 {
             training = training.checkpoint(segment);
         }
-        if per_step > 1 {
-            training = training.grads_accumulation(per_step);
+        if per_device > 1 {
+            training = training.grads_accumulation(per_device);
+        }
+        if n_dev > 1 {
+            training = training.with_training_strategy(TrainingStrategy::Custom(Arc::new(
+                OrderedMultiDevice::<B, S::Model>::new(devices.to_vec()),
+            )));
         }
         let optim = Ema::new(
             ClipGlobalNorm::new(

@@ -32,10 +32,34 @@ impl<B: SdAutodiffBackend> Denoiser<B> {
     }
 }
 
-/// The loss of one pass and its share of its optimizer batch.
+/// The loss of one pass and its share of its optimizer batch (the output of both pre-training
+/// stages' steps).
 pub struct DenoiseOutput<B: SdBackend> {
     pub loss: Tensor<B, 1>,
     pub weight: f64,
+    /// The pass's index in its epoch's plan (0 where the plan is not shared over devices).
+    pub pass: usize,
+}
+
+/// The plan index of a pass with `ticket`.
+pub fn pass_of(ticket: &Option<crate::device::turnstile::Ticket>) -> usize {
+    ticket.as_ref().map_or(0, |t| t.pass)
+}
+
+impl<B: SdAutodiffBackend> crate::training::multi_device::PlannedModel<B> for Denoiser<B> {
+    type Kept = ();
+
+    fn ticket(pass: &DenoiseBatch<B>) -> Option<crate::device::turnstile::Ticket> {
+        pass.ticket.clone()
+    }
+
+    fn pass_index(output: &DenoiseOutput<B>) -> usize {
+        output.pass
+    }
+
+    fn on_device(self, device: &B::Device, _kept: &std::cell::RefCell<Option<()>>) -> Self {
+        self.fork(device)
+    }
 }
 
 /// [`DenoiseOutput`] as plain numbers, for the metrics thread.
@@ -97,8 +121,11 @@ impl<B: SdAutodiffBackend> TrainStep for Denoiser<B> {
     type Output = DenoiseOutput<B>;
 
     fn step(&self, batch: DenoiseBatch<B>) -> TrainOutput<DenoiseOutput<B>> {
-        // Pre-training runs on one device and waits on no other thread: on the compute pool
-        // (`PoolOps`).
+        // On one device, on the compute pool (`PoolOps`); on several (passes with tickets),
+        // on the worker's own thread, as the DiffRIS step does.
+        if batch.ticket.is_some() {
+            return self.train_pass(batch);
+        }
         B::sd_on_pool(|| self.train_pass(batch))
     }
 }
@@ -110,6 +137,7 @@ impl<B: SdAutodiffBackend> Denoiser<B> {
         let output = DenoiseOutput {
             loss: loss.clone().detach(),
             weight,
+            pass: pass_of(&batch.ticket),
         };
         // A micro-batch's gradients are summed with its batch's other passes (burn-train's
         // accumulation), so its loss counts by its share of the batch.
@@ -130,6 +158,7 @@ impl<B: SdBackend> InferenceStep for Denoiser<B> {
         B::sd_on_pool(|| DenoiseOutput {
             loss: self.loss(&batch),
             weight: batch.loss_weight,
+            pass: pass_of(&batch.ticket),
         })
     }
 }

@@ -44,32 +44,69 @@ use diffris_model::sd::vae::VaeEncoder;
 
 use super::step::Trainee;
 use super::workers::Workers;
-use crate::device::turnstile::PassOver;
+use crate::device::turnstile::{PassOver, Ticket};
 use crate::inputs::split::EncodedBatch;
+
+/// A trained module whose passes the ordered loop can share over devices: each pass carries its
+/// place in the epoch's plan, and so does its output.
+pub trait PlannedModel<B: SdAutodiffBackend>: TrainStep + AutodiffModule<B> + 'static {
+    /// What a worker keeps on its device between passes (the frozen SD stack of a DiffRIS
+    /// model; nothing for a module that is all trained).
+    type Kept: Clone + Send + 'static;
+
+    /// The pass's ticket (its place in the plan).
+    fn ticket(pass: &<Self as TrainStep>::Input) -> Option<Ticket>;
+
+    /// The index in the plan of the pass that gave `output`.
+    fn pass_index(output: &<Self as TrainStep>::Output) -> usize;
+
+    /// The module a worker runs on `device`, with what it keeps there in `kept`.
+    fn on_device(self, device: &B::Device, kept: &RefCell<Option<Self::Kept>>) -> Self;
+}
+
+impl<B: SdAutodiffBackend> PlannedModel<B> for Trainee<B> {
+    type Kept = Frozen<B>;
+
+    fn ticket(pass: &EncodedBatch<B>) -> Option<Ticket> {
+        pass.ticket.clone()
+    }
+
+    fn pass_index(output: &super::step::SegOutput<B>) -> usize {
+        output.pass
+    }
+
+    fn on_device(self, device: &B::Device, kept: &RefCell<Option<Frozen<B>>>) -> Self {
+        with_frozen_of(self, device, kept).fork(device)
+    }
+}
 
 /// burn-train's multi-device loop (optimizer on the first device, which also validates) with
 /// each round's gradients summed in plan order.
-pub struct OrderedMultiDevice<B: SdAutodiffBackend> {
+pub struct OrderedMultiDevice<B: SdAutodiffBackend, M = Trainee<B>> {
     devices: Vec<B::Device>,
-    _backend: PhantomData<B>,
+    _model: PhantomData<M>,
 }
 
-impl<B: SdAutodiffBackend> OrderedMultiDevice<B> {
+impl<B: SdAutodiffBackend, M> OrderedMultiDevice<B, M> {
     pub fn new(devices: Vec<B::Device>) -> Self {
         Self {
             devices,
-            _backend: PhantomData,
+            _model: PhantomData,
         }
     }
 }
 
-impl<B, LC> SupervisedLearningStrategy<LC> for OrderedMultiDevice<B>
+impl<B, M, LC> SupervisedLearningStrategy<LC> for OrderedMultiDevice<B, M>
 where
     B: SdAutodiffBackend,
+    M: PlannedModel<B> + Send,
+    <M as AutodiffModule<B>>::InnerModule: InferenceStep,
+    <M as TrainStep>::Input: Send,
+    <M as TrainStep>::Output: Send,
     LC: LearningComponentsTypes<
             Backend = B,
-            TrainingModel = Trainee<B>,
-            InferenceModel = Trainee<B::InnerBackend>,
+            TrainingModel = M,
+            InferenceModel = <M as AutodiffModule<B>>::InnerModule,
         >,
 {
     fn fit(
@@ -89,14 +126,14 @@ where
         let mut early_stopping = components.early_stopping;
         let interrupter = components.interrupter;
         let accumulation = components.grad_accumulation.unwrap_or(1);
-        let frozen = RefCell::new(None);
+        let kept = RefCell::new(None);
         let workers = Workers::new(
             &self.devices,
-            move |device: &B::Device, (model, batch): (Trainee<B>, EncodedBatch<B>)| {
+            move |device: &B::Device, (model, batch): (M, <M as TrainStep>::Input)| {
                 // However the pass ends, the passes after it get their turn.
-                let _over = PassOver(batch.ticket.clone());
-                let model = with_frozen_of(model, device, &frozen);
-                TrainStep::step(&model.fork(device), batch)
+                let _over = PassOver(M::ticket(&batch));
+                let model = model.on_device(device, &kept);
+                TrainStep::step(&model, batch)
             },
         );
 
@@ -118,7 +155,7 @@ where
                     }
                 };
                 // The one change to burn-train's loop: plan order, not arrival order.
-                items.sort_by_key(|item| item.item.pass);
+                items.sort_by_key(|item| M::pass_index(&item.item));
                 learner.lr_step();
                 let mut outputs = Vec::with_capacity(items.len());
                 for item in items {
@@ -184,7 +221,7 @@ where
 }
 
 /// The frozen SD stack of a model (never trained), as one worker keeps it on its device.
-type Frozen<B> = (
+pub type Frozen<B> = (
     ClipTextModel<B>,
     VaeEncoder<B>,
     Option<UNet2DConditionModel<B>>,
@@ -218,10 +255,12 @@ fn with_frozen_of<B: SdAutodiffBackend>(
 /// One pass for each device whose loader part has one left (with the model to fork), and the
 /// loaders' summed progress: burn-train's `MultiDevicesTrainStep::step` up to sending.
 #[allow(clippy::type_complexity)]
-fn next_round<B: SdAutodiffBackend>(
-    loaders: &mut [Box<dyn burn::data::dataloader::DataLoaderIterator<EncodedBatch<B>> + '_>],
-    model: &Trainee<B>,
-) -> (Vec<Option<(Trainee<B>, EncodedBatch<B>)>>, Progress) {
+fn next_round<B: SdAutodiffBackend, M: PlannedModel<B>>(
+    loaders: &mut [Box<
+        dyn burn::data::dataloader::DataLoaderIterator<<M as TrainStep>::Input> + '_,
+    >],
+    model: &M,
+) -> (Vec<Option<(M, <M as TrainStep>::Input)>>, Progress) {
     let (mut total, mut processed) = (0, 0);
     let round = loaders
         .iter_mut()

@@ -478,6 +478,47 @@ fn pretrain_trains_the_vae_then_the_unet_on_its_latents() {
     }
 }
 
+/// `--device flex,flex` (two workers, the code path of several GPUs) pre-trains to the very
+/// bytes of one device running the same two passes per step, and a run resumes only on as many
+/// devices as it started on.
+#[test]
+fn pretrain_on_two_devices_equals_one_with_the_same_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (one_s, two_s, cache_s) = (s(&one), s(&two), s(&cache));
+    succeeds(&args(&one_s, &cache_s, &["--micro-batch", "2"]), tmp.path());
+    // The same passes of 2 (and validation batches of 2) on one device or on two.
+    let mut on_two = args(
+        &two_s,
+        &cache_s,
+        &["--micro-batch", "2", "--stop-after", "1"],
+    );
+    on_two[1] = "flex,flex";
+    succeeds(&on_two, tmp.path());
+    let config = std::fs::read_to_string(two.join("config.ron")).unwrap();
+    assert!(config.contains("devices: 2"), "{config}");
+    let refused = diffris_experiments_refuses(
+        &args(&two_s, &cache_s, &["--micro-batch", "2", "--resume"]),
+        tmp.path(),
+    );
+    assert!(refused.contains("another configuration"), "{refused}");
+    let mut resumed = args(&two_s, &cache_s, &["--micro-batch", "2", "--resume"]);
+    resumed[1] = "flex,flex";
+    succeeds(&resumed, tmp.path());
+    for file in [
+        "steps-4/unet/diffusion_pytorch_model.safetensors",
+        "steps-2/unet/diffusion_pytorch_model.safetensors",
+        "loss_curve.csv",
+    ] {
+        assert!(
+            read(&one.join(file)) == read(&two.join(file)),
+            "{file} differs"
+        );
+    }
+}
+
 /// `--train-text-encoder`: the text encoder trains with the UNet, resumes exactly, and the
 /// export carries it (the VAE stays the source's).
 #[test]
