@@ -5,7 +5,7 @@
 
 #![cfg(feature = "flex")] // runs on the CPU reference backend
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::backend::Flex;
@@ -49,6 +49,26 @@ fn args<'a>(out: &'a str, cache: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Two runs of [`args`] with `extra` in `tmp`: `a/` straight through and `b/` stopped after its
+/// first segment, then resumed; each of `files` must be the same in both. Returns `a/` and the
+/// cache.
+fn straight_and_resumed(tmp: &Path, extra: &[&str], files: &[&str]) -> (PathBuf, PathBuf) {
+    let cache = tmp.join("cache");
+    let (a, b) = (tmp.join("a"), tmp.join("b"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (a_s, b_s, cache_s) = (s(&a), s(&b), s(&cache));
+    succeeds(&args(&a_s, &cache_s, extra), tmp);
+    succeeds(
+        &args(&b_s, &cache_s, &[extra, &["--stop-after", "1"]].concat()),
+        tmp,
+    );
+    succeeds(&args(&b_s, &cache_s, &[extra, &["--resume"]].concat()), tmp);
+    for file in files {
+        assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
+    }
+    (a, cache)
 }
 
 #[test]
@@ -254,27 +274,15 @@ fn validation_set(
 #[test]
 fn pretrain_exports_the_weights_average_when_asked_and_resumes_it_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let (a_s, b_s, cache_s) = (s(&a), s(&b), s(&cache));
-    let ema = ["--ema-decay", "0.5"];
-    succeeds(&args(&a_s, &cache_s, &ema), tmp.path());
-    succeeds(
-        &args(&b_s, &cache_s, &[&ema[..], &["--stop-after", "1"]].concat()),
+    let (a, cache) = straight_and_resumed(
         tmp.path(),
+        &["--ema-decay", "0.5"],
+        &[
+            "steps-4/unet/diffusion_pytorch_model.safetensors",
+            "steps-2/unet/diffusion_pytorch_model.safetensors",
+            "loss_curve.csv",
+        ],
     );
-    succeeds(
-        &args(&b_s, &cache_s, &[&ema[..], &["--resume"]].concat()),
-        tmp.path(),
-    );
-    for file in [
-        "steps-4/unet/diffusion_pytorch_model.safetensors",
-        "steps-2/unet/diffusion_pytorch_model.safetensors",
-        "loss_curve.csv",
-    ] {
-        assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
-    }
     let curve = LossCurve::read(&a.join("loss_curve.csv")).unwrap();
     let steps = |points: &[(usize, f64)]| points.iter().map(|p| p.0).collect::<Vec<_>>();
     assert_eq!(steps(&curve.valid_ema), [0, 2, 4]);
@@ -308,31 +316,18 @@ fn pretrain_trains_the_vae_then_the_unet_on_its_latents() {
     use diffris_model::sd::VaeDecoder;
 
     let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let (a, b, c) = (
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-        tmp.path().join("c"),
+    let (a, cache) = straight_and_resumed(
+        tmp.path(),
+        &["--stage", "vae"],
+        &[
+            "steps-4/vae/diffusion_pytorch_model.safetensors",
+            "steps-4/vae/config.json",
+            "loss_curve.csv",
+        ],
     );
+    let c = tmp.path().join("c");
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let (a_s, b_s, c_s, cache_s) = (s(&a), s(&b), s(&c), s(&cache));
-    let vae = ["--stage", "vae"];
-    succeeds(&args(&a_s, &cache_s, &vae), tmp.path());
-    succeeds(
-        &args(&b_s, &cache_s, &[&vae[..], &["--stop-after", "1"]].concat()),
-        tmp.path(),
-    );
-    succeeds(
-        &args(&b_s, &cache_s, &[&vae[..], &["--resume"]].concat()),
-        tmp.path(),
-    );
-    for file in [
-        "steps-4/vae/diffusion_pytorch_model.safetensors",
-        "steps-4/vae/config.json",
-        "loss_curve.csv",
-    ] {
-        assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
-    }
+    let (c_s, cache_s) = (s(&c), s(&cache));
     let device = Default::default();
     let source_dir = std::fs::read_dir(cache.join("sd-random"))
         .unwrap()
@@ -524,24 +519,15 @@ fn pretrain_on_two_devices_equals_one_with_the_same_passes() {
 #[test]
 fn pretrain_trains_its_text_encoder_when_asked_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let (a_s, b_s, cache_s) = (s(&a), s(&b), s(&cache));
-    let flag = "--train-text-encoder";
-    succeeds(&args(&a_s, &cache_s, &[flag]), tmp.path());
-    succeeds(
-        &args(&b_s, &cache_s, &[flag, "--stop-after", "1"]),
+    let (a, _) = straight_and_resumed(
         tmp.path(),
+        &["--train-text-encoder"],
+        &[
+            "steps-4/unet/diffusion_pytorch_model.safetensors",
+            "steps-4/text_encoder/model.safetensors",
+            "loss_curve.csv",
+        ],
     );
-    succeeds(&args(&b_s, &cache_s, &[flag, "--resume"]), tmp.path());
-    for file in [
-        "steps-4/unet/diffusion_pytorch_model.safetensors",
-        "steps-4/text_encoder/model.safetensors",
-        "loss_curve.csv",
-    ] {
-        assert!(read(&a.join(file)) == read(&b.join(file)), "{file} differs");
-    }
     let config = std::fs::read_to_string(a.join("config.ron")).unwrap();
     assert!(config.contains("train_text_encoder: true"), "{config}");
     let device = Default::default();
