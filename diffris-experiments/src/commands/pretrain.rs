@@ -48,9 +48,9 @@ pub struct PretrainArgs {
     /// Samples per pass (gradients of a batch's passes are summed).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub micro_batch: Option<u64>,
-    /// AdamW's learning rate (constant). Default: 1e-3 for the default stack (its UNet trains
-    /// from random weights; docs/DESIGN.md, section 12, compares the two rates),
-    /// else 1e-4 (diffusers' fine-tuning default).
+    /// AdamW's learning rate (constant). Default: 1e-3 for a stack of the tiny profile's
+    /// architecture (its UNet trains from random weights; docs/DESIGN.md, section 12, compares
+    /// the two rates), else 1e-4 (diffusers' fine-tuning default).
     #[arg(long, value_parser = super::bounds::within(1e-12, 10.0))]
     pub lr: Option<f64>,
     #[arg(long, default_value_t = 1e-2, value_parser = super::bounds::within(0.0, 10.0))]
@@ -71,7 +71,8 @@ pub struct PretrainArgs {
     /// `--train_text_encoder`); the exports carry it. Default: frozen.
     #[arg(long)]
     pub train_text_encoder: bool,
-    /// Side of the square training images. Default: 64 for the default stack, else 512.
+    /// Side of the square training images. Default: 64 for a stack of the tiny profile's
+    /// architecture (the default stack, its exports), else 512.
     #[arg(long, value_parser = clap::value_parser!(u64).range(8..=8192))]
     pub image_size: Option<u64>,
     /// The latents' factor. Default: the tiny profile's for the default stack, else the VAE's
